@@ -1,0 +1,205 @@
+"""The subscription hub: one LISTEN connection per process, fanned out to every subscriber.
+
+NOTIFY (payload "<workspace> <seq>") only wakes; the record is the changeset table. Per
+workspace a ``_Feed`` fetches new changesets once (one query per wake-up, whatever the number
+of subscribers) into a bounded buffer; a subscriber behind the buffer reads the table itself.
+Because ``seq`` is gap-free and visible in commit order (schema.py), "seq > last" never
+skips a changeset, and after a lost connection a refresh of every feed catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import psycopg
+
+from .model import Changeset
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "dbcode"
+BUFFER_MAX = 2048
+FETCH_BATCH_MAX = 500
+SAFETY_POLL_S = 10.0
+RECONNECT_DELAY_MAX_S = 2.0
+
+Fetch = Callable[[str, int, int], Awaitable[list[Changeset]]]
+Head = Callable[[str], Awaitable[int]]
+
+
+class _Feed:
+    """Changesets of one workspace as seen by this process."""
+
+    def __init__(self, workspace: str, last_seq: int, fetch: Fetch) -> None:
+        self.workspace = workspace
+        self.last_seq = last_seq
+        self.buffer: deque[Changeset] = deque(maxlen=BUFFER_MAX)
+        self._fetch = fetch
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    @property
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change (take it before checking state)."""
+        return self._changed
+
+    def poke(self) -> None:
+        """Something may have committed: fetch (single flight; one more round if busy)."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        while True:
+            self._again = False
+            try:
+                while True:
+                    rows = await self._fetch(self.workspace, self.last_seq, FETCH_BATCH_MAX)
+                    for cs in rows:
+                        assert cs.seq == self.last_seq + 1, "seq must be gap-free"
+                        self.buffer.append(cs)
+                        self.last_seq = cs.seq
+                    if rows:
+                        self._signal()
+                    if len(rows) < FETCH_BATCH_MAX:
+                        break
+            except Exception as exc:  # a lost connection: the next wake-up retries
+                log.warning("feed %s: fetch failed: %s", self.workspace, exc)
+                return
+            if not self._again:
+                return
+
+    def _signal(self) -> None:
+        old, self._changed = self._changed, asyncio.Event()
+        old.set()
+
+    def wake_all(self) -> None:
+        self._signal()
+
+
+class Hub:
+    """Per-process LISTEN connection and feeds."""
+
+    def __init__(self, dsn: str, fetch: Fetch, head: Head) -> None:
+        self._dsn = dsn
+        self._fetch = fetch
+        self._head = head
+        self._feeds: dict[str, _Feed] = {}
+        self._feed_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._closed = False
+        self.reconnects = 0
+        self._conn: psycopg.AsyncConnection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._listening.is_set()
+
+    async def start(self) -> None:
+        """Start listening (idempotent); returns once LISTEN is active."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        await self._listening.wait()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for feed in self._feeds.values():
+            if feed._task is not None:
+                feed._task.cancel()
+
+    async def kill_connection_for_test(self) -> None:
+        """Close the LISTEN connection abruptly (tests of reconnection)."""
+        if self._conn is not None:
+            await self._conn.close()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._dsn, autocommit=True, connect_timeout=5
+                )
+                self._conn = conn
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
+                    delay = 0.05
+                    # Catch up on anything committed while we were not listening.
+                    for feed in self._feeds.values():
+                        feed.poke()
+                    while not self._closed:
+                        async for note in conn.notifies(timeout=SAFETY_POLL_S):
+                            workspace, _, _seq = note.payload.rpartition(" ")
+                            feed = self._feeds.get(workspace)
+                            if feed is not None:
+                                feed.poke()
+                        if conn.closed:
+                            raise psycopg.OperationalError("LISTEN connection closed")
+                        for feed in self._feeds.values():
+                            feed.poke()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closed:
+                    return
+                if self._listening.is_set():
+                    log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                    self.reconnects += 1
+                self._listening.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+            finally:
+                self._conn = None
+
+    async def _feed(self, workspace: str) -> _Feed:
+        feed = self._feeds.get(workspace)
+        if feed is not None:
+            return feed
+        async with self._feed_lock:
+            feed = self._feeds.get(workspace)
+            if feed is None:
+                await self.start()
+                feed = _Feed(workspace, await self._head(workspace), self._fetch)
+                self._feeds[workspace] = feed
+                feed.poke()  # anything committed between LISTEN and the head query
+        return feed
+
+    async def head(self, workspace: str) -> int:
+        """This process's view of the head (as fresh as the last wake-up)."""
+        return (await self._feed(workspace)).last_seq
+
+    async def subscribe(self, workspace: str, since_seq: int) -> AsyncIterator[Changeset]:
+        feed = await self._feed(workspace)
+        nxt = since_seq + 1
+        while True:
+            changed = feed.changed
+            buf = feed.buffer
+            if buf and buf[0].seq <= nxt <= feed.last_seq:
+                yield buf[nxt - buf[0].seq]
+                nxt += 1
+                continue
+            if nxt <= feed.last_seq:  # behind the buffer: read the table
+                try:
+                    rows = await self._fetch(workspace, nxt - 1, FETCH_BATCH_MAX)
+                except Exception as exc:  # lost connection: retry after a pause
+                    log.warning("subscriber %s: catch-up failed: %s", workspace, exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                for cs in rows:
+                    if cs.seq != nxt:
+                        break
+                    yield cs
+                    nxt += 1
+                continue
+            await changed.wait()

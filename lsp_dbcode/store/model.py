@@ -1,0 +1,110 @@
+"""Plain data returned and accepted by the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+ChangeKind = Literal["create", "update", "delete", "rename"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One file change of a changeset.
+
+    op: "write" (create or update with ``text``), "delete", or "rename" (to ``new_path``).
+    base: the revision the change was made from (compare-and-swap); 0 = must not exist;
+    None = no check (last writer wins).
+    """
+
+    op: Literal["write", "delete", "rename"]
+    path: str
+    text: str | None = None
+    new_path: str | None = None
+    base: int | None = None
+
+    @staticmethod
+    def write(path: str, text: str, base: int | None = None) -> Change:
+        return Change("write", path, text=text, base=base)
+
+    @staticmethod
+    def delete(path: str, base: int | None = None) -> Change:
+        return Change("delete", path, base=base)
+
+    @staticmethod
+    def rename(path: str, new_path: str, base: int | None = None) -> Change:
+        return Change("rename", path, new_path=new_path, base=base)
+
+
+@dataclass(frozen=True, slots=True)
+class FileText:
+    workspace: str
+    path: str
+    revision: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    revision: int
+    size: int
+    updated_by: str
+    updated_at: datetime
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """A file as touched by a changeset (what subscribers see)."""
+
+    path: str
+    revision: int
+    kind: ChangeKind
+    old_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Changeset:
+    workspace: str
+    seq: int
+    agent: str
+    message: str | None
+    time: datetime
+    files: tuple[FileChange, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    seq: int
+    revisions: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionInfo:
+    path: str
+    revision: int
+    seq: int
+    kind: str
+    agent: str
+    message: str | None
+    time: datetime
+    size: int
+    old_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo:
+    name: str
+    head_seq: int
+    files: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    seq: int | None  # None when nothing changed
+    created: int
+    updated: int
+    unchanged: int

@@ -1,0 +1,212 @@
+"""Schema and versioned migrations.
+
+Migrations are applied in one transaction under a transaction-scoped advisory lock, so several
+processes starting at once serialise: the first applies, the others wait and then find nothing
+to do. Never edit a published step; append a new one.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+# A fixed key for pg_advisory_xact_lock: "dbcode" as a number.
+MIGRATION_LOCK_KEY = 0x6462636F6465
+
+_V1 = r"""
+CREATE TABLE dbcode_workspace (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    head_seq    bigint NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per changeset. seq is gap-free and assigned under the workspace row lock, which is
+-- held until COMMIT: so changesets become visible in seq order, and "seq > last" never skips.
+CREATE TABLE dbcode_changeset (
+    workspace_id bigint NOT NULL REFERENCES dbcode_workspace (id),
+    seq          bigint NOT NULL,
+    agent        text NOT NULL,
+    message      text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, seq)
+);
+
+-- Current state of every path ever used: its latest revision, and whether that is a deletion.
+CREATE TABLE dbcode_file (
+    workspace_id bigint NOT NULL REFERENCES dbcode_workspace (id),
+    path         text NOT NULL,
+    revision     integer NOT NULL,
+    deleted      boolean NOT NULL,
+    PRIMARY KEY (workspace_id, path)
+);
+
+-- Every revision of every file. kind 'moved' marks the old path of a rename (content NULL);
+-- the new path's row has kind 'rename' and old_path.
+CREATE TABLE dbcode_revision (
+    workspace_id bigint NOT NULL,
+    path         text NOT NULL,
+    revision     integer NOT NULL,
+    seq          bigint NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('create', 'update', 'delete', 'rename', 'moved')),
+    old_path     text,
+    content      text,
+    size         integer NOT NULL DEFAULT 0,
+    sha          text,
+    PRIMARY KEY (workspace_id, path, revision),
+    FOREIGN KEY (workspace_id, seq) REFERENCES dbcode_changeset (workspace_id, seq)
+);
+CREATE INDEX dbcode_revision_seq ON dbcode_revision (workspace_id, seq);
+
+-- The atomic changeset. p_changes: [{"op": "write"|"delete"|"rename", "path": str,
+-- "text": str (write), "new_path": str (rename), "base": int|null}]. Returns
+-- {"seq": n, "revisions": {path: revision}}. Errors: SQLSTATE DB409 (conflict, DETAIL
+-- {"path", "current"}), DB404 (missing file), DB400 (bad request).
+CREATE FUNCTION dbcode_commit(p_workspace text, p_agent text, p_message text, p_changes jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws        bigint;
+    s         bigint;
+    ch        jsonb;
+    op        text;
+    p         text;
+    np        text;
+    base      integer;
+    cur_rev   integer;
+    cur_del   boolean;
+    cur       integer;
+    dst_rev   integer;
+    dst_del   boolean;
+    src_text  text;
+    all_paths text[];
+    r_path    text[] := '{}';
+    r_rev     integer[] := '{}';
+    r_kind    text[] := '{}';
+    r_old     text[] := '{}';
+    r_content text[] := '{}';
+    revs      jsonb := '{}';
+BEGIN
+    IF jsonb_typeof(p_changes) <> 'array' OR jsonb_array_length(p_changes) = 0 THEN
+        RAISE EXCEPTION 'a changeset needs at least one change' USING ERRCODE = 'DB400';
+    END IF;
+    SELECT id INTO ws FROM dbcode_workspace WHERE name = p_workspace;
+    IF ws IS NULL THEN
+        INSERT INTO dbcode_workspace (name) VALUES (p_workspace) ON CONFLICT (name) DO NOTHING;
+        SELECT id INTO ws FROM dbcode_workspace WHERE name = p_workspace;
+    END IF;
+
+    SELECT array_agg(x ORDER BY x) INTO all_paths FROM (
+        SELECT c ->> 'path' AS x FROM jsonb_array_elements(p_changes) c
+        UNION ALL
+        SELECT c ->> 'new_path' FROM jsonb_array_elements(p_changes) c WHERE c ? 'new_path'
+    ) q;
+    IF (SELECT count(DISTINCT x) FROM unnest(all_paths) x) <> cardinality(all_paths) THEN
+        RAISE EXCEPTION 'a path appears more than once in one changeset' USING ERRCODE = 'DB400';
+    END IF;
+
+    -- Make a row for every touched path, then lock them all in path order (no deadlocks).
+    INSERT INTO dbcode_file (workspace_id, path, revision, deleted)
+        SELECT ws, x, 0, true FROM unnest(all_paths) x ORDER BY x
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM dbcode_file WHERE workspace_id = ws AND path = ANY (all_paths)
+        ORDER BY path FOR UPDATE;
+
+    FOR ch IN SELECT value FROM jsonb_array_elements(p_changes) LOOP
+        op := ch ->> 'op';
+        p := ch ->> 'path';
+        base := (ch ->> 'base')::integer;
+        SELECT revision, deleted INTO cur_rev, cur_del
+            FROM dbcode_file WHERE workspace_id = ws AND path = p;
+        cur := CASE WHEN cur_del THEN 0 ELSE cur_rev END;
+        IF base IS NOT NULL AND base <> cur THEN
+            RAISE EXCEPTION 'conflict on %', p USING ERRCODE = 'DB409',
+                DETAIL = jsonb_build_object('path', p, 'current', cur)::text;
+        END IF;
+        IF op = 'write' THEN
+            r_path := r_path || p;
+            r_rev := r_rev || (cur_rev + 1);
+            r_kind := r_kind || (CASE WHEN cur_del THEN 'create' ELSE 'update' END);
+            r_old := r_old || NULL::text;
+            r_content := r_content || (ch ->> 'text');
+            revs := revs || jsonb_build_object(p, cur_rev + 1);
+        ELSIF op = 'delete' THEN
+            IF cur_del THEN
+                RAISE EXCEPTION 'no such file: %', p USING ERRCODE = 'DB404',
+                    DETAIL = jsonb_build_object('path', p)::text;
+            END IF;
+            r_path := r_path || p;
+            r_rev := r_rev || (cur_rev + 1);
+            r_kind := r_kind || 'delete'::text;
+            r_old := r_old || NULL::text;
+            r_content := r_content || NULL::text;
+            revs := revs || jsonb_build_object(p, cur_rev + 1);
+        ELSIF op = 'rename' THEN
+            np := ch ->> 'new_path';
+            IF cur_del THEN
+                RAISE EXCEPTION 'no such file: %', p USING ERRCODE = 'DB404',
+                    DETAIL = jsonb_build_object('path', p)::text;
+            END IF;
+            SELECT revision, deleted INTO dst_rev, dst_del
+                FROM dbcode_file WHERE workspace_id = ws AND path = np;
+            IF NOT dst_del THEN
+                RAISE EXCEPTION 'rename target exists: %', np USING ERRCODE = 'DB409',
+                    DETAIL = jsonb_build_object('path', np, 'current', dst_rev)::text;
+            END IF;
+            SELECT content INTO src_text FROM dbcode_revision
+                WHERE workspace_id = ws AND path = p AND revision = cur_rev;
+            r_path := r_path || p || np;
+            r_rev := r_rev || (cur_rev + 1) || (dst_rev + 1);
+            r_kind := r_kind || 'moved'::text || 'rename'::text;
+            r_old := r_old || np || p;
+            r_content := r_content || NULL::text || src_text;
+            revs := revs || jsonb_build_object(p, cur_rev + 1, np, dst_rev + 1);
+        ELSE
+            RAISE EXCEPTION 'unknown change op %', op USING ERRCODE = 'DB400';
+        END IF;
+    END LOOP;
+
+    -- Last: take the workspace row lock and the next seq. Held until COMMIT.
+    UPDATE dbcode_workspace SET head_seq = head_seq + 1 WHERE id = ws RETURNING head_seq INTO s;
+    INSERT INTO dbcode_changeset (workspace_id, seq, agent, message)
+        VALUES (ws, s, p_agent, p_message);
+    INSERT INTO dbcode_revision (workspace_id, path, revision, seq, kind, old_path, content,
+                                 size, sha)
+        SELECT ws, t.path, t.rev, s, t.kind, t.old, t.content,
+               coalesce(octet_length(t.content), 0), md5(t.content)
+        FROM unnest(r_path, r_rev, r_kind, r_old, r_content) AS t (path, rev, kind, old, content);
+    UPDATE dbcode_file f SET revision = t.rev, deleted = t.content IS NULL
+        FROM unnest(r_path, r_rev, r_content) AS t (path, rev, content)
+        WHERE f.workspace_id = ws AND f.path = t.path;
+    PERFORM pg_notify('dbcode', p_workspace || ' ' || s);
+    RETURN jsonb_build_object('seq', s, 'revisions', revs);
+END
+$fn$;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+async def migrate(conn: psycopg.AsyncConnection) -> int:
+    """Bring the schema up to date. Returns the number of steps applied.
+
+    Safe to call from many processes at once: an advisory lock serialises them.
+    """
+    applied = 0
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS dbcode_schema_version ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT coalesce(max(version), 0) FROM dbcode_schema_version")
+        row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        for version, ddl in MIGRATIONS:
+            if version <= current:
+                continue
+            await conn.execute(ddl.encode())
+            await conn.execute(
+                "INSERT INTO dbcode_schema_version (version) VALUES (%s)", (version,)
+            )
+            applied += 1
+    return applied

@@ -1,0 +1,516 @@
+"""The store API: read, list, compare-and-swap commit, bulk import, history, subscriptions.
+
+Every SQL statement of lsp-dbcode lives in this package. Atomicity and ordering are settled by
+PostgreSQL: one changeset is one call of the ``dbcode_commit`` function (schema.py), whose
+workspace row lock gives the gap-free, commit-ordered ``seq``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from . import validate
+from .dsn import redact
+from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
+from .hub import Hub
+from .model import (
+    Change,
+    Changeset,
+    CommitResult,
+    FileChange,
+    FileInfo,
+    FileText,
+    ImportResult,
+    RevisionInfo,
+    WorkspaceInfo,
+)
+from .schema import migrate
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5
+FEED_BATCH_MAX = 500
+
+_CHANGESET_COLUMNS = """
+    c.seq, c.agent, c.message, c.created_at,
+    (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path)
+                              ORDER BY r.path), '[]')
+       FROM dbcode_revision r
+      WHERE r.workspace_id = c.workspace_id AND r.seq = c.seq AND r.kind <> 'moved')
+"""
+
+
+def _changeset(workspace: str, row: Sequence[Any]) -> Changeset:
+    seq, agent, message, created_at, files = row
+    return Changeset(
+        workspace=workspace,
+        seq=int(seq),
+        agent=agent,
+        message=message,
+        time=created_at,
+        files=tuple(FileChange(p, int(r), k, o) for p, r, k, o in files),
+    )
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching paths that start with ``prefix`` (validated)."""
+    prefix = validate.check_prefix(prefix)
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _sha(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+class Store:
+    """Async access to the code store. Use ``async with Store(dsn) as store:``."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        content_bytes_max: int | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.content_bytes_max = content_bytes_max or validate.content_bytes_max()
+        self._pool = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+        )
+        self.hub = Hub(dsn, self._changesets_since, self.head)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, migrate the schema if needed, open the pool."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, connect_timeout=CONNECT_TIMEOUT_S
+            )
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {reason}"
+            ) from None
+        async with conn:
+            await migrate(conn)
+        await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+
+    async def close(self) -> None:
+        await self.hub.close()
+        await self._pool.close()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(query, params)
+                return await cur.fetchall()
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
+
+    async def _workspace_id(self, workspace: str) -> int:
+        validate.check_workspace(workspace)
+        rows = await self._fetchall("SELECT id FROM dbcode_workspace WHERE name = %s", (workspace,))
+        if not rows:
+            raise NotFound(f"unknown workspace {workspace!r}")
+        return int(rows[0][0])
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def workspaces(self) -> list[WorkspaceInfo]:
+        rows = await self._fetchall(
+            "SELECT w.name, w.head_seq, w.created_at,"
+            " (SELECT count(*) FROM dbcode_file f WHERE f.workspace_id = w.id AND NOT f.deleted)"
+            " FROM dbcode_workspace w WHERE w.head_seq > 0 ORDER BY w.name"
+        )
+        return [WorkspaceInfo(n, int(h), int(c), t) for n, h, t, c in rows]
+
+    async def head(self, workspace: str) -> int:
+        """The workspace's latest seq (0 for a workspace without changesets)."""
+        validate.check_workspace(workspace)
+        rows = await self._fetchall(
+            "SELECT head_seq FROM dbcode_workspace WHERE name = %s", (workspace,)
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def read(self, workspace: str, path: str, revision: int | None = None) -> FileText:
+        """The file's current text, or the text at ``revision``."""
+        validate.check_path(path)
+        ws = await self._workspace_id(workspace)
+        if revision is None:
+            rows = await self._fetchall(
+                "SELECT f.revision, r.content FROM dbcode_file f"
+                " JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
+                "  AND r.path = f.path AND r.revision = f.revision"
+                " WHERE f.workspace_id = %s AND f.path = %s AND NOT f.deleted",
+                (ws, path),
+            )
+            if not rows:
+                raise NotFound(f"no such file {path!r} in workspace {workspace!r}")
+        else:
+            if revision < 1:
+                raise InvalidInput(f"invalid revision {revision}: revisions start at 1")
+            rows = await self._fetchall(
+                "SELECT revision, content FROM dbcode_revision"
+                " WHERE workspace_id = %s AND path = %s AND revision = %s",
+                (ws, path, revision),
+            )
+            if not rows:
+                raise NotFound(f"{workspace}/{path} has no revision {revision}")
+            if rows[0][1] is None:
+                raise NotFound(f"revision {revision} of {workspace}/{path} is a deletion")
+        rev, text = rows[0]
+        return FileText(workspace, path, int(rev), text)
+
+    async def revision_of(self, workspace: str, path: str) -> int:
+        """Current revision of a file, 0 if it does not exist."""
+        rows = await self._fetchall(
+            "SELECT f.revision FROM dbcode_file f JOIN dbcode_workspace w ON w.id = f.workspace_id"
+            " WHERE w.name = %s AND f.path = %s AND NOT f.deleted",
+            (workspace, path),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def list_files(self, workspace: str, prefix: str = "") -> list[FileInfo]:
+        ws = await self._workspace_id(workspace)
+        like = _like_prefix(prefix)
+        rows = await self._fetchall(
+            "SELECT f.path, f.revision, r.size, c.agent, c.created_at, c.seq"
+            " FROM dbcode_file f"
+            " JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
+            "  AND r.path = f.path AND r.revision = f.revision"
+            " JOIN dbcode_changeset c ON c.workspace_id = r.workspace_id AND c.seq = r.seq"
+            " WHERE f.workspace_id = %s AND NOT f.deleted AND f.path LIKE %s"
+            " ORDER BY f.path",
+            (ws, like),
+        )
+        return [FileInfo(p, int(rv), int(sz), a, t, int(s)) for p, rv, sz, a, t, s in rows]
+
+    async def read_many(self, workspace: str, paths: Iterable[str]) -> dict[str, FileText]:
+        """Current text of several files (missing ones are left out)."""
+        ws = await self._workspace_id(workspace)
+        rows = await self._fetchall(
+            "SELECT f.path, f.revision, r.content FROM dbcode_file f"
+            " JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
+            "  AND r.path = f.path AND r.revision = f.revision"
+            " WHERE f.workspace_id = %s AND f.path = ANY(%s) AND NOT f.deleted",
+            (ws, list(paths)),
+        )
+        return {p: FileText(workspace, p, int(rv), t) for p, rv, t in rows}
+
+    async def snapshot(self, workspace: str, prefix: str = "") -> tuple[int, list[FileText]]:
+        """All current files and the seq they reflect, read in one consistent snapshot."""
+        validate.check_workspace(workspace)
+        like = _like_prefix(prefix)
+        try:
+            async with self._pool.connection() as conn:
+                async with conn.transaction():
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    cur = await conn.execute(
+                        "SELECT id, head_seq FROM dbcode_workspace WHERE name = %s", (workspace,)
+                    )
+                    row = await cur.fetchone()
+                    if row is None:
+                        raise NotFound(f"unknown workspace {workspace!r}")
+                    ws, head = int(row[0]), int(row[1])
+                    cur = await conn.execute(
+                        "SELECT f.path, f.revision, r.content FROM dbcode_file f"
+                        " JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
+                        "  AND r.path = f.path AND r.revision = f.revision"
+                        " WHERE f.workspace_id = %s AND NOT f.deleted AND f.path LIKE %s"
+                        " ORDER BY f.path",
+                        (ws, like),
+                    )
+                    rows = await cur.fetchall()
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
+        return head, [FileText(workspace, p, int(rv), t) for p, rv, t in rows]
+
+    async def log(
+        self,
+        workspace: str,
+        path: str | None = None,
+        limit: int = 50,
+        before_seq: int | None = None,
+    ) -> list[Changeset]:
+        """Changesets, newest first; with ``path``, those that touched it."""
+        ws = await self._workspace_id(workspace)
+        if limit < 1 or limit > 10_000:
+            raise InvalidInput(f"invalid limit {limit}: use 1..10000")
+        params: list[Any] = [ws, before_seq if before_seq is not None else 2**62]
+        where = ""
+        if path is not None:
+            validate.check_path(path)
+            where = (
+                " AND c.seq IN (SELECT seq FROM dbcode_revision"
+                " WHERE workspace_id = %s AND (path = %s OR old_path = %s))"
+            )
+            params += [ws, path, path]
+        params.append(limit)
+        rows = await self._fetchall(
+            f"SELECT {_CHANGESET_COLUMNS} FROM dbcode_changeset c"  # noqa: S608 - constant text
+            f" WHERE c.workspace_id = %s AND c.seq < %s{where} ORDER BY c.seq DESC LIMIT %s",
+            params,
+        )
+        return [_changeset(workspace, r) for r in rows]
+
+    async def _changesets_since(self, workspace: str, since: int, limit: int) -> list[Changeset]:
+        rows = await self._fetchall(
+            f"SELECT {_CHANGESET_COLUMNS} FROM dbcode_changeset c"  # noqa: S608 - constant text
+            " JOIN dbcode_workspace w ON w.id = c.workspace_id"
+            " WHERE w.name = %s AND c.seq > %s ORDER BY c.seq LIMIT %s",
+            (workspace, since, limit),
+        )
+        return [_changeset(workspace, r) for r in rows]
+
+    async def changesets_since(
+        self, workspace: str, since: int, limit: int = FEED_BATCH_MAX
+    ) -> list[Changeset]:
+        """Changesets with seq > since, in seq order (at most ``limit``)."""
+        await self._workspace_id(workspace)
+        return await self._changesets_since(workspace, since, limit)
+
+    async def history(self, workspace: str, path: str) -> list[RevisionInfo]:
+        """Every revision of a file, newest first."""
+        ws = await self._workspace_id(workspace)
+        validate.check_path(path)
+        rows = await self._fetchall(
+            "SELECT r.path, r.revision, r.seq, r.kind, c.agent, c.message, c.created_at,"
+            " r.size, r.old_path FROM dbcode_revision r"
+            " JOIN dbcode_changeset c ON c.workspace_id = r.workspace_id AND c.seq = r.seq"
+            " WHERE r.workspace_id = %s AND r.path = %s ORDER BY r.revision DESC",
+            (ws, path),
+        )
+        if not rows:
+            raise NotFound(f"no such file {path!r} in workspace {workspace!r}")
+        return [
+            RevisionInfo(p, int(rv), int(s), k, a, m, t, int(sz), o)
+            for p, rv, s, k, a, m, t, sz, o in rows
+        ]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _check_change(self, change: Change) -> dict[str, Any]:
+        validate.check_path(change.path)
+        if change.base is not None and change.base < 0:
+            raise InvalidInput(f"invalid base revision {change.base} for {change.path}")
+        item: dict[str, Any] = {"op": change.op, "path": change.path, "base": change.base}
+        if change.op == "write":
+            if change.text is None:
+                raise InvalidInput(f"write of {change.path} without text")
+            validate.check_text(change.text, change.path, self.content_bytes_max)
+            item["text"] = change.text
+        elif change.op == "rename":
+            if change.new_path is None:
+                raise InvalidInput(f"rename of {change.path} without a new path")
+            validate.check_path(change.new_path)
+            item["new_path"] = change.new_path
+        elif change.op != "delete":
+            raise InvalidInput(f"unknown change op {change.op!r}")
+        return item
+
+    async def commit(
+        self,
+        workspace: str,
+        changes: Sequence[Change],
+        *,
+        agent: str,
+        message: str | None = None,
+    ) -> CommitResult:
+        """Commit all changes atomically, or none (Conflict / NotFound / InvalidInput)."""
+        validate.check_workspace(workspace)
+        if not changes:
+            raise InvalidInput("a changeset needs at least one change")
+        if not agent or len(agent) > 200:
+            raise InvalidInput("invalid agent name: 1-200 characters")
+        items = [self._check_change(c) for c in changes]
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT dbcode_commit(%s, %s, %s, %s)",
+                    (workspace, agent, message, Jsonb(items)),
+                )
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            raise self._commit_error(workspace, items, exc) from None
+        assert row is not None
+        result = row[0]
+        return CommitResult(int(result["seq"]), {k: int(v) for k, v in result["revisions"].items()})
+
+    def _commit_error(
+        self, workspace: str, items: list[dict[str, Any]], exc: psycopg.Error
+    ) -> StoreError:
+        state = exc.sqlstate
+        detail = json.loads(exc.diag.message_detail or "{}") if state in ("DB409", "DB404") else {}
+        if state == "DB409":
+            path = detail.get("path", "")
+            base = next((i["base"] for i in items if i["path"] == path), None)
+            if base is None:  # rename target exists
+                return InvalidInput(f"{workspace}/{path} already exists")
+            return Conflict(workspace, path, int(base), int(detail.get("current", 0)))
+        if state == "DB404":
+            return NotFound(f"no such file {detail.get('path')!r} in workspace {workspace!r}")
+        if state == "DB400":
+            return InvalidInput(exc.diag.message_primary or str(exc))
+        if isinstance(exc, psycopg.OperationalError):
+            return DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}")
+        if isinstance(exc, psycopg.DataError):
+            return InvalidInput(f"invalid content: {exc.diag.message_primary or exc}")
+        return StoreError(f"commit failed: {exc.diag.message_primary or exc}")
+
+    async def write(
+        self,
+        workspace: str,
+        path: str,
+        text: str,
+        *,
+        agent: str,
+        base: int | None = None,
+        message: str | None = None,
+    ) -> CommitResult:
+        return await self.commit(
+            workspace, [Change.write(path, text, base)], agent=agent, message=message
+        )
+
+    async def import_files(
+        self,
+        workspace: str,
+        files: Iterable[tuple[str, str]],
+        *,
+        agent: str,
+        message: str | None = None,
+    ) -> ImportResult:
+        """Load many files as one changeset (bulk COPY). Unchanged files are not touched.
+
+        Files of the workspace that are not in ``files`` are kept.
+        """
+        validate.check_workspace(workspace)
+        staged: list[tuple[str, str, int, str]] = []
+        seen: set[str] = set()
+        for path, text in files:
+            validate.check_path(path)
+            validate.check_text(text, path, self.content_bytes_max)
+            if path in seen:
+                raise InvalidInput(f"path {path!r} appears twice")
+            seen.add(path)
+            staged.append((path, text, len(text.encode("utf-8")), _sha(text)))
+        if not staged:
+            raise InvalidInput("nothing to import")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO dbcode_workspace (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
+                    (workspace,),
+                )
+                cur = await conn.execute(
+                    "SELECT id FROM dbcode_workspace WHERE name = %s", (workspace,)
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                ws = int(row[0])
+                await conn.execute(
+                    "CREATE TEMP TABLE dbcode_stage (path text PRIMARY KEY, content text,"
+                    " size integer, sha text) ON COMMIT DROP"
+                )
+                async with conn.cursor().copy(
+                    "COPY dbcode_stage (path, content, size, sha) FROM STDIN"
+                ) as copy:
+                    for item in staged:
+                        await copy.write_row(item)
+                await conn.execute(
+                    "INSERT INTO dbcode_file (workspace_id, path, revision, deleted)"
+                    " SELECT %s, path, 0, true FROM dbcode_stage ORDER BY path"
+                    " ON CONFLICT DO NOTHING",
+                    (ws,),
+                )
+                await conn.execute(
+                    "SELECT 1 FROM dbcode_file WHERE workspace_id = %s"
+                    " AND path IN (SELECT path FROM dbcode_stage) ORDER BY path FOR UPDATE",
+                    (ws,),
+                )
+                await conn.execute(
+                    "CREATE TEMP TABLE dbcode_plan ON COMMIT DROP AS"
+                    " SELECT s.path, f.revision + 1 AS rev,"
+                    "  CASE WHEN f.deleted THEN 'create' ELSE 'update' END AS kind,"
+                    "  s.content, s.size, s.sha"
+                    " FROM dbcode_stage s JOIN dbcode_file f"
+                    "  ON f.workspace_id = %s AND f.path = s.path"
+                    " LEFT JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
+                    "  AND r.path = f.path AND r.revision = f.revision"
+                    " WHERE f.deleted OR r.sha IS DISTINCT FROM s.sha",
+                    (ws,),
+                )
+                cur = await conn.execute(
+                    "SELECT count(*) FILTER (WHERE kind = 'create'),"
+                    " count(*) FILTER (WHERE kind = 'update') FROM dbcode_plan"
+                )
+                counts = await cur.fetchone()
+                assert counts is not None
+                created, updated = int(counts[0]), int(counts[1])
+                unchanged = len(staged) - created - updated
+                if created + updated == 0:
+                    return ImportResult(None, 0, 0, unchanged)
+                cur = await conn.execute(
+                    "UPDATE dbcode_workspace SET head_seq = head_seq + 1 WHERE id = %s"
+                    " RETURNING head_seq",
+                    (ws,),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                seq = int(row[0])
+                await conn.execute(
+                    "INSERT INTO dbcode_changeset (workspace_id, seq, agent, message)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (ws, seq, agent, message),
+                )
+                await conn.execute(
+                    "INSERT INTO dbcode_revision"
+                    " (workspace_id, path, revision, seq, kind, content, size, sha)"
+                    " SELECT %s, path, rev, %s, kind, content, size, sha FROM dbcode_plan",
+                    (ws, seq),
+                )
+                await conn.execute(
+                    "UPDATE dbcode_file f SET revision = p.rev, deleted = false"
+                    " FROM dbcode_plan p WHERE f.workspace_id = %s AND f.path = p.path",
+                    (ws,),
+                )
+                await conn.execute("SELECT pg_notify('dbcode', %s)", (f"{workspace} {seq}",))
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
+        return ImportResult(seq, created, updated, unchanged)
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    def subscribe(self, workspace: str, since_seq: int = 0) -> AsyncIterator[Changeset]:
+        """Every changeset with seq > since_seq, exactly once, in order; then live ones."""
+        validate.check_workspace(workspace)
+        return self.hub.subscribe(workspace, since_seq)
+
+
+__all__ = ["Store", "datetime"]

@@ -1,0 +1,110 @@
+"""The ordered, durable feed: every changeset exactly once, in seq order, with catch-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from lsp_dbcode.store import Change, Store
+
+
+async def _collect(store: Store, workspace: str, since: int, n: int, out: list[int]) -> None:
+    async for cs in store.subscribe(workspace, since):
+        out.append(cs.seq)
+        if len(out) >= n:
+            return
+
+
+async def test_racing_committers_against_subscriber(database_url: str, workspace: str) -> None:
+    """Many committers in several pools (own connections), one subscriber: gap-free, in order."""
+    committers, each = 12, 40
+    async with (
+        Store(database_url, max_size=6) as a,
+        Store(database_url, max_size=6) as b,
+        Store(database_url, max_size=2) as sub,
+    ):
+        seen: list[int] = []
+        reader = asyncio.create_task(_collect(sub, workspace, 0, committers * each, seen))
+        await asyncio.sleep(0.1)
+
+        async def commit(i: int) -> list[int]:
+            store = a if i % 2 else b
+            seqs = []
+            for j in range(each):
+                changes = [Change.write(f"c{i}/f{j % 3}.txt", f"{i} {j}\n")]
+                if j % 5 == 0:
+                    changes.append(Change.write("shared.txt", f"{i} {j}\n"))
+                seqs.append((await store.commit(workspace, changes, agent=f"c{i}")).seq)
+            return seqs
+
+        results = await asyncio.gather(*(commit(i) for i in range(committers)))
+        await asyncio.wait_for(reader, 30)
+        committed = sorted(s for r in results for s in r)
+        assert committed == list(range(1, committers * each + 1))
+        assert seen == committed  # every one, once, in order
+
+
+async def test_subscriber_disconnected_catches_up(database_url: str, workspace: str) -> None:
+    async with Store(database_url) as writer:
+        await writer.write(workspace, "f", "0", agent="w")
+        async with Store(database_url) as sub:
+            got: list[int] = []
+            await _collect(sub, workspace, 0, 1, got)
+        last = got[-1]
+        # The subscriber is gone: 100 changesets commit meanwhile.
+        for i in range(100):
+            await writer.write(workspace, "f", str(i + 1), agent="w")
+        async with Store(database_url) as sub:
+            got2: list[int] = []
+            await asyncio.wait_for(_collect(sub, workspace, last, 100, got2), 20)
+            assert got2 == list(range(last + 1, last + 101))
+            # and nothing more is pending: a new commit is the next one seen
+            nxt = asyncio.create_task(_collect(sub, workspace, last + 100, 1, got3 := []))
+            await writer.write(workspace, "f", "done", agent="w")
+            await asyncio.wait_for(nxt, 10)
+            assert got3 == [last + 101]
+
+
+async def test_listen_connection_killed_during_commits(database_url: str, workspace: str) -> None:
+    """The LISTEN backend is terminated while 100 changesets commit: none is missed."""
+    async with Store(database_url) as writer, Store(database_url) as sub:
+        await writer.write(workspace, "f", "start", agent="w")
+        seen: list[int] = []
+        reader = asyncio.create_task(_collect(sub, workspace, 1, 100, seen))
+        await asyncio.sleep(0.2)
+        assert sub.hub.connected
+
+        async def kill_listener() -> None:
+            await asyncio.sleep(0.05)
+            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+                await c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query = 'LISTEN dbcode' AND pid <> pg_backend_pid()"
+                )
+
+        killer = asyncio.create_task(kill_listener())
+        for i in range(100):
+            await writer.write(workspace, "f", str(i), agent="w")
+        await killer
+        await asyncio.wait_for(reader, 30)
+        assert seen == list(range(2, 102))
+        assert sub.hub.reconnects >= 1
+
+
+async def test_many_subscribers_one_listen_connection(database_url: str, workspace: str) -> None:
+    async with Store(database_url) as writer, Store(database_url) as sub:
+        outs: list[list[int]] = [[] for _ in range(20)]
+        tasks = [asyncio.create_task(_collect(sub, workspace, 0, 10, o)) for o in outs]
+        await asyncio.sleep(0.2)
+        for i in range(10):
+            await writer.write(workspace, f"f{i}", "x", agent="w")
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+        assert all(o == list(range(1, 11)) for o in outs)
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+            cur = await c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN dbcode'"
+                " AND datname = current_database()"
+            )
+            row = await cur.fetchone()
+            assert row is not None and row[0] == 1  # only `sub` listens

@@ -1,0 +1,176 @@
+"""The store on a real PostgreSQL: CAS, atomic changesets, history, gap-free ordered feed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import psycopg
+import pytest
+
+from lsp_dbcode.store import Change, Conflict, InvalidInput, NotFound, Store
+from lsp_dbcode.store.schema import SCHEMA_VERSION, migrate
+
+
+async def test_write_read_history(store: Store, workspace: str) -> None:
+    r1 = await store.write(workspace, "src/a.py", "one\n", agent="ann", base=0)
+    r2 = await store.write(workspace, "src/a.py", "two\n", agent="bob", base=1, message="m")
+    assert (r1.revisions, r2.revisions) == ({"src/a.py": 1}, {"src/a.py": 2})
+    assert r2.seq == r1.seq + 1
+    assert (await store.read(workspace, "src/a.py")).text == "two\n"
+    assert (await store.read(workspace, "src/a.py", 1)).text == "one\n"
+    hist = await store.history(workspace, "src/a.py")
+    assert [(h.revision, h.agent, h.kind) for h in hist] == [
+        (2, "bob", "update"),
+        (1, "ann", "create"),
+    ]
+    files = await store.list_files(workspace)
+    assert [(f.path, f.revision, f.size, f.updated_by) for f in files] == [
+        ("src/a.py", 2, 4, "bob")
+    ]
+
+
+async def test_stale_base_conflict_names_current(store: Store, workspace: str) -> None:
+    await store.write(workspace, "a.txt", "x", agent="a", base=0)
+    with pytest.raises(Conflict) as info:
+        await store.write(workspace, "a.txt", "y", agent="a", base=0)
+    assert info.value.current_revision == 1
+    assert (await store.read(workspace, "a.txt")).text == "x"
+
+
+async def test_delete_then_recreate_continues_revisions(store: Store, workspace: str) -> None:
+    await store.write(workspace, "f", "1", agent="a", base=0)
+    await store.commit(workspace, [Change.delete("f", base=1)], agent="a")
+    with pytest.raises(NotFound):
+        await store.read(workspace, "f")
+    res = await store.write(workspace, "f", "again", agent="a", base=0)
+    assert res.revisions == {"f": 3}
+    with pytest.raises(NotFound, match="deletion"):
+        await store.read(workspace, "f", 2)
+
+
+async def test_rename_keeps_content_and_history(store: Store, workspace: str) -> None:
+    await store.write(workspace, "old.py", "body\n", agent="a", base=0)
+    res = await store.commit(workspace, [Change.rename("old.py", "new/name.py", base=1)], agent="b")
+    assert (await store.read(workspace, "new/name.py")).text == "body\n"
+    with pytest.raises(NotFound):
+        await store.read(workspace, "old.py")
+    (cs,) = await store.log(workspace, limit=1)
+    assert cs.seq == res.seq
+    assert [(f.path, f.kind, f.old_path) for f in cs.files] == [("new/name.py", "rename", "old.py")]
+
+
+async def test_conflicting_changeset_commits_nothing(store: Store, workspace: str) -> None:
+    await store.commit(
+        workspace, [Change.write("a", "a1", 0), Change.write("b", "b1", 0)], agent="x"
+    )
+    head = await store.head(workspace)
+    with pytest.raises(Conflict) as info:
+        await store.commit(
+            workspace,
+            [
+                Change.write("a", "a2", 1),  # fine
+                Change.write("b", "b2", 0),  # stale: b is at 1
+                Change.write("c", "c1", 0),  # new
+                Change.delete("a", 1),
+            ][:3],
+            agent="y",
+        )
+    assert info.value.path == "b" and info.value.current_revision == 1
+    assert (await store.read(workspace, "a")).text == "a1"
+    assert (await store.read(workspace, "b")).text == "b1"
+    with pytest.raises(NotFound):
+        await store.read(workspace, "c")
+    assert await store.head(workspace) == head
+    assert [f.path for f in await store.list_files(workspace)] == ["a", "b"]
+
+
+async def test_invalid_changes_rejected(store: Store, workspace: str) -> None:
+    await store.write(workspace, "a", "a", agent="x")
+    for bad in (
+        [Change.write("../a", "x")],
+        [Change.write("/abs", "x")],
+        [Change.write("a\x01b", "x")],
+        [Change.write("a", "nul\x00")],
+        [Change.write("a", "x"), Change.write("a", "y")],
+    ):
+        with pytest.raises(InvalidInput):
+            await store.commit(workspace, bad, agent="x")
+    with pytest.raises(NotFound):
+        await store.commit(workspace, [Change.delete("missing")], agent="x")
+    assert await store.head(workspace) == 1
+
+
+async def test_sixteen_cas_writers_lose_no_update(database_url: str, workspace: str) -> None:
+    writers, increments = 16, 200
+    async with Store(database_url, max_size=writers) as store:
+        await store.write(workspace, "counter", "", agent="init", base=0)
+
+        async def writer(i: int) -> int:
+            attempts = 0
+            for _ in range(increments):
+                fails = 0
+                while True:
+                    attempts += 1
+                    cur = await store.read(workspace, "counter")
+                    counts = dict(
+                        (k, int(v)) for k, v in (ln.split() for ln in cur.text.splitlines())
+                    )
+                    counts[f"w{i:02d}"] = counts.get(f"w{i:02d}", 0) + 1
+                    text = "".join(f"{k} {v}\n" for k, v in sorted(counts.items()))
+                    try:
+                        await store.write(
+                            workspace, "counter", text, agent=f"w{i}", base=cur.revision
+                        )
+                        break
+                    except Conflict:
+                        # back off a little, as a real agent would: fewer wasted attempts
+                        fails += 1
+                        await asyncio.sleep(random.uniform(0, 0.001 * 2 ** min(fails, 5)))
+            return attempts
+
+        attempts = await asyncio.gather(*(writer(i) for i in range(writers)))
+        final = await store.read(workspace, "counter")
+        assert final.text == "".join(f"w{i:02d} {increments}\n" for i in range(writers))
+        assert final.revision == 1 + writers * increments
+        hist = await store.history(workspace, "counter")
+        assert [h.revision for h in hist] == list(range(final.revision, 0, -1))
+        assert sum(attempts) >= writers * increments
+        print(f"attempts: {sum(attempts)} for {writers * increments} increments")
+
+
+async def test_migrations_concurrent_on_fresh_database(database_url: str) -> None:
+    base = psycopg.conninfo.conninfo_to_dict(database_url)
+    name = f"{base['dbname']}_mig"
+    admin = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+    async with admin:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = psycopg.conninfo.make_conninfo(database_url, dbname=name)
+
+            async def run() -> int:
+                async with await psycopg.AsyncConnection.connect(url) as conn:
+                    return await migrate(conn)
+
+            applied = await asyncio.gather(*(run() for _ in range(6)))
+            assert sorted(applied) == [0, 0, 0, 0, 0, len([SCHEMA_VERSION])]
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                cur = await conn.execute("SELECT max(version) FROM dbcode_schema_version")
+                assert (await cur.fetchone()) == (SCHEMA_VERSION,)
+        finally:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def test_import_one_changeset_and_unchanged_skip(store: Store, workspace: str) -> None:
+    files = [(f"d{i % 7}/f{i}.txt", f"content {i}\n") for i in range(300)]
+    res = await store.import_files(workspace, files, agent="imp")
+    assert (res.created, res.updated, res.unchanged) == (300, 0, 0)
+    assert await store.head(workspace) == res.seq == 1
+    (cs,) = await store.log(workspace)
+    assert len(cs.files) == 300
+    again = await store.import_files(
+        workspace, [*files[:-1], (files[-1][0], "changed\n")], agent="imp"
+    )
+    assert (again.created, again.updated, again.unchanged) == (0, 1, 299)
+    assert (await store.read(workspace, files[-1][0])).revision == 2
+    assert (await store.import_files(workspace, files[:10], agent="imp")).seq is None
