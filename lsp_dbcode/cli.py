@@ -280,8 +280,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 Handler = Callable[[Store, argparse.Namespace], Awaitable[int]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit code 1, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="dbcode",
         description="A codebase in PostgreSQL, served over the Language Server Protocol.",
     )
@@ -294,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent", help="who authors the changes (default: $DBCODE_AGENT, else user@host)"
     )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     def add(name: str, handler: Any, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)

@@ -77,7 +77,7 @@ def walk_tree(root: Path) -> Iterator[tuple[str, Path]]:
                 if entry.name in ALWAYS_SKIPPED_DIRS or _ignored(specs, rel, True):
                     continue
                 sub_spec = _load_ignore(Path(entry.path))
-                sub_specs = specs + [(rel + "/", sub_spec)] if sub_spec else specs
+                sub_specs = [*specs, (rel + "/", sub_spec)] if sub_spec else specs
                 stack.append((Path(entry.path), rel + "/", sub_specs))
             elif not _ignored(specs, rel, False):
                 yield rel, Path(entry.path)

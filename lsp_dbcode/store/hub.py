@@ -141,9 +141,9 @@ class Hub:
                     while not self._closed:
                         async for note in conn.notifies(timeout=SAFETY_POLL_S):
                             workspace, _, _seq = note.payload.rpartition(" ")
-                            feed = self._feeds.get(workspace)
-                            if feed is not None:
-                                feed.poke()
+                            woken = self._feeds.get(workspace)
+                            if woken is not None:
+                                woken.poke()
                         if conn.closed:
                             raise psycopg.OperationalError("LISTEN connection closed")
                         for feed in self._feeds.values():
@@ -163,17 +163,18 @@ class Hub:
                 self._conn = None
 
     async def _feed(self, workspace: str) -> _Feed:
-        feed = self._feeds.get(workspace)
-        if feed is not None:
-            return feed
+        found = self._feeds.get(workspace)
+        if found is not None:
+            return found
         async with self._feed_lock:
-            feed = self._feeds.get(workspace)
-            if feed is None:
-                await self.start()
-                feed = _Feed(workspace, await self._head(workspace), self._fetch)
-                self._feeds[workspace] = feed
-                feed.poke()  # anything committed between LISTEN and the head query
-        return feed
+            found = self._feeds.get(workspace)
+            if found is not None:
+                return found
+            await self.start()
+            feed = _Feed(workspace, await self._head(workspace), self._fetch)
+            self._feeds[workspace] = feed
+            feed.poke()  # anything committed between LISTEN and the head query
+            return feed
 
     async def head(self, workspace: str) -> int:
         """This process's view of the head (as fresh as the last wake-up)."""

@@ -1,0 +1,214 @@
+"""The `dbcode` command, run as a real subprocess against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+
+def head(cli: Cli, ws: str) -> int:
+    out = cli("log", ws, "--json", "-n", "1")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[0])["seq"]
+
+
+def test_write_cat_ls_log_rm_mv(cli: Cli, workspace: str) -> None:
+    r = cli("write", workspace, "src/app.py", "--base", "0", "-m", "first", input="x = 1\n")
+    assert r.returncode == 0, r.stderr
+    assert "revision 1" in r.stdout
+    assert cli("cat", workspace, "src/app.py").stdout == "x = 1\n"
+    assert cli("write", workspace, "src/app.py", "--base", "1", input="x = 2\n").returncode == 0
+    assert cli("cat", workspace, "src/app.py", "--rev", "1").stdout == "x = 1\n"
+    ls = cli("ls", workspace).stdout.split()
+    assert ls[0] == "2" and ls[1] == "6" and ls[2] == "test-agent" and ls[-1] == "src/app.py"
+    assert cli("mv", workspace, "src/app.py", "src/main.py").returncode == 0
+    assert cli("cat", workspace, "src/main.py").stdout == "x = 2\n"
+    assert cli("rm", workspace, "src/main.py").returncode == 0
+    log = [json.loads(x) for x in cli("log", workspace, "--json").stdout.splitlines()]
+    assert [e["seq"] for e in log] == [4, 3, 2, 1]
+    assert log[0]["files"][0]["kind"] == "delete"
+    assert log[1]["files"][0] == {
+        "path": "src/main.py",
+        "uri": f"dbcode://{workspace}/src/main.py",
+        "revision": 1,
+        "kind": "rename",
+        "oldPath": "src/app.py",
+        "oldUri": f"dbcode://{workspace}/src/app.py",
+    }
+    assert log[3]["message"] == "first" and log[3]["agent"] == "test-agent"
+    assert "seq 1" in cli("log", workspace, "src/app.py").stdout
+
+
+def test_stale_base_exits_3_and_names_current(cli: Cli, workspace: str) -> None:
+    cli("write", workspace, "a.txt", input="one")
+    cli("write", workspace, "a.txt", input="two")
+    r = cli("write", workspace, "a.txt", "--base", "1", input="three")
+    assert r.returncode == 3
+    assert "revision 2" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert cli("cat", workspace, "a.txt").stdout == "two"
+
+
+BAD_CASES = [
+    (["write", "bad name", "a.txt"], "hi", "invalid workspace name"),
+    (["write", ".hidden", "a.txt"], "hi", "invalid workspace name"),
+    (["write", "x" * 65, "a.txt"], "hi", "invalid workspace name"),
+    (["write", "{ws}"], "hi", "required: path"),
+    (["write", "{ws}", "../escape.txt"], "hi", "'..' segments"),
+    (["write", "{ws}", "a/../../b"], "hi", "'..' segments"),
+    (["write", "{ws}", "/etc/passwd"], "hi", "must be relative"),
+    (["write", "{ws}", "a\x01b"], "hi", "control character"),
+    (["write", "{ws}", "tab\there"], "hi", "control character"),
+    (["write", "{ws}", "bad.txt"], b"\xff\xfe invalid", "not valid UTF-8"),
+    (["write", "{ws}", "bin.dat"], b"\x89PNG\r\n\x1a\n\x00\x00", "binary"),
+    (["cat", "{ws}", "missing.txt"], None, "no such file"),
+    (["cat", "no-such-ws", "a.txt"], None, "unknown workspace"),
+    (["ls", "no-such-ws"], None, "unknown workspace"),
+    (["rm", "{ws}", "missing.txt"], None, "no such file"),
+    (["mv", "{ws}", "missing.txt", "b.txt"], None, "no such file"),
+    (["mv", "{ws}", "seed.txt", "../x"], None, "'..' segments"),
+    (["cat", "{ws}", "seed.txt", "--rev", "9"], None, "has no revision 9"),
+    (["log", "no-such-ws"], None, "unknown workspace"),
+]
+
+
+@pytest.mark.parametrize(("argv", "stdin", "expected"), BAD_CASES)
+def test_bad_input_one_line_exit_1_nothing_written(
+    cli: Cli, workspace: str, argv: list[str], stdin: str | bytes | None, expected: str
+) -> None:
+    cli("write", workspace, "seed.txt", input="seed")
+    before = head(cli, workspace)
+    r = cli(*[a.replace("{ws}", workspace) for a in argv], input=stdin)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dbcode: "), r.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in r.stderr
+    assert head(cli, workspace) == before
+    assert [ln.split()[-1] for ln in cli("ls", workspace).stdout.splitlines()] == ["seed.txt"]
+
+
+def test_oversize_content_refused(cli: Cli, workspace: str) -> None:
+    cli("write", workspace, "seed.txt", input="seed")
+    r = cli("write", workspace, "big.txt", input="x" * 2000, env={"DBCODE_MAX_FILE_BYTES": "1000"})
+    assert r.returncode == 1 and "over the limit of 1000 bytes" in r.stderr
+    assert head(cli, workspace) == 1
+
+
+def test_unreachable_database_names_dsn_without_password(cli: Cli) -> None:
+    url = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/nodb"
+    r = cli("ls", "ws", env={"DBCODE_DATABASE_URL": url})
+    assert r.returncode == 1
+    assert "127.0.0.1" in r.stderr and "port=1" in r.stderr and "alice" in r.stderr
+    assert "s3cr3t-pw" not in r.stderr and "s3cr3t-pw" not in r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _make_tree(root: Path, n: int) -> None:
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "build").mkdir()
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (root / ".gitignore").write_text("build/\n*.log\n")
+    (root / "src" / ".gitignore").write_text("secret.txt\n!keep.log\n")
+    for i in range(n):
+        (root / "src" / "pkg" / f"m{i}.py").write_text(f"VALUE = {i}\n")
+    (root / "README.md").write_text("# hello ✓\n")
+    (root / "build" / "out.txt").write_text("ignored")
+    (root / "debug.log").write_text("ignored")
+    (root / "src" / "keep.log").write_text("kept by negation")
+    (root / "src" / "secret.txt").write_text("ignored")
+    (root / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (root / "latin1.txt").write_bytes(b"caf\xe9")
+
+
+def test_import_honours_gitignore_and_reports_binaries(
+    cli: Cli, workspace: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "tree"
+    _make_tree(src, 50)
+    r = cli("import", str(src), "--workspace", workspace)
+    assert r.returncode == 0, r.stderr
+    assert "logo.png" in r.stderr and "binary" in r.stderr
+    assert "latin1.txt" in r.stderr
+    paths = [ln.split()[-1] for ln in cli("ls", workspace).stdout.splitlines()]
+    assert sorted(paths) == sorted(
+        [".gitignore", "README.md", "src/.gitignore", "src/keep.log"]
+        + [f"src/pkg/m{i}.py" for i in range(50)]
+    )
+    log = [json.loads(x) for x in cli("log", workspace, "--json").stdout.splitlines()]
+    assert len(log) == 1 and len(log[0]["files"]) == 54  # one changeset
+    assert cli("cat", workspace, "README.md").stdout == "# hello ✓\n"
+    again = cli("import", str(src), "--workspace", workspace)
+    assert "nothing changed" in again.stdout
+    assert head(cli, workspace) == 1
+
+
+def test_export_and_watch_stay_in_step_and_inside(
+    cli: Cli, workspace: str, tmp_path: Path
+) -> None:
+    cli("write", workspace, "a/one.txt", input="1")
+    cli("write", workspace, "two.txt", input="2")
+    out = tmp_path / "out"
+    r = cli("export", workspace, str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "a" / "one.txt").read_text() == "1" and (out / "two.txt").read_text() == "2"
+
+    watch_dir = tmp_path / "watched"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsp_dbcode", "export", workspace, str(watch_dir), "--watch"],
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_for(lambda: (watch_dir / "two.txt").exists())
+        cli("write", workspace, "two.txt", input="2b")
+        cli("write", workspace, "deep/new/file.txt", input="new")
+        cli("mv", workspace, "a/one.txt", "b/one.txt")
+        cli("rm", workspace, "deep/new/file.txt")
+        cli("write", workspace, "last.txt", input="last")
+        _wait_for(lambda: (watch_dir / "last.txt").exists())
+        assert (watch_dir / "two.txt").read_text() == "2b"
+        assert (watch_dir / "b" / "one.txt").read_text() == "1"
+        assert not (watch_dir / "a" / "one.txt").exists()
+        assert not (watch_dir / "deep").exists()
+        files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+        outside = [f for f in files if not f.startswith(("out/", "watched/", "home/"))]
+        assert outside == []
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(10)
+
+
+def test_watch_json_lines_since(cli: Cli, workspace: str) -> None:
+    for i in range(3):
+        cli("write", workspace, f"f{i}.txt", input=str(i))
+    r = cli("watch", workspace, "--since", "1", "--json", "--count", "2")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [e["seq"] for e in events] == [2, 3]
+    assert events[0]["files"][0]["uri"] == f"dbcode://{workspace}/f1.txt"
+
+
+def test_db_prints_dsn(cli: Cli) -> None:
+    r = cli("db")
+    assert r.returncode == 0 and "dbname=" in r.stdout
+
+
+def _wait_for(cond: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
