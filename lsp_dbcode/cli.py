@@ -388,6 +388,7 @@ async def _run(handler: Handler, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.agent_flag = args.agent
     args.agent = default_agent(args.agent)
     try:
         if args.command == "serve":

@@ -1,0 +1,234 @@
+"""Open documents of one session, and how others' changes reach them.
+
+Each open document knows three texts:
+
+- ``text`` — the client's buffer, as rebuilt from its didChange notifications;
+- ``base`` — the revision the buffer is known to contain (besides the user's unsaved edits);
+- ``target`` — the newest revision of the file that this session knows of.
+
+When ``target`` moves past ``base`` (another agent committed), :meth:`DocumentSync.reconcile`
+3-way merges (base, buffer, target) and sends the difference to the client as one
+``workspace/applyEdit`` of minimal TextEdits on the buffer's version. At most one edit is in
+flight per document; it counts as applied only when the client's following didChange produces
+exactly the expected text (by hash). A refused edit, or a buffer that moved on, is merged again
+against the buffer as it is now: nothing the user typed is ever replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from ..text.diff import diff_edits
+from ..text.edits import Edit, content_hash
+from ..text.merge import Conflict, find_conflicts, merge3
+from ..text.positions import Encoding, LineIndex
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger(__name__)
+
+APPLY_EDIT_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 1.0
+RETRY_DELAY_S = 0.05
+PUSH_RETRIES_MAX = 20
+
+
+@dataclass
+class Pending:
+    """An applyEdit in flight: what the buffer should become, and which revision it reflects."""
+
+    expected_hash: str
+    target_rev: int
+    target_text: str
+    sent_version: int
+    answered: bool = False
+    settle: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class OpenDoc:
+    uri: str
+    workspace: str
+    path: str
+    language_id: str
+    index: LineIndex
+    version: int
+    base_rev: int = 0
+    base_text: str = ""
+    target_rev: int = 0
+    target_text: str = ""
+    target_agent: str | None = None
+    seen_rev: int = 0  # highest revision number of this path handled (incl. deletions)
+    pending: Pending | None = None
+    push_retries: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)
+    broken: str | None = None  # why the buffer can no longer be trusted
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    diagnostics: dict[str, list[types.Diagnostic]] = field(default_factory=dict)
+    live_task: asyncio.Task[None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return self.index.text
+
+    @property
+    def dirty(self) -> bool:
+        return self.text != self.base_text
+
+    def lsp_range(self, start: int, end: int, encoding: Encoding) -> types.Range:
+        s = self.index.position(start, encoding)
+        e = self.index.position(end, encoding)
+        return types.Range(types.Position(*s), types.Position(*e))
+
+    def text_edits(self, edits: list[Edit], encoding: Encoding) -> list[types.TextEdit]:
+        return [types.TextEdit(self.lsp_range(e.start, e.end, encoding), e.text) for e in edits]
+
+
+class DocumentSync:
+    """Drives open buffers toward the newest revision (one per session)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- called with doc.lock held ----------------------------------------------------------
+
+    async def reconcile(self, doc: OpenDoc) -> None:
+        """Bring the buffer up to ``target``, keeping the user's unsaved edits."""
+        if doc.pending is not None or doc.broken:
+            return
+        if doc.target_rev == doc.base_rev and doc.target_text == doc.base_text:
+            return
+        merged = merge3(doc.base_text, doc.text, doc.target_text, theirs_label=self._label(doc))
+        if merged.text == doc.text:
+            self._settled(doc, doc.target_rev, doc.target_text)
+            return
+        edits = diff_edits(doc.text, merged.text)
+        await self._push(doc, edits, merged.text)
+
+    def _label(self, doc: OpenDoc) -> str:
+        who = doc.target_agent or "theirs"
+        return f"{who} (revision {doc.target_rev})"
+
+    async def _push(self, doc: OpenDoc, edits: list[Edit], expected: str) -> None:
+        session = self.session
+        enc = session.encoding
+        text_edits = doc.text_edits(edits, enc)
+        pending = Pending(content_hash(expected), doc.target_rev, doc.target_text, doc.version)
+        doc.pending = pending
+        if session.supports_document_changes:
+            edit = types.WorkspaceEdit(
+                document_changes=[
+                    types.TextDocumentEdit(
+                        text_document=types.OptionalVersionedTextDocumentIdentifier(
+                            uri=doc.uri, version=doc.version
+                        ),
+                        edits=text_edits,  # type: ignore[arg-type]
+                    )
+                ]
+            )
+        else:
+            edit = types.WorkspaceEdit(changes={doc.uri: text_edits})
+        label = f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}"
+        session.run_task(self._send(doc, pending, types.ApplyWorkspaceEditParams(edit, label)))
+
+    async def _send(
+        self, doc: OpenDoc, pending: Pending, params: types.ApplyWorkspaceEditParams
+    ) -> None:
+        try:
+            result = await asyncio.wait_for(
+                self.session.ls.workspace_apply_edit_async(params), APPLY_EDIT_TIMEOUT_S
+            )
+            applied = bool(result.applied)
+            reason = result.failure_reason
+        except Exception as exc:  # timeout, client error, closed connection
+            applied, reason = False, str(exc) or type(exc).__name__
+        async with doc.lock:
+            if doc.pending is not pending:
+                return  # settled by a didChange already
+            pending.answered = True
+            if applied:
+                # Wait for the didChange that carries the edit (Neovim sends it later).
+                loop = asyncio.get_running_loop()
+                pending.settle = loop.call_later(
+                    SETTLE_TIMEOUT_S,
+                    lambda: self.session.run_task(self._settle_timeout(doc, pending)),
+                )
+                return
+            log.info("client refused the edit to %s (%s); merging again", doc.uri, reason)
+            doc.pending = None
+        await self._retry(doc)
+
+    async def _retry(self, doc: OpenDoc) -> None:
+        doc.push_retries += 1
+        if doc.push_retries > PUSH_RETRIES_MAX:
+            doc.broken = "the editor kept refusing the server's edits"
+            self.session.show(
+                types.MessageType.Error,
+                f"dbcode: {doc.path} could not be updated with another agent's change; "
+                "close and reopen it (your text is unchanged)",
+            )
+            return
+        await asyncio.sleep(RETRY_DELAY_S * doc.push_retries)
+        async with doc.lock:
+            await self.reconcile(doc)
+
+    async def _settle_timeout(self, doc: OpenDoc, pending: Pending) -> None:
+        async with doc.lock:
+            if doc.pending is not pending:
+                return
+            # The buffer never became exactly what we sent: the user typed meanwhile, or the
+            # client skipped the edit. Merge again against the buffer as it is.
+            doc.pending = None
+            await self.reconcile(doc)
+
+    def after_change(self, doc: OpenDoc) -> None:
+        """A didChange was applied to the buffer: does it complete the edit in flight?"""
+        pending = doc.pending
+        if pending is None:
+            return
+        if content_hash(doc.text) == pending.expected_hash:
+            if pending.settle is not None:
+                pending.settle.cancel()
+            doc.pending = None
+            self._settled(doc, pending.target_rev, pending.target_text)
+
+    def _settled(self, doc: OpenDoc, rev: int, text: str) -> None:
+        doc.base_rev, doc.base_text = rev, text
+        doc.push_retries = 0
+        self.refresh_conflicts(doc)
+        if doc.target_rev != rev:  # a newer revision arrived meanwhile
+            self.session.run_task(self._reconcile_locked(doc))
+
+    async def _reconcile_locked(self, doc: OpenDoc) -> None:
+        async with doc.lock:
+            await self.reconcile(doc)
+
+    def refresh_conflicts(self, doc: OpenDoc) -> None:
+        """Re-detect conflict blocks in the buffer and publish them as diagnostics."""
+        had = bool(doc.conflicts)
+        doc.conflicts = find_conflicts(doc.text)
+        if not doc.conflicts and not had:
+            return
+        enc = self.session.encoding
+        diags = [
+            types.Diagnostic(
+                range=doc.lsp_range(c.start, c.end, enc),
+                message=(
+                    f"Conflict: your unsaved edit and {doc.target_agent or 'another agent'}'s "
+                    "change overlap. Choose: keep mine, take theirs, or keep both."
+                ),
+                severity=types.DiagnosticSeverity.Error,
+                source="dbcode",
+                code="conflict",
+                data={"conflict": i},
+            )
+            for i, c in enumerate(doc.conflicts)
+        ]
+        self.session.set_diagnostics(doc, "dbcode", diags)

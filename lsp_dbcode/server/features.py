@@ -1,0 +1,332 @@
+"""The language server's handlers: thin glue from LSP messages to the session.
+
+``create_server(app)`` builds one pygls server object per connection (pygls serves one client
+per object); they share ``app`` — one pool, one LISTEN connection, caches.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import lsp_method
+
+from .. import __version__
+from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError, validate
+from ..text.merge import resolve
+from ..text.positions import Encoding
+from ..uris import make_uri
+from .app import App
+from .protocol import DbcodeProtocol, make_converter
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+CODE_CONFLICT = 409
+CODE_NOT_FOUND = 404
+CODE_UNAVAILABLE = 503
+LOG_LIMIT_MAX = 10_000
+
+
+class DbcodeLanguageServer(LanguageServer):
+    session: Session
+    on_exit: Callable[[], None] | None = None
+
+
+class _Protocol(DbcodeProtocol):
+    """Advertises workspace/textDocumentContent for dbcode:// (pygls never does)."""
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, Any]:
+        result = yield from super().lsp_initialize(params)
+        ws = result.capabilities.workspace or types.WorkspaceOptions()
+        ws.text_document_content = types.TextDocumentContentOptions(schemes=["dbcode"])
+        result.capabilities.workspace = ws
+        return result
+
+
+def rpc_error(exc: Exception) -> JsonRpcException:
+    """Our errors as JSON-RPC errors with a clear message (and data for conflicts)."""
+    if isinstance(exc, JsonRpcException):
+        return exc
+    if isinstance(exc, Conflict):
+        return JsonRpcException(
+            code=CODE_CONFLICT,
+            message=str(exc),
+            data={
+                "uri": make_uri(exc.workspace, exc.path),
+                "currentRevision": exc.current_revision,
+            },
+        )
+    if isinstance(exc, NotFound):
+        return JsonRpcException(code=CODE_NOT_FOUND, message=str(exc))
+    if isinstance(exc, DatabaseUnavailable):
+        return JsonRpcException(code=CODE_UNAVAILABLE, message=str(exc))
+    if isinstance(exc, (InvalidInput, ValueError, TypeError, KeyError)):
+        return JsonRpcInvalidParams(
+            message=str(exc) if not isinstance(exc, KeyError) else f"missing parameter {exc}"
+        )
+    if isinstance(exc, StoreError):
+        return JsonRpcInternalError(message=str(exc))
+    log.exception("unexpected error", exc_info=exc)
+    return JsonRpcInternalError(message=f"internal error: {type(exc).__name__}; see the server log")
+
+
+def _request(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any) -> Any:
+        try:
+            return await fn(*args)
+        except Exception as exc:
+            raise rpc_error(exc) from None
+
+    return wrapper
+
+
+# -- parameter checking for the dbcode/* requests (they arrive as plain JSON) ---------------
+
+
+def _obj(params: Any, method: str) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{method} takes an object of params")
+    return params
+
+
+def _str(p: dict[str, Any], key: str, *, optional: bool = False) -> Any:
+    value = p.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"parameter {key!r} must be a string")
+    return value
+
+
+def _int(p: dict[str, Any], key: str, *, optional: bool = False) -> Any:
+    value = p.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"parameter {key!r} must be a non-negative integer")
+    return value
+
+
+def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
+    server = DbcodeLanguageServer(
+        "dbcode",
+        __version__,
+        text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+        protocol_cls=_Protocol,
+        converter_factory=make_converter,
+    )
+    session = Session(app, server)
+    server.session = session
+
+    @server.feature(types.INITIALIZE)
+    def initialize(ls: DbcodeLanguageServer, params: types.InitializeParams) -> None:
+        warnings = session.configure(params, default_agent)
+        enc = ls.workspace.position_encoding or types.PositionEncodingKind.Utf16
+        session.encoding = Encoding(str(enc.value if hasattr(enc, "value") else enc))
+        for w in warnings:
+            log.warning("initializationOptions: %s", w)
+        session.init_warnings = warnings  # type: ignore[attr-defined]
+
+    @server.feature(types.INITIALIZED)
+    def initialized(ls: DbcodeLanguageServer, params: types.InitializedParams) -> None:
+        for w in getattr(session, "init_warnings", []):
+            session.show(types.MessageType.Warning, f"dbcode: {w}")
+
+    @server.feature(types.EXIT)
+    def exit_(ls: DbcodeLanguageServer, *args: Any) -> None:
+        if ls.on_exit is not None:
+            ls.on_exit()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    async def did_open(ls: DbcodeLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+        await session.did_open(params.text_document)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    async def did_change(
+        ls: DbcodeLanguageServer, params: types.DidChangeTextDocumentParams
+    ) -> None:
+        # Applied synchronously (no await before the buffer is updated), so changes apply in
+        # arrival order whatever else is running.
+        await session.did_change(params)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    async def did_close(ls: DbcodeLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+        await session.did_close(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
+    async def did_save(ls: DbcodeLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
+        await session.did_save(params.text_document.uri, params.text)
+
+    @server.feature("dbcode/listFiles")
+    @_request
+    async def list_files(ls: DbcodeLanguageServer, params: Any) -> Any:
+        p = _obj(params, "dbcode/listFiles")
+        return await session.list_files(
+            validate.check_workspace(_str(p, "workspace")), _str(p, "prefix", optional=True) or ""
+        )
+
+    @server.feature("dbcode/workspaces")
+    @_request
+    async def workspaces(ls: DbcodeLanguageServer, params: Any) -> Any:
+        return [
+            {"name": w.name, "uri": make_uri(w.name), "files": w.files, "seq": w.head_seq}
+            for w in await app.store.workspaces()
+        ]
+
+    @server.feature("dbcode/readFile")
+    @_request
+    async def read_file(ls: DbcodeLanguageServer, params: Any) -> Any:
+        p = _obj(params, "dbcode/readFile")
+        rev = _int(p, "revision", optional=True)
+        if rev == 0:
+            raise InvalidInput("revision must be >= 1")
+        return await session.read_file(_str(p, "uri"), rev)
+
+    @server.feature("dbcode/writeFile")
+    @_request
+    async def write_file(ls: DbcodeLanguageServer, params: Any) -> Any:
+        p = _obj(params, "dbcode/writeFile")
+        return await session.write_file(
+            _str(p, "uri"), _str(p, "text"), _int(p, "baseRevision", optional=True)
+        )
+
+    @server.feature("dbcode/commit")
+    @_request
+    async def commit(ls: DbcodeLanguageServer, params: Any) -> Any:
+        p = _obj(params, "dbcode/commit")
+        workspace = validate.check_workspace(_str(p, "workspace"))
+        changes = p.get("changes")
+        if not isinstance(changes, list) or not changes:
+            raise InvalidInput("parameter 'changes' must be a non-empty list")
+        checked = []
+        for ch in changes:
+            c = _obj(ch, "a change")
+            if "text" in c and c["text"] is not None:
+                _str(c, "text")
+            checked.append(
+                {
+                    "uri": _str(c, "uri"),
+                    "text": c.get("text"),
+                    "baseRevision": _int(c, "baseRevision", optional=True),
+                }
+            )
+        return await session.commit(workspace, _str(p, "message", optional=True), checked)
+
+    @server.feature("dbcode/log")
+    @_request
+    async def log_(ls: DbcodeLanguageServer, params: Any) -> Any:
+        p = _obj(params, "dbcode/log")
+        limit = _int(p, "limit", optional=True) or 50
+        if limit > LOG_LIMIT_MAX:
+            raise InvalidInput(f"limit must be at most {LOG_LIMIT_MAX}")
+        return await session.log(
+            validate.check_workspace(_str(p, "workspace")), _str(p, "path", optional=True), limit
+        )
+
+    @server.feature("dbcode/subscribe")
+    @_request
+    async def subscribe(ls: DbcodeLanguageServer, params: Any) -> Any:
+        p = _obj(params, "dbcode/subscribe")
+        return await session.subscribe(
+            validate.check_workspace(_str(p, "workspace")), _int(p, "sinceSeq", optional=True)
+        )
+
+    @server.feature("dbcode/unsubscribe")
+    @_request
+    async def unsubscribe(ls: DbcodeLanguageServer, params: Any) -> Any:
+        p = _obj(params, "dbcode/unsubscribe")
+        session.unsubscribe(validate.check_workspace(_str(p, "workspace")))
+        return None
+
+    @server.feature("dbcode/configure")
+    @_request
+    async def configure(ls: DbcodeLanguageServer, params: Any) -> Any:
+        """Change agent and/or mode of this session: {agent?, mode?}."""
+        p = _obj(params, "dbcode/configure")
+        agent = _str(p, "agent", optional=True)
+        mode = _str(p, "mode", optional=True)
+        if agent is not None:
+            if not 0 < len(agent) <= 200:
+                raise InvalidInput("agent must be 1-200 characters")
+            session.agent = agent
+        if mode is not None:
+            if mode not in ("save", "live"):
+                raise InvalidInput("mode must be 'save' or 'live'")
+            session.mode = mode  # type: ignore[assignment]
+        return {"agent": session.agent, "mode": session.mode}
+
+    @server.feature(types.WORKSPACE_TEXT_DOCUMENT_CONTENT)
+    @_request
+    async def text_document_content(
+        ls: DbcodeLanguageServer, params: types.TextDocumentContentParams
+    ) -> types.TextDocumentContentResult:
+        res = await session.read_file(params.uri, None)
+        return types.TextDocumentContentResult(text=res["text"])
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix]),
+    )
+    @_request
+    async def code_action(
+        ls: DbcodeLanguageServer, params: types.CodeActionParams
+    ) -> list[types.CodeAction] | None:
+        doc = session.docs.get(params.text_document.uri)
+        if doc is None:
+            return None
+        actions: list[types.CodeAction] = []
+        enc = session.encoding
+        want = params.range
+        for conflict in doc.conflicts:
+            rng = doc.lsp_range(conflict.start, conflict.end, enc)
+            if (want.end.line, want.end.character) < (rng.start.line, rng.start.character) or (
+                want.start.line,
+                want.start.character,
+            ) > (rng.end.line, rng.end.character):
+                continue
+            for choice, title in (
+                ("mine", "Keep mine"),
+                ("theirs", "Take theirs"),
+                ("both", "Keep both"),
+            ):
+                edit = resolve(doc.text, conflict, choice)  # type: ignore[arg-type]
+                text_edits = doc.text_edits([edit], enc)
+                actions.append(
+                    types.CodeAction(
+                        title=f"dbcode: {title}",
+                        kind=types.CodeActionKind.QuickFix,
+                        edit=_workspace_edit(session, doc.uri, doc.version, text_edits),
+                        is_preferred=choice == "mine",
+                    )
+                )
+        hook = getattr(session, "code_action_hook", None)
+        if hook is not None:
+            actions.extend(await hook(doc, params))
+        return actions or None
+
+    return server
+
+
+def _workspace_edit(
+    session: Session, uri: str, version: int, edits: list[types.TextEdit]
+) -> types.WorkspaceEdit:
+    if session.supports_document_changes:
+        return types.WorkspaceEdit(
+            document_changes=[
+                types.TextDocumentEdit(
+                    text_document=types.OptionalVersionedTextDocumentIdentifier(
+                        uri=uri, version=version
+                    ),
+                    edits=edits,  # type: ignore[arg-type]
+                )
+            ]
+        )
+    return types.WorkspaceEdit(changes={uri: edits})

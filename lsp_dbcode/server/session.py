@@ -1,0 +1,508 @@
+"""One LSP session: its agent and mode, its open documents, its subscriptions.
+
+Handlers (features.py) call these methods; every SQL statement stays in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Literal
+
+from lsprotocol import types
+
+from ..store import Change, Changeset, Conflict, DatabaseUnavailable, NotFound, StoreError
+from ..text.edits import content_hash
+from ..text.merge import merge3
+from ..text.positions import Encoding, LineIndex
+from ..uris import changeset_json, make_uri, parse_uri
+from .documents import DocumentSync, OpenDoc
+
+if TYPE_CHECKING:
+    from pygls.lsp.server import LanguageServer
+
+    from .app import App
+
+log = logging.getLogger(__name__)
+
+LIVE_COALESCE_S = 0.05
+CAS_RETRIES_MAX = 10
+DB_RETRY_DELAY_S = 0.5
+CHANGES_PER_NOTIFICATION_MAX = 5000
+
+Mode = Literal["save", "live"]
+
+
+class Session:
+    def __init__(self, app: App, ls: LanguageServer) -> None:
+        self.app = app
+        self.ls = ls
+        self.agent = "lsp-client"
+        self.mode: Mode = "save"
+        self.encoding = Encoding.UTF16
+        self.supports_document_changes = False
+        self.docs: dict[str, OpenDoc] = {}
+        self.sync = DocumentSync(self)
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._subscriptions: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._read_revisions: dict[str, tuple[int, str]] = {}  # uri -> (rev, hash) last served
+        self.closed = False
+        self.analysis_hook: Any = None  # set by the analysis feature (issue 4)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        return self.app.store
+
+    def run_task(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Start a task that is kept, and whose failure is logged (never fire-and-forget)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task failed: %r", exc, exc_info=exc)
+
+    def show(self, kind: types.MessageType, message: str) -> None:
+        if not self.closed:
+            self.ls.window_show_message(types.ShowMessageParams(kind, message))
+
+    def log_message(self, message: str) -> None:
+        if not self.closed:
+            self.ls.window_log_message(types.LogMessageParams(types.MessageType.Info, message))
+
+    def set_diagnostics(self, doc: OpenDoc, source: str, diags: list[types.Diagnostic]) -> None:
+        doc.diagnostics[source] = diags
+        if self.closed or self.docs.get(doc.uri) is not doc:
+            return
+        merged = [d for ds in doc.diagnostics.values() for d in ds]
+        self.ls.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=doc.uri, diagnostics=merged, version=doc.version)
+        )
+
+    async def close(self) -> None:
+        self.closed = True
+        for task in [*self._watchers.values(), *self._subscriptions.values(), *self._tasks]:
+            task.cancel()
+        self._watchers.clear()
+        self._subscriptions.clear()
+
+    # -- initialize -------------------------------------------------------------------------
+
+    def configure(self, params: types.InitializeParams, default_agent: str) -> list[str]:
+        """Read initializationOptions; bad values fall back to defaults with a warning."""
+        warnings: list[str] = []
+        opts = params.initialization_options
+        if opts is not None and not isinstance(opts, dict):
+            warnings.append("initializationOptions must be an object; using defaults")
+            opts = {}
+        opts = opts or {}
+        agent = opts.get("agent")
+        if agent is not None and (not isinstance(agent, str) or not 0 < len(agent) <= 200):
+            warnings.append(f"invalid agent {agent!r}; using {default_agent!r}")
+            agent = None
+        self.agent = agent or default_agent
+        mode = opts.get("mode", "save")
+        if mode not in ("save", "live"):
+            warnings.append(f"invalid mode {mode!r}: use 'save' or 'live'; using 'save'")
+            mode = "save"
+        self.mode = mode
+        caps = params.capabilities
+        ws_edit = caps.workspace.workspace_edit if caps.workspace else None
+        self.supports_document_changes = bool(ws_edit and ws_edit.document_changes)
+        return warnings
+
+    # -- documents ----------------------------------------------------------------------------
+
+    async def did_open(self, item: types.TextDocumentItem) -> None:
+        try:
+            workspace, path = parse_uri(item.uri)
+        except StoreError as exc:
+            self.show(types.MessageType.Warning, f"dbcode: cannot open {item.uri}: {exc}")
+            return
+        doc = OpenDoc(
+            uri=item.uri,
+            workspace=workspace,
+            path=path,
+            language_id=item.language_id,
+            index=LineIndex(item.text),
+            version=item.version,
+        )
+        old = self.docs.get(item.uri)
+        if old is not None and old.pending and old.pending.settle:
+            old.pending.settle.cancel()
+        self.docs[item.uri] = doc  # registered before reading: the watcher waits on the lock
+        async with doc.lock:
+            self._ensure_watcher(workspace)
+            try:
+                current = await self.store.read(workspace, path)
+                rev, text = current.revision, current.text
+            except NotFound:
+                rev, text = 0, ""
+            except StoreError as exc:
+                doc.broken = f"cannot read {path}: {exc}"
+                self.show(types.MessageType.Error, f"dbcode: {doc.broken}")
+                return
+            doc.seen_rev = doc.target_rev = rev
+            doc.target_text = text
+            served = self._read_revisions.get(item.uri)
+            if item.text == text:
+                doc.base_rev, doc.base_text = rev, text
+            elif served is not None and served[1] == content_hash(item.text) and served[0] <= rev:
+                # The client opened what dbcode/readFile served earlier: that revision is the
+                # base, and the buffer gets the newer one pushed now.
+                base_rev = served[0]
+                doc.base_rev = base_rev
+                doc.base_text = (
+                    item.text
+                    if base_rev == 0
+                    else await self.app.revision_text(workspace, path, base_rev)
+                )
+                await self.sync.reconcile(doc)
+            else:
+                # Unknown origin: treat the buffer as local edits on the current revision.
+                doc.base_rev, doc.base_text = rev, text
+            self.sync.refresh_conflicts(doc)
+        self._analyse(doc)
+
+    async def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        doc = self.docs.get(params.text_document.uri)
+        if doc is None:
+            log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+            return
+        changes = params.content_changes
+        if len(changes) > CHANGES_PER_NOTIFICATION_MAX:
+            self._break(
+                doc,
+                f"one didChange carried {len(changes)} changes (limit "
+                f"{CHANGES_PER_NOTIFICATION_MAX})",
+            )
+            return
+        index = doc.index
+        edits: list[tuple[int, int, str]] = []
+        try:
+            for ch in changes:
+                if isinstance(ch, types.TextDocumentContentChangePartial):
+                    r = ch.range
+                    start = index.offset(r.start.line, r.start.character, self.encoding)
+                    end = index.offset(r.end.line, r.end.character, self.encoding)
+                    if end < start:
+                        raise ValueError(f"range end before start: {r}")
+                    edits.append((start, end, ch.text))
+                    index = index.replace(start, end, ch.text)
+                else:
+                    edits.append((0, len(index.text), ch.text))
+                    index = LineIndex(ch.text)
+        except ValueError as exc:  # PositionError included
+            self._break(doc, f"a change did not fit the buffer ({exc})")
+            return
+        doc.index = index
+        doc.version = params.text_document.version
+        self.sync.after_change(doc)
+        if doc.conflicts or "<<<<<<<" in doc.text:
+            self.sync.refresh_conflicts(doc)
+        if self.mode == "live" and doc.live_task is None:
+            doc.live_task = self.run_task(self._live_commit(doc))
+        self._analyse(doc, edits)
+
+    def _break(self, doc: OpenDoc, why: str) -> None:
+        doc.broken = why
+        log.error("%s: %s", doc.uri, why)
+        self.show(
+            types.MessageType.Error,
+            f"dbcode: {doc.path} is out of step with the server: {why}. Close and reopen it; "
+            "nothing was written.",
+        )
+
+    async def did_close(self, uri: str) -> None:
+        doc = self.docs.pop(uri, None)
+        if doc is None:
+            return
+        if doc.pending and doc.pending.settle:
+            doc.pending.settle.cancel()
+        if doc.live_task:
+            doc.live_task.cancel()
+        if not self.closed:
+            self.ls.text_document_publish_diagnostics(
+                types.PublishDiagnosticsParams(uri=uri, diagnostics=[])
+            )
+        if not any(d.workspace == doc.workspace for d in self.docs.values()):
+            task = self._watchers.pop(doc.workspace, None)
+            if task:
+                task.cancel()
+
+    async def did_save(self, uri: str, text: str | None) -> None:
+        doc = self.docs.get(uri)
+        if doc is None:
+            return
+        async with doc.lock:
+            if text is not None and text != doc.text:
+                log.warning("didSave text differs from the tracked buffer of %s", uri)
+            await self._commit_buffer(doc, reason="save")
+
+    async def _live_commit(self, doc: OpenDoc) -> None:
+        try:
+            await asyncio.sleep(LIVE_COALESCE_S)
+        finally:
+            doc.live_task = None
+        async with doc.lock:
+            if self.docs.get(doc.uri) is not doc:
+                return
+            await self._commit_buffer(doc, reason="live")
+        if doc.dirty and not doc.conflicts and not doc.pending and doc.live_task is None:
+            doc.live_task = self.run_task(self._live_commit(doc))
+
+    async def _commit_buffer(self, doc: OpenDoc, reason: str) -> int | None:
+        """Commit the buffer (doc.lock held). Returns the new revision, or None."""
+        if doc.broken:
+            if reason == "save":
+                self.show(types.MessageType.Error, f"dbcode: not saved: {doc.broken}")
+            return None
+        if doc.conflicts:
+            if reason == "save":
+                self.show(
+                    types.MessageType.Warning,
+                    f"dbcode: {doc.path} not saved: resolve its {len(doc.conflicts)} "
+                    "conflict(s) first (code actions on the red ranges)",
+                )
+            return None
+        if doc.pending is not None:
+            if reason == "save":  # let the push land, then save
+                self.run_task(self._save_later(doc))
+            return None
+        if not doc.dirty and doc.base_rev > 0:
+            return doc.base_rev
+        return await self.commit_text(doc, doc.text)
+
+    async def _save_later(self, doc: OpenDoc) -> None:
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if doc.pending is None:
+                break
+        async with doc.lock:
+            if self.docs.get(doc.uri) is doc and doc.pending is None:
+                await self._commit_buffer(doc, reason="save")
+
+    async def commit_text(self, doc: OpenDoc, text: str) -> int | None:
+        """CAS-commit ``text`` for an open document, rebasing onto newer revisions by a 3-way
+        merge (doc.lock held). The merge result is pushed into the buffer."""
+        ours = text
+        base_rev, base_text = doc.base_rev, doc.base_text
+        for _ in range(CAS_RETRIES_MAX):
+            try:
+                res = await self.store.write(
+                    doc.workspace, doc.path, ours, agent=self.agent, base=base_rev
+                )
+            except Conflict as exc:
+                if exc.current_revision == 0:
+                    base_rev, base_text = 0, ""
+                    continue
+                current = await self.store.read(doc.workspace, doc.path)
+                merged = merge3(base_text, ours, current.text, theirs_label="theirs")
+                doc.target_agent = (await self._last_author(doc)) or doc.target_agent
+                if not merged.clean:
+                    # Show the conflict in the buffer; nothing is committed.
+                    doc.seen_rev = max(doc.seen_rev, current.revision)
+                    doc.target_rev, doc.target_text = current.revision, current.text
+                    await self.sync.reconcile(doc)
+                    self.show(
+                        types.MessageType.Warning,
+                        f"dbcode: {doc.path} was changed by {doc.target_agent} meanwhile and "
+                        "your edits overlap: resolve the conflict, then save again",
+                    )
+                    return None
+                base_rev, base_text, ours = current.revision, current.text, merged.text
+                continue
+            except StoreError as exc:
+                self.show(types.MessageType.Error, f"dbcode: {doc.path} not saved: {exc}")
+                return None
+            rev = res.revisions[doc.path]
+            self.app.remember(doc.workspace, doc.path, rev, ours)
+            doc.seen_rev = max(doc.seen_rev, rev)
+            doc.target_rev, doc.target_text = rev, ours
+            if ours == text:
+                # The buffer held exactly this text when we committed: it is the new base, and
+                # anything typed since is a local edit on top of it.
+                doc.base_rev, doc.base_text = rev, ours
+            else:
+                # We committed a merge: push it into the buffer (which has base + its edits).
+                await self.sync.reconcile(doc)
+            return rev
+        self.show(types.MessageType.Error, f"dbcode: {doc.path} not saved: too much contention")
+        return None
+
+    async def _last_author(self, doc: OpenDoc) -> str | None:
+        try:
+            hist = await self.store.log(doc.workspace, doc.path, limit=1)
+        except StoreError:
+            return None
+        return hist[0].agent if hist else None
+
+    # -- others' changes ----------------------------------------------------------------------
+
+    def _ensure_watcher(self, workspace: str) -> None:
+        if workspace not in self._watchers:
+            self._watchers[workspace] = self.run_task(self._watch(workspace))
+
+    async def _watch(self, workspace: str) -> None:
+        """Feed every changeset of the workspace to the open documents it touches."""
+        since = await self._retrying(lambda: self.store.head(workspace))
+        async for cs in self.store.subscribe(workspace, since):
+            for fc in cs.files:
+                doc = self.docs.get(make_uri(workspace, fc.path))
+                if doc is not None:
+                    await self._retrying(lambda d=doc, c=cs, f=fc: self._on_file_change(d, c, f))
+                if fc.old_path is not None:
+                    old = self.docs.get(make_uri(workspace, fc.old_path))
+                    if old is not None:
+                        await self._on_gone(old, cs, renamed_to=fc.path)
+
+    async def _retrying(self, make: Any) -> Any:
+        while True:
+            try:
+                return await make()
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable (%s); retrying", exc)
+                await asyncio.sleep(DB_RETRY_DELAY_S)
+
+    async def _on_file_change(self, doc: OpenDoc, cs: Changeset, fc: Any) -> None:
+        async with doc.lock:
+            if self.docs.get(doc.uri) is not doc or fc.revision <= doc.seen_rev:
+                return
+            doc.seen_rev = fc.revision
+            if fc.kind == "delete":
+                await self._on_gone_locked(doc, cs, renamed_to=None)
+                return
+            text = await self.app.revision_text(doc.workspace, doc.path, fc.revision)
+            doc.target_rev, doc.target_text, doc.target_agent = fc.revision, text, cs.agent
+            if cs.agent != self.agent:
+                self.log_message(
+                    f"{doc.path}: revision {fc.revision} by {cs.agent} (seq {cs.seq})"
+                    + (f": {cs.message}" if cs.message else "")
+                )
+            await self.sync.reconcile(doc)
+
+    async def _on_gone(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
+        async with doc.lock:
+            await self._on_gone_locked(doc, cs, renamed_to)
+
+    async def _on_gone_locked(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
+        doc.base_rev = doc.target_rev = 0
+        doc.base_text = doc.target_text = ""
+        if renamed_to:
+            msg = (
+                f"dbcode: {cs.agent} renamed {doc.path} to {renamed_to} (seq {cs.seq}). Your "
+                f"buffer is kept; open {make_uri(doc.workspace, renamed_to)} to follow it — "
+                "saving this one would create the old path again."
+            )
+        else:
+            msg = (
+                f"dbcode: {cs.agent} deleted {doc.path} (seq {cs.seq}). Your buffer is kept; "
+                "saving it would create the file again."
+            )
+        self.show(types.MessageType.Warning, msg)
+
+    # -- custom requests ----------------------------------------------------------------------
+
+    async def read_file(self, uri: str, revision: int | None) -> dict[str, Any]:
+        workspace, path = parse_uri(uri)
+        f = await self.store.read(workspace, path, revision)
+        if revision is None:
+            self._read_revisions[uri] = (f.revision, content_hash(f.text))
+        self.app.remember(workspace, path, f.revision, f.text)
+        return {"text": f.text, "revision": f.revision}
+
+    async def write_file(self, uri: str, text: str, base: int | None) -> dict[str, Any]:
+        workspace, path = parse_uri(uri)
+        doc = self.docs.get(uri)
+        if doc is not None and base is None:
+            # An open buffer's save (VS Code's FileSystemProvider): CAS on its base, rebased.
+            async with doc.lock:
+                rev = await self.commit_text(doc, text)
+                if rev is None:
+                    raise Conflict(workspace, path, doc.base_rev, doc.target_rev)
+                head = await self.store.head(workspace)
+                return {"revision": rev, "seq": head}
+        res = await self.store.write(workspace, path, text, agent=self.agent, base=base)
+        rev = res.revisions[path]
+        self.app.remember(workspace, path, rev, text)
+        if doc is not None:
+            async with doc.lock:
+                doc.seen_rev = max(doc.seen_rev, rev)
+                doc.target_rev, doc.target_text, doc.target_agent = rev, text, self.agent
+                await self.sync.reconcile(doc)
+        return {"revision": rev, "seq": res.seq}
+
+    async def commit(
+        self, workspace: str, message: str | None, changes: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        items: list[Change] = []
+        uris: dict[str, str] = {}
+        for ch in changes:
+            ws, path = parse_uri(ch["uri"])
+            if ws != workspace:
+                raise ValueError(f"{ch['uri']} is not in workspace {workspace}")
+            uris[path] = ch["uri"]
+            base = ch.get("baseRevision")
+            if ch.get("text") is None:
+                items.append(Change.delete(path, base))
+            else:
+                items.append(Change.write(path, ch["text"], base))
+        res = await self.store.commit(workspace, items, agent=self.agent, message=message)
+        return {"seq": res.seq, "revisions": {uris[p]: r for p, r in res.revisions.items()}}
+
+    async def log(self, workspace: str, path: str | None, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for cs in await self.store.log(workspace, path, limit=limit):
+            item = changeset_json(cs)
+            for f in item["files"]:
+                f.pop("uri", None)
+                f.pop("oldUri", None)
+            out.append(item)
+        return out
+
+    async def list_files(self, workspace: str, prefix: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "path": f.path,
+                "uri": make_uri(workspace, f.path),
+                "revision": f.revision,
+                "size": f.size,
+                "updatedBy": f.updated_by,
+                "updatedAt": f.updated_at.isoformat(),
+            }
+            for f in await self.store.list_files(workspace, prefix)
+        ]
+
+    async def subscribe(self, workspace: str, since: int | None) -> dict[str, Any]:
+        head = await self.store.head(workspace)
+        start = head if since is None else since
+        old = self._subscriptions.pop(workspace, None)
+        if old:
+            old.cancel()
+        self._subscriptions[workspace] = self.run_task(self._notify_commits(workspace, start))
+        return {"seq": head}
+
+    async def _notify_commits(self, workspace: str, since: int) -> None:
+        await asyncio.sleep(0)  # the subscribe response goes out first
+        async for cs in self.store.subscribe(workspace, since):
+            if self.closed:
+                return
+            self.ls.protocol.notify("dbcode/didCommit", changeset_json(cs))
+
+    def unsubscribe(self, workspace: str) -> None:
+        task = self._subscriptions.pop(workspace, None)
+        if task:
+            task.cancel()
+
+    # -- analysis hook ---------------------------------------------------------------------
+
+    def _analyse(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None = None) -> None:
+        if self.analysis_hook is not None:
+            self.analysis_hook(doc, edits)
