@@ -53,11 +53,18 @@ class Editor:
         mode: str = "save",
         encodings: list[str] | None = None,
         env: dict[str, str] | None = None,
+        tcp: tuple[str, int] | None = None,
+        ws: tuple[str, int] | None = None,
     ) -> Editor:
         ed = cls(name)
-        server_env = {k: v for k, v in os.environ.items() if k != "DBCODE_AGENT"}
-        server_env.update({"DBCODE_DATABASE_URL": database_url, **(env or {})})
-        await ed.client.start_io(*SERVER_CMD, env=server_env)
+        if tcp is not None:
+            await ed.client.start_tcp(*tcp)
+        elif ws is not None:
+            await ed.client.start_ws(*ws)
+        else:
+            server_env = {k: v for k, v in os.environ.items() if k != "DBCODE_AGENT"}
+            server_env.update({"DBCODE_DATABASE_URL": database_url, **(env or {})})
+            await ed.client.start_io(*SERVER_CMD, env=server_env)
         caps = types.ClientCapabilities(
             workspace=types.WorkspaceClientCapabilities(
                 apply_edit=True,
@@ -85,6 +92,11 @@ class Editor:
         return ed
 
     async def stop(self) -> None:
+        if self.client._server is None:  # tcp / ws: no process to wait for
+            await asyncio.wait_for(self.client.shutdown_async(None), 15)
+            self.client.exit(None)
+            await self.client.stop()
+            return
         await asyncio.wait_for(self.client.shutdown_session(), 15)
 
     # -- server -> client -------------------------------------------------------------------
