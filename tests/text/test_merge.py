@@ -1,0 +1,325 @@
+"""3-way merge: clean where edits do not overlap, a visible conflict keeping both where they do."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsp_dbcode.text.diff import diff_edits
+from lsp_dbcode.text.edits import Edit, apply_edits
+from lsp_dbcode.text.merge import Conflict, MergeResult, _merge, find_conflicts, merge3, resolve
+
+
+def _examples(default: int) -> int:
+    """Hypothesis examples per test; DBCODE_TEXT_EXAMPLES=5000 for a thorough run."""
+    return int(os.environ.get("DBCODE_TEXT_EXAMPLES", default))
+
+
+# Base texts: a small alphabet with newlines and non-ASCII, so that diffs are ambiguous often.
+PIECES = ["a", "b", " ", "\n", "é", "😀", "中", "x = 1\n"]
+small = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
+SENTINELS = "§¶†‡•◊"  # never in `small`, never inserted
+OURS_CHARS = "XYZ"  # inserted only by ours in the overlap tests
+THEIRS_CHARS = "PQR"  # inserted only by theirs
+foreign = st.text("XYZ\n", max_size=6)  # inserted text that never recreates base text
+SETTINGS = settings(max_examples=_examples(250), deadline=None)
+
+
+def _resolve_all(result: MergeResult, choice: str = "mine") -> str:
+    text = result.text
+    for conflict in reversed(result.conflicts):
+        text = apply_edits(text, [resolve(text, conflict, choice)])  # type: ignore[arg-type]
+    return text
+
+
+# --- examples --------------------------------------------------------------------------------
+
+
+def test_non_overlapping_edits_on_one_line_merge_cleanly() -> None:
+    result = merge3("a = 1; b = 2", "a = 10; b = 2", "a = 1; b = 20")
+    assert result == MergeResult("a = 10; b = 20", ())
+    assert result.clean
+
+
+def test_trivial_merges() -> None:
+    assert merge3("b", "x", "b").text == "x"
+    assert merge3("b", "b", "x").text == "x"
+    assert merge3("b", "x", "x").text == "x"
+
+
+def test_edits_on_different_lines_merge_cleanly() -> None:
+    base = "one\ntwo\nthree\nfour\n"
+    result = merge3(base, "ONE\ntwo\nthree\nfour\n", "one\ntwo\nthree\nFOUR\n")
+    assert result.clean and result.text == "ONE\ntwo\nthree\nFOUR\n"
+
+
+def test_identical_edits_apply_once() -> None:
+    base = "def f():\n    return 1\n\nx = 2\n"
+    ours = "def f():\n    return 42\n\nx = 2\n"
+    theirs = "def f():\n    return 42\n\nx = 3\n"
+    assert merge3(base, ours, theirs) == MergeResult("def f():\n    return 42\n\nx = 3\n", ())
+
+
+def test_overlapping_edits_conflict_on_whole_lines() -> None:
+    base = "x\na = 1\ny\n"
+    result = merge3(base, "x\na = 2\ny\n", "x\na = 3\ny\n")
+    block = "<<<<<<< mine\na = 2\n=======\na = 3\n>>>>>>> theirs\n"
+    assert result.text == "x\n" + block + "y\n"
+    assert result.conflicts == (Conflict(2, 2 + len(block), "a = 2\n", "a = 3\n", "a = 1\n"),)
+    assert not result.clean
+
+
+def test_conflict_keeps_other_clean_edits() -> None:
+    base = "head\nmid = 1\ntail\n"
+    ours = "HEAD\nmid = 2\ntail\n"
+    theirs = "head\nmid = 3\nTAIL\n"
+    result = merge3(base, ours, theirs, ours_label="buffer", theirs_label="rev 7")
+    assert result.text == ("HEAD\n<<<<<<< buffer\nmid = 2\n=======\nmid = 3\n>>>>>>> rev 7\nTAIL\n")
+
+
+def test_two_different_insertions_at_one_point_conflict() -> None:
+    result = merge3("ab\n", "aXb\n", "aYb\n")
+    assert len(result.conflicts) == 1
+    assert "aXb" in result.text and "aYb" in result.text
+
+
+def test_insertion_touching_the_other_sides_replacement_conflicts() -> None:
+    # Ours inserts right where theirs' replaced range starts: their order would be a guess.
+    result = merge3("abc\n", "aXbc\n", "aYc\n")
+    assert not result.clean
+    assert result.conflicts[0].ours == "aXbc\n" and result.conflicts[0].theirs == "aYc\n"
+
+
+def test_a_line_inserted_above_a_changed_line_merges_by_sliding() -> None:
+    base = "l10\nl11\nl12\n"
+    assert merge3(base, "l10\nnew\nl11\nl12\n", "l10\nL11\nl12\n").text == ("l10\nnew\nL11\nl12\n")
+
+
+def test_repeated_text_is_disambiguated_by_sliding() -> None:
+    # Ours deleted one "a" (the diff says the last), theirs replaced the last one.
+    assert merge3("aaa", "aa", "aab") == MergeResult("ab", ())
+
+
+def test_conflict_at_end_of_file_without_final_newline() -> None:
+    result = merge3("x\na = 1", "x\na = 2", "x\na = 3")
+    assert result.text == "x\n<<<<<<< mine\na = 2\n=======\na = 3\n>>>>>>> theirs\n"
+    (conflict,) = result.conflicts
+    assert (conflict.ours, conflict.theirs, conflict.base) == ("a = 2", "a = 3", "a = 1")
+    assert _resolve_all(result, "mine") == "x\na = 2"
+    assert _resolve_all(result, "theirs") == "x\na = 3"
+    assert _resolve_all(result, "both") == "x\na = 2\na = 3"
+
+
+def test_conflict_where_one_side_removes_the_final_newline() -> None:
+    result = merge3("a\nb\n", "a\nB", "a\nC\n")
+    assert _resolve_all(result, "mine") == "a\nB"
+    assert _resolve_all(result, "theirs") == "a\nC\n"
+    assert all(
+        line in {"a", "B", "C"} or line.startswith(("<", "=", ">"))
+        for line in result.text.splitlines()
+    )
+
+
+def test_conflict_markers_use_the_files_line_break() -> None:
+    result = merge3("x\r\na = 1\r\ny\r\n", "x\r\na = 2\r\ny\r\n", "x\r\na = 3\r\ny\r\n")
+    assert result.text == (
+        "x\r\n<<<<<<< mine\r\na = 2\r\n=======\r\na = 3\r\n>>>>>>> theirs\r\ny\r\n"
+    )
+
+
+def test_a_join_of_two_lines_widens_the_conflict() -> None:
+    base = "one\ntwo\nthree\n"
+    ours = "one two\nthree\n"  # joined lines 0 and 1
+    theirs = "one\nTWO\nthree\n"
+    result = merge3(base, ours, theirs)
+    (conflict,) = result.conflicts
+    assert conflict.base == "one\ntwo\n"
+    assert conflict.ours == "one two\n"
+    assert conflict.theirs == "one\nTWO\n"
+    assert result.text.endswith(">>>>>>> theirs\nthree\n")
+
+
+def test_resolve_each_choice() -> None:
+    result = merge3("x\na = 1\ny\n", "x\na = 2\ny\n", "x\na = 3\ny\n")
+    assert _resolve_all(result, "mine") == "x\na = 2\ny\n"
+    assert _resolve_all(result, "theirs") == "x\na = 3\ny\n"
+    assert _resolve_all(result, "both") == "x\na = 2\na = 3\ny\n"
+    with pytest.raises(ValueError, match="no conflict block"):
+        resolve("something else entirely, long enough", result.conflicts[0], "mine")
+    with pytest.raises(ValueError, match="unknown choice"):
+        resolve(result.text, result.conflicts[0], "neither")  # type: ignore[arg-type]
+
+
+def test_find_conflicts_after_the_user_edits_around_them() -> None:
+    result = merge3("x\na = 1\ny\nb = 1\n", "x\na = 2\ny\nb = 2\n", "x\na = 3\ny\nb = 3\n")
+    assert len(result.conflicts) == 2
+    edited = "# a new first line\n" + result.text
+    found = find_conflicts(edited)
+    assert [(c.ours, c.theirs, c.base) for c in found] == [
+        ("a = 2\n", "a = 3\n", ""),
+        ("b = 2\n", "b = 3\n", ""),
+    ]
+    shift = len("# a new first line\n")
+    assert [(c.start - shift, c.end - shift) for c in found] == [
+        (c.start, c.end) for c in result.conflicts
+    ]
+    fixed = apply_edits(edited, [resolve(edited, found[1], "theirs")])
+    assert fixed.endswith("y\nb = 3\n")
+    assert len(find_conflicts(fixed)) == 1
+
+
+def test_find_conflicts_reads_diff3_style_and_ignores_broken_blocks() -> None:
+    text = "<<<<<<< a\nmine\n||||||| base\nold\n=======\ntheirs\n>>>>>>> b\n<<<<<<< half\nx\n"
+    end = text.index("<<<<<<< half")
+    assert find_conflicts(text) == [Conflict(0, end, "mine\n", "theirs\n", "old\n")]
+    assert find_conflicts("no markers here\n=======\n") == []
+
+
+def test_merge_of_3000_lines_is_fast() -> None:
+    rng = random.Random(2)
+    base = "".join(f"line_{n} = value({rng.randint(0, 99)})\n" for n in range(3000))
+    ours = base.replace("line_100 =", "line_100_renamed =")
+    theirs = base.replace("line_2900 =", "line_2900_renamed =")
+    started = time.perf_counter()
+    result = merge3(base, ours, theirs)
+    assert time.perf_counter() - started < 0.05
+    assert result.clean and "line_100_renamed" in result.text and "line_2900_renamed" in result.text
+
+
+# --- properties ------------------------------------------------------------------------------
+
+
+@st.composite
+def random_edit_set(draw: st.DrawFn, base: str, inserted: st.SearchStrategy[str]) -> list[Edit]:
+    cuts = sorted(draw(st.lists(st.integers(0, len(base)), max_size=6, unique=True)))
+    return [Edit(cuts[k], cuts[k + 1], draw(inserted)) for k in range(0, len(cuts) - 1, 2)]
+
+
+@SETTINGS
+@given(small, small)
+def test_a_one_sided_change_is_taken_as_is(base: str, changed: str) -> None:
+    assert merge3(base, changed, base) == MergeResult(changed, ())
+    assert merge3(base, base, changed) == MergeResult(changed, ())
+    # And without the shortcut for equal texts:
+    edits = diff_edits(base, changed, cleanup=False)
+    assert _merge(base, changed, base, edits, [], "mine", "theirs") == MergeResult(changed, ())
+    assert _merge(base, base, changed, [], edits, "mine", "theirs") == MergeResult(changed, ())
+
+
+@SETTINGS
+@given(small, small)
+def test_the_same_change_on_both_sides_is_taken_once(base: str, changed: str) -> None:
+    assert merge3(base, changed, changed) == MergeResult(changed, ())
+    edits = diff_edits(base, changed, cleanup=False)
+    result = _merge(base, changed, changed, edits, list(edits), "mine", "theirs")
+    assert result == MergeResult(changed, ())
+
+
+@st.composite
+def disjoint_edits(draw: st.DrawFn) -> tuple[str, list[Edit], list[Edit]]:
+    """A base of random segments joined by unique sentinel characters, and at most one edit per
+    segment (to ours or theirs): edits on disjoint, non-adjacent regions.
+
+    Sentinels and foreign inserted text matter: without them the generator's edits are not the
+    only reading of the change, and a merge cannot be expected to guess the generator's choice.
+    Base "aaaa", ours deletes the first "a", theirs inserts "b" at 2: "abaa" and "aaba" are both
+    right. Base "§x = 1", theirs inserts "x = 1" at 0 and deletes the old one: that is also
+    "moved §".
+    """
+    count = draw(st.integers(1, len(SENTINELS) + 1))
+    segments = [draw(small) for _ in range(count)]
+    base = ""
+    ours: list[Edit] = []
+    theirs: list[Edit] = []
+    for n, segment in enumerate(segments):
+        side = draw(st.sampled_from([ours, theirs, None]))
+        if side is not None:
+            start = draw(st.integers(0, len(segment)))
+            end = draw(st.integers(start, len(segment)))
+            side.append(Edit(len(base) + start, len(base) + end, draw(foreign)))
+        base += segment + (SENTINELS[n] if n < count - 1 else "")
+    return base, ours, theirs
+
+
+@settings(max_examples=_examples(400), deadline=None)
+@given(disjoint_edits())
+def test_non_overlapping_edits_merge_cleanly_to_both_applied(
+    case: tuple[str, list[Edit], list[Edit]],
+) -> None:
+    base, ours_edits, theirs_edits = case
+    ours = apply_edits(base, ours_edits)
+    theirs = apply_edits(base, theirs_edits)
+    result = merge3(base, ours, theirs)
+    assert result.conflicts == ()
+    assert result.text == apply_edits(base, ours_edits + theirs_edits)
+
+
+@st.composite
+def overlapping_edits(draw: st.DrawFn) -> tuple[str, Edit, Edit]:
+    """One edit per side on overlapping ranges of base (or two insertions at one point), each
+    inserting text made of its own characters, absent from base: a certain conflict."""
+    base = draw(small)
+    ours_text = draw(st.text(OURS_CHARS, min_size=1, max_size=8))
+    theirs_text = draw(st.text(THEIRS_CHARS, min_size=1, max_size=8))
+    if not base or draw(st.booleans()):
+        at = draw(st.integers(0, len(base)))
+        return base, Edit(at, at, ours_text), Edit(at, at, theirs_text)
+    s1 = draw(st.integers(0, len(base) - 1))
+    e1 = draw(st.integers(s1 + 1, len(base)))
+    s2 = draw(st.integers(0, e1 - 1))
+    e2 = draw(st.integers(max(s1, s2) + 1, len(base)))
+    return base, Edit(s1, e1, ours_text), Edit(s2, e2, theirs_text)
+
+
+@SETTINGS
+@given(overlapping_edits(), disjoint_edits())
+def test_overlapping_edits_conflict_and_lose_nothing(
+    case: tuple[str, Edit, Edit], elsewhere: tuple[str, list[Edit], list[Edit]]
+) -> None:
+    base, ours_edit, theirs_edit = case
+    # Clean edits elsewhere, after a separator line that no edit can slide across.
+    tail_base, tail_ours, tail_theirs = elsewhere
+    separator = "\n~\n"
+    shift = len(base) + len(separator)
+    full_base = base + separator + tail_base
+    ours = apply_edits(full_base, [ours_edit, *(e.shifted(shift) for e in tail_ours)])
+    theirs = apply_edits(full_base, [theirs_edit, *(e.shifted(shift) for e in tail_theirs)])
+    result = merge3(full_base, ours, theirs)
+    assert len(result.conflicts) >= 1
+    assert ours_edit.text in result.text and theirs_edit.text in result.text
+    for conflict in result.conflicts:
+        assert result.text[conflict.start : conflict.end].startswith("<<<<<<< mine")
+    mine = _resolve_all(result, "mine")
+    assert ours_edit.text in mine
+    assert _resolve_all(result, "theirs").count(theirs_edit.text) >= 1
+    # The markers can be found again exactly where they were put.
+    assert [(c.start, c.end) for c in find_conflicts(result.text)] == [
+        (c.start, c.end) for c in result.conflicts
+    ]
+
+
+@SETTINGS
+@given(small, st.data())
+def test_random_concurrent_edits_never_lose_typed_text(base: str, data: st.DataObject) -> None:
+    ours_edits = data.draw(random_edit_set(base, st.text(OURS_CHARS + "\n", max_size=5)))
+    theirs_edits = data.draw(random_edit_set(base, st.text(THEIRS_CHARS + "\n", max_size=5)))
+    ours = apply_edits(base, ours_edits)
+    theirs = apply_edits(base, theirs_edits)
+    result = merge3(base, ours, theirs)
+    for char in OURS_CHARS:
+        assert result.text.count(char) == ours.count(char)
+        assert _resolve_all(result, "mine").count(char) == ours.count(char)
+    for char in THEIRS_CHARS:
+        assert result.text.count(char) == theirs.count(char)
+        assert _resolve_all(result, "theirs").count(char) == theirs.count(char)
+    if result.clean:
+        # A clean merge holds both sides' changes: it is one of them where the other is base.
+        if ours == base:
+            assert result.text == theirs
+        if theirs == base:
+            assert result.text == ours
