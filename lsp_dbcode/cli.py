@@ -120,13 +120,94 @@ async def cmd_write(store: Store, args: argparse.Namespace) -> int:
     validate.check_path(args.path)
     data = sys.stdin.buffer.read()
     text = validate.decode_content(data, f"stdin for {args.path}", store.content_bytes_max)
-    res = await store.write(
-        args.workspace, args.path, text, agent=args.agent, base=args.base, message=args.message
-    )
-    sys.stdout.write(
-        f"{args.workspace}/{args.path}: revision {res.revisions[args.path]} (seq {res.seq})\n"
-    )
+    from .analysis import AnalysisError, RuffEngine
+    from .check import check_text, format_for_commit, is_python
+
+    async with RuffEngine() as ruff:
+        if is_python(args.path):
+            try:
+                configs = await store.config_files(args.workspace)
+            except NotFound:
+                configs = {}
+            text = await format_for_commit(ruff, configs, args.path, text)
+        res = await store.write(
+            args.workspace,
+            args.path,
+            text,
+            agent=args.agent,
+            base=args.base,
+            message=args.message,
+        )
+        rev = res.revisions[args.path]
+        sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {res.seq})\n")
+        sys.stdout.flush()
+        try:
+            problems = await check_text(store, ruff, args.workspace, args.path, text)
+        except AnalysisError as exc:
+            sys.stderr.write(f"{args.path}: not checked: {exc}\n")
+            return EXIT_OK
+    _report_problems(args.path, rev, text, problems)
     return EXIT_OK
+
+
+def _problem_line(path: str, d: Any) -> str:
+    code = f"{d.code} " if d.code else ""
+    return f"{path}:{d.span.start.line + 1}:{d.span.start.col + 1}: {code}{d.message}"
+
+
+def _report_problems(path: str, rev: int, text: str, problems: list[Any], shown: int = 5) -> None:
+    """Tell a CLI writer what an editor would show: the count and the first few."""
+    if not problems:
+        sys.stderr.write(f"{path} revision {rev}: no problems\n")
+        return
+    errors = sum(1 for d in problems if d.severity == "error")
+    sys.stderr.write(
+        f"{path} revision {rev}: {len(problems)} problem(s)"
+        + (f", {errors} error(s)" if errors else "")
+        + "\n"
+    )
+    for d in problems[:shown]:
+        sys.stderr.write("  " + _problem_line(path, d) + "\n")
+    if len(problems) > shown:
+        sys.stderr.write(f"  ... and {len(problems) - shown} more (dbcode check)\n")
+
+
+async def cmd_check(store: Store, args: argparse.Namespace) -> int:
+    from .analysis import RuffEngine
+    from .check import check_workspace
+
+    async with RuffEngine() as ruff:
+        report = await check_workspace(store, ruff, args.workspace)
+    if args.json:
+        out = []
+        for path, found in report.items():
+            for d in found:
+                out.append(
+                    {
+                        "path": path,
+                        "line": d.span.start.line + 1,
+                        "column": d.span.start.col + 1,
+                        "endLine": d.span.end.line + 1,
+                        "endColumn": d.span.end.col + 1,
+                        "severity": d.severity,
+                        "source": d.source,
+                        "code": d.code,
+                        "message": d.message,
+                        "url": d.code_url,
+                    }
+                )
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
+    else:
+        for path, found in report.items():
+            for d in found:
+                sys.stdout.write(_problem_line(path, d) + "\n")
+        sys.stderr.write(
+            f"{report.workspace} at seq {report.seq}: {len(report.texts)} files, "
+            f"{report.total} problem(s), {report.errors} error(s)\n"
+        )
+    for path, why in sorted(report.skipped.items()):
+        sys.stderr.write(f"not checked: {path}: {why}\n")
+    return EXIT_ERROR if report.errors else EXIT_OK
 
 
 async def cmd_rm(store: Store, args: argparse.Namespace) -> int:
@@ -301,9 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent", help="who authors the changes (default: $DBCODE_AGENT, else user@host)"
     )
-    sub = p.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, handler: Any, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
@@ -368,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", type=int, help="start after this seq (default: now)")
     sp.add_argument("--json", action="store_true", help="JSON lines")
     sp.add_argument("--count", type=int, help=argparse.SUPPRESS)
+
+    sp = add("check", cmd_check, "lint every file of a workspace (exit 1 if any error)")
+    sp.add_argument("workspace")
+    sp.add_argument("--json", action="store_true")
 
     add("db", cmd_db, "print the DSN in use (starting the embedded server if needed)")
     return p

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ..store import Store
+from .analysis import Analyzer
 
 if TYPE_CHECKING:
     from .session import Session
@@ -22,10 +23,14 @@ REVISION_CACHE_BYTES_MAX = 64 * 1024 * 1024
 class App:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.analyzer = Analyzer(store)
         self.sessions: set[Session] = set()
         self._revisions: OrderedDict[tuple[str, str, int], str] = OrderedDict()
         self._revisions_bytes = 0
         self._inflight: dict[tuple[str, str, int], asyncio.Future[str]] = {}
+
+    async def close(self) -> None:
+        await self.analyzer.close()
 
     async def revision_text(self, workspace: str, path: str, revision: int) -> str:
         """Text of one revision; shared by all sessions (100 editors, one read)."""

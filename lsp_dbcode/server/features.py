@@ -17,10 +17,12 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import lsp_method
 
 from .. import __version__
+from ..check import check_workspace
 from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError, validate
 from ..text.merge import resolve
 from ..text.positions import Encoding
 from ..uris import make_uri
+from .analysis import to_lsp
 from .app import App
 from .protocol import DbcodeProtocol, make_converter
 from .session import Session
@@ -273,7 +275,13 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
 
     @server.feature(
         types.TEXT_DOCUMENT_CODE_ACTION,
-        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix]),
+        types.CodeActionOptions(
+            code_action_kinds=[
+                types.CodeActionKind.QuickFix,
+                types.CodeActionKind("source.fixAll.ruff"),
+                types.CodeActionKind("source.organizeImports.ruff"),
+            ]
+        ),
     )
     @_request
     async def code_action(
@@ -307,12 +315,102 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
                         is_preferred=choice == "mine",
                     )
                 )
-        hook = getattr(session, "code_action_hook", None)
-        if hook is not None:
-            actions.extend(await hook(doc, params))
+        actions.extend(await session.analysis.code_actions(doc, params))
         return actions or None
 
+    @server.feature(types.TEXT_DOCUMENT_FORMATTING)
+    @_request
+    async def formatting(
+        ls: DbcodeLanguageServer, params: types.DocumentFormattingParams
+    ) -> list[types.TextEdit] | None:
+        doc = _open_doc(session, params.text_document.uri)
+        return await session.analysis.format(doc, None)
+
+    @server.feature(types.TEXT_DOCUMENT_RANGE_FORMATTING)
+    @_request
+    async def range_formatting(
+        ls: DbcodeLanguageServer, params: types.DocumentRangeFormattingParams
+    ) -> list[types.TextEdit] | None:
+        doc = _open_doc(session, params.text_document.uri)
+        _check_range(doc, params.range, session)
+        return await session.analysis.format(doc, params.range)
+
+    @server.feature(types.TEXT_DOCUMENT_WILL_SAVE_WAIT_UNTIL)
+    @_request
+    async def will_save_wait_until(
+        ls: DbcodeLanguageServer, params: types.WillSaveTextDocumentParams
+    ) -> list[types.TextEdit] | None:
+        doc = session.docs.get(params.text_document.uri)
+        if doc is None or not session.format_on_save:
+            return None
+        return await session.analysis.format(doc, None)
+
+    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+    @_request
+    async def document_symbol(
+        ls: DbcodeLanguageServer, params: types.DocumentSymbolParams
+    ) -> list[types.DocumentSymbol] | None:
+        return session.analysis.symbols(_open_doc(session, params.text_document.uri))
+
+    @server.feature(types.TEXT_DOCUMENT_FOLDING_RANGE)
+    @_request
+    async def folding_range(
+        ls: DbcodeLanguageServer, params: types.FoldingRangeParams
+    ) -> list[types.FoldingRange] | None:
+        return session.analysis.folds(_open_doc(session, params.text_document.uri))
+
+    @server.feature(
+        types.TEXT_DOCUMENT_DIAGNOSTIC,
+        types.DiagnosticOptions(
+            identifier="dbcode", inter_file_dependencies=False, workspace_diagnostics=True
+        ),
+    )
+    @_request
+    async def document_diagnostic(
+        ls: DbcodeLanguageServer, params: types.DocumentDiagnosticParams
+    ) -> types.RelatedFullDocumentDiagnosticReport:
+        doc = _open_doc(session, params.text_document.uri)
+        await session.analysis.wait_idle(doc)
+        items = [d for src, ds in doc.diagnostics.items() if src in ("ruff", "syntax") for d in ds]
+        return types.RelatedFullDocumentDiagnosticReport(items=items)
+
+    @server.feature(types.WORKSPACE_DIAGNOSTIC)
+    @_request
+    async def workspace_diagnostic(
+        ls: DbcodeLanguageServer, params: types.WorkspaceDiagnosticParams
+    ) -> types.WorkspaceDiagnosticReport:
+        workspaces = session.workspaces()
+        items: list[types.WorkspaceFullDocumentDiagnosticReport] = []
+        for workspace in workspaces:
+            report = await check_workspace(app.store, app.analyzer.ruff, workspace)
+            for path, found in sorted(report.items()):
+                uri = make_uri(workspace, path)
+                doc = session.docs.get(uri)
+                index = doc.index if doc else None
+                if index is None or index.text != report.texts.get(path):
+                    index = report.index(path)
+                items.append(
+                    types.WorkspaceFullDocumentDiagnosticReport(
+                        uri=uri,
+                        version=None,
+                        items=[to_lsp(index, d, session.encoding) for d in found],
+                    )
+                )
+        return types.WorkspaceDiagnosticReport(items=items)  # type: ignore[arg-type]
+
     return server
+
+
+def _open_doc(session: Session, uri: str) -> Any:
+    doc = session.docs.get(uri)
+    if doc is None:
+        raise InvalidInput(f"{uri} is not open in this session (send didOpen first)")
+    return doc
+
+
+def _check_range(doc: Any, rng: types.Range, session: Session) -> None:
+    for pos in (rng.start, rng.end):
+        doc.index.offset(pos.line, pos.character, session.encoding)
 
 
 def _workspace_edit(

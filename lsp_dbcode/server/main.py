@@ -89,6 +89,7 @@ async def _serve(dsn: str, args: argparse.Namespace) -> int:
             )
             await _run_session(app, args.agent, reader, StdoutWriter(sys.stdout.buffer))
     finally:
+        await app.close()
         await store.close()
     return 0
 

@@ -9,14 +9,16 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote
 
 from lsprotocol import types
 
-from ..store import Change, Changeset, Conflict, DatabaseUnavailable, NotFound, StoreError
+from ..store import Change, Changeset, Conflict, DatabaseUnavailable, NotFound, StoreError, validate
 from ..text.edits import content_hash
 from ..text.merge import merge3
 from ..text.positions import Encoding, LineIndex
 from ..uris import changeset_json, make_uri, parse_uri
+from .analysis import DocAnalysis
 from .documents import DocumentSync, OpenDoc
 
 if TYPE_CHECKING:
@@ -49,7 +51,11 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._read_revisions: dict[str, tuple[int, str]] = {}  # uri -> (rev, hash) last served
         self.closed = False
-        self.analysis_hook: Any = None  # set by the analysis feature (issue 4)
+        self.format_on_save = False
+        self.folders: list[str] = []
+        self.pull_diagnostics = False
+        self.analysis = DocAnalysis(self, app.analyzer)
+        app.analyzer.on_config_change.append(self.analysis.rerun_workspace)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -81,13 +87,22 @@ class Session:
         doc.diagnostics[source] = diags
         if self.closed or self.docs.get(doc.uri) is not doc:
             return
-        merged = [d for ds in doc.diagnostics.values() for d in ds]
+        if self.pull_diagnostics and source != "dbcode":
+            return  # the client pulls these (textDocument/diagnostic); no duplicates
+        merged = [
+            d
+            for src, ds in doc.diagnostics.items()
+            if not self.pull_diagnostics or src == "dbcode"
+            for d in ds
+        ]
         self.ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=doc.uri, diagnostics=merged, version=doc.version)
         )
 
     async def close(self) -> None:
         self.closed = True
+        if self.analysis.rerun_workspace in self.app.analyzer.on_config_change:
+            self.app.analyzer.on_config_change.remove(self.analysis.rerun_workspace)
         for task in [*self._watchers.values(), *self._subscriptions.values(), *self._tasks]:
             task.cancel()
         self._watchers.clear()
@@ -113,10 +128,33 @@ class Session:
             warnings.append(f"invalid mode {mode!r}: use 'save' or 'live'; using 'save'")
             mode = "save"
         self.mode = mode
+        self.format_on_save = opts.get("formatOnSave") is True
+        self.folders = []
+        for folder in params.workspace_folders or []:
+            try:
+                self.folders.append(
+                    validate.check_workspace(
+                        unquote(folder.uri.removeprefix("dbcode://").strip("/").split("/")[0])
+                    )
+                )
+            except StoreError:
+                continue
         caps = params.capabilities
+        td = caps.text_document
+        self.pull_diagnostics = (
+            bool(td and td.diagnostic) and opts.get("pushDiagnostics") is not True
+        )
         ws_edit = caps.workspace.workspace_edit if caps.workspace else None
         self.supports_document_changes = bool(ws_edit and ws_edit.document_changes)
         return warnings
+
+    def workspaces(self) -> list[str]:
+        """The workspaces this session works in: its folders, then those of open documents."""
+        found = list(self.folders)
+        for doc in self.docs.values():
+            if doc.workspace not in found:
+                found.append(doc.workspace)
+        return found
 
     # -- documents ----------------------------------------------------------------------------
 
@@ -290,14 +328,19 @@ class Session:
                 await self._commit_buffer(doc, reason="save")
 
     async def commit_text(self, doc: OpenDoc, text: str) -> int | None:
-        """CAS-commit ``text`` for an open document, rebasing onto newer revisions by a 3-way
-        merge (doc.lock held). The merge result is pushed into the buffer."""
+        """CAS-commit ``text`` (the buffer's text) for an open document (doc.lock held).
+
+        A stale base is rebased onto the current revision by a 3-way merge; the workspace may
+        ask for ruff formatting on commit. Whatever was stored beyond ``text`` (merged changes,
+        formatting) is pushed back into the buffer, merged over anything typed meanwhile.
+        """
         ours = text
         base_rev, base_text = doc.base_rev, doc.base_text
         for _ in range(CAS_RETRIES_MAX):
+            stored = await self.app.analyzer.format_for_commit(doc.workspace, doc.path, ours)
             try:
                 res = await self.store.write(
-                    doc.workspace, doc.path, ours, agent=self.agent, base=base_rev
+                    doc.workspace, doc.path, stored, agent=self.agent, base=base_rev
                 )
             except Conflict as exc:
                 if exc.current_revision == 0:
@@ -323,15 +366,14 @@ class Session:
                 self.show(types.MessageType.Error, f"dbcode: {doc.path} not saved: {exc}")
                 return None
             rev = res.revisions[doc.path]
-            self.app.remember(doc.workspace, doc.path, rev, ours)
+            self.app.remember(doc.workspace, doc.path, rev, stored)
             doc.seen_rev = max(doc.seen_rev, rev)
-            doc.target_rev, doc.target_text = rev, ours
-            if ours == text:
-                # The buffer held exactly this text when we committed: it is the new base, and
-                # anything typed since is a local edit on top of it.
-                doc.base_rev, doc.base_text = rev, ours
-            else:
-                # We committed a merge: push it into the buffer (which has base + its edits).
+            # The buffer held ``text`` when we committed: that is what it is based on now;
+            # anything typed since is a local edit on top of it.
+            doc.base_rev, doc.base_text = rev, text
+            doc.target_rev, doc.target_text, doc.target_agent = rev, stored, self.agent
+            if stored != text:
+                # We stored more than the buffer had (a merge, formatting): push it in.
                 await self.sync.reconcile(doc)
             return rev
         self.show(types.MessageType.Error, f"dbcode: {doc.path} not saved: too much contention")
@@ -429,6 +471,7 @@ class Session:
                     raise Conflict(workspace, path, doc.base_rev, doc.target_rev)
                 head = await self.store.head(workspace)
                 return {"revision": rev, "seq": head}
+        text = await self.app.analyzer.format_for_commit(workspace, path, text)
         res = await self.store.write(workspace, path, text, agent=self.agent, base=base)
         rev = res.revisions[path]
         self.app.remember(workspace, path, rev, text)
@@ -453,7 +496,8 @@ class Session:
             if ch.get("text") is None:
                 items.append(Change.delete(path, base))
             else:
-                items.append(Change.write(path, ch["text"], base))
+                text = await self.app.analyzer.format_for_commit(workspace, path, ch["text"])
+                items.append(Change.write(path, text, base))
         res = await self.store.commit(workspace, items, agent=self.agent, message=message)
         return {"seq": res.seq, "revisions": {uris[p]: r for p, r in res.revisions.items()}}
 
@@ -501,8 +545,6 @@ class Session:
         if task:
             task.cancel()
 
-    # -- analysis hook ---------------------------------------------------------------------
-
     def _analyse(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None = None) -> None:
-        if self.analysis_hook is not None:
-            self.analysis_hook(doc, edits)
+        if not doc.broken:
+            self.analysis.on_change(doc, edits)

@@ -252,6 +252,21 @@ class Store:
             raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
         return head, [FileText(workspace, p, int(rv), t) for p, rv, t in rows]
 
+    async def config_files(
+        self, workspace: str, names: Sequence[str] = ("pyproject.toml", "ruff.toml", ".ruff.toml")
+    ) -> dict[str, str]:
+        """Current text of every file whose name is one of ``names``, at any depth."""
+        ws = await self._workspace_id(workspace)
+        rows = await self._fetchall(
+            "SELECT f.path, r.content FROM dbcode_file f"
+            " JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
+            "  AND r.path = f.path AND r.revision = f.revision"
+            " WHERE f.workspace_id = %s AND NOT f.deleted"
+            " AND regexp_replace(f.path, '^.*/', '') = ANY(%s)",
+            (ws, list(names)),
+        )
+        return {p: t for p, t in rows}
+
     async def log(
         self,
         workspace: str,

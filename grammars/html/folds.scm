@@ -1,0 +1,8 @@
+[
+  (element)
+  (script_element)
+  (style_element)
+  (start_tag)
+] @fold
+
+(comment) @fold.comment

@@ -1,0 +1,6 @@
+[
+  (object)
+  (array)
+] @fold
+
+(comment) @fold.comment

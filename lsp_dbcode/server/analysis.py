@@ -1,0 +1,362 @@
+"""Diagnostics, fixes, formatting and structure for open documents: glue between the
+session's buffers and lsp_dbcode.analysis (ruff + tree-sitter).
+
+- Tree-sitter: one tree per open document, edited incrementally from each didChange.
+- Ruff: at most one run per document at a time; an edit during a run marks the document
+  "again", the finished run's result is dropped if the buffer moved on (never publish a stale
+  result over a fresh one), and one more run starts on the newest text.
+- Workspace config (pyproject.toml / ruff.toml / .ruff.toml anywhere in the workspace) comes
+  from the database, cached per workspace and dropped when a changeset touches a config file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+
+from ..analysis import (
+    AnalysisError,
+    Diagnostic,
+    Pos,
+    Span,
+    SyntaxTree,
+    is_config_path,
+    language_for_path,
+    make_ruff_engine,
+)
+from ..analysis.model import SYMBOL_KINDS
+from ..check import format_for_commit, is_python
+from ..store import Store, StoreError
+from ..text.diff import diff_edits
+from ..text.edits import Edit
+from ..text.positions import Encoding, LineIndex
+
+if TYPE_CHECKING:
+    from .documents import OpenDoc
+    from .session import Session
+
+log = logging.getLogger(__name__)
+
+PULL_WAIT_S = 5.0
+SEVERITY = {
+    "error": types.DiagnosticSeverity.Error,
+    "warning": types.DiagnosticSeverity.Warning,
+    "information": types.DiagnosticSeverity.Information,
+    "hint": types.DiagnosticSeverity.Hint,
+}
+TAGS = {
+    "unnecessary": types.DiagnosticTag.Unnecessary,
+    "deprecated": types.DiagnosticTag.Deprecated,
+}
+
+
+class Analyzer:
+    """Process-wide: the ruff engine and the workspaces' config files."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ruff = make_ruff_engine()
+        self._configs: dict[str, dict[str, str]] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self.on_config_change: list[Callable[[str], None]] = []
+
+    async def configs(self, workspace: str) -> dict[str, str]:
+        found = self._configs.get(workspace)
+        if found is not None:
+            return found
+        try:
+            head = await self.store.head(workspace)
+            found = await self.store.config_files(workspace)
+        except StoreError:
+            return {}
+        self._configs[workspace] = found
+        if workspace not in self._watchers:
+            self._watchers[workspace] = asyncio.get_running_loop().create_task(
+                self._watch(workspace, head)
+            )
+        return found
+
+    async def _watch(self, workspace: str, since: int) -> None:
+        """Drop the cached configs when a changeset touches one, and tell the sessions."""
+        try:
+            async for cs in self.store.subscribe(workspace, since):
+                paths = [f.path for f in cs.files] + [f.old_path for f in cs.files if f.old_path]
+                if any(is_config_path(p) for p in paths):
+                    self._configs.pop(workspace, None)
+                    for callback in list(self.on_config_change):
+                        callback(workspace)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("config watcher of %s failed: %r", workspace, exc)
+            self._configs.pop(workspace, None)
+            self._watchers.pop(workspace, None)
+
+    async def format_for_commit(self, workspace: str, path: str, text: str) -> str:
+        """The text to store for ``path`` (formatted if the workspace asks for it)."""
+        if not is_python(path):
+            return text
+        return await format_for_commit(self.ruff, await self.configs(workspace), path, text)
+
+    async def close(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        await self.ruff.close()
+
+
+def _offset(index: LineIndex, pos: Pos) -> int:
+    if pos.line >= index.line_count:
+        return len(index.text)
+    start = index.line_start(pos.line)
+    return min(start + pos.col, index.line_end(pos.line))
+
+
+def lsp_range(index: LineIndex, span: Span, encoding: Encoding) -> types.Range:
+    s = index.position(_offset(index, span.start), encoding)
+    e = index.position(_offset(index, span.end), encoding)
+    return types.Range(types.Position(*s), types.Position(*e))
+
+
+def to_lsp(index: LineIndex, d: Diagnostic, encoding: Encoding) -> types.Diagnostic:
+    return types.Diagnostic(
+        range=lsp_range(index, d.span, encoding),
+        message=d.message,
+        severity=SEVERITY.get(d.severity, types.DiagnosticSeverity.Warning),
+        code=d.code,
+        code_description=types.CodeDescription(href=d.code_url) if d.code_url else None,
+        source=d.source,
+        tags=[TAGS[t] for t in d.tags if t in TAGS] or None,
+    )
+
+
+class DocAnalysis:
+    """Per-session glue: runs analyses for the session's open documents and answers requests."""
+
+    def __init__(self, session: Session, analyzer: Analyzer) -> None:
+        self.session = session
+        self.analyzer = analyzer
+
+    # -- on every edit ---------------------------------------------------------------------
+
+    def on_change(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
+        self._update_tree(doc, edits)
+        if is_python(doc.path):
+            self.schedule_ruff(doc)
+
+    def _update_tree(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
+        language = language_for_path(doc.path)
+        if language is None:
+            return
+        tree: SyntaxTree | None = doc.extra.get("tree")
+        try:
+            if tree is None or edits is None:
+                tree = SyntaxTree(language, doc.text)
+            else:
+                for start, end, text in edits:
+                    tree.apply_edit(start, end, text)
+                if tree.text != doc.text:  # should not happen; never trust a drifted tree
+                    log.warning("syntax tree of %s drifted; re-parsing", doc.uri)
+                    tree = SyntaxTree(language, doc.text)
+        except (AnalysisError, ValueError) as exc:
+            doc.extra.pop("tree", None)
+            self.session.set_diagnostics(doc, "syntax", [])
+            log.info("no syntax tree for %s: %s", doc.path, exc)
+            return
+        doc.extra["tree"] = tree
+        if is_python(doc.path):
+            return  # ruff reports Python syntax errors itself, with better messages
+        enc = self.session.encoding
+        self.session.set_diagnostics(
+            doc, "syntax", [to_lsp(doc.index, d, enc) for d in tree.errors()]
+        )
+
+    def schedule_ruff(self, doc: OpenDoc) -> None:
+        task: asyncio.Task[None] | None = doc.extra.get("ruff_task")
+        if task is not None and not task.done():
+            doc.extra["ruff_again"] = True
+            return
+        doc.extra["ruff_task"] = self.session.run_task(self._run_ruff(doc))
+
+    async def _run_ruff(self, doc: OpenDoc) -> None:
+        session = self.session
+        while True:
+            doc.extra["ruff_again"] = False
+            version, index = doc.version, doc.index
+            try:
+                configs = await self.analyzer.configs(doc.workspace)
+                found = await self.analyzer.ruff.check(index.text, doc.path, configs)
+            except AnalysisError as exc:
+                found = []
+                session.log_message(f"ruff: {doc.path}: {exc}")
+            if session.docs.get(doc.uri) is not doc:
+                return
+            if doc.version == version and not doc.extra.get("ruff_again"):
+                doc.extra["ruff"] = (version, index, found)
+                enc = session.encoding
+                session.set_diagnostics(doc, "ruff", [to_lsp(index, d, enc) for d in found])
+            if not doc.extra.get("ruff_again"):
+                return
+
+    async def wait_idle(self, doc: OpenDoc) -> None:
+        """Until the newest edit of ``doc`` has been analysed (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PULL_WAIT_S
+        while loop.time() < deadline:
+            task: asyncio.Task[None] | None = doc.extra.get("ruff_task")
+            if task is None or task.done():
+                return
+            await asyncio.wait({task}, timeout=deadline - loop.time())
+
+    def rerun_workspace(self, workspace: str) -> None:
+        for doc in self.session.docs.values():
+            if doc.workspace == workspace and is_python(doc.path):
+                self.schedule_ruff(doc)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _edits(self, doc: OpenDoc, old: str, new: str) -> list[types.TextEdit]:
+        return doc.text_edits(diff_edits(old, new), self.session.encoding)
+
+    async def format(self, doc: OpenDoc, rng: types.Range | None) -> list[types.TextEdit] | None:
+        if not is_python(doc.path):
+            return None
+        text = doc.text
+        configs = await self.analyzer.configs(doc.workspace)
+        line_range = None
+        if rng is not None:
+            end_line = rng.end.line + (1 if rng.end.character > 0 or rng.end == rng.start else 0)
+            line_range = (rng.start.line, max(end_line, rng.start.line + 1))
+        try:
+            formatted = await self.analyzer.ruff.format(text, doc.path, configs, line_range)
+        except AnalysisError as exc:
+            self.session.show(types.MessageType.Warning, f"dbcode: cannot format: {exc}")
+            return None
+        if doc.text != text:
+            return None  # the buffer moved on: an edit for an old text would be wrong
+        return self._edits(doc, text, formatted)
+
+    async def code_actions(
+        self, doc: OpenDoc, params: types.CodeActionParams
+    ) -> list[types.CodeAction]:
+        from .features import _workspace_edit
+
+        if not is_python(doc.path):
+            return []
+        session = self.session
+        enc = session.encoding
+        only = params.context.only
+        actions: list[types.CodeAction] = []
+        want_quickfix = only is None or any(k.startswith("quickfix") for k in only)
+        cached = doc.extra.get("ruff")
+        if want_quickfix and cached is not None and cached[0] == doc.version:
+            _, index, found = cached
+            r = params.range
+            for d in found:
+                rng = lsp_range(index, d.span, enc)
+                if (rng.end.line, rng.end.character) < (r.start.line, r.start.character) or (
+                    rng.start.line,
+                    rng.start.character,
+                ) > (r.end.line, r.end.character):
+                    continue
+                diag = to_lsp(index, d, enc)
+                if d.fix is not None and d.fix.applicability != "display-only":
+                    edits = [
+                        types.TextEdit(lsp_range(index, e.span, enc), e.new_text)
+                        for e in d.fix.edits
+                    ]
+                    actions.append(
+                        types.CodeAction(
+                            title=f"Ruff ({d.code}): {d.fix.title}",
+                            kind=types.CodeActionKind.QuickFix,
+                            diagnostics=[diag],
+                            edit=_workspace_edit(session, doc.uri, doc.version, edits),
+                            is_preferred=d.fix.applicability == "safe",
+                        )
+                    )
+                if d.code and d.noqa_line is not None:
+                    edit = _noqa_edit(index, d.noqa_line, d.code)
+                    actions.append(
+                        types.CodeAction(
+                            title=f"Ruff ({d.code}): Disable for this line",
+                            kind=types.CodeActionKind.QuickFix,
+                            diagnostics=[diag],
+                            edit=_workspace_edit(
+                                session, doc.uri, doc.version, doc.text_edits([edit], enc)
+                            ),
+                        )
+                    )
+        for kind, run in (
+            ("source.fixAll.ruff", self.analyzer.ruff.fix_all),
+            ("source.organizeImports.ruff", self.analyzer.ruff.organize_imports),
+        ):
+            if only is None or not any(kind.startswith(k) for k in only):
+                continue
+            text = doc.text
+            try:
+                new = await run(text, doc.path, await self.analyzer.configs(doc.workspace))
+            except AnalysisError as exc:
+                session.log_message(f"ruff: {exc}")
+                continue
+            if doc.text != text:
+                continue
+            actions.append(
+                types.CodeAction(
+                    title="Ruff: Fix all auto-fixable problems"
+                    if "fixAll" in kind
+                    else "Ruff: Organize imports",
+                    kind=kind,
+                    edit=_workspace_edit(
+                        session, doc.uri, doc.version, self._edits(doc, text, new)
+                    ),
+                )
+            )
+        return actions
+
+    def symbols(self, doc: OpenDoc) -> list[types.DocumentSymbol] | None:
+        tree: SyntaxTree | None = doc.extra.get("tree")
+        if tree is None or tree.text != doc.text:
+            return None
+        enc = self.session.encoding
+
+        def convert(sym: Any) -> types.DocumentSymbol:
+            return types.DocumentSymbol(
+                name=sym.name or "<anonymous>",
+                kind=types.SymbolKind(SYMBOL_KINDS.get(sym.kind, 13)),
+                range=lsp_range(doc.index, sym.span, enc),
+                selection_range=lsp_range(doc.index, sym.selection_span, enc),
+                children=[convert(c) for c in sym.children] or None,
+            )
+
+        return [convert(s) for s in tree.symbols()]
+
+    def folds(self, doc: OpenDoc) -> list[types.FoldingRange] | None:
+        tree: SyntaxTree | None = doc.extra.get("tree")
+        if tree is None or tree.text != doc.text:
+            return None
+        kinds = {
+            "comment": types.FoldingRangeKind.Comment,
+            "imports": types.FoldingRangeKind.Imports,
+            "region": types.FoldingRangeKind.Region,
+        }
+        return [
+            types.FoldingRange(
+                start_line=f.start_line,
+                end_line=f.end_line,
+                kind=kinds.get(f.kind) if f.kind else None,
+            )
+            for f in tree.folds()
+        ]
+
+
+def _noqa_edit(index: LineIndex, line: int, code: str) -> Edit:
+    """Insert ``# noqa: CODE`` at the end of ``line`` (or add CODE to an existing one)."""
+    text = index.line_text(line)
+    end = index.line_start(line) + len(text)
+    marker = text.find("# noqa:")
+    if marker >= 0:
+        return Edit(end, end, f", {code}")
+    return Edit(end, end, f"  # noqa: {code}")
