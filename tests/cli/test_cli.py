@@ -152,9 +152,7 @@ def test_import_honours_gitignore_and_reports_binaries(
     assert head(cli, workspace) == 1
 
 
-def test_export_and_watch_stay_in_step_and_inside(
-    cli: Cli, workspace: str, tmp_path: Path
-) -> None:
+def test_export_and_watch_stay_in_step_and_inside(cli: Cli, workspace: str, tmp_path: Path) -> None:
     cli("write", workspace, "a/one.txt", input="1")
     cli("write", workspace, "two.txt", input="2")
     out = tmp_path / "out"
