@@ -12,7 +12,9 @@
 - before declaring a conflict, a pure insertion or deletion that can slide along repeated text
   (deleting one "a" of "aaa", inserting "\\nfoo" vs "foo\\n" after a line) is moved to an
   equivalent place where it no longer touches the other side, when one exists;
-- a conflicting spot whose two sides yield the same text is clean.
+- a conflicting spot whose two sides yield the same text is clean;
+- a conflict region (below) is merged once more on its own: diffs of the region alone can align
+  better than diffs of the whole file, and what stays in conflict there is what is shown.
 
 A conflict is widened to whole lines of base (and the matching whole lines of ours and theirs;
 the widening swallows any other edit on those lines) and written git-style::
@@ -87,6 +89,8 @@ def merge3(
     theirs_label: str = "theirs",
 ) -> MergeResult:
     """Merge the changes base->ours and base->theirs (see the module docstring)."""
+    ours_label = " ".join(ours_label.split())  # a marker is one line
+    theirs_label = " ".join(theirs_label.split())
     if ours == theirs or theirs == base:
         return MergeResult(ours, ())
     if ours == base:
@@ -191,9 +195,15 @@ class _Side:
         self.starts = [e.start for e in edits]
         self.shift = list(accumulate((len(e.text) - (e.end - e.start) for e in edits), initial=0))
 
-    def offset(self, base_offset: int, base_len: int) -> int:
-        """Offset in this side of a base offset no edit straddles; edits starting there (and,
-        at the end of base, all edits) come before it."""
+    def start_offset(self, base_offset: int) -> int:
+        """Where a region of base starting at ``base_offset`` (which no edit straddles) starts
+        in this side; insertions at ``base_offset`` belong to the region."""
+        return base_offset + self.shift[bisect_left(self.starts, base_offset)]
+
+    def end_offset(self, base_offset: int, base_len: int) -> int:
+        """Where a region of base ending at ``base_offset`` (which no edit straddles) ends in
+        this side; insertions at ``base_offset`` come after the region, except at the end of
+        base."""
         if base_offset == base_len:
             return len(self.text)
         return base_offset + self.shift[bisect_left(self.starts, base_offset)]
@@ -219,7 +229,9 @@ def _merge(
     _slide_apart(base, eo, et)
     items = _items(base, eo, et)
     side_o, side_t = _Side(ours, eo), _Side(theirs, et)
-    regions = _Regions(base, items, (side_o, side_t)).build()
+    regions: list[tuple[int, int]] = []
+    if any(item.kind == "conflict" for item in items):
+        regions = _Regions(base, items, (side_o, side_t)).build()
 
     events: list[tuple[int, int, _Item | None]] = [
         (item.start, item.end, item) for item in items if not item.absorbed
@@ -246,8 +258,8 @@ def _merge(
             parts.append(item.text)
             length += len(item.text)
             continue
-        ours_r = ours[side_o.offset(start, len(base)) : side_o.offset(end, len(base))]
-        theirs_r = theirs[side_t.offset(start, len(base)) : side_t.offset(end, len(base))]
+        ours_r = ours[side_o.start_offset(start) : side_o.end_offset(end, len(base))]
+        theirs_r = theirs[side_t.start_offset(start) : side_t.end_offset(end, len(base))]
         base_r = base[start:end]
         if ours_r == theirs_r or theirs_r == base_r:
             resolved = ours_r
@@ -401,11 +413,32 @@ class _Regions:
     def _expand(self, ls: int, le: int) -> tuple[int, int]:
         n = self.n
         while True:
+            ls, le = self._absorb(ls, le)
+            # Now no edit straddles ls or le: map them to each side, where the region must be
+            # whole lines too.
             new_ls, new_le = ls, le
-            for k in range(bisect_right(self.item_starts, le)):
+            for side in self.sides:
+                if not _is_line_start(side.text, side.start_offset(ls)):
+                    new_ls = min(new_ls, self._line_start_at(ls - 1))
+                o_end = side.end_offset(le, n)
+                if o_end < len(side.text) and not _is_line_start(side.text, o_end):
+                    new_le = max(new_le, self._next_line_start(le))
+            if (new_ls, new_le) == (ls, le):
+                return ls, le
+            ls, le = new_ls, new_le
+
+    def _absorb(self, ls: int, le: int) -> tuple[int, int]:
+        """Grow [ls, le) over every item it holds or touches from inside, line-aligned."""
+        n = self.n
+        while True:
+            new_ls, new_le = ls, le
+            # Items do not overlap one another: sorted by start, their ends are sorted too.
+            k = bisect_right(self.item_starts, le) - 1
+            while k >= 0 and self.items[k].end >= ls:
                 item = self.items[k]
-                before = item.end < ls or (item.end == ls and not item.closed_end)
-                after = item.start > le or (item.start == le and le < n)
+                k -= 1
+                before = item.end == ls and not item.closed_end
+                after = item.start == le and le < n
                 if before or after:
                     continue
                 item.absorbed = True
@@ -414,13 +447,6 @@ class _Regions:
                     new_le = self._region_end(item.end, new_ls, item.closed_end)
             if new_ls < ls:
                 new_ls = self._line_start_at(new_ls)
-            # Whole lines on each side too: the side's text must break lines at both ends.
-            for side in self.sides:
-                if not _is_line_start(side.text, side.offset(new_ls, n)):
-                    new_ls = self._line_start_at(new_ls - 1)
-                o_end = side.offset(new_le, n)
-                if o_end < len(side.text) and not _is_line_start(side.text, o_end):
-                    new_le = self._next_line_start(new_le)
             if (new_ls, new_le) == (ls, le):
                 return ls, le
             ls, le = new_ls, new_le

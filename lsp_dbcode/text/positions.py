@@ -20,6 +20,8 @@ from __future__ import annotations
 import enum
 import re
 from bisect import bisect_left, bisect_right
+from itertools import accumulate, count, repeat
+from operator import add
 
 __all__ = [
     "Encoding",
@@ -34,6 +36,14 @@ __all__ = [
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _line_starts(text: str) -> list[int]:
+    if "\r" in text:
+        return [0, *(m.end() for m in _LINE_BREAK.finditer(text))]
+    # The usual case, without a Python-level loop: line i starts at len(lines before) + i.
+    lines = text.split("\n")
+    return list(map(add, accumulate(map(len, lines[:-1]), initial=0), count()))
 
 
 class Encoding(enum.StrEnum):
@@ -142,7 +152,7 @@ class LineIndex:
 
     def __init__(self, text: str) -> None:
         self._text = text
-        self._starts = [0, *(m.end() for m in _LINE_BREAK.finditer(text))]
+        self._starts = _line_starts(text)
         self._ascii = text.isascii()  # O(1) in CPython
 
     @classmethod
@@ -300,7 +310,7 @@ class LineIndex:
             for m in _LINE_BREAK.finditer(new, max(start - 1, 0), min(inserted_end + 1, len(new)))
         )
         kept.extend(p for p in window if start <= p <= inserted_end)
-        kept.extend(p + delta for p in starts[bisect_left(starts, end + 1) :])
+        kept.extend(map(add, starts[bisect_left(starts, end + 1) :], repeat(delta)))
         return LineIndex._from_parts(new, kept)
 
 

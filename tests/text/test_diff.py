@@ -27,7 +27,7 @@ def _examples(default: int) -> int:
     return int(os.environ.get("DBCODE_TEXT_EXAMPLES", default))
 
 
-SETTINGS = settings(max_examples=_examples(300), deadline=None)
+SETTINGS = settings(max_examples=_examples(200), deadline=None)
 
 
 def _check(old: str, new: str, *, cleanup: bool = True) -> list[Edit]:
@@ -114,7 +114,7 @@ def test_one_word_change_in_3000_lines_is_fast_and_small() -> None:
     elapsed = time.perf_counter() - started
     assert apply_edits(old, edits) == new
     assert len(edits) == 1 and edits[0].end - edits[0].start <= len("compute")
-    assert elapsed < 0.05
+    assert elapsed < 0.2  # measured ~0.1 ms; loose for loaded CI machines
 
 
 def test_scattered_changes_in_3000_lines_are_fast_and_local() -> None:
@@ -132,7 +132,7 @@ def test_scattered_changes_in_3000_lines_are_fast_and_local() -> None:
     assert apply_edits(old, edits) == new
     assert len(edits) == 6
     assert sum(e.end - e.start + len(e.text) for e in edits) < 150
-    assert elapsed < 0.1
+    assert elapsed < 0.5  # measured ~4 ms
 
 
 def test_ten_mebibytes_do_not_blow_up() -> None:
@@ -150,7 +150,7 @@ def test_ten_mebibytes_do_not_blow_up() -> None:
     elapsed = time.perf_counter() - started
     assert apply_edits(old, edits) == new
     assert len(edits) <= 25
-    assert elapsed < 5
+    assert elapsed < 30  # measured ~1 s: the point is "not quadratic"
 
 
 def test_huge_unrelated_texts_fall_back_to_coarse_hunks() -> None:
@@ -159,7 +159,7 @@ def test_huge_unrelated_texts_fall_back_to_coarse_hunks() -> None:
     new = "".join(rng.choices("ab\n", k=300_000))
     started = time.perf_counter()
     _check(old, new)
-    assert time.perf_counter() - started < 5
+    assert time.perf_counter() - started < 30  # measured ~0.6 s
 
 
 # --- properties ------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_always_exact(old: str, new: str, cleanup: bool) -> None:
 @SETTINGS
 @given(small, st.data())
 def test_exact_after_a_few_random_edits(old: str, data: st.DataObject) -> None:
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(old)), max_size=6, unique=True)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(old)), max_size=6)))  # repeats: insertions
     edits = [Edit(cuts[k], cuts[k + 1], data.draw(small)) for k in range(0, len(cuts) - 1, 2)]
     _check(old, apply_edits(old, edits), cleanup=data.draw(st.booleans()))
 

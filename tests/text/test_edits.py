@@ -109,8 +109,10 @@ def test_content_changes_incremental_equals_full(text: str, data: st.DataObject)
 @settings(max_examples=_examples(150), deadline=None)
 @given(texts, st.data())
 def test_apply_edits_matches_sequential_application(text: str, data: st.DataObject) -> None:
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6, unique=True)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
     edits = [Edit(cuts[k], cuts[k + 1], data.draw(texts)) for k in range(0, len(cuts) - 1, 2)]
+    # Edits starting at one offset apply in their given order: keep one per offset to shuffle.
+    edits = [e for k, e in enumerate(edits) if k == 0 or e.start != edits[k - 1].start]
     expected = text
     for edit in reversed(edits):  # from the end, offsets stay valid
         expected = expected[: edit.start] + edit.text + expected[edit.end :]

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from lsp_dbcode.text.diff import diff_edits
 from lsp_dbcode.text.edits import Edit, apply_edits
-from lsp_dbcode.text.merge import Conflict, MergeResult, _merge, find_conflicts, merge3, resolve
+from lsp_dbcode.text.merge import (
+    Choice,
+    Conflict,
+    MergeResult,
+    _merge,
+    find_conflicts,
+    merge3,
+    resolve,
+)
 
 
 def _examples(default: int) -> int:
@@ -27,13 +35,13 @@ SENTINELS = "§¶†‡•◊"  # never in `small`, never inserted
 OURS_CHARS = "XYZ"  # inserted only by ours in the overlap tests
 THEIRS_CHARS = "PQR"  # inserted only by theirs
 foreign = st.text("XYZ\n", max_size=6)  # inserted text that never recreates base text
-SETTINGS = settings(max_examples=_examples(250), deadline=None)
+SETTINGS = settings(max_examples=_examples(200), deadline=None)
 
 
-def _resolve_all(result: MergeResult, choice: str = "mine") -> str:
+def _resolve_all(result: MergeResult, choice: Choice = "mine") -> str:
     text = result.text
     for conflict in reversed(result.conflicts):
-        text = apply_edits(text, [resolve(text, conflict, choice)])  # type: ignore[arg-type]
+        text = apply_edits(text, [resolve(text, conflict, choice)])
     return text
 
 
@@ -155,6 +163,34 @@ def test_resolve_each_choice() -> None:
         resolve(result.text, result.conflicts[0], "neither")  # type: ignore[arg-type]
 
 
+def test_both_sides_create_the_same_new_file_differently() -> None:
+    result = merge3("", "abc\n", "xyz\n")
+    assert result.text == "<<<<<<< mine\nabc\n=======\nxyz\n>>>>>>> theirs\n"
+    assert result.conflicts == (Conflict(0, len(result.text), "abc\n", "xyz\n", ""),)
+
+
+def test_both_sides_append_at_the_end_of_the_file() -> None:
+    result = merge3("a\n", "a\nabc", "a\nxyz")
+    assert result.text == "a\n<<<<<<< mine\nabc\n=======\nxyz\n>>>>>>> theirs\n"
+    assert _resolve_all(result, "mine") == "a\nabc"
+    assert _resolve_all(result, "both") == "a\nabc\nxyz"
+
+
+def test_labels_stay_on_the_marker_line() -> None:
+    result = merge3("a = 1\n", "a = 2\n", "a = 3\n", ours_label="my\nbuffer", theirs_label="")
+    assert result.text == "<<<<<<< my buffer\na = 2\n=======\na = 3\n>>>>>>>\n"
+    assert [(c.start, c.end) for c in find_conflicts(result.text)] == [
+        (c.start, c.end) for c in result.conflicts
+    ]
+
+
+def test_old_mac_line_breaks() -> None:
+    result = merge3("x\ra = 1\ry\r", "x\ra = 2\ry\r", "x\ra = 3\ry\r")
+    assert result.text == "x\r<<<<<<< mine\ra = 2\r=======\ra = 3\r>>>>>>> theirs\ry\r"
+    (found,) = find_conflicts(result.text)
+    assert (found.start, found.end, found.ours) == (2, len(result.text) - 2, "a = 2\r")
+
+
 def test_find_conflicts_after_the_user_edits_around_them() -> None:
     result = merge3("x\na = 1\ny\nb = 1\n", "x\na = 2\ny\nb = 2\n", "x\na = 3\ny\nb = 3\n")
     assert len(result.conflicts) == 2
@@ -187,7 +223,7 @@ def test_merge_of_3000_lines_is_fast() -> None:
     theirs = base.replace("line_2900 =", "line_2900_renamed =")
     started = time.perf_counter()
     result = merge3(base, ours, theirs)
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 0.25  # measured ~2 ms
     assert result.clean and "line_100_renamed" in result.text and "line_2900_renamed" in result.text
 
 
@@ -196,7 +232,7 @@ def test_merge_of_3000_lines_is_fast() -> None:
 
 @st.composite
 def random_edit_set(draw: st.DrawFn, base: str, inserted: st.SearchStrategy[str]) -> list[Edit]:
-    cuts = sorted(draw(st.lists(st.integers(0, len(base)), max_size=6, unique=True)))
+    cuts = sorted(draw(st.lists(st.integers(0, len(base)), max_size=6)))  # repeats: insertions
     return [Edit(cuts[k], cuts[k + 1], draw(inserted)) for k in range(0, len(cuts) - 1, 2)]
 
 
@@ -246,7 +282,7 @@ def disjoint_edits(draw: st.DrawFn) -> tuple[str, list[Edit], list[Edit]]:
     return base, ours, theirs
 
 
-@settings(max_examples=_examples(400), deadline=None)
+@settings(max_examples=_examples(200), deadline=None)
 @given(disjoint_edits())
 def test_non_overlapping_edits_merge_cleanly_to_both_applied(
     case: tuple[str, list[Edit], list[Edit]],
@@ -277,18 +313,27 @@ def overlapping_edits(draw: st.DrawFn) -> tuple[str, Edit, Edit]:
 
 
 @SETTINGS
-@given(overlapping_edits(), disjoint_edits())
+@given(overlapping_edits(), disjoint_edits(), st.booleans())
 def test_overlapping_edits_conflict_and_lose_nothing(
-    case: tuple[str, Edit, Edit], elsewhere: tuple[str, list[Edit], list[Edit]]
+    case: tuple[str, Edit, Edit],
+    elsewhere: tuple[str, list[Edit], list[Edit]],
+    overlap_last: bool,
 ) -> None:
     base, ours_edit, theirs_edit = case
-    # Clean edits elsewhere, after a separator line that no edit can slide across.
+    # Clean edits elsewhere, beyond a separator line that no edit can slide across; the
+    # overlap first, or last (at the end of the file).
     tail_base, tail_ours, tail_theirs = elsewhere
     separator = "\n~\n"
-    shift = len(base) + len(separator)
-    full_base = base + separator + tail_base
-    ours = apply_edits(full_base, [ours_edit, *(e.shifted(shift) for e in tail_ours)])
-    theirs = apply_edits(full_base, [theirs_edit, *(e.shifted(shift) for e in tail_theirs)])
+    if overlap_last:
+        shift_overlap, shift_tail = len(tail_base) + len(separator), 0
+        full_base = tail_base + separator + base
+    else:
+        shift_overlap, shift_tail = 0, len(base) + len(separator)
+        full_base = base + separator + tail_base
+    ours_edit = ours_edit.shifted(shift_overlap)
+    theirs_edit = theirs_edit.shifted(shift_overlap)
+    ours = apply_edits(full_base, [ours_edit, *(e.shifted(shift_tail) for e in tail_ours)])
+    theirs = apply_edits(full_base, [theirs_edit, *(e.shifted(shift_tail) for e in tail_theirs)])
     result = merge3(full_base, ours, theirs)
     assert len(result.conflicts) >= 1
     assert ours_edit.text in result.text and theirs_edit.text in result.text

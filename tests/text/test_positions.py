@@ -48,7 +48,7 @@ PIECES = [
 ]
 texts = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 any_texts = st.one_of(texts, st.text(max_size=60))
-FAST = settings(max_examples=_examples(200), deadline=None)
+FAST = settings(max_examples=_examples(150), deadline=None)
 
 
 def _reference_position(text: str, offset: int, encoding: Encoding) -> tuple[int, int]:
