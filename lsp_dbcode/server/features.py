@@ -278,8 +278,8 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
         types.CodeActionOptions(
             code_action_kinds=[
                 types.CodeActionKind.QuickFix,
-                types.CodeActionKind("source.fixAll.ruff"),
-                types.CodeActionKind("source.organizeImports.ruff"),
+                "source.fixAll.ruff",
+                "source.organizeImports.ruff",
             ]
         ),
     )
