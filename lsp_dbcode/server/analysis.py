@@ -252,6 +252,9 @@ class DocAnalysis:
         actions: list[types.CodeAction] = []
         want_quickfix = only is None or any(k.startswith("quickfix") for k in only)
         cached = doc.extra.get("ruff")
+        if want_quickfix and (cached is None or cached[0] != doc.version):
+            await self.wait_idle(doc)  # the newest edit's diagnostics are on their way
+            cached = doc.extra.get("ruff")
         if want_quickfix and cached is not None and cached[0] == doc.version:
             _, index, found = cached
             r = params.range
@@ -316,9 +319,23 @@ class DocAnalysis:
             )
         return actions
 
-    def symbols(self, doc: OpenDoc) -> list[types.DocumentSymbol] | None:
+    def _tree(self, doc: OpenDoc) -> SyntaxTree | None:
+        """The document's tree for its current text (parsed now if it is not there yet)."""
         tree: SyntaxTree | None = doc.extra.get("tree")
         if tree is None or tree.text != doc.text:
+            language = language_for_path(doc.path)
+            if language is None:
+                return None
+            try:
+                tree = SyntaxTree(language, doc.text)
+            except AnalysisError:
+                return None
+            doc.extra["tree"] = tree
+        return tree
+
+    def symbols(self, doc: OpenDoc) -> list[types.DocumentSymbol] | None:
+        tree = self._tree(doc)
+        if tree is None:
             return None
         enc = self.session.encoding
 
@@ -334,8 +351,8 @@ class DocAnalysis:
         return [convert(s) for s in tree.symbols()]
 
     def folds(self, doc: OpenDoc) -> list[types.FoldingRange] | None:
-        tree: SyntaxTree | None = doc.extra.get("tree")
-        if tree is None or tree.text != doc.text:
+        tree = self._tree(doc)
+        if tree is None:
             return None
         kinds = {
             "comment": types.FoldingRangeKind.Comment,
