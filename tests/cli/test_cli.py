@@ -210,3 +210,37 @@ def _wait_for(cond: object, timeout: float = 15.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting")
+
+
+def test_write_reports_problems_and_check_lints_workspace(cli: Cli, workspace: str) -> None:
+    r = cli("write", workspace, "pkg/m.py", input="import os\n\nx = 1\n")
+    assert r.returncode == 0
+    assert "pkg/m.py revision 1: 1 problem(s)" in r.stderr
+    assert "pkg/m.py:1:8: F401" in r.stderr
+    r = cli("write", workspace, "pkg/ok.py", input="x = 1\n")
+    assert "no problems" in r.stderr
+    cli("write", workspace, "data.json", input='{"a": 1}')
+    r = cli("check", workspace)
+    assert r.returncode == 0, r.stderr  # warnings only
+    assert r.stdout.splitlines() == ["pkg/m.py:1:8: F401 `os` imported but unused"]
+    cli("write", workspace, "broken.json", input='{"a": ')
+    r = cli("check", workspace, "--json")
+    assert r.returncode == 1  # a syntax error is an error
+    found = json.loads(r.stdout)
+    assert {(p["path"], p["severity"], p["source"]) for p in found} == {
+        ("pkg/m.py", "warning", "ruff"),
+        ("broken.json", "error", "syntax"),
+    }
+    # A ruff.toml stored in the workspace is honoured.
+    cli("write", workspace, "pkg/ruff.toml", input='[lint]\nignore = ["F401"]\n')
+    r = cli("check", workspace, "--json")
+    assert [p["path"] for p in json.loads(r.stdout)] == ["broken.json"]
+
+
+def test_write_formats_on_commit_when_asked(cli: Cli, workspace: str) -> None:
+    cli("write", workspace, "pyproject.toml", input="[tool.dbcode]\nformat-on-commit = true\n")
+    cli("write", workspace, "f.py", input="x = {  'a':1 }\n")
+    assert cli("cat", workspace, "f.py").stdout == 'x = {"a": 1}\n'
+    r = cli("write", workspace, "g.py", input="def (:\n")
+    assert r.returncode == 0 and "error(s)" in r.stderr and "invalid-syntax" in r.stderr
+    assert cli("cat", workspace, "g.py").stdout == "def (:\n"  # stored as written
