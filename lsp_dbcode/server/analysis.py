@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PULL_WAIT_S = 5.0
+TREE_EDITS_MAX = 200
 SEVERITY = {
     "error": types.DiagnosticSeverity.Error,
     "warning": types.DiagnosticSeverity.Warning,
@@ -148,31 +149,29 @@ class DocAnalysis:
             self.schedule_ruff(doc)
 
     def _update_tree(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
-        language = language_for_path(doc.path)
-        if language is None:
+        """Queue the edits for the document's tree. Non-Python trees are updated now (their
+        syntax errors are published on every edit); Python's when a request needs the tree —
+        ruff reports Python's syntax errors itself, with better messages."""
+        if language_for_path(doc.path) is None:
             return
-        tree: SyntaxTree | None = doc.extra.get("tree")
-        try:
-            if tree is None or edits is None:
-                tree = SyntaxTree(language, doc.text)
-            else:
-                for start, end, text in edits:
-                    tree.apply_edit(start, end, text)
-                if tree.text != doc.text:  # should not happen; never trust a drifted tree
-                    log.warning("syntax tree of %s drifted; re-parsing", doc.uri)
-                    tree = SyntaxTree(language, doc.text)
-        except (AnalysisError, ValueError) as exc:
+        if edits is None:
             doc.extra.pop("tree", None)
-            self.session.set_diagnostics(doc, "syntax", [])
-            log.info("no syntax tree for %s: %s", doc.path, exc)
-            return
-        doc.extra["tree"] = tree
+            doc.extra["tree_edits"] = []
+        else:
+            pending = doc.extra.setdefault("tree_edits", [])
+            pending.extend(edits)
+            if len(pending) > TREE_EDITS_MAX:  # cheaper to parse afresh
+                doc.extra.pop("tree", None)
+                pending.clear()
         if is_python(doc.path):
-            return  # ruff reports Python syntax errors itself, with better messages
-        enc = self.session.encoding
-        self.session.set_diagnostics(
-            doc, "syntax", [to_lsp(doc.index, d, enc) for d in tree.errors()]
+            return
+        tree = self._tree(doc)
+        diags = (
+            []
+            if tree is None
+            else [to_lsp(doc.index, d, self.session.encoding) for d in tree.errors()]
         )
+        self.session.set_diagnostics(doc, "syntax", diags)
 
     def schedule_ruff(self, doc: OpenDoc) -> None:
         task: asyncio.Task[None] | None = doc.extra.get("ruff_task")
@@ -320,9 +319,22 @@ class DocAnalysis:
         return actions
 
     def _tree(self, doc: OpenDoc) -> SyntaxTree | None:
-        """The document's tree for its current text (parsed now if it is not there yet)."""
+        """The document's tree for its current text: queued edits applied incrementally
+        (tree.edit + reparse), or parsed now if there is no tree yet."""
         tree: SyntaxTree | None = doc.extra.get("tree")
-        if tree is None or tree.text != doc.text:
+        pending = doc.extra.get("tree_edits") or []
+        if tree is not None and pending:
+            try:
+                for start, end, text in pending:
+                    tree.apply_edit(start, end, text)
+            except (AnalysisError, ValueError) as exc:
+                log.info("dropping the syntax tree of %s: %s", doc.path, exc)
+                tree = None
+        pending.clear()
+        if tree is not None and tree.text != doc.text:
+            log.warning("syntax tree of %s drifted; parsing afresh", doc.uri)
+            tree = None
+        if tree is None:
             language = language_for_path(doc.path)
             if language is None:
                 return None

@@ -9,6 +9,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from ..store import Store
+from ..text.diff import diff_edits
+from ..text.edits import Edit
 from .analysis import Analyzer
 
 if TYPE_CHECKING:
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REVISION_CACHE_MAX = 512
+DIFF_CACHE_MAX = 256
 REVISION_CACHE_BYTES_MAX = 64 * 1024 * 1024
 
 
@@ -28,6 +31,18 @@ class App:
         self._revisions: OrderedDict[tuple[str, str, int], str] = OrderedDict()
         self._revisions_bytes = 0
         self._inflight: dict[tuple[str, str, int], asyncio.Future[str]] = {}
+        self._diffs: dict[tuple[str, str, int, int], list[Edit]] = {}
+
+    def diff(self, key: tuple[str, str, int, int], old: str, new: str) -> list[Edit]:
+        """diff_edits(old, new), shared by every session whose buffer is ``old`` (a clean
+        buffer of revision key[2] moving to key[3]): 100 editors, one diff."""
+        found = self._diffs.get(key)
+        if found is None:
+            found = diff_edits(old, new)
+            self._diffs[key] = found
+            if len(self._diffs) > DIFF_CACHE_MAX:
+                self._diffs.pop(next(iter(self._diffs)))
+        return found
 
     async def close(self) -> None:
         await self.analyzer.close()
@@ -45,7 +60,7 @@ class App:
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            text = (await self.store.read(workspace, path, revision)).text
+            text = await self.store.revision_text(workspace, path, revision)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # mark retrieved

@@ -105,18 +105,26 @@ class DocumentSync:
             return
         if doc.target_rev == doc.base_rev and doc.target_text == doc.base_text:
             return
+        if doc.text == doc.base_text:  # a clean buffer: no merge, and the diff is shared
+            key = (doc.workspace, doc.path, doc.base_rev, doc.target_rev)
+            edits = self.session.app.diff(key, doc.base_text, doc.target_text)
+            if not edits:
+                self._settled(doc, doc.target_rev, doc.target_text)
+                return
+            self._push(doc, edits, doc.target_text)
+            return
         merged = merge3(doc.base_text, doc.text, doc.target_text, theirs_label=self._label(doc))
         if merged.text == doc.text:
             self._settled(doc, doc.target_rev, doc.target_text)
             return
         edits = diff_edits(doc.text, merged.text)
-        await self._push(doc, edits, merged.text)
+        self._push(doc, edits, merged.text)
 
     def _label(self, doc: OpenDoc) -> str:
         who = doc.target_agent or "theirs"
         return f"{who} (revision {doc.target_rev})"
 
-    async def _push(self, doc: OpenDoc, edits: list[Edit], expected: str) -> None:
+    def _push(self, doc: OpenDoc, edits: list[Edit], expected: str) -> None:
         session = self.session
         enc = session.encoding
         text_edits = doc.text_edits(edits, enc)
@@ -136,15 +144,16 @@ class DocumentSync:
         else:
             edit = types.WorkspaceEdit(changes={doc.uri: text_edits})
         label = f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}"
-        session.run_task(self._send(doc, pending, types.ApplyWorkspaceEditParams(edit, label)))
+        # Sent now (not from a task that runs later): with 100 sessions on one loop the first
+        # editor gets its edit before the last one's is even computed.
+        reply = session.ls.protocol.send_request_async(
+            "workspace/applyEdit", types.ApplyWorkspaceEditParams(edit, label)
+        )
+        session.run_task(self._await_reply(doc, pending, reply))
 
-    async def _send(
-        self, doc: OpenDoc, pending: Pending, params: types.ApplyWorkspaceEditParams
-    ) -> None:
+    async def _await_reply(self, doc: OpenDoc, pending: Pending, reply: Any) -> None:
         try:
-            result = await asyncio.wait_for(
-                self.session.ls.workspace_apply_edit_async(params), APPLY_EDIT_TIMEOUT_S
-            )
+            result = await asyncio.wait_for(reply, APPLY_EDIT_TIMEOUT_S)
             applied = bool(result.applied)
             reason = result.failure_reason
         except Exception as exc:  # timeout, client error, closed connection

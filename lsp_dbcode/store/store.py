@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import validate
 from .dsn import redact
@@ -90,7 +90,6 @@ class Store:
             min_size=min_size,
             max_size=max_size,
             open=False,
-            check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
         )
         self.hub = Hub(dsn, self._changesets_since, self.head)
@@ -126,13 +125,21 @@ class Store:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            async with self._pool.connection() as conn:
-                cur = conn.cursor(row_factory=tuple_row)
-                await cur.execute(query, params)
-                return await cur.fetchall()
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
+        """Run a read-only query. A connection broken since its last use (a restarted server)
+        is discarded by the pool; the read is then tried once more on a fresh connection, so
+        the pool need not ping before every use."""
+        for attempt in (1, 2):
+            try:
+                async with self._pool.connection() as conn:
+                    cur = conn.cursor(row_factory=tuple_row)
+                    await cur.execute(query, params)
+                    return await cur.fetchall()
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or isinstance(exc, PoolTimeout):
+                    raise DatabaseUnavailable(
+                        f"database error at {redact(self.dsn)}: {exc}"
+                    ) from None
+        raise AssertionError("unreachable")
 
     async def _workspace_id(self, workspace: str) -> int:
         validate.check_workspace(workspace)
@@ -187,6 +194,17 @@ class Store:
                 raise NotFound(f"revision {revision} of {workspace}/{path} is a deletion")
         rev, text = rows[0]
         return FileText(workspace, path, int(rev), text)
+
+    async def revision_text(self, workspace: str, path: str, revision: int) -> str:
+        """Text of one revision, in one round trip (NotFound if missing or a deletion)."""
+        rows = await self._fetchall(
+            "SELECT r.content FROM dbcode_revision r JOIN dbcode_workspace w"
+            " ON w.id = r.workspace_id WHERE w.name = %s AND r.path = %s AND r.revision = %s",
+            (workspace, path, revision),
+        )
+        if not rows or rows[0][0] is None:
+            raise NotFound(f"{workspace}/{path} has no text at revision {revision}")
+        return str(rows[0][0])
 
     async def revision_of(self, workspace: str, path: str) -> int:
         """Current revision of a file, 0 if it does not exist."""
