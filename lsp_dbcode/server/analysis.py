@@ -12,6 +12,7 @@ session's buffers and lsp_dbcode.analysis (ruff + tree-sitter).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from ..analysis.model import SYMBOL_KINDS
 from ..check import format_for_commit, is_python
 from ..store import Store, StoreError
 from ..text.diff import diff_edits
-from ..text.edits import Edit
+from ..text.edits import Edit, content_hash
 from ..text.positions import Encoding, LineIndex
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 PULL_WAIT_S = 5.0
 TREE_EDITS_MAX = 200
+RESULTS_MAX = 256
 SEVERITY = {
     "error": types.DiagnosticSeverity.Error,
     "warning": types.DiagnosticSeverity.Warning,
@@ -63,6 +65,8 @@ class Analyzer:
         self.ruff = make_ruff_engine()
         self._configs: dict[str, dict[str, str]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._results: dict[tuple[str, str, str, int], list[Diagnostic]] = {}
+        self._running: dict[tuple[str, str, str, int], asyncio.Future[list[Diagnostic]]] = {}
         self.on_config_change: list[Callable[[str], None]] = []
 
     async def configs(self, workspace: str) -> dict[str, str]:
@@ -81,6 +85,28 @@ class Analyzer:
             )
         return found
 
+    async def check(self, workspace: str, path: str, text: str) -> list[Diagnostic]:
+        """Ruff's diagnostics for ``text``; one run per distinct (path, text, config) however
+        many sessions have the same buffer (100 editors receiving one commit)."""
+        configs = await self.configs(workspace)
+        key = (workspace, path, content_hash(text), id(configs))
+        found = self._results.get(key)
+        if found is not None:
+            return found
+        running = self._running.get(key)
+        if running is None:
+            running = asyncio.ensure_future(self.ruff.check(text, path, configs))
+            self._running[key] = running
+            running.add_done_callback(functools.partial(self._forget, key))
+        found = await asyncio.shield(running)
+        self._results[key] = found
+        if len(self._results) > RESULTS_MAX:
+            self._results.pop(next(iter(self._results)))
+        return found
+
+    def _forget(self, key: tuple[str, str, str, int], _done: object) -> None:
+        self._running.pop(key, None)
+
     async def _watch(self, workspace: str, since: int) -> None:
         """Drop the cached configs when a changeset touches one, and tell the sessions."""
         try:
@@ -88,6 +114,7 @@ class Analyzer:
                 paths = [f.path for f in cs.files] + [f.old_path for f in cs.files if f.old_path]
                 if any(is_config_path(p) for p in paths):
                     self._configs.pop(workspace, None)
+                    self._results.clear()
                     for callback in list(self.on_config_change):
                         callback(workspace)
         except asyncio.CancelledError:
@@ -186,8 +213,7 @@ class DocAnalysis:
             doc.extra["ruff_again"] = False
             version, index = doc.version, doc.index
             try:
-                configs = await self.analyzer.configs(doc.workspace)
-                found = await self.analyzer.ruff.check(index.text, doc.path, configs)
+                found = await self.analyzer.check(doc.workspace, doc.path, index.text)
             except AnalysisError as exc:
                 found = []
                 session.log_message(f"ruff: {doc.path}: {exc}")
