@@ -1,0 +1,907 @@
+"""Edit-to-diagnostics latency: ``dbcode serve`` against ``ruff server`` itself (issue 4).
+
+Run: ``python benchmarks/diagnostics_latency.py [--dsn DSN] [--edits 200]``.
+
+For a 300-line and a 3,000-line Python module (realistic code with a few findings: unused
+imports, unused local variables), every engine gets the same sequence of keystroke-like edits,
+each one ``textDocument/didChange`` with one incremental change of one character:
+
+* change a digit of a default argument (diagnostics unchanged),
+* type ``x`` into a name (``record`` -> ``recordx``: an undefined-name diagnostic appears),
+* delete it again (the diagnostic goes away),
+* change a digit of a multiplier (diagnostics unchanged),
+
+four edits at one place, then the next four elsewhere in the file. Latency = from just before the
+didChange is written to the pipe until the ``textDocument/publishDiagnostics`` for that document
+version has been read off the server's stdout (matched by its ``version`` field; a publish without
+one counts for the newest edit). Edit k+1 is sent only after edit k's diagnostics arrived (plus
+``--gap-ms``). Engines:
+
+* **ruff server** (the anchor): the ``ruff`` binary of the venv (``ruff.__main__.find_ruff_bin``),
+  ``ruff server`` on a ``file://`` module in a temporary folder (no config file, no user config:
+  ruff's defaults, as dbcode has for a workspace without config);
+* **dbcode serve**: ``python -m lsp_dbcode serve`` over stdio on a scratch database
+  (``dbcode_diagbench``, created here and dropped at the end), the module stored and opened as
+  ``dbcode://bench/mod.py``; default ruff engine (one ``ruff server`` child);
+* **dbcode serve, subprocess**: the same with ``DBCODE_RUFF_ENGINE=subprocess`` (one ``ruff
+  check`` process per edit).
+
+No client declares the pull-diagnostics capability (``textDocument.diagnostic``), so every server
+pushes. The engines take turns edit by edit (the order rotates), so load drift on this shared
+machine hits all alike; figures are meant as ratios against the anchor of the same run. Each
+publish's diagnostic count is compared across engines (same text, same rules: they must agree).
+
+The client is a minimal asyncio JSON-RPC implementation (Content-Length framing over the pipes);
+server->client requests are answered with ``null``. Also reported: CPU time per edit of each
+engine's processes (dbcode: the server plus its ruff children) and of this client.
+
+``--log-dir DIR`` keeps the servers' logs there (dbcode at ``--log-level``, default INFO).
+
+``--trace`` runs the dbcode servers under a wrapper (this script, ``_traced_serve``) that
+timestamps each step of an edit from outside, by wrapping lsp_dbcode's and pygls' functions
+(nothing in lsp_dbcode is changed): pygls reads and structures the didChange,
+``Session.did_change``, the ruff task, the full-text didChange and the diagnostic pull to the
+``ruff server`` child and its reply, the conversion to LSP diagnostics and the publish.
+``perf_counter`` is CLOCK_MONOTONIC, shared by all processes, so the client's send and arrival
+times join the server's. It prints the median of every step over the measured edits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from ruff.__main__ import find_ruff_bin
+
+from lsp_dbcode.store import Store
+from lsp_dbcode.uris import make_uri
+
+SELF = Path(__file__).resolve()
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+BENCH_DB = "dbcode_diagbench"
+WORKSPACE, PATH = "bench", "mod.py"
+SIZES = (300, 3000)
+WARMUP_EDITS = 12
+PUBLISH_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0
+TARGET_RATIO = 1.5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# -- the module and the edits ----------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    limit_line: int  # "def summarize_i(..., limit: int = NN) -> ...": its NN is edited
+    name_line: int  # "        key = record.category.lower()": "x" typed after "record"
+    factor_line: int  # "        totals[key] += record.amount * N": N is edited
+
+
+def make_module(lines: int) -> tuple[list[str], list[Block]]:
+    """A plausible module of exactly ``lines`` lines: about 40-line blocks of functions and a
+    class; findings: two unused imports, an unused local variable in every eighth block."""
+    out = [
+        '"""Orders and invoices of a small shop: parsing, validation and reports."""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "import json",
+        "import logging",
+        "import os",
+        "import re",
+        "from collections import defaultdict",
+        "from dataclasses import dataclass, field",
+        "from pathlib import Path",
+        "from typing import Any",
+        "",
+        "log = logging.getLogger(__name__)",
+        "",
+        'SKU_PATTERN = re.compile(r"^[A-Z]{3}-\\d{4}$")',
+        "",
+        "",
+        "@dataclass",
+        "class Record:",
+        "    sku: str",
+        "    category: str",
+        "    amount: float",
+        "    quantity: int = 1",
+        "    tags: list[str] = field(default_factory=list)",
+        "",
+        "",
+        "def load_records(text: str) -> list[Record]:",
+        "    rows: list[dict[str, Any]] = json.loads(text)",
+        "    return [Record(**row) for row in rows]",
+        "",
+    ]
+    blocks: list[Block] = []
+    i = 0
+    while len(out) + 40 <= lines:
+        base = len(out)
+        blocks.append(Block(base + 1, base + 6, base + 7))
+        out += [
+            "",
+            f"def summarize_{i}(records: list[Record], limit: int = {10 + i % 90}) -> dict:",
+            f'    """Average amount per category over the first ``limit`` records ({i})."""',
+            "    totals: dict[str, float] = defaultdict(float)",
+            "    count = 0",
+            "    for record in records[:limit]:",
+            "        key = record.category.lower()",
+            f"        totals[key] += record.amount * {1 + i % 7}",
+            "        count += 1",
+            "    if count == 0:",
+            "        return {}",
+            "    return {k: v / count for k, v in totals.items()}",
+            "",
+            "",
+            f"def validate_{i}(record: Record) -> list[str]:",
+            "    problems = []",
+            "    checked = len(problems)" if i % 8 == 3 else "    # sku, amount and quantity",
+            "    if not SKU_PATTERN.match(record.sku):",
+            '        problems.append(f"bad sku {record.sku!r}")',
+            f"    if record.amount < 0 or record.amount > {1000 * (1 + i % 5)}:",
+            '        problems.append(f"amount out of range: {record.amount}")',
+            "    if record.quantity <= 0:",
+            '        problems.append("quantity must be positive")',
+            "    return problems",
+            "",
+            "",
+            f"class Report{i}:",
+            f'    """Report {i}: quantities per tag."""',
+            "",
+            "    def __init__(self, records: list[Record]) -> None:",
+            "        self.records = records",
+            "",
+            "    def by_tag(self) -> dict[str, int]:",
+            "        counts: dict[str, int] = defaultdict(int)",
+            "        for record in self.records:",
+            "            for tag in record.tags:",
+            "                counts[tag] += record.quantity",
+            '        log.debug("%d tags", len(counts))',
+            "        return dict(counts)",
+            "",
+        ]
+        i += 1
+    out += [f"# end of module, line {n + 1}" for n in range(len(out), lines)]
+    assert len(out) == lines
+    return out, blocks
+
+
+@dataclass(frozen=True)
+class Edit:
+    line: int
+    start: int
+    end: int
+    text: str
+
+    def apply(self, lines: list[str]) -> None:
+        s = lines[self.line]
+        lines[self.line] = s[: self.start] + self.text + s[self.end :]
+
+
+def make_edits(lines: list[str], blocks: list[Block], count: int) -> list[Edit]:
+    """``count`` one-character edits (see the module docstring), four per place."""
+    text = list(lines)
+    edits: list[Edit] = []
+    for k in range(count):
+        b = blocks[(k // 4 * 7) % len(blocks)]
+        op = k % 4
+        if op == 0:  # the limit's last digit
+            s = text[b.limit_line]
+            m = re.search(r"limit: int = \d+", s)
+            assert m is not None
+            col = m.end() - 1
+            edit = Edit(b.limit_line, col, col + 1, str((int(s[col]) + 1) % 10))
+        elif op == 1:  # record -> recordx: F821
+            col = text[b.name_line].index("record") + len("record")
+            edit = Edit(b.name_line, col, col, "x")
+        elif op == 2:  # and back
+            col = text[b.name_line].index("recordx") + len("record")
+            edit = Edit(b.name_line, col, col + 1, "")
+        else:  # the multiplier
+            s = text[b.factor_line]
+            col = len(s) - 1
+            edit = Edit(b.factor_line, col, col + 1, str(int(s[col]) % 9 + 1))
+        edit.apply(text)
+        edits.append(edit)
+    return edits
+
+
+# -- a minimal JSON-RPC client -----------------------------------------------------------------
+
+
+class RpcError(Exception):
+    pass
+
+
+class Rpc:
+    """JSON-RPC over a child's stdin/stdout with LSP's Content-Length framing."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
+        assert proc.stdout is not None and proc.stdin is not None
+        self.reader = proc.stdout
+        self.writer = proc.stdin
+        self.name = name
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.on_publish: Any = None  # (params, arrival time) -> None
+        self.server_requests: dict[str, int] = {}
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    def send(self, msg: dict[str, Any]) -> None:
+        body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+        self.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    async def request(self, method: str, params: Any, timeout: float = START_TIMEOUT_S) -> Any:
+        self._next_id += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[self._next_id] = fut
+        self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
+        return await asyncio.wait_for(fut, timeout)
+
+    def notify(self, method: str, params: Any) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    async def _read_loop(self) -> None:
+        reader = self.reader
+        try:
+            while True:
+                header = await reader.readuntil(b"\r\n\r\n")
+                m = re.search(rb"content-length:\s*(\d+)", header, re.IGNORECASE)
+                if m is None:
+                    raise RpcError(f"{self.name}: bad header {header!r}")
+                body = await reader.readexactly(int(m.group(1)))
+                t = time.perf_counter()
+                msg = json.loads(body)
+                method = msg.get("method")
+                if method is None:
+                    fut = self._pending.pop(msg.get("id"), None)
+                    if fut is not None and not fut.done():
+                        if "error" in msg:
+                            fut.set_exception(RpcError(f"{self.name}: {msg['error']}"))
+                        else:
+                            fut.set_result(msg.get("result"))
+                elif "id" in msg:  # a request of the server's: answer null
+                    self.server_requests[method] = self.server_requests.get(method, 0) + 1
+                    params = msg.get("params") or {}
+                    result = (
+                        [None] * len(params.get("items") or [])
+                        if method == "workspace/configuration"
+                        else None
+                    )
+                    self.send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+                elif method == "textDocument/publishDiagnostics" and self.on_publish:
+                    self.on_publish(msg["params"], t)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(RpcError(f"{self.name}: connection closed"))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.request("shutdown", None, timeout=10)
+            self.notify("exit", None)
+            await self.writer.drain()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        self._task.cancel()
+
+
+# -- the engines -----------------------------------------------------------------------------
+
+
+CAPABILITIES: dict[str, Any] = {
+    # No textDocument.diagnostic: the servers must push.
+    "general": {"positionEncodings": ["utf-16"]},
+    "textDocument": {
+        "synchronization": {"didSave": True},
+        "publishDiagnostics": {"versionSupport": True, "relatedInformation": True},
+    },
+    "workspace": {"applyEdit": True, "workspaceEdit": {"documentChanges": True}},
+}
+
+
+@dataclass
+class Engine:
+    name: str
+    kind: str  # "ruff" | "dbcode"
+    env: dict[str, str] = field(default_factory=dict)
+    proc: asyncio.subprocess.Process | None = None
+    rpc: Rpc | None = None
+    uri: str = ""
+    lines: list[str] = field(default_factory=list)
+    version: int = 0
+    expect: tuple[int, asyncio.Future[tuple[float, int]]] | None = None
+    samples: list[float] = field(default_factory=list)
+    counts: dict[int, int] = field(default_factory=dict)  # version -> number of diagnostics
+    unmatched: int = 0  # publishes for another version than awaited (stale or extra)
+    versioned: int = 0  # publishes that carried a version
+    cpu_s: tuple[float, float] = (0.0, 0.0)  # the server process, its ruff children
+    start_s: float = 0.0
+    sent: dict[int, tuple[float, float]] = field(default_factory=dict)  # version -> send, arrival
+    trace: Path | None = None
+
+    async def start(self, tmp: Path, dsn: str, log_dir: Path, log_level: str) -> None:
+        log = (log_dir / f"{self.name.replace(' ', '_').replace(',', '')}.log").open("ab")
+        if self.kind == "ruff":
+            folder = tmp / "ruff-ws"
+            xdg = tmp / "xdg"
+            folder.mkdir(exist_ok=True)
+            xdg.mkdir(exist_ok=True)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RUFF_")}
+            env.update(XDG_CONFIG_HOME=str(xdg), NO_COLOR="1")
+            cmd = [find_ruff_bin(), "server", "--untrusted-workspace"]
+            cwd = folder
+            self.uri = (folder / PATH).as_uri()
+        else:
+            env = {k: v for k, v in os.environ.items() if k != "DBCODE_AGENT"}
+            env.update(DBCODE_DATABASE_URL=dsn, **self.env)
+            cmd = [sys.executable, "-m", "lsp_dbcode", "serve", "--log-level", log_level]
+            if self.trace is not None:
+                cmd[1:3] = [str(SELF), "_traced_serve", str(self.trace)]
+            if log_level.upper() == "DEBUG":
+                cmd += ["--log-file", str(log_dir / f"{self.name.replace(' ', '_')}.debug")]
+            cwd = tmp
+            self.uri = make_uri(WORKSPACE, PATH)
+        t0 = time.perf_counter()
+        self.proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+            limit=2**24,
+        )
+        log.close()
+        self.rpc = Rpc(self.proc, self.name)
+        self.rpc.on_publish = self._on_publish
+        params: dict[str, Any] = {
+            "processId": os.getpid(),
+            "clientInfo": {"name": "diagnostics_latency"},
+            "capabilities": CAPABILITIES,
+        }
+        if self.kind == "ruff":
+            root = (tmp / "ruff-ws").as_uri()
+            params.update(rootUri=root, workspaceFolders=[{"uri": root, "name": "bench"}])
+        else:
+            params.update(
+                rootUri=None,
+                workspaceFolders=[{"uri": make_uri(WORKSPACE), "name": WORKSPACE}],
+                initializationOptions={"agent": "diagbench", "mode": "save"},
+            )
+        await self.rpc.request("initialize", params)
+        self.rpc.notify("initialized", {})
+        self.start_s = time.perf_counter() - t0
+
+    def _on_publish(self, params: dict[str, Any], t: float) -> None:
+        if params.get("uri") != self.uri:
+            return
+        version = params.get("version")
+        self.versioned += version is not None
+        expect = self.expect
+        if expect is None or expect[1].done() or (version is not None and version != expect[0]):
+            self.unmatched += 1
+            return
+        self.counts[expect[0]] = len(params.get("diagnostics") or [])
+        expect[1].set_result((t, self.counts[expect[0]]))
+
+    def _await_version(self) -> asyncio.Future[tuple[float, int]]:
+        fut: asyncio.Future[tuple[float, int]] = asyncio.get_running_loop().create_future()
+        self.expect = (self.version, fut)
+        return fut
+
+    async def open(self, lines: list[str]) -> None:
+        assert self.rpc is not None
+        self.lines, self.version = list(lines), 1
+        fut = self._await_version()
+        item = {"uri": self.uri, "languageId": "python", "version": 1, "text": self.text}
+        self.rpc.notify("textDocument/didOpen", {"textDocument": item})
+        await asyncio.wait_for(fut, PUBLISH_TIMEOUT_S)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+    async def edit(self, edit: Edit) -> float:
+        """Send one edit; the time until its diagnostics arrived, in ms."""
+        assert self.rpc is not None
+        edit.apply(self.lines)
+        self.version += 1
+        fut = self._await_version()
+        rng = {
+            "start": {"line": edit.line, "character": edit.start},
+            "end": {"line": edit.line, "character": edit.end},
+        }
+        change = {
+            "textDocument": {"uri": self.uri, "version": self.version},
+            "contentChanges": [{"range": rng, "text": edit.text}],
+        }
+        t0 = time.perf_counter()
+        self.rpc.notify("textDocument/didChange", change)
+        try:
+            t, _ = await asyncio.wait_for(fut, PUBLISH_TIMEOUT_S)
+        except TimeoutError:
+            raise RuntimeError(
+                f"{self.name}: no diagnostics for version {self.version} "
+                f"within {PUBLISH_TIMEOUT_S:g} s"
+            ) from None
+        self.sent[self.version] = (t0, t)
+        return (t - t0) * 1000
+
+    def cpu(self) -> tuple[float, float]:
+        return (0.0, 0.0) if self.proc is None else cpu_seconds(self.proc.pid)
+
+    async def stop(self) -> None:
+        if self.rpc is not None:
+            await self.rpc.close()
+        if self.proc is None:
+            return
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+
+
+def make_engines(subprocess_engine: bool) -> list[Engine]:
+    engines = [
+        Engine("ruff server", "ruff"),
+        Engine("dbcode serve", "dbcode", env={"DBCODE_RUFF_ENGINE": "server"}),
+    ]
+    if subprocess_engine:
+        engines.append(
+            Engine("dbcode serve, subprocess", "dbcode", env={"DBCODE_RUFF_ENGINE": "subprocess"})
+        )
+    return engines
+
+
+# -- tracing (--trace) -------------------------------------------------------------------------
+
+# The steps of one edit in a traced dbcode server, in order: (event, what happens up to it).
+TRACE_CHAIN = [
+    ("sent", ""),
+    ("rx", "client -> server: pipe, pygls read loop wakes"),
+    ("dispatch", "pygls: json.loads + structure (cattrs) of the didChange"),
+    ("did_change_in", "pygls: handle_message, handler task starts"),
+    ("did_change_out", "Session.did_change: offsets, LineIndex.replace, sync, schedule ruff"),
+    ("check_in", "ruff task starts (DocAnalysis._run_ruff)"),
+    ("engine_in", "Analyzer.check: configs, content_hash; engine: encode, trees.use, locks"),
+    ("child_change_sent", "full-text didChange to the ruff server child (json.dumps + write)"),
+    ("child_pull_sent", "textDocument/diagnostic request to the child"),
+    ("child_rx", "ruff server child: apply didChange + lint + answer the pull"),
+    ("child_parsed", "json.loads of the child's reply"),
+    ("engine_out", "wake the request, diagnostic_from_server, sort"),
+    ("check_out", "Analyzer.check returns (result cache)"),
+    ("publish_in", "to_lsp: LineIndex positions of every diagnostic"),
+    ("publish_out", "publish: cattrs unstructure, json.dumps, write + flush"),
+    ("arrive", "server -> client: pipe, client reads"),
+]
+
+
+def traced_serve(trace_path: str, argv: list[str]) -> int:
+    """``dbcode serve`` with timestamps at the steps of :data:`TRACE_CHAIN` (see --trace)."""
+    import atexit
+
+    import pygls.io_
+    from pygls.protocol.json_rpc import JsonRPCProtocol
+
+    from lsp_dbcode import cli
+    from lsp_dbcode.analysis import _lsp_stdio
+    from lsp_dbcode.analysis.ruff import RuffServerEngine
+    from lsp_dbcode.server.analysis import Analyzer
+    from lsp_dbcode.server.session import Session
+
+    now = time.perf_counter
+    events: list[tuple[str, float, int | None]] = []
+
+    def mark(name: str, t: float | None = None, version: int | None = None) -> None:
+        events.append((name, now() if t is None else t, version))
+
+    class PyglsJson:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(json, name)
+
+        def loads(self, data: Any, **kw: Any) -> Any:
+            t = now()
+            msg = json.loads(data, **kw)
+            if getattr(msg, "method", None) == "textDocument/didChange":
+                mark("rx", t, msg.params.text_document.version)
+            return msg
+
+    class ChildJson:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(json, name)
+
+        def loads(self, data: Any, **kw: Any) -> Any:
+            t = now()
+            msg = json.loads(data, **kw)
+            mark("child_rx", t)
+            mark("child_parsed")
+            return msg
+
+    pygls.io_.json = PyglsJson()  # type: ignore[assignment]
+    _lsp_stdio.json = ChildJson()  # type: ignore[assignment]
+
+    def around(cls: Any, name: str, before: str, after: str) -> None:
+        orig = getattr(cls, name)
+        if asyncio.iscoroutinefunction(orig):
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                mark(before)
+                try:
+                    return await orig(*args, **kwargs)
+                finally:
+                    mark(after)
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                mark(before)
+                try:
+                    return orig(*args, **kwargs)
+                finally:
+                    mark(after)
+
+        setattr(cls, name, wrapper)
+
+    around(JsonRPCProtocol, "handle_message", "dispatch", "dispatch_out")
+    around(Session, "did_change", "did_change_in", "did_change_out")
+    around(Analyzer, "check", "check_in", "check_out")
+    around(RuffServerEngine, "_check_with_server", "engine_in", "engine_out")
+    around(Session, "set_diagnostics", "publish_in", "publish_out")
+    send = _lsp_stdio.LspStdioClient._send
+
+    async def traced_send(self: Any, message: dict[str, Any]) -> None:
+        await send(self, message)
+        method = message.get("method")
+        if method == "textDocument/didChange":
+            mark("child_change_sent")
+        elif method == "textDocument/diagnostic":
+            mark("child_pull_sent")
+
+    _lsp_stdio.LspStdioClient._send = traced_send  # type: ignore[method-assign]
+
+    def dump() -> None:
+        Path(trace_path).write_text(json.dumps(events))
+
+    atexit.register(dump)
+    return cli.main(argv)
+
+
+def trace_steps(engine: Engine, first_version: int) -> tuple[list[tuple[str, float]], float]:
+    """Median ms of each step of :data:`TRACE_CHAIN` over the measured edits, and of the total
+    (a step missing in an engine, e.g. the child's in the subprocess engine, is skipped)."""
+    assert engine.trace is not None
+    events = [tuple(e) for e in json.loads(engine.trace.read_text())]
+    starts = [(i, e[2]) for i, e in enumerate(events) if e[0] == "rx"]
+    steps: dict[str, list[float]] = {}
+    totals: list[float] = []
+    for n, (i, version) in enumerate(starts):
+        if version is None or version < first_version or version not in engine.sent:
+            continue
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(events)
+        segment = events[i:end]
+        sent, arrived = engine.sent[version]
+        chain: list[tuple[str, float]] = [("sent", sent)]
+        for name, _ in TRACE_CHAIN[1:-1]:
+            found = [t for e, t, _v in segment if e == name and t >= chain[-1][1]]
+            if found:
+                chain.append((name, min(found)))
+        chain.append(("arrive", arrived))
+        for (_, a), (b, tb) in itertools.pairwise(chain):
+            steps.setdefault(b, []).append((tb - a) * 1000)
+        totals.append((arrived - sent) * 1000)
+    labels = dict(TRACE_CHAIN)
+    return [(labels[k], pct(v, 0.5)) for k, v in steps.items()], pct(totals, 0.5)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def descendants(pids: list[int]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out: list[int] = []
+    todo = list(pids)
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of the process itself, and of its descendants: those alive
+    now and those it has waited for (ruff subprocesses)."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0, 0.0
+    own = sum(int(x) for x in fields[11:13])
+    children = sum(int(x) for x in fields[13:15])
+    for child in descendants([pid]):
+        if (f := _stat(child)) is not None:
+            children += sum(int(x) for x in f[11:13])
+    return own / CLK_TCK, children / CLK_TCK
+
+
+def loadavg() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def machine_line() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}"
+
+
+# -- the database ------------------------------------------------------------------------------
+
+
+async def create_scratch(dsn: str) -> str:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+        )
+        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    return psycopg.conninfo.make_conninfo(dsn, dbname=BENCH_DB)
+
+
+async def drop_scratch(dsn: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+        )
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    return s[max(0, math.ceil(q * len(s)) - 1)]
+
+
+@dataclass
+class Row:
+    lines: int
+    engine: str
+    samples: list[float]
+    cpu_ms: tuple[float, float]  # the server process, its ruff children
+    counts: tuple[int, int]
+    unmatched: int
+    versioned: int
+    start_s: float
+
+
+async def run_size(
+    size: int, scratch: str, args: argparse.Namespace, tmp: Path, log_dir: Path
+) -> tuple[list[Row], dict[str, Any]]:
+    lines, blocks = make_module(size)
+    text = "\n".join(lines) + "\n"
+    async with Store(scratch) as store:
+        await store.write(WORKSPACE, PATH, text, agent="diagbench")
+    edits = make_edits(lines, blocks, WARMUP_EDITS + args.edits)
+    engines = make_engines(not args.no_subprocess)
+    if args.trace:
+        for e in engines:
+            if e.kind == "dbcode":
+                e.trace = tmp / f"trace-{size}-{len(e.env)}-{e.env.get('DBCODE_RUFF_ENGINE')}.json"
+    client_cpu = 0.0
+    mismatched = 0
+    loads: list[float] = [loadavg()]
+    try:
+        await asyncio.gather(*(e.start(tmp, scratch, log_dir, args.log_level) for e in engines))
+        await asyncio.gather(*(e.open(lines) for e in engines))
+        for k, edit in enumerate(edits):
+            if k == WARMUP_EDITS:
+                for e in engines:
+                    e.cpu_s = e.cpu()
+                client_cpu = time.process_time()
+            turn = k % len(engines)
+            for e in engines[turn:] + engines[:turn]:
+                ms = await e.edit(edit)
+                if k >= WARMUP_EDITS:
+                    e.samples.append(ms)
+                if args.gap_ms:
+                    await asyncio.sleep(args.gap_ms / 1000)
+            if k % 50 == 0:
+                loads.append(loadavg())
+        for e in engines:
+            own, children = e.cpu()
+            e.cpu_s = (own - e.cpu_s[0], children - e.cpu_s[1])
+        client_cpu = time.process_time() - client_cpu
+        loads.append(loadavg())
+        final = {e.text for e in engines}
+        assert len(final) == 1, "the engines' buffers differ"
+        anchor = engines[0]
+        for e in engines[1:]:
+            mismatched += sum(
+                1 for v, n in e.counts.items() if v > 1 and anchor.counts.get(v, n) != n
+            )
+    finally:
+        await asyncio.gather(*(e.stop() for e in engines), return_exceptions=True)
+    rows = []
+    for e in engines:
+        measured = [n for v, n in e.counts.items() if v > WARMUP_EDITS + 1]
+        rows.append(
+            Row(
+                size,
+                e.name,
+                e.samples,
+                (e.cpu_s[0] * 1000 / len(e.samples), e.cpu_s[1] * 1000 / len(e.samples)),
+                (min(measured), max(measured)),
+                e.unmatched,
+                e.versioned,
+                e.start_s,
+            )
+        )
+    extra = {
+        "client_cpu_ms": client_cpu * 1000 / (len(engines) * args.edits),
+        "loads": loads,
+        "count_mismatches": mismatched,
+        "server_requests": {e.name: e.rpc.server_requests for e in engines if e.rpc},
+        "traces": {
+            e.name: trace_steps(e, WARMUP_EDITS + 2)
+            for e in engines
+            if e.trace is not None and e.trace.exists()
+        },
+    }
+    return rows, extra
+
+
+def report(rows: list[Row], extras: dict[int, dict[str, Any]]) -> list[str]:
+    out = [
+        "| file | engine | p50 ms | p99 ms | ratio p50 vs ruff server | ratio p99 vs ruff server "
+        "| CPU ms/edit: server + ruff children | diagnostics |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    anchors = {r.lines: r for r in rows if r.engine == "ruff server"}
+    for r in rows:
+        a = anchors[r.lines]
+        p50, p99 = pct(r.samples, 0.5), pct(r.samples, 0.99)
+        out.append(
+            f"| {r.lines:,} lines | {r.engine} | {p50:.2f} | {p99:.2f} "
+            f"| {p50 / pct(a.samples, 0.5):.2f} | {p99 / pct(a.samples, 0.99):.2f} "
+            f"| {sum(r.cpu_ms):.1f} = {r.cpu_ms[0]:.1f} + {r.cpu_ms[1]:.1f} "
+            f"| {r.counts[0]}-{r.counts[1]} |"
+        )
+    out.append("")
+    for size, x in extras.items():
+        loads = x["loads"]
+        out.append(
+            f"{size:,} lines: load average (1 min) {min(loads):.2f}-{max(loads):.2f}; "
+            f"client CPU {x['client_cpu_ms']:.2f} ms/edit; diagnostic counts differing from "
+            f"ruff server's: {x['count_mismatches']}; publishes with a version / for another "
+            "version than awaited: "
+            + ", ".join(
+                f"{r.engine} {r.versioned} / {r.unmatched}" for r in rows if r.lines == size
+            )
+        )
+    for size, x in extras.items():
+        for name, (steps, total) in x["traces"].items():
+            out += ["", f"Where the time goes: {name}, {size:,} lines (medians, ms)", ""]
+            out += ["| step | ms |", "|---|---|"]
+            out += [f"| {label} | {ms:.3f} |" for label, ms in steps]
+            out.append(
+                f"| sum of the medians / median total | {sum(m for _, m in steps):.3f}"
+                f" / {total:.3f} |"
+            )
+    out.append("")
+    for size, a in anchors.items():
+        for r in rows:
+            if r.lines == size and r.engine == "dbcode serve":
+                ratio = pct(r.samples, 0.5) / pct(a.samples, 0.5)
+                verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
+                out.append(
+                    f"target (dbcode serve p50 <= {TARGET_RATIO}x ruff server), {size:,} lines: "
+                    f"{ratio:.2f}x -> {verdict}"
+                )
+    return out
+
+
+async def amain(args: argparse.Namespace) -> int:
+    async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT version()")
+        row = await cur.fetchone()
+    assert row is not None
+    pg_version = str(row[0]).split(" on ")[0]
+    proc = await asyncio.create_subprocess_exec(
+        find_ruff_bin(), "--version", stdout=subprocess.PIPE
+    )
+    ruff_version = (await proc.communicate())[0].decode().split()[-1]
+    print(f"{machine_line()}; {pg_version}; ruff {ruff_version}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="diagbench-"))
+    log_dir = Path(args.log_dir) if args.log_dir else tmp / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t_begin = time.perf_counter()
+    rows: list[Row] = []
+    extras: dict[int, dict[str, Any]] = {}
+    scratch = await create_scratch(args.dsn)
+    try:
+        for size in SIZES:
+            print(f"{size} lines ...", flush=True)
+            got, extra = await run_size(size, scratch, args, tmp, log_dir)
+            rows += got
+            extras[size] = extra
+            for r in got:
+                print(
+                    f"  {r.engine:<26} p50 {pct(r.samples, 0.5):7.2f} ms  "
+                    f"p99 {pct(r.samples, 0.99):7.2f} ms  (started in {r.start_s:.2f} s)",
+                    flush=True,
+                )
+    finally:
+        await drop_scratch(args.dsn)
+        shutil.rmtree(tmp / "ruff-ws", ignore_errors=True)
+        if not args.log_dir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(
+        f"{args.edits} measured edits per file and engine (after {WARMUP_EDITS} warm-up edits), "
+        f"gap {args.gap_ms:g} ms; {time.perf_counter() - t_begin:.0f} s"
+    )
+    print("\n".join(report(rows, extras)))
+    return 0
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["_traced_serve"]:
+        return traced_serve(sys.argv[2], sys.argv[3:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server (any database)")
+    parser.add_argument("--edits", type=int, default=200, help="measured edits per file")
+    parser.add_argument(
+        "--gap-ms", type=float, default=5.0, help="pause after each edit's diagnostics"
+    )
+    parser.add_argument(
+        "--no-subprocess", action="store_true", help="skip DBCODE_RUFF_ENGINE=subprocess"
+    )
+    parser.add_argument("--log-dir", help="keep the servers' logs in this folder")
+    parser.add_argument("--log-level", default="INFO", help="dbcode serve's --log-level")
+    parser.add_argument(
+        "--trace", action="store_true", help="timestamp the steps inside dbcode serve"
+    )
+    args = parser.parse_args()
+    if args.edits < 1:
+        parser.error("--edits must be at least 1")
+    return asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

