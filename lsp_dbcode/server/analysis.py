@@ -236,10 +236,35 @@ class DocAnalysis:
                 return
             await asyncio.wait({task}, timeout=deadline - loop.time())
 
+    async def ready(self, doc: OpenDoc) -> None:
+        """Until the document's diagnostics reflect its current text (for pulls: a pull can
+        arrive right after didOpen, before the open has finished reading the database)."""
+        async with doc.lock:
+            pass  # didOpen holds the lock until it has read the file
+        if not is_python(doc.path):
+            if "syntax" not in doc.diagnostics:
+                self._update_tree(doc, None)
+            return
+        cached = doc.extra.get("ruff")
+        if cached is None or cached[0] != doc.version:
+            self.schedule_ruff(doc)
+        await self.wait_idle(doc)
+
     def rerun_workspace(self, workspace: str) -> None:
-        for doc in self.session.docs.values():
-            if doc.workspace == workspace and is_python(doc.path):
+        """The workspace's ruff config changed: lint its open Python documents again."""
+        docs = [d for d in self.session.docs.values() if d.workspace == workspace]
+        for doc in docs:
+            if is_python(doc.path):
                 self.schedule_ruff(doc)
+        if self.session.pull_diagnostics and docs:
+            self.session.run_task(self._refresh_after(docs))
+
+    async def _refresh_after(self, docs: list[OpenDoc]) -> None:
+        """Pull clients learn of new results only when asked to pull again."""
+        for doc in docs:
+            await self.wait_idle(doc)
+        if not self.session.closed:
+            self.session.ls.protocol.send_request("workspace/diagnostic/refresh", None)
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ class App:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.analyzer = Analyzer(store)
+        self.forced_agent: str | None = None
         self.sessions: set[Session] = set()
         self._revisions: OrderedDict[tuple[str, str, int], str] = OrderedDict()
         self._revisions_bytes = 0

@@ -370,7 +370,7 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
         ls: DbcodeLanguageServer, params: types.DocumentDiagnosticParams
     ) -> types.RelatedFullDocumentDiagnosticReport:
         doc = _open_doc(session, params.text_document.uri)
-        await session.analysis.wait_idle(doc)
+        await session.analysis.ready(doc)
         items = [d for src, ds in doc.diagnostics.items() if src in ("ruff", "syntax") for d in ds]
         return types.RelatedFullDocumentDiagnosticReport(items=items)
 

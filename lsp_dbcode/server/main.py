@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
 from typing import Any
@@ -87,6 +88,9 @@ async def _serve(dsn: str, args: argparse.Namespace) -> int:
             await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
             )
+            # SPEC precedence: --agent, else DBCODE_AGENT, else initializationOptions.agent.
+            # Only for stdio: a TCP/WebSocket server serves many agents, each naming itself.
+            app.forced_agent = getattr(args, "agent_flag", None) or os.environ.get("DBCODE_AGENT")
             await _run_session(app, args.agent, reader, StdoutWriter(sys.stdout.buffer))
     finally:
         await app.close()

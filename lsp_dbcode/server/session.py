@@ -13,9 +13,18 @@ from urllib.parse import unquote
 
 from lsprotocol import types
 
-from ..store import Change, Changeset, Conflict, DatabaseUnavailable, NotFound, StoreError, validate
+from ..store import (
+    Change,
+    Changeset,
+    Conflict,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    StoreError,
+    validate,
+)
 from ..text.edits import content_hash
-from ..text.merge import merge3
+from ..text.merge import find_conflicts, merge3
 from ..text.positions import Encoding, LineIndex
 from ..uris import changeset_json, make_uri, parse_uri
 from .analysis import DocAnalysis
@@ -34,6 +43,14 @@ DB_RETRY_DELAY_S = 0.5
 CHANGES_PER_NOTIFICATION_MAX = 5000
 
 Mode = Literal["save", "live"]
+
+
+def _inside_conflict(d: types.Diagnostic, conflicts: list[types.Diagnostic] | None) -> bool:
+    """Lint inside a conflict block is noise (markers are not code): the conflict says it all."""
+    for c in conflicts or ():
+        if c.range.start.line <= d.range.start.line <= c.range.end.line:
+            return True
+    return False
 
 
 class Session:
@@ -94,6 +111,7 @@ class Session:
             for src, ds in doc.diagnostics.items()
             if not self.pull_diagnostics or src == "dbcode"
             for d in ds
+            if src == "dbcode" or not _inside_conflict(d, doc.diagnostics.get("dbcode"))
         ]
         self.ls.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=doc.uri, diagnostics=merged, version=doc.version)
@@ -122,7 +140,7 @@ class Session:
         if agent is not None and (not isinstance(agent, str) or not 0 < len(agent) <= 200):
             warnings.append(f"invalid agent {agent!r}; using {default_agent!r}")
             agent = None
-        self.agent = agent or default_agent
+        self.agent = self.app.forced_agent or agent or default_agent
         mode = opts.get("mode", "save")
         if mode not in ("save", "live"):
             warnings.append(f"invalid mode {mode!r}: use 'save' or 'live'; using 'save'")
@@ -466,6 +484,11 @@ class Session:
         if doc is not None and base is None:
             # An open buffer's save (VS Code's FileSystemProvider): CAS on its base, rebased.
             async with doc.lock:
+                if find_conflicts(text):
+                    raise InvalidInput(
+                        f"{path} has unresolved conflict blocks: resolve them (code actions "
+                        "on the red ranges), then save"
+                    )
                 rev = await self.commit_text(doc, text)
                 if rev is None:
                     raise Conflict(workspace, path, doc.base_rev, doc.target_rev)
