@@ -1,0 +1,395 @@
+"""End to end in a real VS Code: code-server 4.100.3 with the built dbcode extension (.vsix),
+driven by Playwright (playwright-core + Debian's chromium, headless).
+
+The extension's language server is the real `dbcode serve` of this checkout, on the test run's
+database. Scenario, each step asserted: open the workspace with "dbcode: Open Workspace…" (the
+Explorer shows the database's tree) -> open a .py file -> a ruff diagnostic in the Problems
+panel -> type and save with Ctrl+S (the database has it) -> another agent writes the file with
+the CLI (the open editor shows it, with no reload) -> files another agent creates and deletes
+appear and vanish in the Explorer -> a folder renamed and deleted in the Explorer is renamed
+and deleted in the database. Screenshots go to docs/vscode-*.png.
+
+Installs what it needs on first use (editors/vscode/scripts/install-code-server.sh: code-server,
+chromium; `npm ci` for the extension) and fails, never skips, when it cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXT_DIR = REPO / "editors" / "vscode"
+INSTALL_SCRIPT = EXT_DIR / "scripts" / "install-code-server.sh"
+RUN_MJS = EXT_DIR / "e2e" / "run.mjs"
+DBCODE = REPO / ".venv" / "bin" / "dbcode"
+# The language server the extension starts: this checkout's (a JSON array overrides it).
+SERVER_COMMAND = json.loads(os.environ.get("DBCODE_E2E_SERVER_COMMAND", "null")) or [
+    str(DBCODE),
+    "serve",
+]
+SHOTS = Path(os.environ.get("DBCODE_E2E_SHOTS", REPO / "docs"))
+CHROMIUM = "/usr/bin/chromium"
+
+AGENT = "vscode-e2e"
+OTHER_AGENT = "agent-two"
+DIAGNOSTIC_TIMEOUT_MS = 20_000
+STEP_TIMEOUT_S = 120
+
+APP_PY = 'import os\n\n\ndef hello(name):\n    return f"hello {name}"\n'
+TYPED = '\nprint(hello("vscode"))\n'
+TYPED_MARKER = 'print(hello("vscode"))'
+OTHER_MARKER = "# agent-two was here"
+
+
+def _run(cmd: list[str], *, cwd: Path | None = None, timeout: float, what: str) -> str:
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"{what} failed: {exc}")
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-4000:]
+        pytest.fail(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def code_server() -> str:
+    """The code-server binary (installed on first use, with chromium)."""
+    started = time.monotonic()
+    out = _run(
+        ["bash", str(INSTALL_SCRIPT)],
+        timeout=1800,
+        what="installing code-server and chromium (editors/vscode/scripts/install-code-server.sh)",
+    )
+    took = time.monotonic() - started
+    if took > 5:
+        print(f"code-server installed in {took:.0f} s")
+    binary = out.strip().splitlines()[-1]
+    if not Path(binary).is_file():
+        pytest.fail(f"install-code-server.sh printed no code-server binary: {out[-2000:]}")
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing after install-code-server.sh (apt-get chromium)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def vsix() -> Path:
+    """The extension, built from this checkout's sources."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is not installed: the VS Code extension cannot be built")
+    if not (EXT_DIR / "node_modules" / ".package-lock.json").is_file():
+        _run([npm, "ci", "--no-audit", "--no-fund"], cwd=EXT_DIR, timeout=900, what="npm ci")
+    _run([npm, "run", "package"], cwd=EXT_DIR, timeout=300, what="npm run package")
+    version = json.loads((EXT_DIR / "package.json").read_text())["version"]
+    path = EXT_DIR / f"dbcode-{version}.vsix"
+    if not path.is_file():
+        pytest.fail(f"npm run package made no {path.name}")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    """End a process started with start_new_session=True and everything in its group."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@pytest.fixture
+def code_server_url(
+    code_server: str, vsix: Path, database_url: str, tmp_path: Path
+) -> Iterator[str]:
+    """code-server with the extension installed and set up for this test's database."""
+    user_data = tmp_path / "user-data"
+    extensions = tmp_path / "extensions"
+    (user_data / "User").mkdir(parents=True)
+    settings = {
+        "workbench.startupEditor": "none",
+        "workbench.tips.enabled": False,
+        "workbench.enableExperiments": False,
+        "security.workspace.trust.enabled": False,
+        "telemetry.telemetryLevel": "off",
+        "update.mode": "none",
+        "extensions.autoCheckUpdates": False,
+        "extensions.autoUpdate": False,
+        "extensions.ignoreRecommendations": True,
+        "git.enabled": False,
+        "typescript.disableAutomaticTypeAcquisition": True,
+        "json.schemaDownload.enable": False,
+        "dbcode.serverCommand": SERVER_COMMAND,
+        "dbcode.databaseUrl": database_url,
+        "dbcode.agent": AGENT,
+        "dbcode.mode": "save",
+    }
+    (user_data / "User" / "settings.json").write_text(json.dumps(settings, indent=2))
+    env = {
+        **os.environ,
+        "DBCODE_HOME": str(tmp_path / "dbcode-home"),
+        # The marketplace is not reachable (nor needed): point code-server's at a closed port.
+        "EXTENSIONS_GALLERY": json.dumps(
+            {"serviceUrl": "http://127.0.0.1:9/gallery", "itemUrl": "http://127.0.0.1:9/item"}
+        ),
+    }
+    env.pop("DBCODE_DATABASE_URL", None)
+    common = [
+        "--user-data-dir",
+        str(user_data),
+        "--extensions-dir",
+        str(extensions),
+        "--config",
+        str(tmp_path / "code-server.yaml"),
+    ]
+    _run(
+        [code_server, *common, "--install-extension", str(vsix)],
+        timeout=120,
+        what="code-server --install-extension",
+    )
+    port = _free_port()
+    log = (tmp_path / "code-server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            code_server,
+            *common,
+            "--auth",
+            "none",
+            "--bind-addr",
+            f"127.0.0.1:{port}",
+            "--disable-telemetry",
+            "--disable-update-check",
+            "--disable-workspace-trust",
+            "--disable-getting-started-override",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # its own process group: extension hosts outlive the page
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(
+                    "code-server did not start: "
+                    + (tmp_path / "code-server.log").read_text()[-3000:]
+                )
+            time.sleep(0.2)
+        yield url
+    finally:
+        _kill_group(proc)
+        log.close()
+        for p in (user_data / "logs").glob("*/exthost*/lsp-dbcode.dbcode/dbcode.log"):
+            print(f"--- {p.relative_to(tmp_path)} (last lines)")
+            print("\n".join(p.read_text(errors="replace").splitlines()[-40:]))
+
+
+class Driver:
+    """The Node/Playwright script, step by step: `@@ {event}` lines out, `{cmd}` lines in."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            ["node", str(RUN_MJS)],
+            cwd=EXT_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("@@ "):
+                self.events.put(json.loads(line[3:]))
+            else:
+                self._log.write(line)
+        self.events.put(None)
+
+    def log_tail(self) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-60:])
+
+    def expect(self, event: str, timeout: float = STEP_TIMEOUT_S) -> dict[str, Any]:
+        try:
+            msg = self.events.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no '{event}' step from run.mjs within {timeout} s\n{self.log_tail()}")
+        if msg is None:
+            pytest.fail(f"run.mjs ended before '{event}'\n{self.log_tail()}")
+        if msg["event"] == "error":
+            pytest.fail(f"run.mjs failed before '{event}': {msg['message']}\n{self.log_tail()}")
+        assert msg["event"] == event, msg
+        return msg
+
+    def send(self, cmd: str, **data: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **data}) + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        _kill_group(self.proc)
+        self._log.close()
+
+
+def test_vscode_end_to_end(code_server_url: str, workspace: str, cli: Any, tmp_path: Path) -> None:
+    started = time.monotonic()
+    src = tmp_path / "src"
+    (src / "pkg").mkdir(parents=True)
+    (src / "app.py").write_text(APP_PY)
+    (src / "pkg" / "util.py").write_text("VALUE = 1\n")
+    (src / "pyproject.toml").write_text('[project]\nname = "demo"\n')
+    res = cli("import", str(src), "--workspace", workspace)
+    assert res.returncode == 0, res.stderr
+    # A second workspace, so the picker has a choice to make.
+    res = cli("write", f"{workspace}-other", "README.md", input="other\n")
+    assert res.returncode == 0, res.stderr
+
+    env = {
+        **os.environ,
+        "DBCODE_E2E_URL": code_server_url,
+        "DBCODE_E2E_WORKSPACE": workspace,
+        "DBCODE_E2E_FILE": "app.py",
+        "DBCODE_E2E_SHOTS": str(SHOTS),
+        "DBCODE_E2E_PROFILE": str(tmp_path / "chromium-profile"),
+        "DBCODE_E2E_DIAGNOSTIC_TIMEOUT_MS": str(DIAGNOSTIC_TIMEOUT_MS),
+        "CHROMIUM": CHROMIUM,
+        "DBCODE_E2E_FAILURE_SHOT": str(tmp_path / "failure.png"),
+    }
+    driver = Driver(env, tmp_path / "run.log")
+    try:
+        # "dbcode: Open Workspace…" lists the database's workspaces.
+        picker = driver.expect("picker")
+        assert any(item.startswith(workspace) for item in picker["items"]), picker
+        assert any(f"{workspace}-other" in item for item in picker["items"]), picker
+
+        # The window now has dbcode://WS/ as a folder: the Explorer shows the database's tree.
+        explorer = driver.expect("explorer")
+        names = [item.splitlines()[0] for item in explorer["items"]]
+        assert {"pkg", "app.py", "pyproject.toml"} <= set(names), explorer
+        assert f"dbcode: {AGENT} · save · connected" in explorer["status"], explorer
+        driver.send("open")
+
+        opened = driver.expect("opened")
+        assert opened["text"].rstrip("\n") == APP_PY.rstrip("\n"), opened
+
+        # Ruff's F401 on `import os` (the server's ruff integration): checked at the end so
+        # that the rest of the scenario is verified either way.
+        diagnostics = driver.expect("diagnostics")
+        driver.send("type", text=TYPED, marker=TYPED_MARKER)
+
+        saved = driver.expect("saved")
+        in_editor = saved["text"]
+        assert TYPED_MARKER in in_editor
+        res = cli("cat", workspace, "app.py")
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.rstrip("\n") == in_editor.rstrip("\n"), (res.stdout, in_editor)
+        log = cli("log", workspace, "app.py", "--json")
+        assert log.returncode == 0, log.stderr
+        assert json.loads(log.stdout.splitlines()[0])["agent"] == AGENT, log.stdout
+
+        # A second agent changes the file from the CLI: the open editor follows, no reload.
+        theirs = f"{OTHER_MARKER}\n{res.stdout}"
+        res = cli("write", workspace, "app.py", input=theirs, env={"DBCODE_AGENT": OTHER_AGENT})
+        assert res.returncode == 0, res.stderr
+        driver.send("expect", marker=OTHER_MARKER, timeoutMs=30_000)
+        updated = driver.expect("updated")
+        assert updated["text"].rstrip("\n") == theirs.rstrip("\n"), updated
+        assert not updated["reloaded"], "the page was reloaded"
+        assert updated["dirtyTabs"] == 0, "the pushed revision left the editor dirty"
+        res = cli("log", workspace, "app.py", "--json")
+        head = json.loads(res.stdout.splitlines()[0])
+        assert head["agent"] == OTHER_AGENT, "VS Code committed the pushed revision again"
+
+        # Files other agents create and delete appear and vanish in the Explorer.
+        res = cli("write", workspace, "newpkg/fresh.py", input="X = 1\n")
+        assert res.returncode == 0, res.stderr
+        driver.send("expectCreated", name="newpkg")
+        driver.expect("created", timeout=60)
+        res = cli("rm", workspace, "pyproject.toml")
+        assert res.returncode == 0, res.stderr
+        driver.send("expectDeleted", name="pyproject.toml")
+        driver.expect("deleted", timeout=60)
+
+        # Rename a folder and delete it in the Explorer: the database follows.
+        driver.send("rename", **{"from": "newpkg", "to": "renamed"})
+        driver.expect("renamed", timeout=60)
+        listing = cli("ls", workspace)
+        assert "renamed/fresh.py" in listing.stdout, listing.stdout
+        assert "newpkg/" not in listing.stdout, listing.stdout
+        log = json.loads(cli("log", workspace, "--json").stdout.splitlines()[0])
+        assert log["agent"] == AGENT, log
+        assert {(f["path"], f["kind"]) for f in log["files"]} == {
+            ("renamed/fresh.py", "create"),
+            ("newpkg/fresh.py", "delete"),
+        }, log
+        driver.send("delete", name="renamed")
+        driver.expect("removed", timeout=60)
+        listing = cli("ls", workspace)
+        assert "renamed/" not in listing.stdout, listing.stdout
+        assert "app.py" in listing.stdout, listing.stdout
+        driver.send("finish")
+        driver.expect("done", timeout=60)
+    finally:
+        driver.close()
+    print(f"VS Code scenario took {time.monotonic() - started:.0f} s")
+
+    problems = diagnostics["problems"]
+    if not problems:
+        pytest.fail(
+            f"no diagnostic reached VS Code's Problems panel within {DIAGNOSTIC_TIMEOUT_MS // 1000}"
+            " s of opening app.py (expected ruff's F401 for the unused `import os`): the server "
+            "published no ruff diagnostics for the open document"
+        )
+    assert any("F401" in p for p in problems), problems
