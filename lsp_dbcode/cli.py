@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = sp.add_mutually_exclusive_group()
     group.add_argument("--tcp", metavar="HOST:PORT", help="listen for LSP sessions over TCP")
     group.add_argument("--ws", metavar="HOST:PORT", help="listen for LSP sessions over WebSocket")
+    group.add_argument("--stdio", action="store_true", help="LSP over stdin/stdout (the default)")
     sp.add_argument("--log-file", help="write the server log here")
     sp.add_argument("--log-level", default="INFO")
 

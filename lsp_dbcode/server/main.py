@@ -7,11 +7,13 @@ import argparse
 import asyncio
 import logging
 import os
+import stat
 import sys
 import threading
 from typing import Any
 
-from pygls.io_ import StdoutWriter, run_async, run_websocket
+from pygls.exceptions import JsonRpcException
+from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async, run_websocket
 
 from ..store import Store, StoreError, redact, resolve_dsn
 from .app import App
@@ -20,6 +22,7 @@ from .features import create_server
 log = logging.getLogger("lsp_dbcode.server")
 
 POOL_SIZE_MAX = 20
+EXPECTED_ERROR_CODES = frozenset({-32602, -32601, 404, 409})
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -34,6 +37,15 @@ def _setup_logging(args: argparse.Namespace) -> None:
     root.setLevel(getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO))
     # pygls logs every message body at INFO: far too costly on every keystroke.
     logging.getLogger("pygls").setLevel(logging.WARNING)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # ... and every error answered on purpose (a 404, a 409, bad params) as an ERROR traceback.
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(_expected_errors)
+
+
+def _expected_errors(record: logging.LogRecord) -> bool:
+    """Keep pygls' error records, except for errors we answer on purpose."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, JsonRpcException) and exc.code in EXPECTED_ERROR_CODES)
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -83,11 +95,7 @@ async def _serve(dsn: str, args: argparse.Namespace) -> int:
                 sys.stderr.flush()
                 await wss.serve_forever()
         else:
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=2**26)
-            await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
-            )
+            reader = await _stdin_reader()
             # SPEC precedence: --agent, else DBCODE_AGENT, else initializationOptions.agent.
             # Only for stdio: a TCP/WebSocket server serves many agents, each naming itself.
             app.forced_agent = getattr(args, "agent_flag", None) or os.environ.get("DBCODE_AGENT")
@@ -96,6 +104,19 @@ async def _serve(dsn: str, args: argparse.Namespace) -> int:
         await app.close()
         await store.close()
     return 0
+
+
+async def _stdin_reader() -> Any:
+    """stdin as an asyncio stream when it is a pipe or socket (no thread per read); a
+    thread-backed reader otherwise (a file, /dev/null), which epoll cannot watch."""
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        reader = asyncio.StreamReader(limit=2**26)
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
+        )
+        return reader
+    return StdinAsyncReader(sys.stdin.buffer)
 
 
 async def run_stream_session(

@@ -484,6 +484,8 @@ class Session:
         if doc is not None and base is None:
             # An open buffer's save (VS Code's FileSystemProvider): CAS on its base, rebased.
             async with doc.lock:
+                if text == doc.base_text == doc.target_text and doc.base_rev > 0:
+                    return {"revision": doc.base_rev, "seq": await self.store.head(workspace)}
                 if find_conflicts(text):
                     raise InvalidInput(
                         f"{path} has unresolved conflict blocks: resolve them (code actions "
