@@ -215,6 +215,13 @@ class Session:
                 # base, and the buffer gets the newer one pushed now.
                 base_rev = served[0]
                 doc.base_rev = base_rev
+                if rev > base_rev:  # changed between the client's read and its didOpen
+                    doc.target_agent = await self._last_author(doc)
+                    if doc.target_agent and doc.target_agent != self.agent:
+                        self.log_message(
+                            f"{path}: revision {rev} by {doc.target_agent} (changed while "
+                            "opening)"
+                        )
                 doc.base_text = (
                     item.text
                     if base_rev == 0
