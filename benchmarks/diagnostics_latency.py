@@ -6,16 +6,20 @@ For a 300-line and a 3,000-line Python module (realistic code with a few finding
 imports, unused local variables), every engine gets the same sequence of keystroke-like edits,
 each one ``textDocument/didChange`` with one incremental change of one character:
 
-* change a digit of a default argument (diagnostics unchanged),
 * type ``x`` into a name (``record`` -> ``recordx``: an undefined-name diagnostic appears),
-* delete it again (the diagnostic goes away),
-* change a digit of a multiplier (diagnostics unchanged),
+* change a digit of a default argument two lines up,
+* delete the ``x`` (the diagnostic goes away),
+* change a digit of a multiplier,
 
-four edits at one place, then the next four elsewhere in the file. Latency = from just before the
-didChange is written to the pipe until the ``textDocument/publishDiagnostics`` for that document
-version has been read off the server's stdout (matched by its ``version`` field; a publish without
-one counts for the newest edit). Edit k+1 is sent only after edit k's diagnostics arrived (plus
-``--gap-ms``). Engines:
+four edits at one place, then the next four elsewhere in the file. No text occurs twice in the
+sequence (checked), so no engine can answer an edit from a cache of earlier results (dbcode's
+``Analyzer`` keeps results by content hash: typing a character and deleting it right away would be
+answered from there).
+
+Latency = from just before the didChange is written to the pipe until the
+``textDocument/publishDiagnostics`` for that document version has been read off the server's
+stdout (matched by its ``version`` field; a publish without one counts for the newest edit). Edit
+k+1 is sent only after edit k's diagnostics arrived (plus ``--gap-ms``). Engines:
 
 * **ruff server** (the anchor): the ``ruff`` binary of the venv (``ruff.__main__.find_ruff_bin``),
   ``ruff server`` on a ``file://`` module in a temporary folder (no config file, no user config:
@@ -35,7 +39,8 @@ The client is a minimal asyncio JSON-RPC implementation (Content-Length framing 
 server->client requests are answered with ``null``. Also reported: CPU time per edit of each
 engine's processes (dbcode: the server plus its ruff children) and of this client.
 
-``--log-dir DIR`` keeps the servers' logs there (dbcode at ``--log-level``, default INFO).
+``--log-dir DIR`` keeps the servers' logs (dbcode at ``--log-level``, default INFO) and the
+``--trace`` timestamps there.
 
 ``--trace`` runs the dbcode servers under a wrapper (this script, ``_traced_serve``) that
 timestamps each step of an edit from outside, by wrapping lsp_dbcode's and pygls' functions
@@ -200,19 +205,20 @@ def make_edits(lines: list[str], blocks: list[Block], count: int) -> list[Edit]:
     """``count`` one-character edits (see the module docstring), four per place."""
     text = list(lines)
     edits: list[Edit] = []
+    seen = {hash("\n".join(text))}
     for k in range(count):
         b = blocks[(k // 4 * 7) % len(blocks)]
         op = k % 4
-        if op == 0:  # the limit's last digit
+        if op == 0:  # record -> recordx: F821
+            col = text[b.name_line].index("record") + len("record")
+            edit = Edit(b.name_line, col, col, "x")
+        elif op == 1:  # the limit's last digit
             s = text[b.limit_line]
             m = re.search(r"limit: int = \d+", s)
             assert m is not None
             col = m.end() - 1
             edit = Edit(b.limit_line, col, col + 1, str((int(s[col]) + 1) % 10))
-        elif op == 1:  # record -> recordx: F821
-            col = text[b.name_line].index("record") + len("record")
-            edit = Edit(b.name_line, col, col, "x")
-        elif op == 2:  # and back
+        elif op == 2:  # recordx -> record (a text not seen before: the limit changed)
             col = text[b.name_line].index("recordx") + len("record")
             edit = Edit(b.name_line, col, col + 1, "")
         else:  # the multiplier
@@ -221,6 +227,8 @@ def make_edits(lines: list[str], blocks: list[Block], count: int) -> list[Edit]:
             edit = Edit(b.factor_line, col, col + 1, str(int(s[col]) % 9 + 1))
         edit.apply(text)
         edits.append(edit)
+        seen.add(hash("\n".join(text)))
+        assert len(seen) == k + 2, f"edit {k} gives a text seen before"
     return edits
 
 
@@ -488,8 +496,9 @@ TRACE_CHAIN = [
     ("did_change_out", "Session.did_change: offsets, LineIndex.replace, sync, schedule ruff"),
     ("check_in", "ruff task starts (DocAnalysis._run_ruff)"),
     ("engine_in", "Analyzer.check: configs, content_hash; engine: encode, trees.use, locks"),
-    ("child_change_sent", "full-text didChange to the ruff server child (json.dumps + write)"),
+    ("child_change_sent", "full-text didChange to the child: json.dumps, write, drain returns"),
     ("child_pull_sent", "textDocument/diagnostic request to the child"),
+    ("child_flushed", "rest of the text + request written as the child reads (pipe > 64 KiB)"),
     ("child_rx", "ruff server child: apply didChange + lint + answer the pull"),
     ("child_parsed", "json.loads of the child's reply"),
     ("engine_out", "wake the request, diagnostic_from_server, sort"),
@@ -572,7 +581,10 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
     around(Session, "set_diagnostics", "publish_in", "publish_out")
     send = _lsp_stdio.LspStdioClient._send
 
+    child_pipes: set[int] = set()  # the ruff server child's stdin transports
+
     async def traced_send(self: Any, message: dict[str, Any]) -> None:
+        child_pipes.add(id(self._stdin.transport))
         await send(self, message)
         method = message.get("method")
         if method == "textDocument/didChange":
@@ -581,6 +593,16 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
             mark("child_pull_sent")
 
     _lsp_stdio.LspStdioClient._send = traced_send  # type: ignore[method-assign]
+    from asyncio import unix_events
+
+    write_ready = unix_events._UnixWritePipeTransport._write_ready  # type: ignore[attr-defined]
+
+    def traced_write_ready(self: Any) -> None:
+        write_ready(self)
+        if not self._buffer and id(self) in child_pipes:  # the rest is in the pipe now
+            mark("child_flushed")
+
+    unix_events._UnixWritePipeTransport._write_ready = traced_write_ready  # type: ignore[attr-defined]
 
     def dump() -> None:
         Path(trace_path).write_text(json.dumps(events))
@@ -595,7 +617,7 @@ def trace_steps(engine: Engine, first_version: int) -> tuple[list[tuple[str, flo
     assert engine.trace is not None
     events = [tuple(e) for e in json.loads(engine.trace.read_text())]
     starts = [(i, e[2]) for i, e in enumerate(events) if e[0] == "rx"]
-    steps: dict[str, list[float]] = {}
+    steps: dict[tuple[str, str], list[float]] = {}
     totals: list[float] = []
     for n, (i, version) in enumerate(starts):
         if version is None or version < first_version or version not in engine.sent:
@@ -609,11 +631,16 @@ def trace_steps(engine: Engine, first_version: int) -> tuple[list[tuple[str, flo
             if found:
                 chain.append((name, min(found)))
         chain.append(("arrive", arrived))
-        for (_, a), (b, tb) in itertools.pairwise(chain):
-            steps.setdefault(b, []).append((tb - a) * 1000)
+        for (a, ta), (b, tb) in itertools.pairwise(chain):
+            steps.setdefault((a, b), []).append((tb - ta) * 1000)
         totals.append((arrived - sent) * 1000)
-    labels = dict(TRACE_CHAIN)
-    return [(labels[k], pct(v, 0.5)) for k, v in steps.items()], pct(totals, 0.5)
+    labels = dict(TRACE_CHAIN)  # a step is named after the event that ends it, except:
+    whole = "Analyzer.check: configs + the whole `ruff check` run (subprocess engine)"
+    named = [
+        (whole if k == ("check_in", "check_out") else labels[k[1]], pct(v, 0.5))
+        for k, v in steps.items()
+    ]
+    return named, pct(totals, 0.5)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -722,7 +749,7 @@ async def run_size(
     if args.trace:
         for e in engines:
             if e.kind == "dbcode":
-                e.trace = tmp / f"trace-{size}-{len(e.env)}-{e.env.get('DBCODE_RUFF_ENGINE')}.json"
+                e.trace = log_dir / f"trace-{size}-{e.env.get('DBCODE_RUFF_ENGINE')}.json"
     client_cpu = 0.0
     mismatched = 0
     loads: list[float] = [loadavg()]
@@ -868,9 +895,7 @@ async def amain(args: argparse.Namespace) -> int:
                 )
     finally:
         await drop_scratch(args.dsn)
-        shutil.rmtree(tmp / "ruff-ws", ignore_errors=True)
-        if not args.log_dir:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the logs too, unless --log-dir is elsewhere
     print()
     print(
         f"{args.edits} measured edits per file and engine (after {WARMUP_EDITS} warm-up edits), "
