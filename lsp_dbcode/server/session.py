@@ -219,8 +219,7 @@ class Session:
                     doc.target_agent = await self._last_author(doc)
                     if doc.target_agent and doc.target_agent != self.agent:
                         self.log_message(
-                            f"{path}: revision {rev} by {doc.target_agent} (changed while "
-                            "opening)"
+                            f"{path}: revision {rev} by {doc.target_agent} (changed while opening)"
                         )
                 doc.base_text = (
                     item.text
