@@ -17,6 +17,7 @@ from .analysis import (
     SyntaxTree,
     dbcode_settings,
     is_config_path,
+    is_python_path,
     language_for_path,
 )
 from .store import Store
@@ -25,16 +26,12 @@ from .text.positions import LineIndex
 log = logging.getLogger(__name__)
 
 
-def is_python(path: str) -> bool:
-    return path.endswith((".py", ".pyi"))
-
-
 async def format_for_commit(
     ruff: RuffEngine, configs: Mapping[str, str], path: str, text: str
 ) -> str:
     """The text to store: ruff-formatted when the workspace's root pyproject.toml says
     ``[tool.dbcode] format-on-commit = true`` and the text parses; else as written."""
-    if not is_python(path):
+    if not is_python_path(path):
         return text
     if not dbcode_settings(configs.get("pyproject.toml")).format_on_commit:
         return text
@@ -81,12 +78,12 @@ async def check_workspace(store: Store, ruff: RuffEngine, workspace: str) -> Wor
     texts = {f.path: f.text for f in files}
     report = WorkspaceReport(workspace, seq, texts)
     configs = {p: t for p, t in texts.items() if is_config_path(p)}
-    python = {p: t for p, t in texts.items() if is_python(p)}
+    python = {p: t for p, t in texts.items() if is_python_path(p)}
     if python:
         found = await ruff.check_tree(python, configs)
         report.problems.update({p: ds for p, ds in found.items() if ds})
     for path, text in texts.items():
-        if is_python(path):
+        if is_python_path(path):
             continue
         try:
             errors = syntax_problems(path, text)
@@ -102,6 +99,6 @@ async def check_text(
     store: Store, ruff: RuffEngine, workspace: str, path: str, text: str
 ) -> list[Diagnostic]:
     """Problems of one file's text, with the workspace's ruff config."""
-    if is_python(path):
+    if is_python_path(path):
         return await ruff.check(text, path, await store.config_files(workspace))
     return syntax_problems(path, text) or []

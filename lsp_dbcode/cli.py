@@ -120,11 +120,11 @@ async def cmd_write(store: Store, args: argparse.Namespace) -> int:
     validate.check_path(args.path)
     data = sys.stdin.buffer.read()
     text = validate.decode_content(data, f"stdin for {args.path}", store.content_bytes_max)
-    from .analysis import AnalysisError, RuffEngine
-    from .check import check_text, format_for_commit, is_python
+    from .analysis import AnalysisError, RuffEngine, is_python_path
+    from .check import check_text, format_for_commit
 
     async with RuffEngine() as ruff:
-        if is_python(args.path):
+        if is_python_path(args.path):
             try:
                 configs = await store.config_files(args.workspace)
             except NotFound:

@@ -26,11 +26,12 @@ from ..analysis import (
     Span,
     SyntaxTree,
     is_config_path,
+    is_python_path,
     language_for_path,
     make_ruff_engine,
 )
 from ..analysis.model import SYMBOL_KINDS
-from ..check import format_for_commit, is_python
+from ..check import format_for_commit
 from ..store import Store, StoreError
 from ..text.diff import diff_edits
 from ..text.edits import Edit, content_hash
@@ -126,7 +127,7 @@ class Analyzer:
 
     async def format_for_commit(self, workspace: str, path: str, text: str) -> str:
         """The text to store for ``path`` (formatted if the workspace asks for it)."""
-        if not is_python(path):
+        if not is_python_path(path):
             return text
         return await format_for_commit(self.ruff, await self.configs(workspace), path, text)
 
@@ -172,7 +173,7 @@ class DocAnalysis:
 
     def on_change(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
         self._update_tree(doc, edits)
-        if is_python(doc.path):
+        if is_python_path(doc.path):
             self.schedule_ruff(doc)
 
     def _update_tree(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
@@ -190,7 +191,7 @@ class DocAnalysis:
             if len(pending) > TREE_EDITS_MAX:  # cheaper to parse afresh
                 doc.extra.pop("tree", None)
                 pending.clear()
-        if is_python(doc.path):
+        if is_python_path(doc.path):
             return
         tree = self._tree(doc)
         diags = (
@@ -241,7 +242,7 @@ class DocAnalysis:
         arrive right after didOpen, before the open has finished reading the database)."""
         async with doc.lock:
             pass  # didOpen holds the lock until it has read the file
-        if not is_python(doc.path):
+        if not is_python_path(doc.path):
             if "syntax" not in doc.diagnostics:
                 self._update_tree(doc, None)
             return
@@ -254,7 +255,7 @@ class DocAnalysis:
         """The workspace's ruff config changed: lint its open Python documents again."""
         docs = [d for d in self.session.docs.values() if d.workspace == workspace]
         for doc in docs:
-            if is_python(doc.path):
+            if is_python_path(doc.path):
                 self.schedule_ruff(doc)
         if self.session.pull_diagnostics and docs:
             self.session.run_task(self._refresh_after(docs))
@@ -272,7 +273,7 @@ class DocAnalysis:
         return doc.text_edits(diff_edits(old, new), self.session.encoding)
 
     async def format(self, doc: OpenDoc, rng: types.Range | None) -> list[types.TextEdit] | None:
-        if not is_python(doc.path):
+        if not is_python_path(doc.path):
             return None
         text = doc.text
         configs = await self.analyzer.configs(doc.workspace)
@@ -294,7 +295,7 @@ class DocAnalysis:
     ) -> list[types.CodeAction]:
         from .features import _workspace_edit
 
-        if not is_python(doc.path):
+        if not is_python_path(doc.path):
             return []
         session = self.session
         enc = session.encoding

@@ -79,9 +79,6 @@ class _Feed:
         old, self._changed = self._changed, asyncio.Event()
         old.set()
 
-    def wake_all(self) -> None:
-        self._signal()
-
 
 class Hub:
     """Per-process LISTEN connection and feeds."""
@@ -96,7 +93,6 @@ class Hub:
         self._listening = asyncio.Event()
         self._closed = False
         self.reconnects = 0
-        self._conn: psycopg.AsyncConnection | None = None
 
     @property
     def connected(self) -> bool:
@@ -118,11 +114,6 @@ class Hub:
             if feed._task is not None:
                 feed._task.cancel()
 
-    async def kill_connection_for_test(self) -> None:
-        """Close the LISTEN connection abruptly (tests of reconnection)."""
-        if self._conn is not None:
-            await self._conn.close()
-
     async def _run(self) -> None:
         delay = 0.05
         while not self._closed:
@@ -130,7 +121,6 @@ class Hub:
                 conn = await psycopg.AsyncConnection.connect(
                     self._dsn, autocommit=True, connect_timeout=5
                 )
-                self._conn = conn
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
@@ -159,8 +149,6 @@ class Hub:
                 self._listening.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
-            finally:
-                self._conn = None
 
     async def _feed(self, workspace: str) -> _Feed:
         found = self._feeds.get(workspace)
@@ -175,10 +163,6 @@ class Hub:
             self._feeds[workspace] = feed
             feed.poke()  # anything committed between LISTEN and the head query
             return feed
-
-    async def head(self, workspace: str) -> int:
-        """This process's view of the head (as fresh as the last wake-up)."""
-        return (await self._feed(workspace)).last_seq
 
     async def subscribe(self, workspace: str, since_seq: int) -> AsyncIterator[Changeset]:
         feed = await self._feed(workspace)

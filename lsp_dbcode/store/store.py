@@ -206,15 +206,6 @@ class Store:
             raise NotFound(f"{workspace}/{path} has no text at revision {revision}")
         return str(rows[0][0])
 
-    async def revision_of(self, workspace: str, path: str) -> int:
-        """Current revision of a file, 0 if it does not exist."""
-        rows = await self._fetchall(
-            "SELECT f.revision FROM dbcode_file f JOIN dbcode_workspace w ON w.id = f.workspace_id"
-            " WHERE w.name = %s AND f.path = %s AND NOT f.deleted",
-            (workspace, path),
-        )
-        return int(rows[0][0]) if rows else 0
-
     async def list_files(self, workspace: str, prefix: str = "") -> list[FileInfo]:
         ws = await self._workspace_id(workspace)
         like = _like_prefix(prefix)
@@ -229,18 +220,6 @@ class Store:
             (ws, like),
         )
         return [FileInfo(p, int(rv), int(sz), a, t, int(s)) for p, rv, sz, a, t, s in rows]
-
-    async def read_many(self, workspace: str, paths: Iterable[str]) -> dict[str, FileText]:
-        """Current text of several files (missing ones are left out)."""
-        ws = await self._workspace_id(workspace)
-        rows = await self._fetchall(
-            "SELECT f.path, f.revision, r.content FROM dbcode_file f"
-            " JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
-            "  AND r.path = f.path AND r.revision = f.revision"
-            " WHERE f.workspace_id = %s AND f.path = ANY(%s) AND NOT f.deleted",
-            (ws, list(paths)),
-        )
-        return {p: FileText(workspace, p, int(rv), t) for p, rv, t in rows}
 
     async def snapshot(self, workspace: str, prefix: str = "") -> tuple[int, list[FileText]]:
         """All current files and the seq they reflect, read in one consistent snapshot."""
@@ -321,13 +300,6 @@ class Store:
             (workspace, since, limit),
         )
         return [_changeset(workspace, r) for r in rows]
-
-    async def changesets_since(
-        self, workspace: str, since: int, limit: int = FEED_BATCH_MAX
-    ) -> list[Changeset]:
-        """Changesets with seq > since, in seq order (at most ``limit``)."""
-        await self._workspace_id(workspace)
-        return await self._changesets_since(workspace, since, limit)
 
     async def history(self, workspace: str, path: str) -> list[RevisionInfo]:
         """Every revision of a file, newest first."""
