@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
 import logging
 from collections.abc import Generator
 from typing import Any
@@ -29,6 +32,7 @@ from pygls.protocol import (
 )
 
 log = logging.getLogger(__name__)
+_sending: set[asyncio.Future[Any]] = set()
 
 
 @attrs.define
@@ -73,6 +77,21 @@ class DbcodeProtocol(LanguageServerProtocol):
                     exc = JsonRpcInvalidParams(message=message)
                 return BadRequest(data["id"], method, exc)
             raise
+
+    def send_raw(self, data: dict[str, Any]) -> None:
+        """Write one JSON-RPC message given as plain JSON data (no cattrs on the way): the hot
+        paths (diagnostics, pushed edits) build their payloads as dicts."""
+        writer = self.writer
+        if writer is None:
+            return
+        body = json.dumps(data, separators=(",", ":")).encode()
+        if self._include_headers:
+            body = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        res = writer.write(body)
+        if inspect.isawaitable(res):  # a WebSocket: the send is a coroutine
+            task = asyncio.ensure_future(res)
+            _sending.add(task)
+            task.add_done_callback(_sending.discard)
 
     def handle_message(self, message: Any) -> None:
         if isinstance(message, BadRequest):

@@ -26,6 +26,7 @@ BUFFER_MAX = 2048
 FETCH_BATCH_MAX = 500
 SAFETY_POLL_S = 10.0
 RECONNECT_DELAY_MAX_S = 2.0
+HELD_MAX = 1024
 
 Fetch = Callable[[str, int, int], Awaitable[list[Changeset]]]
 Head = Callable[[str], Awaitable[int]]
@@ -42,6 +43,7 @@ class _Feed:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._held: dict[int, Changeset] = {}
 
     @property
     def changed(self) -> asyncio.Event:
@@ -55,17 +57,41 @@ class _Feed:
             return
         self._task = asyncio.get_running_loop().create_task(self._refresh())
 
+    def offer(self, cs: Changeset) -> None:
+        """A changeset this process committed: delivered now if it is the next one, else held
+        until the ones before it have been fetched."""
+        if cs.seq <= self.last_seq:
+            return
+        if cs.seq != self.last_seq + 1:
+            if len(self._held) < HELD_MAX:
+                self._held[cs.seq] = cs
+            self.poke()
+            return
+        self._append(cs)
+        self._signal()
+
+    def _append(self, cs: Changeset) -> None:
+        assert cs.seq == self.last_seq + 1, "seq must be gap-free"
+        self.buffer.append(cs)
+        self.last_seq = cs.seq
+        while (held := self._held.pop(self.last_seq + 1, None)) is not None:
+            self.buffer.append(held)
+            self.last_seq = held.seq
+        if self._held:
+            for seq in [s for s in self._held if s <= self.last_seq]:
+                del self._held[seq]
+
     async def _refresh(self) -> None:
         while True:
             self._again = False
             try:
                 while True:
                     rows = await self._fetch(self.workspace, self.last_seq, FETCH_BATCH_MAX)
+                    before = self.last_seq
                     for cs in rows:
-                        assert cs.seq == self.last_seq + 1, "seq must be gap-free"
-                        self.buffer.append(cs)
-                        self.last_seq = cs.seq
-                    if rows:
+                        if cs.seq > self.last_seq:  # offer() may have delivered some meanwhile
+                            self._append(self._held.pop(cs.seq, cs))
+                    if self.last_seq != before:
                         self._signal()
                     if len(rows) < FETCH_BATCH_MAX:
                         break
@@ -130,9 +156,12 @@ class Hub:
                         feed.poke()
                     while not self._closed:
                         async for note in conn.notifies(timeout=SAFETY_POLL_S):
-                            workspace, _, _seq = note.payload.rpartition(" ")
+                            workspace, _, seq = note.payload.rpartition(" ")
                             woken = self._feeds.get(workspace)
-                            if woken is not None:
+                            # Our own commits are in the feed already (offer): no fetch.
+                            if woken is not None and not (
+                                seq.isdigit() and int(seq) <= woken.last_seq
+                            ):
                                 woken.poke()
                         if conn.closed:
                             raise psycopg.OperationalError("LISTEN connection closed")
@@ -149,6 +178,12 @@ class Hub:
                 self._listening.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+
+    def offer(self, cs: Changeset) -> None:
+        """A changeset committed by this process (see ``_Feed.offer``)."""
+        feed = self._feeds.get(cs.workspace)
+        if feed is not None:
+            feed.offer(cs)
 
     async def _feed(self, workspace: str) -> _Feed:
         found = self._feeds.get(workspace)

@@ -63,6 +63,8 @@ class FileChange:
     revision: int
     kind: ChangeKind
     old_path: str | None = None
+    # The revision's text when the feed carried it (small files; None: read it when needed).
+    text: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,7 +182,245 @@ END
 $fn$;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
+# v2: group commit. One changeset's work moves into dbcode_apply (no NOTIFY); dbcode_commit
+# keeps its signature and behaviour. dbcode_commit_many applies a batch of changesets of one
+# workspace in one transaction: every file row of the batch is locked first (path order, as
+# dbcode_commit does: no deadlock between the two), then each changeset runs in its own
+# subtransaction (BEGIN ... EXCEPTION), so one that conflicts fails alone and leaves no seq
+# behind; the others get consecutive seqs under one workspace row lock and share one WAL flush
+# and one NOTIFY (the last seq: the hub reads everything after what it has).
+_V2 = r"""
+CREATE FUNCTION dbcode_workspace_id(p_workspace text) RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws bigint;
+BEGIN
+    SELECT id INTO ws FROM dbcode_workspace WHERE name = p_workspace;
+    IF ws IS NULL THEN
+        INSERT INTO dbcode_workspace (name) VALUES (p_workspace) ON CONFLICT (name) DO NOTHING;
+        SELECT id INTO ws FROM dbcode_workspace WHERE name = p_workspace;
+    END IF;
+    RETURN ws;
+END
+$fn$;
+
+-- Make a row for every path, then lock them all in path order.
+CREATE FUNCTION dbcode_lock_paths(ws bigint, all_paths text[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO dbcode_file (workspace_id, path, revision, deleted)
+        SELECT ws, x, 0, true FROM unnest(all_paths) x ORDER BY x
+        ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM dbcode_file WHERE workspace_id = ws AND path = ANY (all_paths)
+        ORDER BY path FOR UPDATE;
+END
+$fn$;
+
+CREATE FUNCTION dbcode_changeset_paths(p_changes jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM (
+        SELECT c ->> 'path' AS x FROM jsonb_array_elements(p_changes) c
+        UNION ALL
+        SELECT c ->> 'new_path' FROM jsonb_array_elements(p_changes) c WHERE c ? 'new_path'
+    ) q
+$fn$;
+
+-- One changeset, its paths already locked. Returns {"seq", "revisions"}; raises DB4xx.
+CREATE FUNCTION dbcode_apply(ws bigint, p_agent text, p_message text, p_changes jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    s         bigint;
+    ch        jsonb;
+    op        text;
+    p         text;
+    np        text;
+    base      integer;
+    cur_rev   integer;
+    cur_del   boolean;
+    cur       integer;
+    dst_rev   integer;
+    dst_del   boolean;
+    src_text  text;
+    all_paths text[];
+    r_path    text[] := '{}';
+    r_rev     integer[] := '{}';
+    r_kind    text[] := '{}';
+    r_old     text[] := '{}';
+    r_content text[] := '{}';
+    revs      jsonb := '{}';
+    txt       text;
+    knd       text;
+BEGIN
+    IF jsonb_typeof(p_changes) IS DISTINCT FROM 'array' OR jsonb_array_length(p_changes) = 0 THEN
+        RAISE EXCEPTION 'a changeset needs at least one change' USING ERRCODE = 'DB400';
+    END IF;
+    -- Fast path, the common case: one file written. Same effects as the general path below,
+    -- in fewer statements (no arrays, no unnest).
+    IF jsonb_array_length(p_changes) = 1 AND p_changes -> 0 ->> 'op' = 'write' THEN
+        ch := p_changes -> 0;
+        p := ch ->> 'path';
+        txt := ch ->> 'text';
+        base := (ch ->> 'base')::integer;
+        IF p IS NULL OR txt IS NULL THEN
+            RAISE EXCEPTION 'a write needs a path and a text' USING ERRCODE = 'DB400';
+        END IF;
+        SELECT revision, deleted INTO cur_rev, cur_del
+            FROM dbcode_file WHERE workspace_id = ws AND path = p FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO dbcode_file (workspace_id, path, revision, deleted)
+                VALUES (ws, p, 0, true) ON CONFLICT DO NOTHING;
+            SELECT revision, deleted INTO cur_rev, cur_del
+                FROM dbcode_file WHERE workspace_id = ws AND path = p FOR UPDATE;
+        END IF;
+        cur := CASE WHEN cur_del THEN 0 ELSE cur_rev END;
+        IF base IS NOT NULL AND base <> cur THEN
+            RAISE EXCEPTION 'conflict on %', p USING ERRCODE = 'DB409',
+                DETAIL = jsonb_build_object('path', p, 'current', cur)::text;
+        END IF;
+        knd := CASE WHEN cur_del THEN 'create' ELSE 'update' END;
+        UPDATE dbcode_workspace SET head_seq = head_seq + 1 WHERE id = ws
+            RETURNING head_seq INTO s;
+        INSERT INTO dbcode_changeset (workspace_id, seq, agent, message)
+            VALUES (ws, s, p_agent, p_message);
+        INSERT INTO dbcode_revision (workspace_id, path, revision, seq, kind, content, size, sha)
+            VALUES (ws, p, cur_rev + 1, s, knd, txt, octet_length(txt), md5(txt));
+        UPDATE dbcode_file SET revision = cur_rev + 1, deleted = false
+            WHERE workspace_id = ws AND path = p;
+        RETURN jsonb_build_object('seq', s, 'revisions', jsonb_build_object(p, cur_rev + 1),
+            'time', now(),
+            'files', jsonb_build_array(jsonb_build_array(p, cur_rev + 1, knd, NULL)));
+    END IF;
+    all_paths := dbcode_changeset_paths(p_changes);
+    IF (SELECT count(DISTINCT x) FROM unnest(all_paths) x) <> cardinality(all_paths) THEN
+        RAISE EXCEPTION 'a path appears more than once in one changeset' USING ERRCODE = 'DB400';
+    END IF;
+    PERFORM dbcode_lock_paths(ws, all_paths);
+
+    FOR ch IN SELECT value FROM jsonb_array_elements(p_changes) LOOP
+        op := ch ->> 'op';
+        p := ch ->> 'path';
+        base := (ch ->> 'base')::integer;
+        SELECT revision, deleted INTO cur_rev, cur_del
+            FROM dbcode_file WHERE workspace_id = ws AND path = p;
+        cur := CASE WHEN cur_del THEN 0 ELSE cur_rev END;
+        IF base IS NOT NULL AND base <> cur THEN
+            RAISE EXCEPTION 'conflict on %', p USING ERRCODE = 'DB409',
+                DETAIL = jsonb_build_object('path', p, 'current', cur)::text;
+        END IF;
+        IF op = 'write' THEN
+            r_path := r_path || p;
+            r_rev := r_rev || (cur_rev + 1);
+            r_kind := r_kind || (CASE WHEN cur_del THEN 'create' ELSE 'update' END);
+            r_old := r_old || NULL::text;
+            r_content := r_content || (ch ->> 'text');
+            revs := revs || jsonb_build_object(p, cur_rev + 1);
+        ELSIF op = 'delete' THEN
+            IF cur_del THEN
+                RAISE EXCEPTION 'no such file: %', p USING ERRCODE = 'DB404',
+                    DETAIL = jsonb_build_object('path', p)::text;
+            END IF;
+            r_path := r_path || p;
+            r_rev := r_rev || (cur_rev + 1);
+            r_kind := r_kind || 'delete'::text;
+            r_old := r_old || NULL::text;
+            r_content := r_content || NULL::text;
+            revs := revs || jsonb_build_object(p, cur_rev + 1);
+        ELSIF op = 'rename' THEN
+            np := ch ->> 'new_path';
+            IF cur_del THEN
+                RAISE EXCEPTION 'no such file: %', p USING ERRCODE = 'DB404',
+                    DETAIL = jsonb_build_object('path', p)::text;
+            END IF;
+            SELECT revision, deleted INTO dst_rev, dst_del
+                FROM dbcode_file WHERE workspace_id = ws AND path = np;
+            IF NOT dst_del THEN
+                RAISE EXCEPTION 'rename target exists: %', np USING ERRCODE = 'DB409',
+                    DETAIL = jsonb_build_object('path', np, 'current', dst_rev)::text;
+            END IF;
+            SELECT content INTO src_text FROM dbcode_revision
+                WHERE workspace_id = ws AND path = p AND revision = cur_rev;
+            r_path := r_path || p || np;
+            r_rev := r_rev || (cur_rev + 1) || (dst_rev + 1);
+            r_kind := r_kind || 'moved'::text || 'rename'::text;
+            r_old := r_old || np || p;
+            r_content := r_content || NULL::text || src_text;
+            revs := revs || jsonb_build_object(p, cur_rev + 1, np, dst_rev + 1);
+        ELSE
+            RAISE EXCEPTION 'unknown change op %', op USING ERRCODE = 'DB400';
+        END IF;
+    END LOOP;
+
+    -- Last: take the workspace row lock and the next seq. Held until COMMIT.
+    UPDATE dbcode_workspace SET head_seq = head_seq + 1 WHERE id = ws RETURNING head_seq INTO s;
+    INSERT INTO dbcode_changeset (workspace_id, seq, agent, message)
+        VALUES (ws, s, p_agent, p_message);
+    INSERT INTO dbcode_revision (workspace_id, path, revision, seq, kind, old_path, content,
+                                 size, sha)
+        SELECT ws, t.path, t.rev, s, t.kind, t.old, t.content,
+               coalesce(octet_length(t.content), 0), md5(t.content)
+        FROM unnest(r_path, r_rev, r_kind, r_old, r_content) AS t (path, rev, kind, old, content);
+    UPDATE dbcode_file f SET revision = t.rev, deleted = t.content IS NULL
+        FROM unnest(r_path, r_rev, r_content) AS t (path, rev, content)
+        WHERE f.workspace_id = ws AND f.path = t.path;
+    -- The changeset as subscribers see it: the committing process feeds its own hub from it.
+    RETURN jsonb_build_object('seq', s, 'revisions', revs, 'time', now(), 'files', (
+        SELECT jsonb_agg(jsonb_build_array(t.path, t.rev, t.kind, t.old) ORDER BY t.path)
+        FROM unnest(r_path, r_rev, r_kind, r_old) AS t (path, rev, kind, old)
+        WHERE t.kind <> 'moved'));
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION dbcode_commit(p_workspace text, p_agent text, p_message text,
+                                         p_changes jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    result jsonb;
+BEGIN
+    result := dbcode_apply(dbcode_workspace_id(p_workspace), p_agent, p_message, p_changes);
+    PERFORM pg_notify('dbcode', p_workspace || ' ' || (result ->> 'seq'));
+    RETURN result;
+END
+$fn$;
+
+-- p_batch: [{"agent", "message", "changes"}]. Returns one entry per changeset, in order:
+-- {"seq", "revisions"} or {"error": SQLSTATE, "message", "detail"}.
+CREATE FUNCTION dbcode_commit_many(p_workspace text, p_batch jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws      bigint := dbcode_workspace_id(p_workspace);
+    item    jsonb;
+    result  jsonb;
+    results jsonb := '[]';
+    last    bigint;
+    e_state text;
+    e_msg   text;
+    e_det   text;
+BEGIN
+    -- Every path of the batch, locked before any workspace row lock (as dbcode_commit does).
+    PERFORM dbcode_lock_paths(ws, (
+        SELECT coalesce(array_agg(DISTINCT x), '{}') FROM jsonb_array_elements(p_batch) b,
+            unnest(dbcode_changeset_paths(CASE WHEN jsonb_typeof(b -> 'changes') = 'array'
+                                               THEN b -> 'changes' ELSE '[]' END)) x
+         WHERE x IS NOT NULL));
+    FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
+        BEGIN
+            result := dbcode_apply(ws, item ->> 'agent', item ->> 'message', item -> 'changes');
+            last := (result ->> 'seq')::bigint;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT,
+                e_det = PG_EXCEPTION_DETAIL;
+            result := jsonb_build_object('error', e_state, 'message', e_msg, 'detail', e_det);
+        END;
+        results := results || jsonb_build_array(result);
+    END LOOP;
+    IF last IS NOT NULL THEN
+        PERFORM pg_notify('dbcode', p_workspace || ' ' || last);
+    END IF;
+    RETURN results;
+END
+$fn$;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -7,10 +7,13 @@ workspace row lock gives the gap-free, commit-ordered ``seq``.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,10 +43,27 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
 FEED_BATCH_MAX = 500
+# Group commit: at most this many changesets (and about this much text) per database call.
+# Each changeset of a batch is a subtransaction; PostgreSQL caches 64 per backend.
+COMMIT_BATCH_MAX = 32
+COMMIT_BATCH_BYTES = 4 * 2**20
 
 _CHANGESET_COLUMNS = """
     c.seq, c.agent, c.message, c.created_at,
     (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path)
+                              ORDER BY r.path), '[]')
+       FROM dbcode_revision r
+      WHERE r.workspace_id = c.workspace_id AND r.seq = c.seq AND r.kind <> 'moved')
+"""
+
+
+# The feed's fetch also carries the texts of small files: a process that has the file open
+# needs it at once, and one fetch serves all its sessions (saves a read per changeset).
+FEED_TEXT_BYTES_MAX = 128 * 1024  # the 131072 below
+_FEED_COLUMNS = """
+    c.seq, c.agent, c.message, c.created_at,
+    (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path,
+                              CASE WHEN r.size <= 131072 THEN r.content END)
                               ORDER BY r.path), '[]')
        FROM dbcode_revision r
       WHERE r.workspace_id = c.workspace_id AND r.seq = c.seq AND r.kind <> 'moved')
@@ -58,7 +78,22 @@ def _changeset(workspace: str, row: Sequence[Any]) -> Changeset:
         agent=agent,
         message=message,
         time=created_at,
-        files=tuple(FileChange(p, int(r), k, o) for p, r, k, o in files),
+        files=tuple(FileChange(f[0], int(f[1]), f[2], f[3], *f[4:]) for f in files),
+    )
+
+
+def _own_changeset(workspace: str, pending: _Pending, result: dict[str, Any]) -> Changeset:
+    """The changeset just committed, as the feed would fetch it (texts from the request)."""
+    texts = {i["path"]: i.get("text") for i in pending.items if i["op"] == "write"}
+    return Changeset(
+        workspace=workspace,
+        seq=int(result["seq"]),
+        agent=pending.agent,
+        message=pending.message,
+        time=datetime.fromisoformat(result["time"]),
+        files=tuple(
+            FileChange(p, int(r), k, o, texts.get(p)) for p, r, k, o in result["files"] or ()
+        ),
     )
 
 
@@ -70,6 +105,39 @@ def _like_prefix(prefix: str) -> str:
 
 def _sha(text: str) -> str:
     return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    agent: str
+    message: str | None
+    items: list[dict[str, Any]]
+    future: asyncio.Future[CommitResult]
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(i.get("text") or "") for i in self.items) + 100
+
+
+@dataclass(eq=False, slots=True)
+class _CommitQueue:
+    items: collections.deque[_Pending] = field(default_factory=collections.deque)
+    task: asyncio.Task[None] | None = None
+
+
+def _settle(
+    future: asyncio.Future[CommitResult],
+    *,
+    value: CommitResult | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert value is not None
+        future.set_result(value)
 
 
 class Store:
@@ -93,6 +161,9 @@ class Store:
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
         )
         self.hub = Hub(dsn, self._changesets_since, self.head)
+        self._commit_queues: dict[str, _CommitQueue] = {}
+        self.batches = 0  # commit calls sent (for benchmarks and tests)
+        self.batched = 0  # changesets they carried
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -294,7 +365,7 @@ class Store:
 
     async def _changesets_since(self, workspace: str, since: int, limit: int) -> list[Changeset]:
         rows = await self._fetchall(
-            f"SELECT {_CHANGESET_COLUMNS} FROM dbcode_changeset c"  # noqa: S608 - constant text
+            f"SELECT {_FEED_COLUMNS} FROM dbcode_changeset c"  # noqa: S608 - constant text
             " JOIN dbcode_workspace w ON w.id = c.workspace_id"
             " WHERE w.name = %s AND c.seq > %s ORDER BY c.seq LIMIT %s",
             (workspace, since, limit),
@@ -348,31 +419,138 @@ class Store:
         agent: str,
         message: str | None = None,
     ) -> CommitResult:
-        """Commit all changes atomically, or none (Conflict / NotFound / InvalidInput)."""
+        """Commit all changes atomically, or none (Conflict / NotFound / InvalidInput).
+
+        Group commit: while a commit of this process is in flight for the workspace, the
+        changesets that arrive queue up and then go to the database together, one call of
+        ``dbcode_commit_many`` (each changeset still atomic on its own, with its own seq and
+        its own outcome): one workspace row lock, one WAL flush, one NOTIFY for the batch.
+        """
         validate.check_workspace(workspace)
         if not changes:
             raise InvalidInput("a changeset needs at least one change")
         if not agent or len(agent) > 200:
             raise InvalidInput("invalid agent name: 1-200 characters")
         items = [self._check_change(c) for c in changes]
+        pending = _Pending(agent, message, items, asyncio.get_running_loop().create_future())
+        queue = self._commit_queues.get(workspace)
+        if queue is None:
+            queue = self._commit_queues[workspace] = _CommitQueue()
+        queue.items.append(pending)
+        if queue.task is None:
+            queue.task = asyncio.create_task(self._drain(workspace, queue))
+        # Cancelled while queued: the changeset is dropped. Cancelled while in flight: it may
+        # commit (as with any statement cancelled mid-way).
+        return await pending.future
+
+    async def _drain(self, workspace: str, queue: _CommitQueue) -> None:
+        """Send the workspace's queued changesets, a batch at a time, until none is left."""
+        try:
+            while queue.items:
+                batch: list[_Pending] = []
+                size = 0
+                while queue.items and len(batch) < COMMIT_BATCH_MAX and size < COMMIT_BATCH_BYTES:
+                    item = queue.items.popleft()
+                    if item.future.cancelled():
+                        continue
+                    batch.append(item)
+                    size += item.size
+                if batch:
+                    await self._commit_batch(workspace, batch)
+        finally:
+            queue.task = None
+            if queue.items:  # cancelled mid-way (the store is closing): fail the rest
+                for item in queue.items:
+                    if not item.future.done():
+                        item.future.set_exception(DatabaseUnavailable("the store was closed"))
+                queue.items.clear()
+            if self._commit_queues.get(workspace) is queue:
+                del self._commit_queues[workspace]
+
+    async def _commit_batch(self, workspace: str, batch: list[_Pending]) -> None:
+        self.batches += 1
+        self.batched += len(batch)
         try:
             async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT dbcode_commit(%s, %s, %s, %s)",
-                    (workspace, agent, message, Jsonb(items)),
-                )
-                row = await cur.fetchone()
+                if len(batch) == 1:
+                    one = batch[0]
+                    cur = await conn.execute(
+                        "SELECT dbcode_commit(%s, %s, %s, %s)",
+                        (workspace, one.agent, one.message, Jsonb(one.items)),
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    results = [row[0]]
+                else:
+                    payload = [
+                        {"agent": p.agent, "message": p.message, "changes": p.items} for p in batch
+                    ]
+                    cur = await conn.execute(
+                        "SELECT dbcode_commit_many(%s, %s)", (workspace, Jsonb(payload))
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    results = row[0]
         except psycopg.Error as exc:
-            raise self._commit_error(workspace, items, exc) from None
-        assert row is not None
-        result = row[0]
-        return CommitResult(int(result["seq"]), {k: int(v) for k, v in result["revisions"].items()})
+            if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError):
+                # Not the connection: something in one changeset that the database refused as
+                # a whole (e.g. text it cannot store). Send them one by one: each gets its own
+                # outcome.
+                log.warning(
+                    "group commit of %d changesets failed (%s); one by one", len(batch), exc
+                )
+                for p in batch:
+                    await self._commit_batch(workspace, [p])
+                return
+            for p in batch:
+                _settle(p.future, error=self._commit_error(workspace, p.items, exc))
+            return
+        except BaseException as exc:  # cancelled while in flight: the outcome is unknown
+            for p in batch:
+                _settle(p.future, error=DatabaseUnavailable(f"commit interrupted: {exc!r}"))
+            raise
+        for p, result in zip(batch, results, strict=True):
+            if "error" in result:
+                _settle(p.future, error=self._batch_error(workspace, p.items, result))
+            else:
+                revisions = {k: int(v) for k, v in result["revisions"].items()}
+                _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
+                # This process's subscribers get it now, not after NOTIFY + a fetch.
+                self.hub.offer(_own_changeset(workspace, p, result))
+
+    def _batch_error(
+        self, workspace: str, items: list[dict[str, Any]], result: dict[str, Any]
+    ) -> StoreError:
+        state = str(result.get("error"))
+        return self._error_for(
+            workspace, items, state, result.get("message") or "", result.get("detail")
+        )
 
     def _commit_error(
         self, workspace: str, items: list[dict[str, Any]], exc: psycopg.Error
     ) -> StoreError:
-        state = exc.sqlstate
-        detail = json.loads(exc.diag.message_detail or "{}") if state in ("DB409", "DB404") else {}
+        if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
+            return DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}")
+        return self._error_for(
+            workspace,
+            items,
+            exc.sqlstate or "",
+            exc.diag.message_primary or str(exc),
+            exc.diag.message_detail,
+            operational=isinstance(exc, psycopg.OperationalError),
+        )
+
+    def _error_for(
+        self,
+        workspace: str,
+        items: list[dict[str, Any]],
+        state: str,
+        message: str,
+        detail_text: str | None,
+        *,
+        operational: bool = False,
+    ) -> StoreError:
+        detail = json.loads(detail_text or "{}") if state in ("DB409", "DB404") else {}
         if state == "DB409":
             path = detail.get("path", "")
             base = next((i["base"] for i in items if i["path"] == path), None)
@@ -382,12 +560,12 @@ class Store:
         if state == "DB404":
             return NotFound(f"no such file {detail.get('path')!r} in workspace {workspace!r}")
         if state == "DB400":
-            return InvalidInput(exc.diag.message_primary or str(exc))
-        if isinstance(exc, psycopg.OperationalError):
-            return DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}")
-        if isinstance(exc, psycopg.DataError):
-            return InvalidInput(f"invalid content: {exc.diag.message_primary or exc}")
-        return StoreError(f"commit failed: {exc.diag.message_primary or exc}")
+            return InvalidInput(message)
+        if operational or state.startswith(("08", "57")):
+            return DatabaseUnavailable(f"database error at {redact(self.dsn)}: {message}")
+        if state.startswith("22"):  # data exception
+            return InvalidInput(f"invalid content: {message}")
+        return StoreError(f"commit failed: {message}")
 
     async def write(
         self,

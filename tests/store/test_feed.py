@@ -108,3 +108,49 @@ async def test_many_subscribers_one_listen_connection(database_url: str, workspa
             )
             row = await cur.fetchone()
             assert row is not None and row[0] == 1  # only `sub` listens
+
+
+async def test_feed_carries_texts_and_own_commits(database_url: str, workspace: str) -> None:
+    """A subscriber gets its own process's commits (fed from the commit's result) and other
+    processes' (fetched) with the texts of small files; big files' texts are left to a read;
+    all in order, once."""
+    big = "x = 1\n" * 30_000  # 180 KB: above the feed's text limit
+    async with Store(database_url) as mine, Store(database_url) as other:
+        await mine.write(workspace, "seed.txt", "0", agent="seed")
+        head = await mine.head(workspace)
+        got: list = []
+
+        async def collect() -> None:
+            async for cs in mine.subscribe(workspace, head):
+                got.append(cs)
+                if len(got) == 6:
+                    return
+
+        reader = asyncio.create_task(collect())
+        await asyncio.sleep(0.1)
+        await mine.write(workspace, "a.py", "own\n", agent="me")
+        await other.write(workspace, "b.py", "theirs\n", agent="them")
+        await mine.commit(
+            workspace,
+            [Change.write("c.py", "c\n"), Change.rename("a.py", "d.py")],
+            agent="me",
+        )
+        await other.write(workspace, "big.py", big, agent="them")
+        await asyncio.gather(
+            mine.write(workspace, "e.py", "e\n", agent="me"),
+            other.write(workspace, "f.py", "f\n", agent="them"),
+        )
+        await asyncio.wait_for(reader, 10)
+    assert [cs.seq for cs in got] == list(range(head + 1, head + 7))
+    files = {f.path: f for cs in got for f in cs.files}
+    assert files["a.py"].text == "own\n"
+    assert files["b.py"].text == "theirs\n"
+    assert files["c.py"].text == "c\n"
+    assert files["d.py"].kind == "rename" and files["d.py"].old_path == "a.py"
+    assert files["big.py"].text is None
+    assert {f.path for cs in got[4:] for f in cs.files} == {"e.py", "f.py"}
+    assert files["e.py"].text == "e\n" and files["f.py"].text == "f\n"
+    assert [(f.path, f.revision, f.kind) for f in got[2].files] == [
+        ("c.py", 1, "create"),
+        ("d.py", 1, "rename"),
+    ]

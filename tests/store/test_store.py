@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from lsp_dbcode.store import Change, Conflict, InvalidInput, NotFound, Store
-from lsp_dbcode.store.schema import SCHEMA_VERSION, migrate
+from lsp_dbcode.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
 
 async def test_write_read_history(store: Store, workspace: str) -> None:
@@ -153,7 +153,7 @@ async def test_migrations_concurrent_on_fresh_database(database_url: str) -> Non
                     return await migrate(conn)
 
             applied = await asyncio.gather(*(run() for _ in range(6)))
-            assert sorted(applied) == [0, 0, 0, 0, 0, len([SCHEMA_VERSION])]
+            assert sorted(applied) == [0, 0, 0, 0, 0, len(MIGRATIONS)]
             async with await psycopg.AsyncConnection.connect(url) as conn:
                 cur = await conn.execute("SELECT max(version) FROM dbcode_schema_version")
                 assert (await cur.fetchone()) == (SCHEMA_VERSION,)
@@ -174,3 +174,97 @@ async def test_import_one_changeset_and_unchanged_skip(store: Store, workspace: 
     assert (again.created, again.updated, again.unchanged) == (0, 1, 299)
     assert (await store.read(workspace, files[-1][0])).revision == 2
     assert (await store.import_files(workspace, files[:10], agent="imp")).seq is None
+
+
+async def test_group_commit_batches_keep_each_changeset_atomic(
+    store: Store, workspace: str
+) -> None:
+    """Changesets that arrive while a commit is in flight go to the database together; each
+    keeps its own outcome and seq, a conflicting one fails alone, and seqs stay gap-free."""
+    await store.write(workspace, "shared.py", "v1\n", agent="setup", base=0)
+    batches_before = store.batches
+
+    async def attempt(i: int) -> object:
+        if i == 7:  # stale base: must fail alone
+            change = Change.write("shared.py", "stale\n", base=0)
+        elif i == 8:  # multi-file changeset whose second file conflicts: nothing of it lands
+            change = Change.write("shared.py", "also stale\n", base=5)
+            return await _try(
+                store.commit(
+                    workspace,
+                    [Change.write("m/ok.py", "kept?\n", base=0), change],
+                    agent="a8",
+                )
+            )
+        elif i == 9:  # a delete of a missing file: NotFound, alone
+            change = Change.delete("missing.py")
+        else:
+            change = Change.write(f"f/{i:02}.py", f"x = {i}\n", base=0)
+        return await _try(store.commit(workspace, [change], agent=f"a{i}", message=f"m{i}"))
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(24)))
+    assert store.batches - batches_before < 24, "no changesets were batched together"
+    assert isinstance(outcomes[7], Conflict) and outcomes[7].current_revision == 1
+    assert isinstance(outcomes[8], Conflict) and outcomes[8].path == "shared.py"
+    assert isinstance(outcomes[9], NotFound)
+    ok = {i: r for i, r in enumerate(outcomes) if i not in (7, 8, 9)}
+    seqs = sorted(r.seq for r in ok.values())  # type: ignore[attr-defined]
+    assert seqs == list(range(2, 2 + len(ok))), "seqs must be consecutive and gap-free"
+    for i, r in ok.items():
+        assert r.revisions == {f"f/{i:02}.py": 1}  # type: ignore[attr-defined]
+        assert (await store.read(workspace, f"f/{i:02}.py")).text == f"x = {i}\n"
+    with pytest.raises(NotFound):
+        await store.read(workspace, "m/ok.py")
+    assert (await store.read(workspace, "shared.py")).text == "v1\n"
+    log = await store.log(workspace, limit=100)
+    assert [c.seq for c in log] == list(range(1 + len(ok), 0, -1))
+    by_seq = {c.seq: c for c in log}
+    for i, r in ok.items():
+        cs = by_seq[r.seq]  # type: ignore[attr-defined]
+        assert (cs.agent, cs.message) == (f"a{i}", f"m{i}")
+    # The feed delivers every one of them, in order, once.
+    got = []
+    async for cs in store.subscribe(workspace, 0):
+        got.append(cs.seq)
+        if cs.seq == log[0].seq:
+            break
+    assert got == list(range(1, log[0].seq + 1))
+
+
+async def test_group_commit_across_processes_is_gap_free(database_url: str) -> None:
+    """Several stores (as several processes would) batching into one workspace at once."""
+    ws = f"gc-{random.randrange(10**9)}"
+    stores = [Store(database_url, min_size=1, max_size=2) for _ in range(3)]
+    for s in stores:
+        await s.open()
+    try:
+
+        async def writer(s: Store, w: int) -> list[int]:
+            seqs = []
+            base = 0
+            for n in range(15):
+                res = await s.write(ws, f"w{w}.txt", f"{w}:{n}", agent=f"w{w}", base=base)
+                base = res.revisions[f"w{w}.txt"]
+                seqs.append(res.seq)
+            return seqs
+
+        results = await asyncio.gather(
+            *(writer(stores[w % 3], w) for w in range(12)), return_exceptions=False
+        )
+        every = sorted(q for seqs in results for q in seqs)
+        assert every == list(range(1, 12 * 15 + 1))
+        for seqs in results:
+            assert seqs == sorted(seqs)
+        assert sum(s.batched for s in stores) == 12 * 15
+        for w in range(12):
+            assert (await stores[0].read(ws, f"w{w}.txt")).text == f"{w}:14"
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def _try(coro: object) -> object:
+    try:
+        return await coro  # type: ignore[misc]
+    except (Conflict, NotFound, InvalidInput) as exc:
+        return exc
