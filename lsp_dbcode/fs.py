@@ -57,33 +57,34 @@ def _ignored(specs: list[tuple[str, pathspec.GitIgnoreSpec]], rel: str, is_dir: 
     return verdict
 
 
-def walk_tree(root: Path) -> Iterator[tuple[str, Path]]:
-    """Yield (relative POSIX path, absolute path) of files under ``root``, honouring
+def walk_tree(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Yield (relative POSIX path, directory entry) of files under ``root``, honouring
     .gitignore files at every level, skipping .git; symlinks and special files are yielded
     too (the caller reports them)."""
     root_spec = _load_ignore(root)
-    stack: list[tuple[Path, str, list[tuple[str, pathspec.GitIgnoreSpec]]]] = [
-        (root, "", [("", root_spec)] if root_spec else [])
+    stack: list[tuple[str, str, list[tuple[str, pathspec.GitIgnoreSpec]]]] = [
+        (os.fspath(root), "", [("", root_spec)] if root_spec else [])
     ]
     while stack:
         directory, rel_dir, specs = stack.pop()
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError:
             continue
         for entry in entries:
             rel = f"{rel_dir}{entry.name}"
             if entry.is_dir(follow_symlinks=False):
-                if entry.name in ALWAYS_SKIPPED_DIRS or _ignored(specs, rel, True):
+                if entry.name in ALWAYS_SKIPPED_DIRS or (specs and _ignored(specs, rel, True)):
                     continue
                 sub_spec = _load_ignore(Path(entry.path))
                 sub_specs = [*specs, (rel + "/", sub_spec)] if sub_spec else specs
-                stack.append((Path(entry.path), rel + "/", sub_specs))
-            elif not _ignored(specs, rel, False):
-                yield rel, Path(entry.path)
+                stack.append((entry.path, rel + "/", sub_specs))
+            elif not (specs and _ignored(specs, rel, False)):
+                yield rel, entry
 
 
-def read_for_import(rel: str, path: Path, skipped: Skipped, limit: int) -> str | None:
+def read_for_import(rel: str, entry: os.DirEntry[str], skipped: Skipped, limit: int) -> str | None:
     """The file's text, or None after recording why it is skipped."""
     try:
         validate.check_path(rel)
@@ -91,7 +92,7 @@ def read_for_import(rel: str, path: Path, skipped: Skipped, limit: int) -> str |
         skipped.bad_path.append(rel)
         return None
     try:
-        st = path.lstat()
+        st = entry.stat(follow_symlinks=False)
     except OSError:
         skipped.special.append(rel)
         return None
@@ -101,7 +102,15 @@ def read_for_import(rel: str, path: Path, skipped: Skipped, limit: int) -> str |
     if st.st_size > limit:
         skipped.too_large.append(rel)
         return None
-    data = path.read_bytes()
+    try:
+        with open(entry.path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError:
+        skipped.special.append(rel)
+        return None
+    if len(data) > limit:  # grew since the stat
+        skipped.too_large.append(rel)
+        return None
     if validate.looks_binary(data):
         skipped.binary.append(rel)
         return None

@@ -122,7 +122,8 @@ class _Pending:
 @dataclass(eq=False, slots=True)
 class _CommitQueue:
     items: collections.deque[_Pending] = field(default_factory=collections.deque)
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # the drain task, sending queued batches
+    inline: bool = False  # a caller is committing its own changeset directly
 
 
 def _settle(
@@ -436,12 +437,25 @@ class Store:
         queue = self._commit_queues.get(workspace)
         if queue is None:
             queue = self._commit_queues[workspace] = _CommitQueue()
+        if queue.task is None and not queue.inline:
+            # Nothing in flight for this workspace: go now, from this task (no hop).
+            queue.inline = True
+            try:
+                await self._commit_batch(workspace, [pending])
+            finally:
+                queue.inline = False
+                self._next_batch(workspace, queue)
+            return pending.future.result()
         queue.items.append(pending)
-        if queue.task is None:
-            queue.task = asyncio.create_task(self._drain(workspace, queue))
         # Cancelled while queued: the changeset is dropped. Cancelled while in flight: it may
         # commit (as with any statement cancelled mid-way).
         return await pending.future
+
+    def _next_batch(self, workspace: str, queue: _CommitQueue) -> None:
+        if queue.items:
+            queue.task = asyncio.create_task(self._drain(workspace, queue))
+        elif self._commit_queues.get(workspace) is queue:
+            del self._commit_queues[workspace]
 
     async def _drain(self, workspace: str, queue: _CommitQueue) -> None:
         """Send the workspace's queued changesets, a batch at a time, until none is left."""
@@ -464,8 +478,7 @@ class Store:
                     if not item.future.done():
                         item.future.set_exception(DatabaseUnavailable("the store was closed"))
                 queue.items.clear()
-            if self._commit_queues.get(workspace) is queue:
-                del self._commit_queues[workspace]
+            self._next_batch(workspace, queue)
 
     async def _commit_batch(self, workspace: str, batch: list[_Pending]) -> None:
         self.batches += 1
@@ -596,13 +609,23 @@ class Store:
         validate.check_workspace(workspace)
         staged: list[tuple[str, str, int, str]] = []
         seen: set[str] = set()
+        limit = self.content_bytes_max
         for path, text in files:
             validate.check_path(path)
-            validate.check_text(text, path, self.content_bytes_max)
+            if not isinstance(text, str) or "\x00" in text:
+                validate.check_text(text, path, limit)  # raises the right error
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(f"{path}: not valid UTF-8 (lone surrogate)") from None
+            if len(data) > limit:
+                raise InvalidInput(f"{path}: {len(data)} bytes is over the limit of {limit} bytes")
             if path in seen:
                 raise InvalidInput(f"path {path!r} appears twice")
             seen.add(path)
-            staged.append((path, text, len(text.encode("utf-8")), _sha(text)))
+            staged.append(
+                (path, text, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest())
+            )
         if not staged:
             raise InvalidInput("nothing to import")
         try:
@@ -619,43 +642,50 @@ class Store:
                 ws = int(row[0])
                 await conn.execute(
                     "CREATE TEMP TABLE dbcode_stage (path text PRIMARY KEY, content text,"
-                    " size integer, sha text) ON COMMIT DROP"
+                    " size integer, sha text) ON COMMIT DROP;"
+                    " CREATE TEMP TABLE dbcode_new (path text PRIMARY KEY) ON COMMIT DROP"
                 )
                 async with conn.cursor().copy(
                     "COPY dbcode_stage (path, content, size, sha) FROM STDIN"
                 ) as copy:
                     for item in staged:
                         await copy.write_row(item)
+                # New paths get their final row at once (revision 1); the rows are ours
+                # until COMMIT. A path that exists (or that another transaction creates
+                # meanwhile: ON CONFLICT waits for it) is handled below, locked.
                 await conn.execute(
-                    "INSERT INTO dbcode_file (workspace_id, path, revision, deleted)"
-                    " SELECT %s, path, 0, true FROM dbcode_stage ORDER BY path"
-                    " ON CONFLICT DO NOTHING",
+                    "WITH ins AS (INSERT INTO dbcode_file (workspace_id, path, revision, deleted)"
+                    "  SELECT %s, path, 1, false FROM dbcode_stage ORDER BY path"
+                    "  ON CONFLICT DO NOTHING RETURNING path)"
+                    " INSERT INTO dbcode_new SELECT path FROM ins",
                     (ws,),
                 )
                 await conn.execute(
-                    "SELECT 1 FROM dbcode_file WHERE workspace_id = %s"
-                    " AND path IN (SELECT path FROM dbcode_stage) ORDER BY path FOR UPDATE",
+                    "SELECT 1 FROM dbcode_file WHERE workspace_id = %s AND path IN"
+                    " (SELECT path FROM dbcode_stage EXCEPT SELECT path FROM dbcode_new)"
+                    " ORDER BY path FOR UPDATE",
                     (ws,),
                 )
                 await conn.execute(
                     "CREATE TEMP TABLE dbcode_plan ON COMMIT DROP AS"
                     " SELECT s.path, f.revision + 1 AS rev,"
-                    "  CASE WHEN f.deleted THEN 'create' ELSE 'update' END AS kind,"
-                    "  s.content, s.size, s.sha"
+                    "  CASE WHEN f.deleted THEN 'create' ELSE 'update' END AS kind"
                     " FROM dbcode_stage s JOIN dbcode_file f"
                     "  ON f.workspace_id = %s AND f.path = s.path"
                     " LEFT JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
                     "  AND r.path = f.path AND r.revision = f.revision"
-                    " WHERE f.deleted OR r.sha IS DISTINCT FROM s.sha",
+                    " WHERE NOT EXISTS (SELECT 1 FROM dbcode_new n WHERE n.path = s.path)"
+                    "  AND (f.deleted OR r.sha IS DISTINCT FROM s.sha)",
                     (ws,),
                 )
                 cur = await conn.execute(
-                    "SELECT count(*) FILTER (WHERE kind = 'create'),"
+                    "SELECT (SELECT count(*) FROM dbcode_new),"
+                    " count(*) FILTER (WHERE kind = 'create'),"
                     " count(*) FILTER (WHERE kind = 'update') FROM dbcode_plan"
                 )
                 counts = await cur.fetchone()
                 assert counts is not None
-                created, updated = int(counts[0]), int(counts[1])
+                created, updated = int(counts[0]) + int(counts[1]), int(counts[2])
                 unchanged = len(staged) - created - updated
                 if created + updated == 0:
                     return ImportResult(None, 0, 0, unchanged)
@@ -675,8 +705,12 @@ class Store:
                 await conn.execute(
                     "INSERT INTO dbcode_revision"
                     " (workspace_id, path, revision, seq, kind, content, size, sha)"
-                    " SELECT %s, path, rev, %s, kind, content, size, sha FROM dbcode_plan",
-                    (ws, seq),
+                    " SELECT %s, s.path, 1, %s, 'create', s.content, s.size, s.sha"
+                    " FROM dbcode_stage s JOIN dbcode_new n ON n.path = s.path"
+                    " UNION ALL"
+                    " SELECT %s, s.path, p.rev, %s, p.kind, s.content, s.size, s.sha"
+                    " FROM dbcode_stage s JOIN dbcode_plan p ON p.path = s.path",
+                    (ws, seq, ws, seq),
                 )
                 await conn.execute(
                     "UPDATE dbcode_file f SET revision = p.rev, deleted = false"

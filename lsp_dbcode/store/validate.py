@@ -22,6 +22,9 @@ def content_bytes_max() -> int:
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# A path made only of plain segments (no empty, "." or ".." one): valid, nothing more to check.
+_PLAIN_SEGMENT = r"(?!\.\.?(?:/|$))[A-Za-z0-9_.+@=,-]+"
+_PLAIN_PATH_RE = re.compile(rf"{_PLAIN_SEGMENT}(?:/{_PLAIN_SEGMENT})*")
 
 
 def check_workspace(name: str) -> str:
@@ -38,6 +41,8 @@ def check_path(path: str) -> str:
     """Return ``path`` if it is a valid relative POSIX file path, else raise InvalidInput."""
     if not isinstance(path, str) or path == "":
         raise InvalidInput("invalid path: empty")
+    if _PLAIN_PATH_RE.fullmatch(path) and len(path) <= PATH_BYTES_MAX:
+        return path  # the common case, in one regex: [A-Za-z0-9._-] segments, no . or ..
     shown = path.encode("unicode_escape").decode("ascii")
     if _CONTROL_RE.search(path):
         raise InvalidInput(f"invalid path {shown!r}: contains a NUL or control character")

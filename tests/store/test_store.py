@@ -174,6 +174,46 @@ async def test_import_one_changeset_and_unchanged_skip(store: Store, workspace: 
     assert (again.created, again.updated, again.unchanged) == (0, 1, 299)
     assert (await store.read(workspace, files[-1][0])).revision == 2
     assert (await store.import_files(workspace, files[:10], agent="imp")).seq is None
+    # Mixed: a deleted file comes back, one changes, one is new, the rest are unchanged.
+    await store.commit(workspace, [Change.delete(files[0][0])], agent="x")
+    mixed = [(files[0][0], "back\n"), (files[1][0], "new text\n"), ("brand/new.txt", "n\n")]
+    res3 = await store.import_files(workspace, [*mixed, *files[2:50]], agent="imp")
+    assert (res3.created, res3.updated, res3.unchanged) == (2, 1, 48)
+    (cs3,) = await store.log(workspace, limit=1)
+    assert {(f.path, f.revision, f.kind) for f in cs3.files} == {
+        (files[0][0], 3, "create"),
+        (files[1][0], 2, "update"),
+        ("brand/new.txt", 1, "create"),
+    }
+    assert (await store.read(workspace, files[0][0])).text == "back\n"
+    hist = await store.history(workspace, files[0][0])
+    assert [h.kind for h in hist] == ["create", "delete", "create"]
+
+
+async def test_import_races_commits_on_the_same_paths(store: Store, workspace: str) -> None:
+    """An import and CAS commits creating the same new paths at the same moment: every path
+    ends with exactly one creation, and nothing is lost or doubled."""
+    files = [(f"r/f{i}.txt", f"import {i}\n") for i in range(200)]
+
+    async def create(i: int) -> str:
+        try:
+            await store.write(workspace, f"r/f{i}.txt", f"commit {i}\n", agent="c", base=0)
+            return "commit"
+        except Conflict:
+            return "import"
+
+    results = await asyncio.gather(
+        store.import_files(workspace, files, agent="imp"),
+        *(create(i) for i in range(0, 200, 7)),
+    )
+    imp = results[0]
+    won_by_commit = [i for i, r in zip(range(0, 200, 7), results[1:], strict=True) if r == "commit"]
+    for i in range(200):
+        hist = await store.history(workspace, f"r/f{i}.txt")
+        kinds = [h.kind for h in hist]
+        assert kinds.count("create") == 1, (i, kinds)
+    assert imp.created + imp.updated + imp.unchanged == 200
+    assert imp.created == 200 - len(won_by_commit)  # the others it updated (or found equal)
 
 
 async def test_group_commit_batches_keep_each_changeset_atomic(
