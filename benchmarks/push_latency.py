@@ -1,8 +1,9 @@
 """Push latency of the language server: one session commits, N others get `workspace/applyEdit`.
 
 Run: ``python benchmarks/push_latency.py [--dsn DSN] [--commits 200] [--clients 1,10,100]
-[--setups tcp,stdio]`` (a row stops early after ``--row-seconds``, default 25, so that the
-default run stays under 5 minutes however slow the server is).
+[--setups tcp,stdio,stdio-standalone]`` (default: tcp,stdio; a row stops early after
+``--row-seconds``, default 25, so that the default run stays under 5 minutes however slow the
+server is).
 
 For every set-up and client count N, in one invocation:
 
@@ -20,11 +21,15 @@ For every set-up and client count N, in one invocation:
 Set-ups:
 
 * **tcp**: one ``dbcode serve --tcp 127.0.0.1:0`` process, all N+1 sessions connected to it;
-* **stdio**: N+1 ``dbcode serve`` processes on pipes (started concurrently), each with its own
-  pool and LISTEN connection. They need about 2(N+1) database connections: when the server of
-  ``--dsn`` cannot take them (a default ``max_connections = 100``), the set-up runs on a private
-  PostgreSQL cluster started by this script (same binaries and data disk, the settings of the
-  ``--dsn`` server that matter here copied, ``max_connections`` raised), and says so.
+* **stdio**: N+1 ``dbcode serve`` processes on pipes (started concurrently), as editors start
+  them: by default each is a relay to one shared server process (server/relay.py), which serves
+  all N+1 sessions with one pool and LISTEN connection, like tcp (the shared server has a socket
+  directory of its own per row: ``XDG_RUNTIME_DIR``, and is ended after the row);
+* **stdio-standalone**: the same with ``dbcode serve --standalone``: N+1 server processes, each
+  with its own pool and LISTEN connection. They need about 2(N+1) database connections: when the
+  server of ``--dsn`` cannot take them (a default ``max_connections = 100``), the set-up runs on a
+  private PostgreSQL cluster started by this script (same binaries and data disk, the settings of
+  the ``--dsn`` server that matter here copied, ``max_connections`` raised), and says so.
 
 Anchor, on the same server, one sample just before every commit (so that a burst of foreign load
 on this shared machine hits both alike): the raw LISTEN/NOTIFY round trip. One psycopg connection
@@ -67,6 +72,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from lsp_dbcode.server import relay
 from lsp_dbcode.store import Store
 from lsp_dbcode.uris import make_uri
 
@@ -365,10 +371,13 @@ class Servers:
     receivers: list[Rpc] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     network: bool = False  # a tcp server does not exit when its sessions end
+    shared_dir: Path | None = None  # stdio: the socket directory of the shared server
+    shared: list[int] = field(default_factory=list)  # stdio: the shared server's pid
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        """The processes that carry the sessions: for stdio the relays, then the shared server."""
+        return [p.pid for p in self.procs] + self.shared
 
     async def stop(self) -> None:
         await asyncio.gather(*(r.shutdown() for r in self.sessions))
@@ -392,6 +401,9 @@ class Servers:
                 await p.wait()
         for t in self.tasks:
             t.cancel()
+        if self.shared_dir is not None:
+            await asyncio.to_thread(relay.kill_servers, self.shared_dir)
+            shutil.rmtree(self.shared_dir.parent, ignore_errors=True)
 
 
 async def _drain_to(stream: asyncio.StreamReader, path: Path) -> None:
@@ -450,13 +462,21 @@ async def start_tcp(srv: Servers, dsn: str, n: int, logdir: Path) -> None:
     srv.receivers = await _gather_all([connect(f"reader{i}") for i in range(n)])
 
 
-async def start_stdio(srv: Servers, dsn: str, n: int, logdir: Path) -> None:
+async def start_stdio(
+    srv: Servers, dsn: str, n: int, logdir: Path, standalone: bool = False
+) -> None:
     env = server_env(dsn)
+    cmd = [*SERVER_CMD, "--standalone"] if standalone else SERVER_CMD
+    if not standalone:  # a shared server of this row's own, ended in Servers.stop
+        runtime = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+        env["XDG_RUNTIME_DIR"] = str(runtime)
+        srv.shared_dir = runtime / "dbcode"
+    tag = "stdio-standalone" if standalone else "stdio"
 
     async def spawn(name: str) -> Rpc:
-        with (logdir / f"stdio-{n}-{name}.log").open("ab") as log:
+        with (logdir / f"{tag}-{n}-{name}.log").open("ab") as log:
             proc = await asyncio.create_subprocess_exec(
-                *SERVER_CMD,
+                *cmd,
                 env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -474,6 +494,14 @@ async def start_stdio(srv: Servers, dsn: str, n: int, logdir: Path) -> None:
     names = ["writer", *(f"reader{i}" for i in range(n))]
     rpcs = await _gather_all([spawn(x) for x in names])
     srv.writer, srv.receivers = rpcs[0], rpcs[1:]
+    if srv.shared_dir is not None:
+        srv.shared = relay.live_servers(srv.shared_dir)
+        if len(srv.shared) != 1:
+            raise RuntimeError(f"expected one shared server, found {len(srv.shared)}")
+
+
+async def start_stdio_standalone(srv: Servers, dsn: str, n: int, logdir: Path) -> None:
+    await start_stdio(srv, dsn, n, logdir, standalone=True)
 
 
 # -- the database ----------------------------------------------------------------------------
@@ -691,7 +719,8 @@ async def run_config(
     profiler: asyncio.subprocess.Process | None = None
     anchor = res.anchor = Anchor()
     try:
-        await (start_tcp if setup == "tcp" else start_stdio)(srv, dsn, n, logdir)
+        start = {"tcp": start_tcp, "stdio": start_stdio}.get(setup, start_stdio_standalone)
+        await start(srv, dsn, n, logdir)
         res.start_s = time.perf_counter() - t_start
         bench = Bench()
         receivers = [Receiver(i, rpc, bench) for i, rpc in enumerate(srv.receivers)]
@@ -704,8 +733,10 @@ async def run_config(
         loop = asyncio.get_running_loop()
         rev = 1
         pg_pids = [p for p in await backend_pids(dsn) if p not in anchor.backend_pids]
-        writer_pids = srv.pids[:1] if setup == "stdio" else []
-        recv_pids = srv.pids[1:] if setup == "stdio" else srv.pids
+        # stdio: the writer's process (its relay, or its own server when standalone) apart; the
+        # shared server, serving the writer's session too, counts among "servers" as tcp's does.
+        writer_pids = srv.pids[:1] if setup != "tcp" else []
+        recv_pids = srv.pids[1:] if setup != "tcp" else srv.pids
         cpu0 = (0.0, 0.0, 0.0, 0.0, 0.0)
         anchor_cpu = 0.0
         t_measure = math.inf
@@ -790,7 +821,8 @@ async def run_config(
 async def start_profiler(
     args: argparse.Namespace, setup: str, n: int, pids: list[int]
 ) -> asyncio.subprocess.Process:
-    """py-spy record of the tcp server, or of one receiving stdio server (the last one)."""
+    """py-spy record of the tcp server, or the shared stdio server, or of one receiving
+    standalone stdio server (the last one)."""
     pid = pids[0] if setup == "tcp" else pids[-1]
     out = Path(args.profile) / f"{setup}-{n}.txt"
     proc = await asyncio.create_subprocess_exec(
@@ -902,7 +934,7 @@ def report(results: list[Result], machine: str) -> str:
     out = [machine, "", *rows, "", *notes]
     by = {(r.setup, r.n): r for r in results if not r.error}
     verdict = []
-    for setup in ("tcp", "stdio"):
+    for setup in ("tcp", "stdio", "stdio-standalone"):
         one = by.get((setup, 1))
         if one is not None and one.anchor is not None:
             ratio = pct(one.latencies, 0.5) / pct(one.anchor.notify, 0.5)
@@ -920,7 +952,7 @@ def report(results: list[Result], machine: str) -> str:
     out += ["", *verdict]
     for r in results:
         if r.profile:
-            what = "the server" if r.setup == "tcp" else "one receiving server"
+            what = "one receiving server" if r.setup == "stdio-standalone" else "the server"
             out += ["", f"py-spy, {r.setup} N={r.n} ({what}):", r.profile]
     return "\n".join(out)
 
@@ -939,8 +971,8 @@ async def amain(args: argparse.Namespace) -> int:
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     for s in setups:
-        if s not in ("tcp", "stdio"):
-            raise SystemExit(f"unknown set-up {s!r}: use tcp, stdio")
+        if s not in ("tcp", "stdio", "stdio-standalone"):
+            raise SystemExit(f"unknown set-up {s!r}: use tcp, stdio, stdio-standalone")
     logdir = Path(tempfile.mkdtemp(prefix="pushbench-logs-"))
     async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT version()")
@@ -957,7 +989,7 @@ async def amain(args: argparse.Namespace) -> int:
         for setup in setups:
             for n in clients:
                 dsn, label = scratch, "--dsn"
-                if setup == "stdio":
+                if setup == "stdio-standalone":
                     need = 2 * (n + 1) + CONNECTIONS_MARGIN
                     free = await free_connections(args.dsn)
                     if need > free:
@@ -1019,7 +1051,11 @@ def main() -> int:
         "run under 5 minutes when 100 receivers make every commit slow)",
     )
     parser.add_argument("--clients", default="1,10,100", help="receiver counts N")
-    parser.add_argument("--setups", default="tcp,stdio", help="tcp, stdio or both")
+    parser.add_argument(
+        "--setups",
+        default="tcp,stdio",
+        help="any of tcp, stdio (relays to one shared server), stdio-standalone",
+    )
     parser.add_argument(
         "--gap-ms", type=float, default=5.0, help="pause after all receivers have commit k"
     )

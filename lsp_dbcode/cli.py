@@ -6,7 +6,6 @@ Exit codes: 0 done; 1 error (one line on stderr, nothing written); 3 conflict (s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import getpass
 import json
@@ -16,21 +15,43 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import __version__
-from .store import (
-    Change,
-    Conflict,
-    InvalidInput,
-    NotFound,
-    Store,
-    StoreError,
-    resolve_dsn,
-    validate,
-)
-from .store.model import Changeset
-from .uris import changeset_json
+
+# The store (psycopg) is imported by _import_store(), not here: `dbcode serve` over stdio is a
+# relay (server/relay.py) that must start fast and small, without psycopg, pygls or asyncio.
+if TYPE_CHECKING:
+    from .store import (
+        Change,
+        Conflict,
+        InvalidInput,
+        NotFound,
+        Store,
+        StoreError,
+        resolve_dsn,
+        validate,
+    )
+    from .store.model import Changeset
+    from .uris import changeset_json
+
+
+def _import_store() -> None:
+    global Change, Conflict, InvalidInput, NotFound, Store, StoreError, resolve_dsn, validate
+    global Changeset, changeset_json
+    from .store import (
+        Change,
+        Conflict,
+        InvalidInput,
+        NotFound,
+        Store,
+        StoreError,
+        resolve_dsn,
+        validate,
+    )
+    from .store.model import Changeset
+    from .uris import changeset_json
+
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -351,6 +372,11 @@ async def cmd_db(store: Store, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import relay
+
+    if not relay.standalone_requested(args):
+        return relay.run(args)  # stdio: attach to the shared server
+    _import_store()
     from .server.main import serve
 
     return serve(args)
@@ -358,7 +384,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # -- plumbing -------------------------------------------------------------------------------
 
-Handler = Callable[[Store, argparse.Namespace], Awaitable[int]]
+Handler = Callable[["Store", argparse.Namespace], Awaitable[int]]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -366,6 +392,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         fail(f"{message} (see '{self.prog} --help')")
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {value!r}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +430,29 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--tcp", metavar="HOST:PORT", help="listen for LSP sessions over TCP")
     group.add_argument("--ws", metavar="HOST:PORT", help="listen for LSP sessions over WebSocket")
     group.add_argument("--stdio", action="store_true", help="LSP over stdin/stdout (the default)")
-    sp.add_argument("--log-file", help="write the server log here")
+    group.add_argument(
+        "--unix",
+        metavar="PATH",
+        help="listen for LSP sessions of stdio relays on this unix socket (what stdio attaches to)",
+    )
+    sp.add_argument(
+        "--standalone",
+        action="store_true",
+        help="stdio: run the session in this process instead of attaching to the shared server "
+        "(also: DBCODE_SERVE_STANDALONE=1)",
+    )
+    sp.add_argument(
+        "--idle-exit",
+        metavar="SECONDS",
+        type=_seconds,
+        help="a shared server exits after this long without a session (default 60; 0: never)",
+    )
+    sp.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)
+    sp.add_argument(
+        "--log-file",
+        help="write the server log here (stdio: the relay's own lines; a shared server logs "
+        "next to its socket)",
+    )
     sp.add_argument("--log-level", default="INFO")
 
     sp = add("import", cmd_import, "load a directory as one changeset (honours .gitignore)")
@@ -474,9 +532,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.agent_flag = args.agent
     args.agent = default_agent(args.agent)
+    if args.command == "serve":
+        return cmd_serve(args)
+    _import_store()
+    import asyncio
+
     try:
-        if args.command == "serve":
-            return cmd_serve(args)
         return asyncio.run(_run(args.handler, args))
     except Conflict as exc:
         fail(f"{exc} (current revision {exc.current_revision}; re-read and retry)", EXIT_CONFLICT)

@@ -8,8 +8,10 @@ test run gets a fresh database, dropped at the end.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from lsp_dbcode.server.relay import kill_servers
 from lsp_dbcode.store import Store
 from lsp_dbcode.store.dsn import embedded_dsn
 
@@ -50,6 +53,29 @@ def database_url() -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture(scope="session")
+def _runtime_base() -> Iterator[Path]:
+    # Short: unix socket paths are limited to ~107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="dbx-", dir="/tmp"))
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def shared_servers(_runtime_base: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The socket directory of this test's shared `dbcode serve` servers (server/relay.py).
+
+    Every test gets an XDG_RUNTIME_DIR of its own, inherited by the processes it starts: its
+    stdio relays never attach to another test's (or worker's, or the developer's) server, and
+    the servers they started are ended when the test ends (no idle wait).
+    """
+    runtime = Path(tempfile.mkdtemp(prefix="t", dir=_runtime_base))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    yield runtime / "dbcode"
+    if (runtime / "dbcode").is_dir():
+        kill_servers(runtime / "dbcode")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .model import AnalysisError
@@ -50,7 +50,6 @@ class LspStdioClient:
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._methods: dict[int, str] = {}
-        self._write_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
         self._dead: str | None = None
 
@@ -64,8 +63,16 @@ class LspStdioClient:
         assert self._reader is None
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
 
-    async def request(self, method: str, params: Any, timeout_s: float) -> Any:
-        """Send a request and wait at most ``timeout_s`` for its result."""
+    async def request(
+        self,
+        method: str,
+        params: Any,
+        timeout_s: float,
+        *,
+        notifications: Iterable[tuple[str, Any]] = (),
+    ) -> Any:
+        """Send a request and wait at most ``timeout_s`` for its result. ``notifications``
+        (method, params) go first, in the same write."""
         if self._dead is not None:
             raise AnalysisError(self._dead)
         self._next_id += 1
@@ -74,7 +81,10 @@ class LspStdioClient:
         self._pending[msg_id] = future
         self._methods[msg_id] = method
         try:
-            await self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+            await self._send(
+                *({"jsonrpc": "2.0", "method": m, "params": p} for m, p in notifications),
+                {"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params},
+            )
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
@@ -94,15 +104,19 @@ class LspStdioClient:
             raise AnalysisError(self._dead)
         await self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        body = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
-        async with self._write_lock:
-            try:
-                self._stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-                await self._stdin.drain()
-            except (ConnectionError, RuntimeError) as exc:
-                self._fail(f"{self._name} stopped reading its input: {exc}")
-                raise AnalysisError(self._dead or str(exc)) from exc
+    async def _send(self, *messages: dict[str, Any]) -> None:
+        """Write ``messages`` at once, before any await (a caller that gets here has sent them,
+        even if cancelled later; nothing can come between them), then wait for the pipe."""
+        data: list[bytes] = []
+        for message in messages:
+            body = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            data += (b"Content-Length: %d\r\n\r\n" % len(body), body)
+        try:
+            self._stdin.writelines(data)
+            await self._stdin.drain()
+        except (ConnectionError, RuntimeError) as exc:
+            self._fail(f"{self._name} stopped reading its input: {exc}")
+            raise AnalysisError(self._dead or str(exc)) from exc
 
     async def _read_loop(self) -> None:
         reason = f"{self._name} exited"
@@ -122,20 +136,20 @@ class LspStdioClient:
             self._fail(reason)
 
     async def _read_message(self) -> dict[str, Any] | None:
+        try:
+            header = await self._stdout.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial.strip():
+                return None  # the child closed its output between messages
+            raise ValueError("output ended inside a header") from None
+        except asyncio.LimitOverrunError:
+            raise ValueError("header too long") from None
+        if len(header) > HEADER_BYTES_MAX:
+            raise ValueError("header too long")
         length: int | None = None
-        header_bytes = 0
-        while True:
-            line = await self._stdout.readline()
-            if not line:
-                return None
-            header_bytes += len(line)
-            if header_bytes > HEADER_BYTES_MAX:
-                raise ValueError("header too long")
-            line = line.strip()
-            if not line:
-                break
-            name, _, value = line.decode("ascii").partition(":")
-            if name.strip().lower() == "content-length":
+        for line in header.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
                 length = int(value.strip())
         if length is None or not 0 <= length <= BODY_BYTES_MAX:
             raise ValueError(f"bad Content-Length {length}")

@@ -8,9 +8,12 @@ language server converts to the client's position encoding.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ..text.positions import LineIndex
 
 Severity = Literal["error", "warning", "information", "hint"]
 Tag = Literal["unnecessary", "deprecated"]
@@ -114,6 +117,68 @@ class Diagnostic:
     fix: Fix | None = None
     noqa_line: int | None = None
     data: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TextChange:
+    """How a text was made from an earlier one, ``old.text``: ``old.text[start:end]`` (code
+    point offsets) replaced by ``new_text``. A hint for the ``ruff server`` engine, which then
+    sends ruff this change instead of the whole text (it checks that the hint holds)."""
+
+    old: LineIndex
+    start: int
+    end: int
+    new_text: str
+
+    def apply(self) -> str:
+        """The new text."""
+        text = self.old.text
+        return text[: self.start] + self.new_text + text[self.end :]
+
+
+class Findings:
+    """One file's diagnostics from a ruff engine, in the forms its consumers need.
+
+    - :attr:`diagnostics`: the :class:`Diagnostic` objects, sorted by position (built on first
+      use when the engine got them in another form).
+    - :attr:`lsp`: the same diagnostics as LSP ``Diagnostic`` JSON objects (``range``,
+      ``message``, ``severity``, ``code``, ``codeDescription``, ``source``, ``tags``; no fix data)
+      with CODE POINT positions (= LSP's utf-32), in the same order; ``None`` when the engine
+      did not get them as LSP (the server then builds them from :attr:`diagnostics`). Shared:
+      never mutate them.
+    - :attr:`cache`: for consumers to keep what they derive from these findings (e.g. the JSON in
+      another position encoding); it lives as long as the findings.
+    """
+
+    __slots__ = ("_diagnostics", "_make", "cache", "count", "lsp")
+
+    def __init__(
+        self,
+        diagnostics: list[Diagnostic] | None = None,
+        *,
+        make: Callable[[], list[Diagnostic]] | None = None,
+        lsp: list[dict[str, Any]] | None = None,
+    ) -> None:
+        assert (diagnostics is None) != (make is None), "give diagnostics or make"
+        assert diagnostics is not None or lsp is not None, "make needs lsp (for the count)"
+        self._diagnostics = diagnostics
+        self._make = make
+        self.lsp = lsp
+        self.count = len(diagnostics) if diagnostics is not None else len(lsp or ())
+        self.cache: dict[Any, Any] = {}
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        if self._diagnostics is None:
+            assert self._make is not None
+            self._diagnostics, self._make = self._make(), None
+        return self._diagnostics
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"Findings({self.count} diagnostics)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ Two engines, one API (:class:`RuffEngine`):
 - :class:`RuffServerEngine` answers :meth:`~RuffEngine.check` from one long-lived ``ruff server``
   child driven over LSP stdio (didOpen/didChange + pulled ``textDocument/diagnostic``), which is
   several times faster per check (see ``benchmarks/ruff_engines.py``); fixes, formatting and
-  :meth:`~RuffEngine.check_tree` stay on subprocesses.
+  :meth:`~RuffEngine.check_tree` stay on subprocesses. It sends the child only what changed since
+  the text it sent last (one ranged change), and keeps the child's diagnostics as LSP JSON
+  (:class:`~.model.Findings`) so that a language server can relay them without converting them.
 
 :func:`make_ruff_engine` picks the server engine unless told otherwise.
 
@@ -39,9 +41,11 @@ import shutil
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Self
 
+from ..text.positions import Encoding, LineIndex, PositionError
 from ._configtree import (
     ConfigTree,
     ConfigTrees,
@@ -52,7 +56,18 @@ from ._configtree import (
     write_tree,
 )
 from ._lsp_stdio import LspStdioClient
-from .model import AnalysisError, Diagnostic, Fix, Pos, Severity, Span, Tag, TextEditCP
+from .model import (
+    AnalysisError,
+    Diagnostic,
+    Findings,
+    Fix,
+    Pos,
+    Severity,
+    Span,
+    Tag,
+    TextChange,
+    TextEditCP,
+)
 
 __all__ = [
     "DEPRECATED_CODES",
@@ -77,9 +92,15 @@ DEPRECATED_CODES = frozenset({"UP005", "UP006", "UP019", "UP023", "UP026", "UP03
 # Rules reported as errors, as ruff's own language server does.
 ERROR_CODES = frozenset({SYNTAX_CODE, "F821", "E902"})
 
+# The same as LSP JSON (``DiagnosticSeverity``, ``DiagnosticTag``).
+LSP_SEVERITY = {"error": 1, "warning": 2, "information": 3, "hint": 4}
+LSP_TAGS = {"unnecessary": 1, "deprecated": 2}
+
 FILE_BYTES_MAX = 2 * 1024 * 1024
 TREE_BYTES_MAX = 256 * 1024 * 1024
 STDERR_LINES_KEPT = 20
+PATHS_OK_MAX = 4096
+TREES_OF_CONFIGS_MAX = 64
 
 
 def _find_ruff() -> str:
@@ -173,6 +194,46 @@ def diagnostic_from_server(item: Mapping[str, Any]) -> Diagnostic:
     )
 
 
+def _server_findings(items: list[dict[str, Any]]) -> Findings:
+    """``ruff server``'s pulled diagnostics (code point positions) as Findings: sorted as
+    :func:`_sorted`, each as our LSP JSON (as :func:`diagnostic_from_server` + the server's
+    ``to_lsp`` would give), the Diagnostic objects built only if someone asks for them."""
+    entries: list[tuple[tuple[int, int, int, int, str, str], dict[str, Any], Any]] = []
+    for item in items:
+        code = str(item.get("code") or SYNTAX_CODE)
+        message = str(item.get("message") or "")
+        cut = message.find("\n\nhelp: ")
+        if cut >= 0:
+            message = message[:cut]
+        rng = item["range"]
+        start, end = rng["start"], rng["end"]
+        lsp: dict[str, Any] = {
+            "range": rng,
+            "message": message,
+            "severity": 1 if code in ERROR_CODES else 2,
+            "code": code,
+            "source": "ruff",
+        }
+        href = (item.get("codeDescription") or {}).get("href")
+        if href:
+            lsp["codeDescription"] = {"href": href}
+        tags = _LSP_TAGS_BY_CODE.get(code)
+        if tags:
+            lsp["tags"] = [*tags]
+        key = (start["line"], start["character"], end["line"], end["character"], code, message)
+        entries.append((key, lsp, item))
+    entries.sort(key=itemgetter(0))
+    return Findings(
+        make=lambda: [diagnostic_from_server(item) for _, _, item in entries],
+        lsp=[lsp for _, lsp, _ in entries],
+    )
+
+
+_LSP_TAGS_BY_CODE = {
+    **{code: [LSP_TAGS["unnecessary"]] for code in UNNECESSARY_CODES},
+    **{code: [LSP_TAGS["deprecated"]] for code in DEPRECATED_CODES},
+}
+
 _SNIPPET_LINE = re.compile(r"^\d*\s*\|")
 
 
@@ -216,6 +277,7 @@ class RuffEngine:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._trees = ConfigTrees(trees_max=trees_max, on_evict=self._tree_evicted)
         self._closed = False
+        self._paths_ok: set[str] = set()  # paths that passed the checks of _check_path
 
     async def __aenter__(self) -> Self:
         return self
@@ -239,6 +301,24 @@ class RuffEngine:
         exist to tell first-party from third-party imports. Pass the same immutable collection
         (e.g. a frozenset) while it is unchanged: it is then not compared again.
         """
+        return (await self.lint(text, path, configs, layout=layout)).diagnostics
+
+    async def lint(
+        self,
+        text: str,
+        path: str,
+        configs: Mapping[str, str],
+        *,
+        layout: Iterable[str] | None = None,
+        index: LineIndex | None = None,
+        change: TextChange | None = None,
+    ) -> Findings:
+        """As :meth:`check`, as :class:`~.model.Findings`.
+
+        Hints (optional) for the server engine, which then sends ruff only what changed:
+        ``index``, a LineIndex of ``text``; ``change``, how ``text`` was made from an earlier
+        text of ``path`` (best: the one of the previous check). Other engines ignore them.
+        """
         data = self._input(text, path)
         async with self._trees.use(configs, layout) as tree:
             out = await self._run(
@@ -248,7 +328,7 @@ class RuffEngine:
                 what=f"ruff check on {path}",
                 ok_codes=(0, 1),
             )
-        return _sorted(diagnostic_from_cli(entry) for entry in self._json(out, path))
+        return Findings(_sorted(diagnostic_from_cli(entry) for entry in self._json(out, path)))
 
     async def fix_all(
         self,
@@ -363,11 +443,26 @@ class RuffEngine:
         if self._closed:
             raise AnalysisError("the ruff engine is closed")
 
-    def _input(self, text: str, path: str) -> bytes:
+    def _check_path(self, path: str) -> None:
         self._check_open()
+        if path in self._paths_ok:
+            return
         check_relpath(path)
         if not is_python_path(path):
             raise AnalysisError(f"{path} is not a Python file (.py or .pyi)")
+        if len(self._paths_ok) >= PATHS_OK_MAX:
+            self._paths_ok.clear()
+        self._paths_ok.add(path)
+
+    def _check_size(self, text: str, path: str) -> None:
+        """:meth:`_input`'s checks without encoding ``text`` unless its size is in doubt (UTF-8
+        takes 1 to 4 bytes per code point)."""
+        self._check_path(path)
+        if len(text) * 4 > self.file_bytes_max:
+            self._input(text, path)
+
+    def _input(self, text: str, path: str) -> bytes:
+        self._check_path(path)
         data = text.encode("utf-8", "surrogatepass")
         if len(data) > self.file_bytes_max:
             raise AnalysisError(
@@ -477,14 +572,109 @@ class _Document:
     generation: int = 0  # which child it was opened in
     found: int = 0  # diagnostics found by its last check
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The text the child has (the object last sent), None when unknown: then the next change
+    # sends the whole text. ``sent_index``: its LineIndex, when the caller gave one.
+    sent: str | None = None
+    sent_index: LineIndex | None = None
+
+
+_LONE_SURROGATE = "a lone surrogate (U+D800..U+DFFF), which ruff cannot read"
+
+
+def _check_encodable(text: str) -> None:
+    """Refuse text that cannot go to ``ruff server`` as UTF-8 JSON (it would exit)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AnalysisError(f"the text contains {_LONE_SURROGATE}") from None
+
+
+def _change_holds(old: str, new: str, start: int, end: int, new_text: str) -> bool:
+    """``new == old[:start] + new_text + old[end:]``, with one copy of ``old`` at most."""
+    return (
+        0 <= start <= end <= len(old)
+        and len(new) == len(old) - (end - start) + len(new_text)
+        and new.startswith(new_text, start)
+        and new.startswith(old[:start])
+        and new.endswith(old[end:])
+    )
+
+
+def _common_prefix(a: str, b: str) -> int:
+    """Length of the longest common prefix (binary search over slices: O(n) copying, in C)."""
+    lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo]; the answer is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a.startswith(b[lo:mid], lo):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """Length of the longest common suffix, at most ``limit``."""
+    la, lb = len(a), len(b)
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a.startswith(b[lb - mid : lb - lo], la - mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def text_diff(old: str, new: str) -> tuple[int, int, str]:
+    """One change ``(start, end, new_text)`` on ``old`` that gives ``new``: the span between
+    their common prefix and suffix (``(n, n, "")`` when they are equal)."""
+    prefix = _common_prefix(old, new)
+    suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
+    return prefix, len(old) - suffix, new[prefix : len(new) - suffix]
+
+
+def _codepoint_ranges(
+    items: list[dict[str, Any]], index: LineIndex, encoding: Encoding
+) -> list[dict[str, Any]]:
+    """The child's diagnostics with their positions (``encoding`` units) in code points."""
+
+    def pos(p: dict[str, Any]) -> dict[str, int]:
+        line = int(p["line"])
+        if line >= index.line_count:
+            return p
+        offset = index.offset(line, int(p["character"]), encoding, strict=False)
+        return {"line": line, "character": offset - index.line_start(line)}
+
+    def rng(r: dict[str, Any]) -> dict[str, Any]:
+        return {"start": pos(r["start"]), "end": pos(r["end"])}
+
+    out = []
+    for item in items:
+        item = {**item, "range": rng(item["range"])}
+        data = item.get("data")
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("edits"):
+                data["edits"] = [{**e, "range": rng(e["range"])} for e in data["edits"]]
+            if data.get("noqa_edit"):
+                data["noqa_edit"] = {**data["noqa_edit"], "range": rng(data["noqa_edit"]["range"])}
+            item["data"] = data
+        out.append(item)
+    return out
 
 
 class RuffServerEngine(RuffEngine):
     """:meth:`check` through one long-lived ``ruff server`` child; the rest as :class:`RuffEngine`.
 
     Each config tree is a workspace folder of the child, so ruff resolves settings per file just as
-    on disk. Documents are opened once and updated with full-text didChange; diagnostics are
-    pulled. The child is started on first use and again after it dies or times out.
+    on disk. Documents are opened once; each check sends one didChange with one ranged change
+    from the text the child has (from the caller's ``change`` hint, checked, or else the span
+    between the common prefix and suffix) and pulls the diagnostics, in one write. The child is
+    started on first use and again after it dies or times out.
+
+    Positions to and from the child are in the encoding it chooses among ``position_encodings``
+    (``ruff server`` takes the first: utf-32, i.e. code points, needs no conversion).
 
     Some checks go to the CLI instead:
 
@@ -501,12 +691,16 @@ class RuffServerEngine(RuffEngine):
         *,
         open_documents_max: int = 256,
         cli_from_diagnostics: int | None = 250,
+        position_encodings: tuple[str, ...] = ("utf-32", "utf-16"),
         **options: Any,
     ) -> None:
         super().__init__(**options)
         assert open_documents_max >= 1
+        assert position_encodings and all(e in set(Encoding) for e in position_encodings)
         self.open_documents_max = open_documents_max
         self.cli_from_diagnostics = cli_from_diagnostics
+        self.position_encodings = position_encodings
+        self.child_encoding = Encoding.UTF32  # what the current child chose
         self._proc: asyncio.subprocess.Process | None = None
         self._client: LspStdioClient | None = None
         self._stderr_task: asyncio.Task[None] | None = None
@@ -518,64 +712,178 @@ class RuffServerEngine(RuffEngine):
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation = 0  # counts children started
         self.restarts = 0  # children found dead and replaced
+        # id(configs) -> (configs, its live tree): configs objects seen lately (see lint)
+        self._tree_of: dict[int, tuple[Mapping[str, str], ConfigTree]] = {}
+        self.sent_full = 0  # didOpen / whole-text didChange sent (for tests and benchmarks)
+        self.sent_ranged = 0  # ranged didChange sent
 
-    async def check(
+    async def lint(
         self,
         text: str,
         path: str,
         configs: Mapping[str, str],
         *,
         layout: Iterable[str] | None = None,
-    ) -> list[Diagnostic]:
-        """As :meth:`RuffEngine.check`, answered by the ``ruff server`` child."""
-        self._input(text, path)
+        index: LineIndex | None = None,
+        change: TextChange | None = None,
+    ) -> Findings:
+        """As :meth:`RuffEngine.lint`, answered by the ``ruff server`` child."""
+        assert index is None or index.text is text, "index must be the LineIndex of text"
+        self._check_size(text, path)
+        known = self._tree_of.get(id(configs))
+        if known is not None and known[0] is configs and layout is None:
+            # The tree of these very configs is live (eviction forgets it): skip ConfigTrees.use
+            # (which hashes the configs), but hold the tree the same way while in use.
+            tree = known[1]
+            tree.users += 1
+            try:
+                return await self._lint_in(tree, text, path, configs, index, change)
+            finally:
+                tree.users -= 1
         async with self._trees.use(configs, layout) as tree:
-            doc = self._document(tree, path)
-            limit = self.cli_from_diagnostics
-            if tree.key not in self._validated or (limit is not None and doc.found >= limit):
-                result = await super().check(text, path, configs)
-                self._validated.add(tree.key)
-            else:
-                async with self._slots, doc.lock:
-                    result = await self._check_with_server(tree, doc, text)
-            doc.found = len(result)
-            return result
+            if len(self._tree_of) >= TREES_OF_CONFIGS_MAX:
+                self._tree_of.clear()
+            self._tree_of[id(configs)] = (configs, tree)
+            return await self._lint_in(tree, text, path, configs, index, change)
+
+    async def _lint_in(
+        self,
+        tree: ConfigTree,
+        text: str,
+        path: str,
+        configs: Mapping[str, str],
+        index: LineIndex | None,
+        change: TextChange | None,
+    ) -> Findings:
+        doc = self._document(tree, path)
+        limit = self.cli_from_diagnostics
+        if tree.key not in self._validated or (limit is not None and doc.found >= limit):
+            result = await super().lint(text, path, configs)
+            self._validated.add(tree.key)
+        else:
+            async with self._slots, doc.lock:
+                result = await self._check_with_server(tree, doc, text, index, change)
+        doc.found = len(result)
+        return result
 
     async def _check_with_server(
-        self, tree: ConfigTree, doc: _Document, text: str
-    ) -> list[Diagnostic]:
-        client = await self._ensure_child()
-        try:
-            if tree.key not in self._folders:
-                await client.notify(
+        self,
+        tree: ConfigTree,
+        doc: _Document,
+        text: str,
+        index: LineIndex | None,
+        change: TextChange | None,
+    ) -> Findings:
+        client = self._client
+        if client is None or not client.alive:
+            client = await self._ensure_child()
+        if doc.generation != self._generation:  # not open in this child (yet)
+            doc.generation, doc.version, doc.sent, doc.sent_index = self._generation, 0, None, None
+        sync = self._sync(doc, text, change)  # refuses a text the child cannot read
+        notes: list[tuple[str, Any]] = []
+        if tree.key not in self._folders:
+            notes.append(
+                (
                     "workspace/didChangeWorkspaceFolders",
                     {"event": {"added": [_folder(tree)], "removed": []}},
                 )
-                self._folders.add(tree.key)
-            if doc.generation != self._generation:  # not open in this child (yet)
-                doc.generation, doc.version = self._generation, 0
+            )
+            self._folders.add(tree.key)
+        if sync is not None:
+            notes.append(sync)
             doc.version += 1
-            if doc.version == 1:
-                item = {"uri": doc.uri, "languageId": "python", "version": 1, "text": text}
-                await client.notify("textDocument/didOpen", {"textDocument": item})
-            else:
-                await client.notify(
-                    "textDocument/didChange",
-                    {
-                        "textDocument": {"uri": doc.uri, "version": doc.version},
-                        "contentChanges": [{"text": text}],
-                    },
-                )
+        # From here the child is taken to have ``text``; if the exchange fails, it is unknown.
+        doc.sent, doc.sent_index = text, index
+        try:
             report = await client.request(
-                "textDocument/diagnostic", {"textDocument": {"uri": doc.uri}}, self.timeout_s
+                "textDocument/diagnostic",
+                {"textDocument": {"uri": doc.uri}},
+                self.timeout_s,
+                notifications=notes,
             )
         except AnalysisError:
+            doc.sent = doc.sent_index = None
             async with self._start_lock:
                 if self._client is client:  # timed out or failed: do not trust it any more
                     await self._stop_child(graceful=False)
             raise
+        except BaseException:  # cancelled: simplest to send the whole text next time
+            doc.sent = doc.sent_index = None
+            raise
         items = (report or {}).get("items") or []
-        return _sorted(diagnostic_from_server(item) for item in items)
+        encoding = self.child_encoding
+        if items and encoding != Encoding.UTF32 and not text.isascii():
+            items = _codepoint_ranges(items, index or LineIndex(text), encoding)
+        return _server_findings(items)
+
+    def _sync(
+        self, doc: _Document, text: str, change: TextChange | None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The notification that gives the child ``text`` (None: it has it already)."""
+        if doc.version == 0:
+            _check_encodable(text)
+            self.sent_full += 1
+            item = {"uri": doc.uri, "languageId": "python", "version": 1, "text": text}
+            return "textDocument/didOpen", {"textDocument": item}
+        content = self._content_change(doc, text, change)
+        if content is None:
+            return None
+        params = {
+            "textDocument": {"uri": doc.uri, "version": doc.version + 1},
+            "contentChanges": [content],
+        }
+        return "textDocument/didChange", params
+
+    def _content_change(
+        self, doc: _Document, text: str, change: TextChange | None
+    ) -> dict[str, Any] | None:
+        """One ``contentChanges`` entry turning the child's copy of the document into ``text``
+        (None: no change)."""
+        old = doc.sent
+        if old is text:
+            return None
+        if old is None:
+            _check_encodable(text)
+            self.sent_full += 1
+            return {"text": text}
+        if change is not None and change.old.text is old:
+            start, end, new_text = change.start, change.end, change.new_text
+            old_index = change.old
+            if not _change_holds(old, text, start, end, new_text):
+                log.warning("ignoring a change hint that does not hold for %s", doc.uri)
+                start, end, new_text = text_diff(old, text)
+        else:
+            start, end, new_text = text_diff(old, text)
+            old_index = doc.sent_index if doc.sent_index is not None else LineIndex(old)
+        # No position names the point between "\r" and "\n": take the break into the change.
+        if 0 < start < len(old) and old[start - 1] == "\r" and old[start] == "\n":
+            start -= 1
+            new_text = "\r" + new_text
+        if 0 < end < len(old) and old[end - 1] == "\r" and old[end] == "\n":
+            end += 1
+            new_text += "\n"
+        if start == end and not new_text:
+            return None
+        _check_encodable(new_text)
+        if start == 0 and end == len(old):
+            self.sent_full += 1
+            return {"text": text}
+        encoding = self.child_encoding
+        try:
+            s_line, s_char = old_index.position(start, encoding, strict=True)
+            e_line, e_char = old_index.position(end, encoding, strict=True)
+        except PositionError as exc:  # cannot happen; the whole text is always right
+            log.warning("sending the whole text of %s: %s", doc.uri, exc)
+            self.sent_full += 1
+            return {"text": text}
+        self.sent_ranged += 1
+        return {
+            "range": {
+                "start": {"line": s_line, "character": s_char},
+                "end": {"line": e_line, "character": e_char},
+            },
+            "text": new_text,
+        }
 
     def _document(self, tree: ConfigTree, path: str) -> _Document:
         """The document record for ``path`` in ``tree`` (LRU; the oldest idle ones are closed)."""
@@ -585,7 +893,9 @@ class RuffServerEngine(RuffEngine):
             doc = _Document(uri=tree.file(path).as_uri())
         self._docs[key] = doc
         excess = len(self._docs) - self.open_documents_max
-        for old_key, old in list(self._docs.items())[: max(excess, 0)]:
+        if excess <= 0:
+            return doc
+        for old_key, old in list(self._docs.items())[:excess]:
             if old.lock.locked():
                 continue
             del self._docs[old_key]
@@ -598,6 +908,8 @@ class RuffServerEngine(RuffEngine):
 
     def _tree_evicted(self, tree: ConfigTree) -> None:
         self._validated.discard(tree.key)
+        for configs_id in [k for k, (_, t) in self._tree_of.items() if t is tree]:
+            del self._tree_of[configs_id]
         if tree.key in self._folders:
             self._folders.discard(tree.key)
             for key in [k for k in self._docs if k[0] == tree.key]:
@@ -617,6 +929,7 @@ class RuffServerEngine(RuffEngine):
         task.add_done_callback(_forget_task(self._tasks))
 
     async def _ensure_child(self) -> LspStdioClient:
+        """The live child (started, or restarted if it died)."""
         async with self._start_lock:
             if self._client is not None and self._client.alive:
                 return self._client
@@ -662,7 +975,7 @@ class RuffServerEngine(RuffEngine):
                     "rootUri": None,
                     "workspaceFolders": None,
                     "capabilities": {
-                        "general": {"positionEncodings": ["utf-32"]},
+                        "general": {"positionEncodings": list(self.position_encodings)},
                         "workspace": {"workspaceFolders": True, "configuration": False},
                         "textDocument": {
                             "diagnostic": {"dynamicRegistration": False},
@@ -675,9 +988,13 @@ class RuffServerEngine(RuffEngine):
                 },
                 self.timeout_s,
             )
-            encoding = ((result or {}).get("capabilities") or {}).get("positionEncoding")
-            if encoding != "utf-32":
-                raise AnalysisError(f"ruff server chose position encoding {encoding!r}, not utf-32")
+            # No answer means LSP's default, utf-16.
+            chosen = ((result or {}).get("capabilities") or {}).get("positionEncoding", "utf-16")
+            if chosen not in set(Encoding):
+                raise AnalysisError(f"ruff server chose an unknown position encoding {chosen!r}")
+            self.child_encoding = Encoding(chosen)
+            if self.child_encoding not in self.position_encodings:
+                log.info("ruff server chose position encoding %s", chosen)
             await client.notify("initialized", {})
         except BaseException:
             await self._stop_child(graceful=False)

@@ -4,7 +4,10 @@ session's buffers and lsp_dbcode.analysis (ruff + tree-sitter).
 - Tree-sitter: one tree per open document, edited incrementally from each didChange.
 - Ruff: at most one run per document at a time; an edit during a run marks the document
   "again", the finished run's result is dropped if the buffer moved on (never publish a stale
-  result over a fresh one), and one more run starts on the newest text.
+  result over a fresh one), and one more run starts on the newest text. Each run tells the engine
+  how the text changed since the previous run (one composed change, see :class:`_Since`), so
+  that the ``ruff server`` child gets only that; its diagnostics are published as the LSP JSON
+  the engine keeps (no lsprotocol objects on that path: those are built when a request needs them).
 - Workspace config (pyproject.toml / ruff.toml / .ruff.toml anywhere in the workspace) comes
   from the database, cached per workspace and dropped when a changeset touches a config file.
 """
@@ -30,11 +33,12 @@ from ..analysis import (
     language_for_path,
     make_ruff_engine,
 )
-from ..analysis.model import SYMBOL_KINDS
+from ..analysis.model import SYMBOL_KINDS, Findings, TextChange
+from ..analysis.ruff import LSP_SEVERITY, LSP_TAGS
 from ..check import format_for_commit
 from ..store import Store, StoreError
 from ..text.diff import diff_edits
-from ..text.edits import Edit, content_hash
+from ..text.edits import Edit
 from ..text.positions import Encoding, LineIndex
 
 if TYPE_CHECKING:
@@ -58,6 +62,15 @@ TAGS = {
 }
 
 
+_Key = tuple[str, str, int, int, int]  # workspace, path, len(text), hash(text), id(configs)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a shared result's exception as seen (no one may have waited for it)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Analyzer:
     """Process-wide: the ruff engine and the workspaces' config files."""
 
@@ -66,8 +79,8 @@ class Analyzer:
         self.ruff = make_ruff_engine()
         self._configs: dict[str, dict[str, str]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._results: dict[tuple[str, str, str, int], list[Diagnostic]] = {}
-        self._running: dict[tuple[str, str, str, int], asyncio.Future[list[Diagnostic]]] = {}
+        self._results: dict[_Key, Findings] = {}
+        self._running: dict[_Key, asyncio.Future[Findings]] = {}
         self.on_config_change: list[Callable[[str], None]] = []
 
     async def configs(self, workspace: str) -> dict[str, str]:
@@ -86,27 +99,51 @@ class Analyzer:
             )
         return found
 
-    async def check(self, workspace: str, path: str, text: str) -> list[Diagnostic]:
-        """Ruff's diagnostics for ``text``; one run per distinct (path, text, config) however
-        many sessions have the same buffer (100 editors receiving one commit)."""
-        configs = await self.configs(workspace)
-        key = (workspace, path, content_hash(text), id(configs))
+    async def check(
+        self, workspace: str, path: str, index: LineIndex, change: TextChange | None = None
+    ) -> Findings:
+        """Ruff's diagnostics for ``index.text``; one run per distinct (path, text, config)
+        however many sessions have the same buffer (100 editors receiving one commit).
+        ``change``: how the text came from the one of the previous check (see
+        :meth:`RuffEngine.lint`)."""
+        text = index.text
+        configs = self._configs.get(workspace)
+        if configs is None:
+            configs = await self.configs(workspace)
+        # Python's str hash (64 bits, computed once per str object) stands for the text, as the
+        # 64-bit blake2b did before at 4-5 times the cost; the length makes collisions rarer.
+        key = (workspace, path, len(text), hash(text), id(configs))
         found = self._results.get(key)
         if found is not None:
             return found
-        running = self._running.get(key)
-        if running is None:
-            running = asyncio.ensure_future(self.ruff.check(text, path, configs))
-            self._running[key] = running
-            running.add_done_callback(functools.partial(self._forget, key))
-        found = await asyncio.shield(running)
+        while (running := self._running.get(key)) is not None:  # another session runs it
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not running.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # Its session went away mid-run (not ours): run it here.
+        # Run it in this task (no task of its own: one loop turn less each way); sessions
+        # asking for the same text meanwhile wait for ``shared``.
+        shared: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
+        shared.add_done_callback(_retrieved)
+        self._running[key] = shared
+        try:
+            found = await self.ruff.lint(text, path, configs, index=index, change=change)
+        except Exception as exc:
+            shared.set_exception(exc)
+            raise
+        else:
+            shared.set_result(found)
+        finally:
+            del self._running[key]
+            if not shared.done():  # cancelled (or worse): the waiters run it themselves
+                shared.cancel()
         self._results[key] = found
         if len(self._results) > RESULTS_MAX:
             self._results.pop(next(iter(self._results)))
         return found
-
-    def _forget(self, key: tuple[str, str, str, int], _done: object) -> None:
-        self._running.pop(key, None)
 
     async def _watch(self, workspace: str, since: int) -> None:
         """Drop the cached configs when a changeset touches one, and tell the sessions."""
@@ -162,6 +199,78 @@ def to_lsp(index: LineIndex, d: Diagnostic, encoding: Encoding) -> types.Diagnos
     )
 
 
+@functools.cache
+def _converter() -> Any:
+    from pygls.protocol import default_converter
+
+    return default_converter()
+
+
+def diagnostics_json(diags: list[types.Diagnostic]) -> list[dict[str, Any]]:
+    """lsprotocol diagnostics as the JSON pygls would send for them."""
+    return _converter().unstructure(diags, list[types.Diagnostic])  # type: ignore[no-any-return]
+
+
+def _json_position(index: LineIndex, pos: Pos, encoding: Encoding) -> dict[str, int]:
+    line, character = index.position(_offset(index, pos), encoding)
+    return {"line": line, "character": character}
+
+
+def to_lsp_json(index: LineIndex, d: Diagnostic, encoding: Encoding) -> dict[str, Any]:
+    """:func:`to_lsp` as the JSON pygls would send for it."""
+    out: dict[str, Any] = {
+        "range": {
+            "start": _json_position(index, d.span.start, encoding),
+            "end": _json_position(index, d.span.end, encoding),
+        },
+        "message": d.message,
+        "severity": LSP_SEVERITY.get(d.severity, 2),
+    }
+    if d.code is not None:
+        out["code"] = d.code
+    if d.code_url:
+        out["codeDescription"] = {"href": d.code_url}
+    out["source"] = d.source
+    tags = [LSP_TAGS[t] for t in d.tags if t in LSP_TAGS]
+    if tags:
+        out["tags"] = tags
+    return out
+
+
+def findings_json(found: Findings, index: LineIndex, encoding: Encoding) -> list[dict[str, Any]]:
+    """``found`` (the findings for ``index.text``) as LSP JSON in ``encoding``, built once per
+    findings and encoding. The engine's code point JSON is used as it is where code points are
+    the encoding's units (utf-32, or an ASCII text); otherwise the positions are converted
+    (per line: only non-ASCII lines differ)."""
+    cached = found.cache.get(encoding)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if found.lsp is None:
+        out = [to_lsp_json(index, d, encoding) for d in found.diagnostics]
+    elif encoding == Encoding.UTF32 or index.text.isascii():
+        out = found.lsp
+    else:
+
+        def position(p: dict[str, int]) -> dict[str, int]:
+            line, character = index.position(
+                _offset(index, Pos(p["line"], p["character"])), encoding
+            )
+            return {"line": line, "character": character}
+
+        out = [
+            {
+                **item,
+                "range": {
+                    "start": position(item["range"]["start"]),
+                    "end": position(item["range"]["end"]),
+                },
+            }
+            for item in found.lsp
+        ]
+    found.cache[encoding] = out
+    return out
+
+
 class DocAnalysis:
     """Per-session glue: runs analyses for the session's open documents and answers requests."""
 
@@ -174,13 +283,17 @@ class DocAnalysis:
     def on_change(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
         self._update_tree(doc, edits)
         if is_python_path(doc.path):
+            since: _Since | None = doc.extra.get("ruff_since")
+            if since is None or edits is None or not since.add(edits, doc.index):
+                doc.extra["ruff_since"] = _Since(doc.index)
             self.schedule_ruff(doc)
 
     def _update_tree(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
         """Queue the edits for the document's tree. Non-Python trees are updated now (their
         syntax errors are published on every edit); Python's when a request needs the tree —
         ruff reports Python's syntax errors itself, with better messages."""
-        if language_for_path(doc.path) is None:
+        python = is_python_path(doc.path)  # .py and .pyi are tree-sitter's Python too
+        if not python and language_for_path(doc.path) is None:
             return
         if edits is None:
             doc.extra.pop("tree", None)
@@ -191,7 +304,7 @@ class DocAnalysis:
             if len(pending) > TREE_EDITS_MAX:  # cheaper to parse afresh
                 doc.extra.pop("tree", None)
                 pending.clear()
-        if is_python_path(doc.path):
+        if python:
             return
         tree = self._tree(doc)
         diags = (
@@ -213,17 +326,26 @@ class DocAnalysis:
         while True:
             doc.extra["ruff_again"] = False
             version, index = doc.version, doc.index
+            change = None
+            since: _Since | None = doc.extra.get("ruff_since")
+            if since is not None and since.index is index:
+                change = since.change()
+            doc.extra["ruff_since"] = _Since(index)  # the next run's changes start here
             try:
-                found = await self.analyzer.check(doc.workspace, doc.path, index.text)
+                found = await self.analyzer.check(doc.workspace, doc.path, index, change)
             except AnalysisError as exc:
-                found = []
+                found = Findings([])
                 session.log_message(f"ruff: {doc.path}: {exc}")
             if session.docs.get(doc.uri) is not doc:
                 return
             if doc.version == version and not doc.extra.get("ruff_again"):
                 doc.extra["ruff"] = (version, index, found)
                 enc = session.encoding
-                session.set_diagnostics(doc, "ruff", [to_lsp(index, d, enc) for d in found])
+                if session.pull_diagnostics:
+                    lsp = [to_lsp(index, d, enc) for d in found.diagnostics]
+                    session.set_diagnostics(doc, "ruff", lsp)
+                else:  # relayed as JSON; the objects are built if a request needs them
+                    session.set_diagnostics(doc, "ruff", None, findings_json(found, index, enc))
             if not doc.extra.get("ruff_again"):
                 return
 
@@ -250,6 +372,11 @@ class DocAnalysis:
         if cached is None or cached[0] != doc.version:
             self.schedule_ruff(doc)
         await self.wait_idle(doc)
+        cached = doc.extra.get("ruff")
+        if "ruff" not in doc.diagnostics and cached is not None:  # published as JSON only
+            _, index, found = cached
+            enc = self.session.encoding
+            doc.diagnostics["ruff"] = [to_lsp(index, d, enc) for d in found.diagnostics]
 
     def rerun_workspace(self, workspace: str) -> None:
         """The workspace's ruff config changed: lint its open Python documents again."""
@@ -309,7 +436,7 @@ class DocAnalysis:
         if want_quickfix and cached is not None and cached[0] == doc.version:
             _, index, found = cached
             r = params.range
-            for d in found:
+            for d in found.diagnostics:
                 rng = lsp_range(index, d.span, enc)
                 if (rng.end.line, rng.end.character) < (r.start.line, r.start.character) or (
                     rng.start.line,
@@ -431,6 +558,48 @@ class DocAnalysis:
             )
             for f in tree.folds()
         ]
+
+
+class _Since:
+    """How a document's text changed since ``base`` (the text of its last ruff run), composed
+    into one change: ``[lo, hi)`` in the current text replaced ``[lo, hi - delta)`` of ``base``,
+    where ``delta = len(current) - len(base)``; outside it both texts are equal. O(1) per edit."""
+
+    __slots__ = ("base", "delta", "hi", "index", "lo")
+
+    def __init__(self, base: LineIndex) -> None:
+        self.base = base
+        self.index = base  # the current text's index
+        self.lo = self.hi = -1  # nothing changed yet
+        self.delta = 0
+
+    def add(self, edits: list[tuple[int, int, str]], index: LineIndex) -> bool:
+        """Take ``edits`` (applied one after the other to the current text) that gave
+        ``index``; False when they do not fit (the caller starts afresh)."""
+        lo, hi, delta = self.lo, self.hi, self.delta
+        length = len(self.index)
+        for start, end, text in edits:
+            if not 0 <= start <= end <= length:
+                return False
+            grown = len(text) - (end - start)
+            if lo < 0:
+                lo, hi = start, end
+            else:
+                lo, hi = min(lo, start), max(hi, end)
+            hi += grown
+            delta += grown
+            length += grown
+        if length != len(index):
+            return False
+        self.lo, self.hi, self.delta, self.index = lo, hi, delta, index
+        return True
+
+    def change(self) -> TextChange:
+        """The change from ``base`` to the current text."""
+        if self.lo < 0:
+            return TextChange(self.base, 0, 0, "")
+        text = self.index.text
+        return TextChange(self.base, self.lo, self.hi - self.delta, text[self.lo : self.hi])
 
 
 def _noqa_edit(index: LineIndex, line: int, code: str) -> Edit:

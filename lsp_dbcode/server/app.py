@@ -4,16 +4,19 @@ connection), caches, and the analysis engines."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from ..store import Store
+from ..store import DatabaseUnavailable, Store
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from .analysis import Analyzer
 
 if TYPE_CHECKING:
+    from .documents import OpenDoc
     from .session import Session
 
 log = logging.getLogger(__name__)
@@ -27,12 +30,86 @@ class App:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.analyzer = Analyzer(store)
-        self.forced_agent: str | None = None
         self.sessions: set[Session] = set()
         self._revisions: OrderedDict[tuple[str, str, int], str] = OrderedDict()
         self._revisions_bytes = 0
         self._inflight: dict[tuple[str, str, int], asyncio.Future[str]] = {}
         self._diffs: dict[tuple[str, str, int, int], list[Edit]] = {}
+        self._edits_json: dict[tuple[str, str, int, int, str], str] = {}
+        # Open documents of every session, by (workspace, path): one watcher per workspace
+        # feeds them all (one subscription per process, not one per session).
+        self._open: dict[tuple[str, str], dict[int, tuple[Session, OpenDoc]]] = {}
+        self._open_count: dict[str, int] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._watch_start: dict[str, asyncio.Future[int]] = {}
+
+    # -- open documents and the watcher that feeds them --------------------------------------
+
+    def track(self, session: Session, doc: OpenDoc) -> None:
+        """``doc`` is open in ``session``: deliver the changesets that touch its path."""
+        ws = doc.workspace
+        self._open.setdefault((ws, doc.path), {})[id(doc)] = (session, doc)
+        self._open_count[ws] = self._open_count.get(ws, 0) + 1
+        if ws not in self._watchers:
+            self._watch_start[ws] = asyncio.get_running_loop().create_future()
+            self._watchers[ws] = asyncio.get_running_loop().create_task(self._watch(ws))
+
+    def untrack(self, session: Session, doc: OpenDoc) -> None:
+        ws = doc.workspace
+        docs = self._open.get((ws, doc.path))
+        if docs is None or docs.pop(id(doc), None) is None:
+            return
+        if not docs:
+            del self._open[(ws, doc.path)]
+        self._open_count[ws] -= 1
+        if self._open_count[ws] == 0:
+            del self._open_count[ws]
+            task = self._watchers.pop(ws, None)
+            if task is not None:
+                task.cancel()
+            start = self._watch_start.pop(ws, None)
+            if start is not None and not start.done():
+                start.cancel()
+
+    async def watching(self, workspace: str) -> None:
+        """Until the workspace's watcher knows where it starts: a document read after this
+        cannot miss a changeset (it is in the read, or the watcher delivers it)."""
+        start = self._watch_start.get(workspace)
+        if start is not None:
+            await asyncio.shield(start)
+
+    async def _watch(self, workspace: str) -> None:
+        while True:
+            try:
+                since = await self.store.head(workspace)
+                break
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+        start = self._watch_start.get(workspace)
+        if start is not None and not start.done():
+            start.set_result(since)
+        async for cs in self.store.subscribe(workspace, since):
+            for fc in cs.files:
+                if fc.text is not None:
+                    self.remember(workspace, fc.path, fc.revision, fc.text)
+                for session, doc in list(self._open.get((workspace, fc.path), {}).values()):
+                    await session.deliver(doc, cs, fc)
+                if fc.old_path is not None:
+                    moved = self._open.get((workspace, fc.old_path), {})
+                    for session, doc in list(moved.values()):
+                        await session.deliver(doc, cs, fc)
+
+    def edits_json(self, key: tuple[str, str, int, int, str], make: Callable[[], list[Any]]) -> str:
+        """The JSON of a push's TextEdits, shared by every clean buffer of the same revision
+        and position encoding."""
+        found = self._edits_json.get(key)
+        if found is None:
+            found = json.dumps(make(), separators=(",", ":"))
+            self._edits_json[key] = found
+            if len(self._edits_json) > DIFF_CACHE_MAX:
+                self._edits_json.pop(next(iter(self._edits_json)))
+        return found
 
     def diff(self, key: tuple[str, str, int, int], old: str, new: str) -> list[Edit]:
         """diff_edits(old, new), shared by every session whose buffer is ``old`` (a clean
@@ -46,6 +123,9 @@ class App:
         return found
 
     async def close(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        self._watchers.clear()
         await self.analyzer.close()
 
     async def revision_text(self, workspace: str, path: str, revision: int) -> str:

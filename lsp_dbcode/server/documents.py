@@ -10,13 +10,14 @@ When ``target`` moves past ``base`` (another agent committed), :meth:`DocumentSy
 3-way merges (base, buffer, target) and sends the difference to the client as one
 ``workspace/applyEdit`` of minimal TextEdits on the buffer's version. At most one edit is in
 flight per document; it counts as applied only when the client's following didChange produces
-exactly the expected text (by hash). A refused edit, or a buffer that moved on, is merged again
+exactly the expected text. A refused edit, or a buffer that moved on, is merged again
 against the buffer as it is now: nothing the user typed is ever replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from lsprotocol import types
 
 from ..text.diff import diff_edits
-from ..text.edits import Edit, content_hash
+from ..text.edits import Edit
 from ..text.merge import Conflict, find_conflicts, merge3
 from ..text.positions import Encoding, LineIndex
 
@@ -43,7 +44,7 @@ PUSH_RETRIES_MAX = 20
 class Pending:
     """An applyEdit in flight: what the buffer should become, and which revision it reflects."""
 
-    expected_hash: str
+    expected: str
     target_rev: int
     target_text: str
     sent_version: int
@@ -111,68 +112,91 @@ class DocumentSync:
             if not edits:
                 self._settled(doc, doc.target_rev, doc.target_text)
                 return
-            self._push(doc, edits, doc.target_text)
+            self._push(doc, edits, doc.target_text, key)
             return
         merged = merge3(doc.base_text, doc.text, doc.target_text, theirs_label=self._label(doc))
         if merged.text == doc.text:
             self._settled(doc, doc.target_rev, doc.target_text)
             return
         edits = diff_edits(doc.text, merged.text)
-        self._push(doc, edits, merged.text)
+        self._push(doc, edits, merged.text, ("", "", 0, 0))
 
     def _label(self, doc: OpenDoc) -> str:
         who = doc.target_agent or "theirs"
         return f"{who} (revision {doc.target_rev})"
 
-    def _push(self, doc: OpenDoc, edits: list[Edit], expected: str) -> None:
+    def _push(
+        self, doc: OpenDoc, edits: list[Edit], expected: str, shared: tuple[str, str, int, int]
+    ) -> None:
+        """Send ``edits`` (on the buffer as it is) as one workspace/applyEdit. ``shared``: the
+        key under which clean buffers of one revision share the edits' JSON."""
         session = self.session
         enc = session.encoding
-        text_edits = doc.text_edits(edits, enc)
-        pending = Pending(content_hash(expected), doc.target_rev, doc.target_text, doc.version)
+
+        def lsp_edits() -> list[Any]:
+            out = []
+            for e in edits:
+                sl, sc = doc.index.position(e.start, enc)
+                el, ec = doc.index.position(e.end, enc)
+                rng = {"start": {"line": sl, "character": sc}, "end": {"line": el, "character": ec}}
+                out.append({"range": rng, "newText": e.text})
+            return out
+
+        if shared[0]:
+            edits_json = session.app.edits_json((*shared, enc.value), lsp_edits)
+        else:
+            edits_json = json.dumps(lsp_edits(), separators=(",", ":"))
+        pending = Pending(expected, doc.target_rev, doc.target_text, doc.version)
         doc.pending = pending
+        uri = json.dumps(doc.uri)
         if session.supports_document_changes:
-            edit = types.WorkspaceEdit(
-                document_changes=[
-                    types.TextDocumentEdit(
-                        text_document=types.OptionalVersionedTextDocumentIdentifier(
-                            uri=doc.uri, version=doc.version
-                        ),
-                        edits=text_edits,  # type: ignore[arg-type]
-                    )
-                ]
+            edit = (
+                '{"documentChanges":[{"textDocument":{"uri":'
+                + uri
+                + ',"version":'
+                + str(doc.version)
+                + '},"edits":'
+                + edits_json
+                + "}]}"
             )
         else:
-            edit = types.WorkspaceEdit(changes={doc.uri: text_edits})
-        label = f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}"
-        # Sent now (not from a task that runs later): with 100 sessions on one loop the first
-        # editor gets its edit before the last one's is even computed.
-        reply = session.ls.protocol.send_request_async(
-            "workspace/applyEdit", types.ApplyWorkspaceEditParams(edit, label)
+            edit = '{"changes":{' + uri + ":" + edits_json + "}}"
+        label = json.dumps(f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}")
+        # Written now (not from a task that runs later): with 100 sessions on one loop the
+        # first editor gets its edit before the last one's is even computed.
+        reply = session.protocol.request_raw(
+            "workspace/applyEdit", None, params_json='{"label":' + label + ',"edit":' + edit + "}"
         )
-        session.run_task(self._await_reply(doc, pending, reply))
+        loop = asyncio.get_running_loop()
+        timeout = loop.call_later(APPLY_EDIT_TIMEOUT_S, reply.cancel)
+        reply.add_done_callback(lambda f: self._on_reply(doc, pending, f, timeout))
 
-    async def _await_reply(self, doc: OpenDoc, pending: Pending, reply: Any) -> None:
-        try:
-            result = await asyncio.wait_for(reply, APPLY_EDIT_TIMEOUT_S)
-            applied = bool(result.applied)
-            reason = result.failure_reason
-        except Exception as exc:  # timeout, client error, closed connection
+    def _on_reply(
+        self, doc: OpenDoc, pending: Pending, reply: asyncio.Future[Any], timeout: Any
+    ) -> None:
+        timeout.cancel()
+        if reply.cancelled():
+            self.session.protocol.forget_request(reply)
+            applied, reason = False, "no answer in time"
+        elif (exc := reply.exception()) is not None:
             applied, reason = False, str(exc) or type(exc).__name__
-        async with doc.lock:
-            if doc.pending is not pending:
-                return  # settled by a didChange already
-            pending.answered = True
-            if applied:
-                # Wait for the didChange that carries the edit (Neovim sends it later).
-                loop = asyncio.get_running_loop()
-                pending.settle = loop.call_later(
-                    SETTLE_TIMEOUT_S,
-                    lambda: self.session.run_task(self._settle_timeout(doc, pending)),
-                )
-                return
-            log.info("client refused the edit to %s (%s); merging again", doc.uri, reason)
-            doc.pending = None
-        await self._retry(doc)
+        else:
+            result = reply.result()
+            applied = isinstance(result, dict) and result.get("applied") is True
+            reason = str(result.get("failureReason")) if isinstance(result, dict) else "?"
+        if doc.pending is not pending or self.session.closed:
+            return  # settled by a didChange already
+        pending.answered = True
+        if applied:
+            # Wait for the didChange that carries the edit (Neovim sends it later).
+            pending.settle = asyncio.get_running_loop().call_later(
+                SETTLE_TIMEOUT_S,
+                lambda: self.session.run_task(self._settle_timeout(doc, pending)),
+            )
+            return
+        log.info("client refused the edit to %s (%s); merging again", doc.uri, reason)
+        doc.pending = None
+        self.session.run_task(self._retry(doc))
 
     async def _retry(self, doc: OpenDoc) -> None:
         doc.push_retries += 1
@@ -202,7 +226,7 @@ class DocumentSync:
         pending = doc.pending
         if pending is None:
             return
-        if content_hash(doc.text) == pending.expected_hash:
+        if doc.text == pending.expected:
             if pending.settle is not None:
                 pending.settle.cancel()
             doc.pending = None

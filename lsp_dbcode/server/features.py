@@ -36,6 +36,7 @@ LOG_LIMIT_MAX = 10_000
 
 
 class DbcodeLanguageServer(LanguageServer):
+    protocol: DbcodeProtocol
     session: Session
     on_exit: Callable[[], None] | None = None
 
@@ -117,7 +118,9 @@ def _int(p: dict[str, Any], key: str, *, optional: bool = False) -> Any:
     return value
 
 
-def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
+def create_server(
+    app: App, default_agent: str, forced_agent: str | None = None
+) -> DbcodeLanguageServer:
     server = DbcodeLanguageServer(
         "dbcode",
         __version__,
@@ -128,9 +131,22 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
     session = Session(app, server)
     server.session = session
 
+    def lean(method: str) -> Callable[[Callable[..., Awaitable[Any]]], Any]:
+        """A dbcode/* request: params and result are plain JSON, so it takes the protocol's
+        lean path (no cattrs, answered as soon as the handler returns); our errors become
+        JSON-RPC errors with a clear message."""
+
+        def register(fn: Callable[..., Awaitable[Any]]) -> Any:
+            wrapped = _request(fn)
+            server.feature(method)(wrapped)
+            server.protocol.fast_requests[method] = lambda params: wrapped(server, params)
+            return wrapped
+
+        return register
+
     @server.feature(types.INITIALIZE)
     def initialize(ls: DbcodeLanguageServer, params: types.InitializeParams) -> None:
-        warnings = session.configure(params, default_agent)
+        warnings = session.configure(params, default_agent, forced_agent)
         enc = ls.workspace.position_encoding or types.PositionEncodingKind.Utf16
         session.encoding = Encoding(str(enc.value if hasattr(enc, "value") else enc))
         for w in warnings:
@@ -167,24 +183,21 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
     async def did_save(ls: DbcodeLanguageServer, params: types.DidSaveTextDocumentParams) -> None:
         await session.did_save(params.text_document.uri, params.text)
 
-    @server.feature("dbcode/listFiles")
-    @_request
+    @lean("dbcode/listFiles")
     async def list_files(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/listFiles")
         return await session.list_files(
             validate.check_workspace(_str(p, "workspace")), _str(p, "prefix", optional=True) or ""
         )
 
-    @server.feature("dbcode/workspaces")
-    @_request
+    @lean("dbcode/workspaces")
     async def workspaces(ls: DbcodeLanguageServer, params: Any) -> Any:
         return [
             {"name": w.name, "uri": make_uri(w.name), "files": w.files, "seq": w.head_seq}
             for w in await app.store.workspaces()
         ]
 
-    @server.feature("dbcode/readFile")
-    @_request
+    @lean("dbcode/readFile")
     async def read_file(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/readFile")
         rev = _int(p, "revision", optional=True)
@@ -192,16 +205,14 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
             raise InvalidInput("revision must be >= 1")
         return await session.read_file(_str(p, "uri"), rev)
 
-    @server.feature("dbcode/writeFile")
-    @_request
+    @lean("dbcode/writeFile")
     async def write_file(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/writeFile")
         return await session.write_file(
             _str(p, "uri"), _str(p, "text"), _int(p, "baseRevision", optional=True)
         )
 
-    @server.feature("dbcode/commit")
-    @_request
+    @lean("dbcode/commit")
     async def commit(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/commit")
         workspace = validate.check_workspace(_str(p, "workspace"))
@@ -222,8 +233,7 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
             )
         return await session.commit(workspace, _str(p, "message", optional=True), checked)
 
-    @server.feature("dbcode/log")
-    @_request
+    @lean("dbcode/log")
     async def log_(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/log")
         limit = _int(p, "limit", optional=True) or 50
@@ -233,23 +243,20 @@ def create_server(app: App, default_agent: str) -> DbcodeLanguageServer:
             validate.check_workspace(_str(p, "workspace")), _str(p, "path", optional=True), limit
         )
 
-    @server.feature("dbcode/subscribe")
-    @_request
+    @lean("dbcode/subscribe")
     async def subscribe(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/subscribe")
         return await session.subscribe(
             validate.check_workspace(_str(p, "workspace")), _int(p, "sinceSeq", optional=True)
         )
 
-    @server.feature("dbcode/unsubscribe")
-    @_request
+    @lean("dbcode/unsubscribe")
     async def unsubscribe(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/unsubscribe")
         session.unsubscribe(validate.check_workspace(_str(p, "workspace")))
         return None
 
-    @server.feature("dbcode/configure")
-    @_request
+    @lean("dbcode/configure")
     async def configure(ls: DbcodeLanguageServer, params: Any) -> Any:
         """Change agent and/or mode of this session: {agent?, mode?}."""
         p = _obj(params, "dbcode/configure")

@@ -1,27 +1,44 @@
-"""`dbcode serve`: transports. stdio (one session), or TCP / WebSocket (many sessions in one
+"""`dbcode serve`: transports. stdio (one session: ``--standalone``; by default a relay to a
+shared ``--unix`` server, see relay.py), or unix socket / TCP / WebSocket (many sessions in one
 process: one pygls server object per connection, all on one event loop, sharing one App)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import stat
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from pygls.exceptions import JsonRpcException
-from pygls.io_ import StdinAsyncReader, StdoutWriter, run_async, run_websocket
+from pygls.io_ import StdinAsyncReader, StdoutWriter
 
 from ..store import Store, StoreError, redact, resolve_dsn
 from .app import App
 from .features import create_server
+from .relay import (
+    DEFAULT_IDLE_EXIT_S,
+    READY,
+    RelayError,
+    ServerPaths,
+    answer,
+    hold_server_lock,
+    parse_preamble,
+)
+from .wire import FramingError, read_stream, read_websocket
 
 log = logging.getLogger("lsp_dbcode.server")
 
 POOL_SIZE_MAX = 20
+PREAMBLE_TIMEOUT_S = 10.0
+UNIX_BACKLOG = 1024
 EXPECTED_ERROR_CODES = frozenset({-32602, -32601, 404, 409})
 
 
@@ -58,9 +75,13 @@ def _host_port(value: str) -> tuple[str, int]:
 def serve(args: argparse.Namespace) -> int:
     _setup_logging(args)
     try:
+        if getattr(args, "unix", None):
+            # Held until the process exits: relays see a server alive (starting, serving or
+            # exiting) by this lock, never by a pid that may be stale.
+            args.server_lock_fd = hold_server_lock(ServerPaths(Path(args.unix)))
         dsn = resolve_dsn(args.database_url)
         return asyncio.run(_serve(dsn, args))
-    except StoreError as exc:
+    except (StoreError, RelayError) as exc:
         sys.stderr.write(f"dbcode: {exc}\n")
         return 1
     except KeyboardInterrupt:
@@ -94,12 +115,17 @@ async def _serve(dsn: str, args: argparse.Namespace) -> int:
                 sys.stderr.write(f"dbcode: serving LSP over WebSocket on {addrs}\n")
                 sys.stderr.flush()
                 await wss.serve_forever()
+        elif getattr(args, "unix", None):
+            await _serve_unix(app, args)
         else:
             reader = await _stdin_reader()
             # SPEC precedence: --agent, else DBCODE_AGENT, else initializationOptions.agent.
-            # Only for stdio: a TCP/WebSocket server serves many agents, each naming itself.
-            app.forced_agent = getattr(args, "agent_flag", None) or os.environ.get("DBCODE_AGENT")
-            await _run_session(app, args.agent, reader, StdoutWriter(sys.stdout.buffer))
+            # Only for stdio: a TCP/WebSocket server serves many agents, each naming itself
+            # (a relay's sessions on a unix socket bring theirs in the preamble).
+            forced = getattr(args, "agent_flag", None) or os.environ.get("DBCODE_AGENT")
+            await _run_session(
+                app, args.agent, reader, StdoutWriter(sys.stdout.buffer), forced_agent=forced
+            )
     finally:
         await app.close()
         await store.close()
@@ -120,16 +146,121 @@ async def _stdin_reader() -> Any:
 
 
 async def run_stream_session(
-    app: App, agent: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    app: App,
+    agent: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    forced_agent: str | None = None,
 ) -> None:
     try:
-        await _run_session(app, agent, reader, writer)
+        await _run_session(app, agent, reader, writer, forced_agent=forced_agent)
     finally:
         writer.close()
 
 
-async def _run_session(app: App, agent: str, reader: Any, writer: Any) -> None:
-    ls = create_server(app, agent)
+async def _serve_unix(app: App, args: argparse.Namespace) -> None:
+    """Sessions of stdio relays on a unix socket (relay.py): each connection starts with the
+    relay's preamble (its agents), answered with our pid, then LSP. Exits after ``--idle-exit``
+    seconds without a connection (0: never), and on SIGTERM / SIGINT; removes its socket."""
+    path = Path(args.unix)
+    idle = getattr(args, "idle_exit", None)
+    idle_s = DEFAULT_IDLE_EXIT_S if idle is None else float(idle)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    active = 0
+    idle_since = time.monotonic()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal active, idle_since
+        active += 1
+        me = asyncio.current_task()
+        if me is not None:
+            tasks.add(me)
+        try:
+            try:
+                line = await asyncio.wait_for(reader.readline(), PREAMBLE_TIMEOUT_S)
+                forced, default = parse_preamble(line)
+            except (ValueError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
+                log.warning("unix socket: connection refused: %s", e)
+                writer.close()
+                return
+            if stop.is_set():  # exiting: no answer, so that the relay retries elsewhere
+                writer.close()
+                return
+            writer.write(answer(os.getpid()))
+            await run_stream_session(app, default, reader, writer, forced_agent=forced)
+        finally:
+            if me is not None:
+                tasks.discard(me)
+            active -= 1
+            idle_since = time.monotonic()
+            log.info("relay connection closed (%d left)", active)
+
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)  # stale: we hold the server lock, nobody else serves it
+    try:
+        server = await asyncio.start_unix_server(
+            connection, path=os.fspath(path), backlog=UNIX_BACKLOG
+        )
+    except OSError as exc:
+        raise StoreError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    os.chmod(path, 0o600)
+    inode = os.lstat(path).st_ino
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s: exiting", sig.name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    with contextlib.suppress(OSError):  # a starting relay that died meanwhile: no reader
+        sys.stderr.write(f"{READY} {path} (pid {os.getpid()})\n")
+        sys.stderr.flush()
+    if getattr(args, "spawned", False) and getattr(args, "log_file", None):
+        # Our stderr was the starting relay's pipe, for the line above or a start-up error;
+        # from now on it is our log.
+        fd = os.open(args.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(fd, 2)
+        os.close(fd)
+    log.info("serving LSP over unix socket %s (idle exit after %g s)", path, idle_s)
+
+    async def watch_idle() -> None:
+        while True:
+            await asyncio.sleep(min(1.0, idle_s / 4))
+            if active == 0 and time.monotonic() - idle_since >= idle_s:
+                log.info("no session for %g s: exiting", idle_s)
+                stop.set()
+                return
+
+    watcher = loop.create_task(watch_idle()) if idle_s > 0 else None
+    try:
+        await stop.wait()
+    finally:
+        # The socket file goes first (if it is still ours): a relay arriving now starts a new
+        # server instead of connecting to one that is closing; a connection that raced in
+        # is closed before the answer to its preamble, and its relay retries.
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_ino == inode:
+                os.unlink(path)
+        server.close()
+        if watcher is not None:
+            watcher.cancel()
+        # Signalled with sessions open: end them (their tasks, subscriptions) while the
+        # store is still there.
+        for t in list(tasks):
+            t.cancel()
+        if tasks:
+            await asyncio.wait(list(tasks), timeout=10)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_session(
+    app: App, agent: str, reader: Any, writer: Any, forced_agent: str | None = None
+) -> None:
+    ls = create_server(app, agent, forced_agent)
     session = ls.session
     app.sessions.add(session)
     stop = threading.Event()
@@ -146,10 +277,13 @@ async def _run_session(app: App, agent: str, reader: Any, writer: Any) -> None:
     ls.on_exit = on_exit
     log.info("session opened (%d in this process)", len(app.sessions))
     try:
-        await run_async(stop_event=stop, reader=reader, protocol=ls.protocol, logger=log)
+        await read_stream(reader, ls.protocol, stop)
     except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
         pass
+    except FramingError as exc:
+        log.error("closing a session: %s", exc)
     finally:
+        ls.protocol.close_requests()
         await session.close()
         app.sessions.discard(session)
         log.info("session closed (%d left)", len(app.sessions))
@@ -170,9 +304,10 @@ async def run_ws_session(app: App, agent: str, websocket: Any) -> None:
 
     ls.on_exit = on_exit
     try:
-        await run_websocket(websocket=websocket, stop_event=stop, protocol=ls.protocol, logger=log)
+        await read_websocket(websocket, ls.protocol, stop)
     except asyncio.CancelledError:
         pass
     finally:
+        ls.protocol.close_requests()
         await session.close()
         app.sessions.discard(session)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import logging
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import attrs
@@ -66,6 +67,123 @@ def make_converter() -> cattrs.Converter:
 
 
 class DbcodeProtocol(LanguageServerProtocol):
+    """pygls' protocol, plus a lean path for the messages that come by the hundred per
+    changeset when many editors share one server: ``textDocument/didChange`` and the answers to
+    our own requests (``workspace/applyEdit``) are decoded once with ``json.loads`` and handed
+    to the session directly — no cattrs, no uuid, no task per message. Everything else takes
+    pygls' path, in arrival order."""
+
+    # Set by the session: takes a didChange's raw params, returns False if it cannot (then
+    # pygls' path handles the message, with its validation).
+    fast_notifications: dict[str, Callable[[Any], bool]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast_notifications = {}
+        self.fast_requests: dict[str, Callable[[Any], Awaitable[Any]]] = {}
+        self._fast_tasks: set[asyncio.Task[Any]] = set()
+        self._raw_requests: dict[str, asyncio.Future[Any]] = {}
+        self._raw_ids = itertools.count(1)
+
+    def receive(self, body: bytes | str) -> None:
+        """One message off the wire."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            log.error("unparsable message (%s): %.200r", exc, body)
+            return
+        try:
+            if isinstance(data, dict):
+                method = data.get("method")
+                if method is None:
+                    msg_id = data.get("id")
+                    future = self._raw_requests.pop(msg_id, None) if type(msg_id) is str else None
+                    if future is not None:
+                        if not future.done():
+                            if "error" in data:
+                                error = data["error"] if isinstance(data["error"], dict) else {}
+                                future.set_exception(
+                                    JsonRpcException(
+                                        code=error.get("code", -32603),
+                                        message=str(error.get("message", "error")),
+                                    )
+                                )
+                            else:
+                                future.set_result(data.get("result"))
+                        return
+                elif "id" not in data:
+                    fast = self.fast_notifications.get(method)
+                    if fast is not None and fast(data.get("params")):
+                        return
+                elif (handler := self.fast_requests.get(method)) is not None and not getattr(
+                    self, "_shutdown", False
+                ):
+                    self._run_request(data["id"], handler, data.get("params"))
+                    return
+            # pygls decodes with structure_message as json's object_hook; only the top-level
+            # object carries "jsonrpc", so calling it once on that object is the same.
+            self.handle_message(self.structure_message(data) if isinstance(data, dict) else data)
+        except Exception:
+            log.exception("unable to handle a message")
+
+    def _run_request(
+        self, msg_id: Any, handler: Callable[[Any], Awaitable[Any]], params: Any
+    ) -> None:
+        task = asyncio.ensure_future(handler(params))
+        self._fast_tasks.add(task)
+        task.add_done_callback(lambda t: self._answer(msg_id, t))
+
+    def _answer(self, msg_id: Any, task: asyncio.Task[Any]) -> None:
+        self._fast_tasks.discard(task)
+        if task.cancelled():
+            error: dict[str, Any] = {"code": -32800, "message": "request cancelled"}
+        elif (exc := task.exception()) is not None:
+            if not isinstance(exc, JsonRpcException):
+                log.error("request %s failed", msg_id, exc_info=exc)
+                exc = JsonRpcException(message=f"internal error: {type(exc).__name__}")
+            error = {"code": exc.code, "message": exc.message}
+            if exc.data is not None:
+                error["data"] = exc.data
+        else:
+            try:
+                self.send_raw({"jsonrpc": "2.0", "id": msg_id, "result": task.result()})
+            except TypeError:  # not plain JSON (an lsprotocol object): let cattrs do it
+                self._send_response(msg_id, task.result())
+            return
+        self.send_raw({"jsonrpc": "2.0", "id": msg_id, "error": error})
+
+    def request_raw(self, method: str, params: Any, *, params_json: str | None = None) -> Any:
+        """Send a request whose params are plain JSON data (or already serialised JSON text);
+        returns an asyncio future of the result (an exception for an error answer)."""
+        msg_id = f"dbcode-{next(self._raw_ids)}"
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._raw_requests[msg_id] = future
+        if params_json is None:
+            params_json = json.dumps(params, separators=(",", ":"))
+        method_json = json.dumps(method)
+        self.send_text(
+            '{"jsonrpc":"2.0","id":"'
+            + msg_id
+            + '","method":'
+            + method_json
+            + ',"params":'
+            + params_json
+            + "}"
+        )
+        return future
+
+    def forget_request(self, future: asyncio.Future[Any]) -> None:
+        for key, value in list(self._raw_requests.items()):
+            if value is future:
+                del self._raw_requests[key]
+
+    def close_requests(self) -> None:
+        """The connection is gone: fail what is still waiting for an answer."""
+        for future in self._raw_requests.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the client went away"))
+        self._raw_requests.clear()
+
     def structure_message(self, data: dict[str, Any]) -> Any:
         try:
             return super().structure_message(data)
@@ -81,10 +199,14 @@ class DbcodeProtocol(LanguageServerProtocol):
     def send_raw(self, data: dict[str, Any]) -> None:
         """Write one JSON-RPC message given as plain JSON data (no cattrs on the way): the hot
         paths (diagnostics, pushed edits) build their payloads as dicts."""
+        self.send_text(json.dumps(data, separators=(",", ":")))
+
+    def send_text(self, text: str) -> None:
+        """Write one JSON-RPC message already serialised (ASCII-only JSON text)."""
         writer = self.writer
         if writer is None:
             return
-        body = json.dumps(data, separators=(",", ":")).encode()
+        body = text.encode()
         if self._include_headers:
             body = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         res = writer.write(body)

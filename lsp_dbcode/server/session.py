@@ -18,6 +18,7 @@ from ..store import (
     Changeset,
     Conflict,
     DatabaseUnavailable,
+    FileChange,
     InvalidInput,
     NotFound,
     StoreError,
@@ -29,6 +30,7 @@ from ..text.positions import Encoding, LineIndex
 from ..uris import changeset_json, make_uri, parse_uri
 from .analysis import DocAnalysis
 from .documents import DocumentSync, OpenDoc
+from .protocol import DbcodeProtocol
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
@@ -53,6 +55,17 @@ def _inside_conflict(d: types.Diagnostic, conflicts: list[types.Diagnostic] | No
     return False
 
 
+def _acquire_now(lock: asyncio.Lock) -> None:
+    """Take a free asyncio lock without awaiting (acquiring a free lock never suspends)."""
+    coro = lock.acquire()
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise AssertionError("the lock was not free")
+
+
 class Session:
     def __init__(self, app: App, ls: LanguageServer) -> None:
         self.app = app
@@ -63,7 +76,6 @@ class Session:
         self.supports_document_changes = False
         self.docs: dict[str, OpenDoc] = {}
         self.sync = DocumentSync(self)
-        self._watchers: dict[str, asyncio.Task[None]] = {}
         self._subscriptions: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._read_revisions: dict[str, tuple[int, str]] = {}  # uri -> (rev, hash) last served
@@ -72,9 +84,18 @@ class Session:
         self.folders: list[str] = []
         self.pull_diagnostics = False
         self.analysis = DocAnalysis(self, app.analyzer)
+        fast = getattr(ls.protocol, "fast_notifications", None)
+        if fast is not None:  # our protocol: the document notifications skip pygls
+            fast["textDocument/didOpen"] = self._fast_did_open
+            fast["textDocument/didChange"] = self._fast_did_change
+            fast["textDocument/didClose"] = self._fast_did_close
         app.analyzer.on_config_change.append(self.analysis.rerun_workspace)
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    @property
+    def protocol(self) -> DbcodeProtocol:
+        return self.ls.protocol  # type: ignore[return-value]
 
     @property
     def store(self) -> Any:
@@ -96,40 +117,85 @@ class Session:
         if not self.closed:
             self.ls.window_show_message(types.ShowMessageParams(kind, message))
 
-    def log_message(self, message: str) -> None:
+    def notify_raw(self, method: str, params: dict[str, Any]) -> None:
+        """Send a notification whose params are plain JSON data (bypasses cattrs)."""
         if not self.closed:
-            self.ls.window_log_message(types.LogMessageParams(types.MessageType.Info, message))
+            self.protocol.send_raw({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def set_diagnostics(self, doc: OpenDoc, source: str, diags: list[types.Diagnostic]) -> None:
-        doc.diagnostics[source] = diags
+    def log_message(self, message: str) -> None:
+        self.notify_raw("window/logMessage", {"type": 3, "message": message})  # 3: Info
+
+    def set_diagnostics(
+        self,
+        doc: OpenDoc,
+        source: str,
+        diags: list[types.Diagnostic] | None,
+        as_json: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Keep ``source``'s diagnostics of ``doc`` and publish the document's (push clients).
+
+        ``diags``: lsprotocol objects (kept in ``doc.diagnostics``). ``as_json``: the same as
+        LSP JSON, published as it is (no cattrs); given alone, ``doc.diagnostics`` drops
+        ``source`` and whoever needs the objects builds them (``DocAnalysis.ready``).
+        """
+        if diags is not None:
+            doc.diagnostics[source] = diags
+        else:
+            assert as_json is not None, "give diags or as_json"
+            doc.diagnostics.pop(source, None)
+        published: dict[str, list[dict[str, Any]] | None]
+        published = doc.extra.setdefault("diagnostics_json", {})
+        published[source] = as_json  # None: made from doc.diagnostics when published
         if self.closed or self.docs.get(doc.uri) is not doc:
             return
         if self.pull_diagnostics and source != "dbcode":
             return  # the client pulls these (textDocument/diagnostic); no duplicates
-        merged = [
-            d
-            for src, ds in doc.diagnostics.items()
-            if not self.pull_diagnostics or src == "dbcode"
-            for d in ds
-            if src == "dbcode" or not _inside_conflict(d, doc.diagnostics.get("dbcode"))
+        # Lint inside a conflict block is noise (markers are not code): the conflict says it all.
+        conflicts = [
+            (c.range.start.line, c.range.end.line) for c in doc.diagnostics.get("dbcode", ())
         ]
-        self.ls.text_document_publish_diagnostics(
-            types.PublishDiagnosticsParams(uri=doc.uri, diagnostics=merged, version=doc.version)
-        )
+        merged: list[dict[str, Any]] = []
+        for src in list(published):
+            if self.pull_diagnostics and src != "dbcode":
+                continue
+            items = published[src]
+            if items is None:
+                if src not in doc.diagnostics:
+                    continue
+                from .analysis import diagnostics_json
+
+                items = published[src] = diagnostics_json(doc.diagnostics[src])
+            if src == "dbcode" or not conflicts:
+                merged += items
+            else:
+                merged += [
+                    d
+                    for d in items
+                    if not any(a <= d["range"]["start"]["line"] <= b for a, b in conflicts)
+                ]
+        params = {"uri": doc.uri, "diagnostics": merged, "version": doc.version}
+        self.notify_raw("textDocument/publishDiagnostics", params)
 
     async def close(self) -> None:
         self.closed = True
         if self.analysis.rerun_workspace in self.app.analyzer.on_config_change:
             self.app.analyzer.on_config_change.remove(self.analysis.rerun_workspace)
-        for task in [*self._watchers.values(), *self._subscriptions.values(), *self._tasks]:
+        for doc in self.docs.values():
+            self._forget_doc(doc)
+        for task in [*self._subscriptions.values(), *self._tasks]:
             task.cancel()
-        self._watchers.clear()
         self._subscriptions.clear()
 
     # -- initialize -------------------------------------------------------------------------
 
-    def configure(self, params: types.InitializeParams, default_agent: str) -> list[str]:
-        """Read initializationOptions; bad values fall back to defaults with a warning."""
+    def configure(
+        self,
+        params: types.InitializeParams,
+        default_agent: str,
+        forced_agent: str | None = None,
+    ) -> list[str]:
+        """Read initializationOptions; bad values fall back to defaults with a warning.
+        ``forced_agent`` (a stdio session's --agent / DBCODE_AGENT) wins over the options'."""
         warnings: list[str] = []
         opts = params.initialization_options
         if opts is not None and not isinstance(opts, dict):
@@ -140,7 +206,7 @@ class Session:
         if agent is not None and (not isinstance(agent, str) or not 0 < len(agent) <= 200):
             warnings.append(f"invalid agent {agent!r}; using {default_agent!r}")
             agent = None
-        self.agent = self.app.forced_agent or agent or default_agent
+        self.agent = forced_agent or agent or default_agent
         mode = opts.get("mode", "save")
         if mode not in ("save", "live"):
             warnings.append(f"invalid mode {mode!r}: use 'save' or 'live'; using 'save'")
@@ -177,68 +243,152 @@ class Session:
     # -- documents ----------------------------------------------------------------------------
 
     async def did_open(self, item: types.TextDocumentItem) -> None:
+        self.open_document(item.uri, item.language_id, item.version, item.text)
+
+    def _fast_did_open(self, params: Any) -> bool:
         try:
-            workspace, path = parse_uri(item.uri)
+            item = params["textDocument"]
+            uri, language_id, version, text = (
+                item["uri"],
+                item["languageId"],
+                item["version"],
+                item["text"],
+            )
+        except (TypeError, KeyError):
+            return False
+        if not (
+            isinstance(uri, str)
+            and isinstance(language_id, str)
+            and type(version) is int
+            and isinstance(text, str)
+        ):
+            return False
+        self.open_document(uri, language_id, version, text)
+        return True
+
+    def open_document(self, uri: str, language_id: str, version: int, text: str) -> None:
+        """didOpen. The document is registered at once (a didChange right behind the didOpen
+        finds it); reading the database happens in a task that holds the document's lock."""
+        try:
+            workspace, path = parse_uri(uri)
         except StoreError as exc:
-            self.show(types.MessageType.Warning, f"dbcode: cannot open {item.uri}: {exc}")
+            self.show(types.MessageType.Warning, f"dbcode: cannot open {uri}: {exc}")
             return
         doc = OpenDoc(
-            uri=item.uri,
+            uri=uri,
             workspace=workspace,
             path=path,
-            language_id=item.language_id,
-            index=LineIndex(item.text),
-            version=item.version,
+            language_id=language_id,
+            index=LineIndex(text),
+            version=version,
         )
-        old = self.docs.get(item.uri)
-        if old is not None and old.pending and old.pending.settle:
-            old.pending.settle.cancel()
-        self.docs[item.uri] = doc  # registered before reading: the watcher waits on the lock
-        async with doc.lock:
-            self._ensure_watcher(workspace)
-            try:
-                current = await self.store.read(workspace, path)
-                rev, text = current.revision, current.text
-            except NotFound:
-                rev, text = 0, ""
-            except StoreError as exc:
-                doc.broken = f"cannot read {path}: {exc}"
-                self.show(types.MessageType.Error, f"dbcode: {doc.broken}")
-                return
-            doc.seen_rev = doc.target_rev = rev
-            doc.target_text = text
-            served = self._read_revisions.get(item.uri)
-            if item.text == text:
-                doc.base_rev, doc.base_text = rev, text
-            elif served is not None and served[1] == content_hash(item.text) and served[0] <= rev:
-                # The client opened what dbcode/readFile served earlier: that revision is the
-                # base, and the buffer gets the newer one pushed now.
-                base_rev = served[0]
-                doc.base_rev = base_rev
-                if rev > base_rev:  # changed between the client's read and its didOpen
-                    doc.target_agent = await self._last_author(doc)
-                    if doc.target_agent and doc.target_agent != self.agent:
-                        self.log_message(
-                            f"{path}: revision {rev} by {doc.target_agent} (changed while opening)"
-                        )
-                doc.base_text = (
-                    item.text
-                    if base_rev == 0
-                    else await self.app.revision_text(workspace, path, base_rev)
-                )
-                await self.sync.reconcile(doc)
-            else:
-                # Unknown origin: treat the buffer as local edits on the current revision.
-                doc.base_rev, doc.base_text = rev, text
-            self.sync.refresh_conflicts(doc)
+        old = self.docs.get(uri)
+        if old is not None:
+            self._forget_doc(old)
+        self.docs[uri] = doc
+        self.app.track(self, doc)
+        _acquire_now(doc.lock)  # released by _load
+        self.run_task(self._load(doc, text))
+
+    async def _load(self, doc: OpenDoc, opened_text: str) -> None:
+        try:
+            await self._load_locked(doc, opened_text)
+        finally:
+            doc.lock.release()
         self._analyse(doc)
 
-    async def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
-        doc = self.docs.get(params.text_document.uri)
-        if doc is None:
-            log.warning("didChange for a document that is not open: %s", params.text_document.uri)
+    async def _load_locked(self, doc: OpenDoc, opened_text: str) -> None:
+        workspace, path = doc.workspace, doc.path
+        item_text = opened_text
+        await self.app.watching(workspace)
+        try:
+            current = await self.store.read(workspace, path)
+            rev, text = current.revision, current.text
+        except NotFound:
+            rev, text = 0, ""
+        except StoreError as exc:
+            doc.broken = f"cannot read {path}: {exc}"
+            self.show(types.MessageType.Error, f"dbcode: {doc.broken}")
             return
-        changes = params.content_changes
+        doc.seen_rev = doc.target_rev = rev
+        doc.target_text = text
+        served = self._read_revisions.get(doc.uri)
+        if item_text == text:
+            doc.base_rev, doc.base_text = rev, text
+        elif served is not None and served[1] == content_hash(item_text) and served[0] <= rev:
+            # The client opened what dbcode/readFile served earlier: that revision is the
+            # base, and the buffer gets the newer one pushed now.
+            base_rev = served[0]
+            doc.base_rev = base_rev
+            if rev > base_rev:  # changed between the client's read and its didOpen
+                doc.target_agent = await self._last_author(doc)
+                if doc.target_agent and doc.target_agent != self.agent:
+                    self.log_message(
+                        f"{path}: revision {rev} by {doc.target_agent} (changed while opening)"
+                    )
+            doc.base_text = (
+                item_text
+                if base_rev == 0
+                else await self.app.revision_text(workspace, path, base_rev)
+            )
+            await self.sync.reconcile(doc)
+        else:
+            # Unknown origin: treat the buffer as local edits on the current revision.
+            doc.base_rev, doc.base_text = rev, text
+        self.sync.refresh_conflicts(doc)
+
+    async def did_change(self, params: types.DidChangeTextDocumentParams) -> None:
+        changes: list[tuple[tuple[int, int, int, int] | None, str]] = []
+        for ch in params.content_changes:
+            if isinstance(ch, types.TextDocumentContentChangePartial):
+                r = ch.range
+                span = (r.start.line, r.start.character, r.end.line, r.end.character)
+                changes.append((span, ch.text))
+            else:
+                changes.append((None, ch.text))
+        self.apply_changes(params.text_document.uri, params.text_document.version, changes)
+
+    def _fast_did_change(self, params: Any) -> bool:
+        """didChange straight from the decoded JSON (no cattrs): the hottest message."""
+        try:
+            td = params["textDocument"]
+            uri, version, raw = td["uri"], td["version"], params["contentChanges"]
+        except (TypeError, KeyError):
+            return False
+        if not isinstance(uri, str) or type(version) is not int or not isinstance(raw, list):
+            return False
+        changes: list[tuple[tuple[int, int, int, int] | None, str]] = []
+        for ch in raw:
+            if not isinstance(ch, dict) or not isinstance(text := ch.get("text"), str):
+                return False
+            r = ch.get("range")
+            if r is None:
+                changes.append((None, text))
+                continue
+            try:
+                start, end = r["start"], r["end"]
+                span = (start["line"], start["character"], end["line"], end["character"])
+            except (TypeError, KeyError):
+                return False
+            if not all(type(v) is int for v in span):
+                return False
+            changes.append((span, text))
+        self.apply_changes(uri, version, changes)
+        return True
+
+    def apply_changes(
+        self,
+        uri: str,
+        version: int,
+        changes: list[tuple[tuple[int, int, int, int] | None, str]],
+    ) -> None:
+        """Apply one didChange to the buffer, synchronously (changes apply in arrival order)."""
+        doc = self.docs.get(uri)
+        if doc is None:
+            log.warning("didChange for a document that is not open: %s", uri)
+            return
+        if doc.broken:
+            return
         if len(changes) > CHANGES_PER_NOTIFICATION_MAX:
             self._break(
                 doc,
@@ -249,25 +399,24 @@ class Session:
         index = doc.index
         edits: list[tuple[int, int, str]] = []
         try:
-            for ch in changes:
-                if isinstance(ch, types.TextDocumentContentChangePartial):
-                    r = ch.range
-                    start = index.offset(r.start.line, r.start.character, self.encoding)
-                    end = index.offset(r.end.line, r.end.character, self.encoding)
+            for span, text in changes:
+                if span is not None:
+                    start = index.offset(span[0], span[1], self.encoding)
+                    end = index.offset(span[2], span[3], self.encoding)
                     if end < start:
-                        raise ValueError(f"range end before start: {r}")
-                    edits.append((start, end, ch.text))
-                    index = index.replace(start, end, ch.text)
+                        raise ValueError(f"range end before start: {span}")
+                    edits.append((start, end, text))
+                    index = index.replace(start, end, text)
                 else:
-                    edits.append((0, len(index.text), ch.text))
-                    index = LineIndex(ch.text)
+                    edits.append((0, len(index.text), text))
+                    index = LineIndex(text)
         except ValueError as exc:  # PositionError included
             self._break(doc, f"a change did not fit the buffer ({exc})")
             return
         doc.index = index
-        doc.version = params.text_document.version
+        doc.version = version
         self.sync.after_change(doc)
-        if doc.conflicts or "<<<<<<<" in doc.text:
+        if doc.conflicts or any("<<<<<<<" in e[2] for e in edits):
             self.sync.refresh_conflicts(doc)
         if self.mode == "live" and doc.live_task is None:
             doc.live_task = self.run_task(self._live_commit(doc))
@@ -283,21 +432,31 @@ class Session:
         )
 
     async def did_close(self, uri: str) -> None:
+        self.close_document(uri)
+
+    def _fast_did_close(self, params: Any) -> bool:
+        try:
+            uri = params["textDocument"]["uri"]
+        except (TypeError, KeyError):
+            return False
+        if not isinstance(uri, str):
+            return False
+        self.close_document(uri)
+        return True
+
+    def close_document(self, uri: str) -> None:
         doc = self.docs.pop(uri, None)
         if doc is None:
             return
+        self._forget_doc(doc)
+        self.notify_raw("textDocument/publishDiagnostics", {"uri": uri, "diagnostics": []})
+
+    def _forget_doc(self, doc: OpenDoc) -> None:
         if doc.pending and doc.pending.settle:
             doc.pending.settle.cancel()
         if doc.live_task:
             doc.live_task.cancel()
-        if not self.closed:
-            self.ls.text_document_publish_diagnostics(
-                types.PublishDiagnosticsParams(uri=uri, diagnostics=[])
-            )
-        if not any(d.workspace == doc.workspace for d in self.docs.values()):
-            task = self._watchers.pop(doc.workspace, None)
-            if task:
-                task.cancel()
+        self.app.untrack(self, doc)
 
     async def did_save(self, uri: str, text: str | None) -> None:
         doc = self.docs.get(uri)
@@ -412,22 +571,21 @@ class Session:
 
     # -- others' changes ----------------------------------------------------------------------
 
-    def _ensure_watcher(self, workspace: str) -> None:
-        if workspace not in self._watchers:
-            self._watchers[workspace] = self.run_task(self._watch(workspace))
+    async def deliver(self, doc: OpenDoc, cs: Changeset, fc: FileChange) -> None:
+        """A changeset touched this open document (called by the App's watcher, in seq order).
 
-    async def _watch(self, workspace: str) -> None:
-        """Feed every changeset of the workspace to the open documents it touches."""
-        since = await self._retrying(lambda: self.store.head(workspace))
-        async for cs in self.store.subscribe(workspace, since):
-            for fc in cs.files:
-                doc = self.docs.get(make_uri(workspace, fc.path))
-                if doc is not None:
-                    await self._retrying(lambda d=doc, c=cs, f=fc: self._on_file_change(d, c, f))
-                if fc.old_path is not None:
-                    old = self.docs.get(make_uri(workspace, fc.old_path))
-                    if old is not None:
-                        await self._on_gone(old, cs, renamed_to=fc.path)
+        Handled at once when the document is free; behind its lock otherwise (a save or an
+        open in progress), so that one busy document does not hold up every other session."""
+        if fc.path != doc.path:  # renamed away
+            if doc.lock.locked():
+                self.run_task(self._on_gone(doc, cs, renamed_to=fc.path))
+            else:
+                await self._on_gone(doc, cs, renamed_to=fc.path)
+            return
+        if doc.lock.locked():
+            self.run_task(self._retrying(lambda: self._on_file_change(doc, cs, fc)))
+        else:
+            await self._retrying(lambda: self._on_file_change(doc, cs, fc))
 
     async def _retrying(self, make: Any) -> Any:
         while True:
@@ -445,14 +603,16 @@ class Session:
             if fc.kind == "delete":
                 await self._on_gone_locked(doc, cs, renamed_to=None)
                 return
-            text = await self.app.revision_text(doc.workspace, doc.path, fc.revision)
+            text = fc.text
+            if text is None:
+                text = await self.app.revision_text(doc.workspace, doc.path, fc.revision)
             doc.target_rev, doc.target_text, doc.target_agent = fc.revision, text, cs.agent
-            if cs.agent != self.agent:
+            await self.sync.reconcile(doc)
+            if cs.agent != self.agent:  # after the edit: the edit is what the user waits for
                 self.log_message(
                     f"{doc.path}: revision {fc.revision} by {cs.agent} (seq {cs.seq})"
                     + (f": {cs.message}" if cs.message else "")
                 )
-            await self.sync.reconcile(doc)
 
     async def _on_gone(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
         async with doc.lock:

@@ -1,0 +1,354 @@
+"""`dbcode serve` over stdio is a relay to one shared server process (server/relay.py): real
+relays, real shared servers, real PostgreSQL. The ``shared_servers`` fixture (tests/conftest.py)
+gives each test a socket directory of its own and ends its servers afterwards."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from lsp_dbcode.server import relay
+from lsp_dbcode.store import Store
+from lsp_dbcode.uris import make_uri
+from tests.server import editor as editor_module
+from tests.server.editor import Editor, wait_until
+
+SERVE = [sys.executable, "-m", "lsp_dbcode"]
+HEAVY_LIBRARIES = ("psycopg", "pygls", "lsprotocol", "tree_sitter", "_asyncio", "_ssl")
+
+
+class Editors:
+    """Starts editors whose server command is a given `dbcode ... serve ...` command line."""
+
+    def __init__(self, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.database_url = database_url
+        self.monkeypatch = monkeypatch
+        self.started: list[Editor] = []
+
+    async def start(
+        self,
+        name: str,
+        *,
+        before: list[str] | None = None,
+        after: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> Editor:
+        cmd = [*SERVE, *(before or []), "serve", *(after or [])]
+        self.monkeypatch.setattr(editor_module, "SERVER_CMD", cmd)
+        ed = await Editor.start(database_url or self.database_url, name, env=env)
+        self.started.append(ed)
+        return ed
+
+    async def stop_all(self) -> None:
+        for ed in self.started:
+            with contextlib.suppress(Exception):
+                if ed.client._server is not None and ed.client._server.returncode is None:
+                    await asyncio.wait_for(ed.stop(), 15)
+
+
+@pytest.fixture
+async def editors(database_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Editors]:
+    eds = Editors(database_url, monkeypatch)
+    yield eds
+    await eds.stop_all()
+
+
+def relay_pid(ed: Editor) -> int:
+    assert ed.client._server is not None
+    return ed.client._server.pid
+
+
+def attached_pids(log: Path) -> list[int]:
+    """The shared server pids the relays logging to ``log`` attached to."""
+    if not log.exists():
+        return []
+    return [
+        int(line.split("attached to shared server pid ")[1].split(":")[0].split()[0])
+        for line in log.read_text().splitlines()
+        if "attached to shared server pid" in line
+    ]
+
+
+def server_log(directory: Path) -> str:
+    return "".join(p.read_text() for p in sorted(directory.glob("*.log")))
+
+
+def paths_for_env(env: dict[str, str]) -> relay.ServerPaths:
+    args = argparse.Namespace(
+        database_url=None, agent="a", agent_flag=None, log_file=None, log_level=None, idle_exit=None
+    )
+    return relay.relay_for(args, env).paths
+
+
+def with_param(url: str, **params: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, **params)
+
+
+async def test_two_relays_one_server_push_and_agents(
+    editors: Editors, shared_servers: Path, store: Store, workspace: str, tmp_path: Path
+) -> None:
+    await store.write(workspace, "m.py", "a = 1\n", agent="seed")
+    uri = make_uri(workspace, "m.py")
+    log = tmp_path / "relays.log"
+    # --agent of each relay wins over initializationOptions.agent (the editors' names).
+    alice = await editors.start("ed-a", before=["--agent", "alice"], after=["--log-file", str(log)])
+    bob = await editors.start("ed-b", before=["--agent", "bob"], after=["--log-file", str(log)])
+    servers = relay.live_servers(shared_servers)
+    assert len(servers) == 1
+    assert attached_pids(log) == servers * 2
+    assert relay_pid(alice) not in servers and relay_pid(bob) not in servers
+
+    abuf = await alice.open(uri)
+    await bob.open(uri)
+    bob.edit(uri, (0, 4), (0, 5), "2")
+    bob.save(uri)
+    await wait_until(lambda: abuf.text == "a = 2\n", what="push from bob to alice")
+    alice.edit(uri, (0, 0), (0, 0), "# alice\n")
+    alice.save(uri)
+    await wait_until(lambda: bob.buffers[uri].text == "# alice\na = 2\n", what="push to bob")
+    history = await store.log(workspace, "m.py")
+    assert [cs.agent for cs in history[:2]] == ["alice", "bob"]
+    # DBCODE_AGENT forces the agent the same way.
+    carol = await editors.start("ed-c", env={"DBCODE_AGENT": "carol"})
+    assert (await carol.request("dbcode/configure", {}))["agent"] == "carol"
+    # Without either, the client's initializationOptions.agent is used.
+    dave = await editors.start("ed-d")
+    assert (await dave.request("dbcode/configure", {}))["agent"] == "ed-d"
+    assert relay.live_servers(shared_servers) == servers
+    # One LISTEN connection for all of them.
+    await carol.request("dbcode/subscribe", {"workspace": workspace})
+    await dave.request("dbcode/subscribe", {"workspace": workspace})
+    async with await psycopg.AsyncConnection.connect(editors.database_url, autocommit=True) as c:
+        cur = await c.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN dbcode'"
+            " AND datname = current_database()"
+        )
+        assert (await cur.fetchone()) == (1,)
+
+
+async def test_killed_relay_ends_its_session_only(
+    editors: Editors, shared_servers: Path, store: Store, workspace: str
+) -> None:
+    await store.write(workspace, "k.py", "k = 1\n", agent="seed")
+    uri = make_uri(workspace, "k.py")
+    eds = [await editors.start(f"k{i}") for i in range(3)]
+    bufs = [await ed.open(uri) for ed in eds]
+    await eds[0].request("dbcode/subscribe", {"workspace": workspace})
+    [server] = relay.live_servers(shared_servers)
+    os.kill(relay_pid(eds[0]), signal.SIGKILL)
+    assert eds[0].client._server is not None
+    await eds[0].client._server.wait()
+    await wait_until(
+        lambda: "relay connection closed (2 left)" in server_log(shared_servers),
+        timeout=20,
+        what="the server ends the killed relay's session",
+    )
+    eds[1].edit(uri, (0, 4), (0, 5), "2")
+    eds[1].save(uri)
+    await wait_until(lambda: bufs[2].text == "k = 2\n", what="push to the surviving session")
+    assert relay.live_servers(shared_servers) == [server]
+    # `exit` ends a relay (the server closes its end after ending the session) and nothing else.
+    await asyncio.wait_for(eds[2].stop(), 15)
+    assert eds[2].client._server is not None and eds[2].client._server.returncode == 0
+    await wait_until(
+        lambda: "relay connection closed (1 left)" in server_log(shared_servers),
+        timeout=20,
+        what="the session of the relay that exited ends",
+    )
+    assert (await eds[1].request("dbcode/readFile", {"uri": uri}))["text"] == "k = 2\n"
+    assert relay.live_servers(shared_servers) == [server]
+
+
+async def test_other_database_or_settings_other_server(
+    editors: Editors, shared_servers: Path, database_url: str
+) -> None:
+    await editors.start("one")
+    await editors.start("two")
+    assert len(relay.live_servers(shared_servers)) == 1
+    # The DSN as given is the key: the same database spelled otherwise is another server.
+    await editors.start("three", database_url=with_param(database_url, application_name="x"))
+    assert len(relay.live_servers(shared_servers)) == 2
+    # So are the settings that change what a server does.
+    await editors.start("four", env={"DBCODE_MAX_FILE_BYTES": "12345"})
+    await editors.start("five", env={"DBCODE_RUFF_ENGINE": "subprocess"})
+    assert len(relay.live_servers(shared_servers)) == 4
+    # ... but not the agent.
+    await editors.start("six", env={"DBCODE_AGENT": "someone"})
+    assert len(relay.live_servers(shared_servers)) == 4
+
+
+def test_code_version_is_in_the_key(tmp_path: Path) -> None:
+    package = tmp_path / "lsp_dbcode"
+    shutil.copytree(relay.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"DBCODE_DATABASE_URL": "postgresql://u@h/db"}
+    key = relay.server_key("postgresql://u@h/db", env, package)
+    assert relay.server_key("postgresql://u@h/db", env, package) == key
+    module = package / "server" / "session.py"
+    st = module.stat()
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert relay.server_key("postgresql://u@h/db", env, package) != key  # same version number
+    assert relay.server_key("postgresql://u@h/other", env, package) != key
+    # Without a DSN: the embedded server's home is the key.
+    home1 = relay.server_key(None, {"DBCODE_HOME": str(tmp_path / "h1")}, package)
+    home2 = relay.server_key(None, {"DBCODE_HOME": str(tmp_path / "h2")}, package)
+    assert home1 != home2
+
+
+async def test_secrets_stay_out_of_names_titles_and_logs(
+    editors: Editors, shared_servers: Path, database_url: str, tmp_path: Path
+) -> None:
+    secret = "s3cret-pw-do-not-show"
+    dsn = with_param(database_url, password=secret)  # trust auth: accepted, not needed
+    log = tmp_path / "relay.log"
+    await editors.start("sec", database_url=dsn, after=["--log-file", str(log)])
+    [pid] = relay.live_servers(shared_servers)
+    names = [p.name for p in shared_servers.iterdir()]
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    for text in (*names, cmdline):  # not even without its password
+        assert secret not in text and database_url not in text
+    for text in (server_log(shared_servers), log.read_text()):  # redacted: no password
+        assert secret not in text
+
+
+def test_unreachable_database_is_one_line_and_exit_1(shared_servers: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DBCODE_AGENT"}
+    env["DBCODE_DATABASE_URL"] = "postgresql://someone:pw-xyz@127.0.0.1:1/nodb"
+    r = subprocess.run([*SERVE, "serve"], env=env, input=b"", capture_output=True, timeout=120)
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert err.startswith("dbcode: cannot connect to PostgreSQL at ") and err.count("\n") == 1
+    assert "pw-xyz" not in err and "Traceback" not in err
+    assert relay.live_servers(shared_servers) == []
+
+
+def test_bad_socket_directory_is_one_line(tmp_path: Path) -> None:
+    runtime = tmp_path / "rt"
+    runtime.mkdir()
+    (runtime / "dbcode").write_text("not a directory")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    r = subprocess.run([*SERVE, "serve"], env=env, input=b"", capture_output=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.decode() == (
+        f"dbcode: refusing the socket directory {runtime / 'dbcode'}: not a directory\n"
+    )
+
+
+async def test_concurrent_first_start_is_one_server(
+    editors: Editors, shared_servers: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "relays.log"
+    cmd = [*SERVE, "serve", "--log-file", str(log)]
+    editors.monkeypatch.setattr(editor_module, "SERVER_CMD", cmd)
+    eds = await asyncio.gather(*(Editor.start(editors.database_url, f"c{i}") for i in range(5)))
+    editors.started += eds
+    servers = relay.live_servers(shared_servers)
+    assert len(servers) == 1
+    assert attached_pids(log) == servers * 5
+    for ed in eds:
+        assert (await ed.request("dbcode/configure", {}))["agent"] == ed.name
+
+
+async def test_stale_socket_is_replaced(editors: Editors, shared_servers: Path) -> None:
+    env = {**os.environ, "DBCODE_DATABASE_URL": editors.database_url}
+    env.pop("DBCODE_AGENT", None)
+    paths = paths_for_env(env)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(os.fspath(paths.socket))  # a socket file nobody listens on
+    stale.close()
+    ed = await editors.start("after-stale")
+    assert (await ed.request("dbcode/configure", {}))["agent"] == "after-stale"
+    assert len(relay.live_servers(shared_servers)) == 1
+
+
+async def test_idle_server_exits_and_removes_its_socket(
+    editors: Editors, shared_servers: Path
+) -> None:
+    ed = await editors.start("idle", after=["--idle-exit", "0.5"])
+    [pid] = relay.live_servers(shared_servers)
+    await ed.stop()
+    await wait_until(lambda: not relay.live_servers(shared_servers), timeout=30, what="idle exit")
+    assert not list(shared_servers.glob("*.sock"))
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    # The next relay starts a new one.
+    again = await editors.start("again")
+    assert relay.live_servers(shared_servers) not in ([], [pid])
+    assert (await again.request("dbcode/configure", {}))["agent"] == "again"
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    return True
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+async def test_standalone_runs_in_process(editors: Editors, shared_servers: Path, how: str) -> None:
+    if how == "flag":
+        ed = await editors.start("alone", before=["--agent", "forced"], after=["--standalone"])
+    else:
+        env = {"DBCODE_SERVE_STANDALONE": "1", "DBCODE_AGENT": "forced"}
+        ed = await editors.start("alone", env=env)
+    assert (await ed.request("dbcode/configure", {}))["agent"] == "forced"
+    assert relay.live_servers(shared_servers) == []
+    other = await editors.start("other", after=["--standalone"])
+    assert (await other.request("dbcode/configure", {}))["agent"] == "other"
+
+
+async def test_a_bad_preamble_is_refused_and_the_server_keeps_serving(
+    editors: Editors, shared_servers: Path
+) -> None:
+    first = await editors.start("first")
+    [sock_path] = shared_servers.glob("*.sock")
+
+    def raw(data: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(30)
+            s.connect(os.fspath(sock_path))
+            s.sendall(data)
+            out = b""
+            while chunk := s.recv(4096):
+                out += chunk
+            return out
+
+    body = b'{"jsonrpc":"2.0","id":1,"method":"shutdown"}'
+    assert await asyncio.to_thread(raw, b"Content-Length: %d\r\n\r\n" % len(body) + body) == b""
+    hello = json.dumps({"dbcode-relay": 1, "agent": "", "defaultAgent": "x"}).encode() + b"\n"
+    assert await asyncio.to_thread(raw, hello) == b""  # an empty agent is not one
+    assert (await first.request("dbcode/configure", {}))["agent"] == "first"
+    second = await editors.start("second")
+    assert (await second.request("dbcode/configure", {}))["agent"] == "second"
+    assert "not a dbcode relay preamble" in server_log(shared_servers)
+
+
+async def test_relay_loads_none_of_the_server_libraries(editors: Editors) -> None:
+    ed = await editors.start("light")
+    maps = Path(f"/proc/{relay_pid(ed)}/maps").read_text()
+    loaded = [lib for lib in HEAVY_LIBRARIES if lib in maps]
+    assert loaded == []
+
+
+def test_cli_and_relay_import_none_of_the_server_libraries() -> None:
+    probe = (
+        "import sys; from lsp_dbcode import cli; from lsp_dbcode.server import relay; "
+        "cli.build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'psycopg', 'pygls', 'lsprotocol', 'tree_sitter', 'asyncio', 'ssl', 'hashlib'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
