@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -25,12 +26,14 @@ from .app import App
 from .features import create_server
 from .relay import (
     DEFAULT_IDLE_EXIT_S,
+    PREAMBLE_MAX,
     READY,
     RelayError,
     ServerPaths,
     answer,
     hold_server_lock,
     parse_preamble,
+    preamble_brings_fds,
 )
 from .wire import FramingError, read_stream, read_websocket
 
@@ -171,28 +174,35 @@ async def _serve_unix(app: App, args: argparse.Namespace) -> None:
     idle_since = time.monotonic()
     tasks: set[asyncio.Task[Any]] = set()
 
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def connection(conn: socket.socket) -> None:
         nonlocal active, idle_since
         active += 1
-        me = asyncio.current_task()
-        if me is not None:
-            tasks.add(me)
+        fds: list[int] = []
         try:
             try:
-                line = await asyncio.wait_for(reader.readline(), PREAMBLE_TIMEOUT_S)
+                line, rest, fds = await asyncio.wait_for(_recv_preamble(conn), PREAMBLE_TIMEOUT_S)
                 forced, default = parse_preamble(line)
-            except (ValueError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
+                if rest:
+                    raise ValueError("bytes after the relay preamble before the answer")
+                if preamble_brings_fds(line) != (len(fds) == 2):
+                    raise ValueError("the preamble and the file descriptors it came with differ")
+            except (ValueError, TimeoutError, OSError) as e:
                 log.warning("unix socket: connection refused: %s", e)
-                writer.close()
                 return
             if stop.is_set():  # exiting: no answer, so that the relay retries elsewhere
-                writer.close()
                 return
-            writer.write(answer(os.getpid()))
-            await run_stream_session(app, default, reader, writer, forced_agent=forced)
+            await loop.sock_sendall(conn, answer(os.getpid()))
+            if fds:
+                fd_in, fd_out = fds
+                fds = []
+                await _run_handed_over(app, default, forced, conn, fd_in, fd_out)
+            else:
+                reader, writer = await asyncio.open_connection(sock=conn, limit=2**26)
+                await run_stream_session(app, default, reader, writer, forced_agent=forced)
         finally:
-            if me is not None:
-                tasks.discard(me)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
             active -= 1
             idle_since = time.monotonic()
             log.info("relay connection closed (%d left)", active)
@@ -200,12 +210,24 @@ async def _serve_unix(app: App, args: argparse.Namespace) -> None:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)  # stale: we hold the server lock, nobody else serves it
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        server = await asyncio.start_unix_server(
-            connection, path=os.fspath(path), backlog=UNIX_BACKLOG
-        )
+        listener.bind(os.fspath(path))
+        listener.listen(UNIX_BACKLOG)
     except OSError as exc:
+        listener.close()
         raise StoreError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    listener.setblocking(False)
+
+    async def accept_loop() -> None:
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            conn.setblocking(False)
+            task = loop.create_task(connection(conn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    acceptor = loop.create_task(accept_loop())
     os.chmod(path, 0o600)
     inode = os.lstat(path).st_ino
 
@@ -244,7 +266,8 @@ async def _serve_unix(app: App, args: argparse.Namespace) -> None:
         with contextlib.suppress(OSError):
             if os.lstat(path).st_ino == inode:
                 os.unlink(path)
-        server.close()
+        acceptor.cancel()
+        listener.close()
         if watcher is not None:
             watcher.cancel()
         # Signalled with sessions open: end them (their tasks, subscriptions) while the
@@ -255,6 +278,91 @@ async def _serve_unix(app: App, args: argparse.Namespace) -> None:
             await asyncio.wait(list(tasks), timeout=10)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _recv_preamble(conn: socket.socket) -> tuple[bytes, bytes, list[int]]:
+    """The relay's preamble line and the file descriptors that came with it (close-on-exec).
+    Read with recvmsg: a plain read would drop the descriptors."""
+    loop = asyncio.get_running_loop()
+    buf, fds = b"", []
+    try:
+        while b"\n" not in buf:
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(conn.fileno(), _wake, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(conn.fileno())
+            try:
+                data, got, _, _ = socket.recv_fds(
+                    conn, PREAMBLE_MAX, 2, getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+                )
+            except BlockingIOError:
+                continue
+            fds += got
+            if not data:
+                raise ConnectionError("the relay closed before its preamble")
+            buf += data
+            if len(buf) > PREAMBLE_MAX or len(fds) > 2:
+                raise ValueError("not a dbcode relay preamble (too long)")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    line, _, rest = buf.partition(b"\n")
+    return line, rest, fds
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _run_handed_over(
+    app: App, default: str, forced: str | None, conn: socket.socket, fd_in: int, fd_out: int
+) -> None:
+    """A session on the editor's own pipes, handed over by its relay: we read its stdin and
+    write its stdout directly. The relay's socket stays open for the session's life: its
+    closing (the relay killed) ends the session; our closing it tells the relay we are done."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2**26)
+    try:
+        rtransport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd_in, "rb", buffering=0)
+        )
+    except BaseException:
+        os.close(fd_out)
+        raise
+    try:
+        wtransport, wprotocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, os.fdopen(fd_out, "wb", buffering=0)
+        )
+    except BaseException:
+        rtransport.close()
+        raise
+    writer = asyncio.StreamWriter(wtransport, wprotocol, None, loop)
+    session = asyncio.current_task()
+
+    def relay_readable() -> None:
+        try:
+            data = conn.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data and session is not None:  # the relay is gone: so is its editor
+            loop.remove_reader(conn.fileno())
+            session.cancel()
+
+    loop.add_reader(conn.fileno(), relay_readable)
+    try:
+        await run_stream_session(app, default, reader, writer, forced_agent=forced)
+    except asyncio.CancelledError:
+        log.info("a relay went away: its session ended")
+    finally:
+        loop.remove_reader(conn.fileno())
+        rtransport.close()
+        wtransport.close()
 
 
 async def _run_session(

@@ -18,9 +18,14 @@ server key K (a hash: see :func:`server_key`; never the DSN itself):
 * ``K.log``: the server's log.
 
 The wire: the relay sends one preamble line, ``{"dbcode-relay": 1, "agent": FORCED | null,
-"defaultAgent": DEFAULT}``, then the LSP bytes; the server answers one line, ``{"dbcode-relay": 1,
-"pid": PID}``, then the LSP bytes. A connection that closes before that answer (a server exiting
-after being idle) is retried: nothing of the session has been sent yet.
+"defaultAgent": DEFAULT}``; the server answers one line, ``{"dbcode-relay": 1, "pid": PID}``. A
+connection that closes before that answer (a server exiting after being idle) is retried:
+nothing of the session has been sent yet. Then, when the relay's stdin and stdout are pipes (as
+editors start language servers), the preamble carried them (``"fds": true``, SCM_RIGHTS): the
+server reads and writes the editor's pipes itself — no relay hop on any message — and the
+relay only waits for the socket to close (the session's end; or, the other way round, the
+relay killed: the server ends the session). Otherwise (a terminal, a file, a socket) the relay
+copies the LSP bytes both ways over the socket.
 
 This module imports only the standard library (and platformdirs for the embedded server's home):
 a relay must start fast and stay small. The server side imports its helpers too.
@@ -282,9 +287,20 @@ def live_servers(directory: Path) -> list[int]:
 # -- the preamble -----------------------------------------------------------------------------
 
 
-def preamble(forced_agent: str | None, default_agent: str) -> bytes:
-    msg = {MAGIC: PROTOCOL, "agent": forced_agent, "defaultAgent": default_agent}
+def preamble(forced_agent: str | None, default_agent: str, *, fds: bool = False) -> bytes:
+    msg: dict[str, Any] = {MAGIC: PROTOCOL, "agent": forced_agent, "defaultAgent": default_agent}
+    if fds:
+        msg["fds"] = True  # stdin and stdout come with this line (SCM_RIGHTS)
     return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def pipes_can_be_handed_over() -> bool:
+    """True when our stdin and stdout are pipes (how editors start language servers): the
+    server can then read and write them itself, and the relay steps out of the way."""
+    try:
+        return stat.S_ISFIFO(os.fstat(0).st_mode) and stat.S_ISFIFO(os.fstat(1).st_mode)
+    except OSError:
+        return False
 
 
 def _agent_ok(value: Any) -> bool:
@@ -293,7 +309,7 @@ def _agent_ok(value: Any) -> bool:
 
 def parse_preamble(line: bytes) -> tuple[str | None, str]:
     """(forced agent or None, default agent) of a relay's first line; ValueError if it is not
-    one."""
+    one. (Whether it brings file descriptors: :func:`preamble_brings_fds`.)"""
     try:
         msg = json.loads(line)
     except ValueError:
@@ -306,6 +322,13 @@ def parse_preamble(line: bytes) -> tuple[str | None, str]:
     if not _agent_ok(default):
         raise ValueError("invalid 'defaultAgent' in the relay preamble")
     return forced, str(default)
+
+
+def preamble_brings_fds(line: bytes) -> bool:
+    try:
+        return json.loads(line).get("fds") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def answer(pid: int) -> bytes:
@@ -329,9 +352,12 @@ class Relay:
         server_argv: list[str],
         server_env: dict[str, str],
         cwd: str,
+        *,
+        hand_over: bool = False,
     ) -> None:
         self.paths = paths
         self.hello = hello
+        self.hand_over = hand_over  # pass our stdin/stdout to the server (hello says so)
         self.server_argv = server_argv
         self.server_env = server_env
         self.cwd = cwd
@@ -383,7 +409,10 @@ class Relay:
                     if time.monotonic() > limit:
                         raise TimeoutError from None
                     time.sleep(0.02)
-            sock.sendall(self.hello)
+            if self.hand_over:
+                socket.send_fds(sock, [self.hello], [0, 1])
+            else:
+                sock.sendall(self.hello)
             buf = b""
             while b"\n" not in buf:
                 chunk = sock.recv(PREAMBLE_MAX)
@@ -549,6 +578,23 @@ def pump(attached: Attached) -> int:
     return 0
 
 
+def wait_handed_over(attached: Attached) -> int:
+    """Our stdin and stdout are the server's now: wait until it ends the session (it closes
+    the socket), or until we are killed (the server sees the socket close and ends it)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)  # our copies: nothing of ours may read the editor's input any more
+    os.dup2(null, 1)
+    os.close(null)
+    try:
+        while attached.sock.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        attached.sock.close()
+    return 0
+
+
 # -- the command ------------------------------------------------------------------------------
 
 
@@ -584,12 +630,14 @@ def relay_for(args: Any, env: Mapping[str, str] | None = None) -> Relay:
     ]  # fmt: skip
     # The package's parent as cwd: `-m lsp_dbcode` then runs this very package (the one the
     # key was computed for), whatever the caller's cwd holds.
+    hand_over = pipes_can_be_handed_over()
     return Relay(
         paths,
-        preamble(forced, str(getattr(args, "agent", None) or "lsp-client")),
+        preamble(forced, str(getattr(args, "agent", None) or "lsp-client"), fds=hand_over),
         argv,
         server_env,
         os.fspath(PACKAGE_DIR.parent),
+        hand_over=hand_over,
     )
 
 
@@ -614,7 +662,7 @@ def run(args: Any) -> int:
         f"log {relay.paths.log}",
     )
     try:
-        return pump(attached)
+        return wait_handed_over(attached) if relay.hand_over else pump(attached)
     except KeyboardInterrupt:
         return 130
 
