@@ -17,8 +17,10 @@ The machine is shared, so a point is not measured in one go: its ``--seconds`` a
 ``--rounds`` slices, and the slices of all runs of one client count are interleaved (round 1 of
 every run, then round 2, ...), so a burst of foreign load hits every run alike.
 
-Writers run in several OS processes (``--procs``, default 4, at most N), started once per
-client count: each has its own asyncio loop and a ``Store`` whose pool holds as many connections
+Writers run in one or several OS processes (``--procs``, default ``1,4``: the whole run once
+with every writer in one process — as sessions share one server process, where changesets of
+one workspace are group-committed — and once spread over 4), started once per client count:
+each has its own asyncio loop and a ``Store`` whose pool holds as many connections
 as the process has writers. For every slice they start together behind a barrier, warm up
 (``--warmup``), then count the commits that complete within the slice. Meanwhile the parent
 samples ``pg_stat_activity`` of the benchmark's backends (what they wait on), ``/proc/stat``
@@ -211,11 +213,14 @@ async def _worker_loop(dsn: str, writers: list[int], barrier: Any, tasks: Any, o
                 return time.process_time() - c0
 
             meter = asyncio.create_task(cpu_meter())
+            calls0, batched0 = store.batches, store.batched
             results = await asyncio.gather(
                 *(WRITERS[mode](store, ws, w, state, start, end) for w in writers)
             )
             out.put(
                 {
+                    "calls": store.batches - calls0,
+                    "batched": store.batched - batched0,
                     "commits": sum(r.commits for r in results),
                     "conflicts": sum(r.conflicts for r in results),
                     "latencies": [x for r in results for x in r.latencies],
@@ -363,6 +368,8 @@ class Point:
     cpu_total: int = 0
     wal_bytes: int = 0
     waits: collections.Counter[str] = field(default_factory=collections.Counter)
+    calls: int = 0  # commit calls sent to the database (group commit: several per call)
+    batched: int = 0  # changesets they carried (warm-up included)
 
     def observe(self, sampler: Sampler) -> None:
         self.cpu_busy += sampler.cpu[0]
@@ -396,6 +403,8 @@ def run_writers(
     point.conflicts += sum(r["conflicts"] for r in results)
     point.latencies += [1000 * x for r in results for x in r["latencies"]]
     point.client_cpu += sum(r["cpu"] for r in results)
+    point.calls += sum(r["calls"] for r in results)
+    point.batched += sum(r["batched"] for r in results)
     point.observe(sampler)
 
 
@@ -521,7 +530,7 @@ def measure(
 ) -> dict[str, Point]:
     pts = {m: Point() for m in modes}
     if "shared" in modes:
-        asyncio.run(_seed(bench_dsn, f"shared-{n}"))
+        asyncio.run(_seed(bench_dsn, f"shared-{n}-p{args.procs}"))
     writers = Writers(bench_dsn, n, args.procs) if set(modes) & set(WRITERS) else None
     try:
         for r, secs in enumerate(slices(args.seconds, args.rounds)):
@@ -534,7 +543,7 @@ def measure(
                     run_pgbench(args, env, BENCH_DB, n, secs, pts[mode], script)
                 else:
                     assert writers is not None
-                    ws = f"{mode}-{n}"
+                    ws = f"{mode}-{n}-p{args.procs}"
                     run_writers(writers, args.dsn, mode, ws, warmup, secs, pts[mode])
     finally:
         if writers is not None:
@@ -552,7 +561,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="slices per point, interleaved")
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (first slice)")
     ap.add_argument("--clients", default="1,8,32", help="comma-separated writer counts")
-    ap.add_argument("--procs", type=int, default=4, help="writer processes (at most N)")
+    ap.add_argument(
+        "--procs",
+        default="1,4",
+        help="comma-separated writer process counts (each at most N): the tables are printed "
+        "for each; 1 = every writer in one process, as sessions share one server process",
+    )
     ap.add_argument("--pgbench", default=shutil.which("pgbench") or "/usr/bin/pgbench")
     ap.add_argument("--pgbench-scale", type=int, default=10)
     ap.add_argument(
@@ -563,13 +577,14 @@ def main() -> None:
     )
     args = ap.parse_args()
     clients = [int(x) for x in args.clients.split(",") if x.strip()]
+    procs_list = [int(x) for x in str(args.procs).split(",") if x.strip()]
     modes = [m for m in MODES if m in args.modes.split(",")]
     args.seconds = max(1, args.seconds)
 
     bench_dsn = psycopg.conninfo.make_conninfo(args.dsn, dbname=BENCH_DB)
     env = pgbench_env(args.dsn)
     t_start = time.monotonic()
-    rows: list[tuple[int, dict[str, Point]]] = []
+    tables: list[tuple[int, list[tuple[int, dict[str, Point]]]]] = []
     try:
         recreate(args.dsn, BENCH_DB)
         asyncio.run(_migrate(bench_dsn))
@@ -580,16 +595,23 @@ def main() -> None:
         print(
             f"PostgreSQL {server_version(args.dsn)}; {os.cpu_count()} CPUs; {args.seconds} s "
             f"per point in {len(slices(args.seconds, args.rounds))} interleaved slices; "
-            f"writers in up to {args.procs} processes; pgbench -N at scale {args.pgbench_scale}",
+            f"writers in {', '.join(map(str, procs_list))} process(es); pgbench -N at scale "
+            f"{args.pgbench_scale}",
             flush=True,
         )
-        for n in clients:
-            rows.append((n, measure(args, modes, n, bench_dsn, env)))
-            print(f"  done: {n} clients", file=sys.stderr, flush=True)
+        for procs in procs_list:
+            args.procs = procs
+            rows: list[tuple[int, dict[str, Point]]] = []
+            for n in clients:
+                rows.append((n, measure(args, modes, n, bench_dsn, env)))
+                print(f"  done: {n} clients, {procs} process(es)", file=sys.stderr, flush=True)
+            tables.append((procs, rows))
     finally:
         drop(args.dsn, BENCH_DB)
         drop(args.dsn, PGBENCH_DB)
-    report(rows)
+    for procs, rows in tables:
+        print(f"\n### Writers in up to {procs} process(es)")
+        report(rows)
     print(f"\ntotal {time.monotonic() - t_start:.0f} s", file=sys.stderr)
 
 
@@ -602,13 +624,14 @@ def report(rows: list[tuple[int, dict[str, Point]]]) -> None:
     print()
     print(
         "| clients | dbcode distinct commits/s | dbcode shared commits/s (conflict %) "
-        "| pgbench TPS | ratio distinct/pgbench |"
+        "| pgbench TPS | ratio distinct/pgbench | distinct: changesets per commit call |"
     )
-    print("|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|")
     for n, pts in rows:
         d, s, g = pts.get("distinct"), pts.get("shared"), pts.get("pgbench")
         ratio = f"{d.rate / g.rate:.2f}" if d and g else "-"
-        print(f"| {n} | {rate(d)} | {rate(s, True)} | {rate(g)} | {ratio} |")
+        per_call = f"{d.batched / d.calls:.1f}" if d and d.calls else "-"
+        print(f"| {n} | {rate(d)} | {rate(s, True)} | {rate(g)} | {ratio} | {per_call} |")
     print()
     print(
         "Where the time goes. latency: median of the Store calls (shared: read + commit of the "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -17,6 +18,7 @@ class DbcodeSettings:
     format_on_commit: bool = False
 
 
+@functools.lru_cache(maxsize=64)  # asked on every write: parse each pyproject.toml text once
 def dbcode_settings(pyproject_text: str | None) -> DbcodeSettings:
     """Read ``[tool.dbcode]`` from a ``pyproject.toml`` text.
 

@@ -352,3 +352,60 @@ def test_cli_and_relay_import_none_of_the_server_libraries() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def _lsp_exchange(sock: socket.socket, message: dict[str, object]) -> dict[str, object]:
+    body = json.dumps(message).encode()
+    sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n"))
+    length = int(fields[b"Content-Length"])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return json.loads(rest[:length])  # type: ignore[no-any-return]
+
+
+def test_pipes_are_handed_over_other_streams_are_copied(
+    database_url: str, shared_servers: Path
+) -> None:
+    """An editor's pipes go to the shared server itself (the relay keeps no copy in use); a
+    stdin/stdout that is not a pipe (here a socket) is copied by the relay — both work."""
+    env = {**os.environ, "DBCODE_DATABASE_URL": database_url}
+    env.pop("DBCODE_AGENT", None)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"capabilities": {}, "processId": None},
+    }
+    # Pipes: handed over.
+    proc = subprocess.Popen(
+        [*SERVE, "serve"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        body = json.dumps(init).encode()
+        proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        proc.stdin.flush()
+        assert proc.stdout.readline().startswith(b"Content-Length:")
+        fds = {os.readlink(f"/proc/{proc.pid}/fd/{n}") for n in (0, 1)}
+        assert fds == {os.devnull}, fds  # the relay no longer holds the editor's pipes
+    finally:
+        proc.kill()
+        proc.wait(10)
+    # A socket as stdin and stdout: copied by the relay.
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([*SERVE, "serve"], env=env, stdin=theirs, stdout=theirs)
+    theirs.close()
+    try:
+        ours.settimeout(60)
+        reply = _lsp_exchange(ours, init)
+        assert "capabilities" in reply["result"]  # type: ignore[operator]
+        assert {os.readlink(f"/proc/{proc.pid}/fd/{n}") for n in (0, 1)} != {os.devnull}
+    finally:
+        ours.close()
+        proc.kill()
+        proc.wait(10)
