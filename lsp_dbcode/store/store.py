@@ -46,6 +46,10 @@ FEED_BATCH_MAX = 500
 # Group commit: at most this many changesets (and about this much text) per database call.
 # Each changeset of a batch is a subtransaction; PostgreSQL caches 64 per backend.
 COMMIT_BATCH_MAX = 32
+# Batches of one workspace in flight at once. One: the workspace row lock is held through each
+# batch's WAL flush anyway, and the changesets that arrive meanwhile make the next batch bigger
+# (two in flight measured no better: smaller batches, as many flushes).
+COMMIT_FLIGHTS_MAX = 1
 COMMIT_BATCH_BYTES = 4 * 2**20
 
 _CHANGESET_COLUMNS = """
@@ -122,8 +126,8 @@ class _Pending:
 @dataclass(eq=False, slots=True)
 class _CommitQueue:
     items: collections.deque[_Pending] = field(default_factory=collections.deque)
-    task: asyncio.Task[None] | None = None  # the drain task, sending queued batches
-    inline: bool = False  # a caller is committing its own changeset directly
+    flights: int = 0  # commit calls in flight for the workspace (COMMIT_FLIGHTS_MAX at most)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 def _settle(
@@ -437,13 +441,13 @@ class Store:
         queue = self._commit_queues.get(workspace)
         if queue is None:
             queue = self._commit_queues[workspace] = _CommitQueue()
-        if queue.task is None and not queue.inline:
-            # Nothing in flight for this workspace: go now, from this task (no hop).
-            queue.inline = True
+        if queue.flights < COMMIT_FLIGHTS_MAX and not queue.items:
+            # Room in flight: go now, from this task (no hop).
+            queue.flights += 1
             try:
                 await self._commit_batch(workspace, [pending])
             finally:
-                queue.inline = False
+                queue.flights -= 1
                 self._next_batch(workspace, queue)
             return pending.future.result()
         queue.items.append(pending)
@@ -452,32 +456,30 @@ class Store:
         return await pending.future
 
     def _next_batch(self, workspace: str, queue: _CommitQueue) -> None:
-        if queue.items:
-            queue.task = asyncio.create_task(self._drain(workspace, queue))
-        elif self._commit_queues.get(workspace) is queue:
+        """Send what is queued, as batches, while there is room in flight."""
+        while queue.items and queue.flights < COMMIT_FLIGHTS_MAX:
+            batch: list[_Pending] = []
+            size = 0
+            while queue.items and len(batch) < COMMIT_BATCH_MAX and size < COMMIT_BATCH_BYTES:
+                item = queue.items.popleft()
+                if item.future.cancelled():
+                    continue
+                batch.append(item)
+                size += item.size
+            if not batch:
+                continue
+            queue.flights += 1
+            task = asyncio.create_task(self._fly(workspace, queue, batch))
+            queue.tasks.add(task)
+            task.add_done_callback(queue.tasks.discard)
+        if not queue.items and queue.flights == 0 and self._commit_queues.get(workspace) is queue:
             del self._commit_queues[workspace]
 
-    async def _drain(self, workspace: str, queue: _CommitQueue) -> None:
-        """Send the workspace's queued changesets, a batch at a time, until none is left."""
+    async def _fly(self, workspace: str, queue: _CommitQueue, batch: list[_Pending]) -> None:
         try:
-            while queue.items:
-                batch: list[_Pending] = []
-                size = 0
-                while queue.items and len(batch) < COMMIT_BATCH_MAX and size < COMMIT_BATCH_BYTES:
-                    item = queue.items.popleft()
-                    if item.future.cancelled():
-                        continue
-                    batch.append(item)
-                    size += item.size
-                if batch:
-                    await self._commit_batch(workspace, batch)
+            await self._commit_batch(workspace, batch)
         finally:
-            queue.task = None
-            if queue.items:  # cancelled mid-way (the store is closing): fail the rest
-                for item in queue.items:
-                    if not item.future.done():
-                        item.future.set_exception(DatabaseUnavailable("the store was closed"))
-                queue.items.clear()
+            queue.flights -= 1
             self._next_batch(workspace, queue)
 
     async def _commit_batch(self, workspace: str, batch: list[_Pending]) -> None:
