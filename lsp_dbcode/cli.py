@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -303,25 +303,32 @@ async def cmd_import(store: Store, args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     entries = list(walk_tree(root))
     skipped = Skipped()
-    files: list[tuple[str, str]] = []
-    progress = Progress("reading", len(entries))
-    for i, (rel, path) in enumerate(entries):
-        text = read_for_import(rel, path, skipped, store.content_bytes_max)
-        if text is not None:
-            files.append((rel, text))
-        progress.update(i + 1)
-    progress.finish()
-    for reason, paths in vars(skipped).items():
-        if paths:
-            names = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
-            sys.stderr.write(f"skipped {len(paths)} {reason.replace('_', ' ')} file(s): {names}\n")
-    if not files:
-        raise CliError(f"nothing to import from {root}: no text files found")
-    if sys.stderr.isatty():
-        sys.stderr.write(f"storing {len(files)} files as one changeset...\n")
-    res = await store.import_files(
-        args.workspace, files, agent=args.agent, message=args.message or f"import {root}"
-    )
+    progress = Progress("importing", len(entries))
+
+    def read() -> Iterator[tuple[str, str]]:
+        """Files as they are read: the store streams them into its COPY meanwhile."""
+        for i, (rel, entry) in enumerate(entries):
+            text = read_for_import(rel, entry, skipped, store.content_bytes_max)
+            progress.update(i + 1)
+            if text is not None:
+                yield rel, text
+
+    try:
+        res = await store.import_files(
+            args.workspace, read(), agent=args.agent, message=args.message or f"import {root}"
+        )
+    except InvalidInput as exc:
+        if str(exc) != "nothing to import":
+            raise
+        raise CliError(f"nothing to import from {root}: no text files found") from None
+    finally:
+        progress.finish()
+        for reason, paths in vars(skipped).items():
+            if paths:
+                names = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+                sys.stderr.write(
+                    f"skipped {len(paths)} {reason.replace('_', ' ')} file(s): {names}\n"
+                )
     took = time.monotonic() - t0
     if res.seq is None:
         sys.stdout.write(

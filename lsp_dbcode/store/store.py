@@ -609,10 +609,10 @@ class Store:
         Files of the workspace that are not in ``files`` are kept.
         """
         validate.check_workspace(workspace)
-        staged: list[tuple[str, str, int, str]] = []
         seen: set[str] = set()
         limit = self.content_bytes_max
-        for path, text in files:
+
+        def staged_row(path: str, text: str) -> tuple[str, str, int, str]:
             validate.check_path(path)
             if not isinstance(text, str) or "\x00" in text:
                 validate.check_text(text, path, limit)  # raises the right error
@@ -625,11 +625,8 @@ class Store:
             if path in seen:
                 raise InvalidInput(f"path {path!r} appears twice")
             seen.add(path)
-            staged.append(
-                (path, text, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest())
-            )
-        if not staged:
-            raise InvalidInput("nothing to import")
+            return (path, text, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest())
+
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute(
@@ -647,48 +644,57 @@ class Store:
                     " size integer, sha text) ON COMMIT DROP;"
                     " CREATE TEMP TABLE dbcode_new (path text PRIMARY KEY) ON COMMIT DROP"
                 )
+                # Rows go out as ``files`` yields them (a caller reading files from disk
+                # lazily overlaps its reading with PostgreSQL's parsing of the COPY stream).
                 async with conn.cursor().copy(
                     "COPY dbcode_stage (path, content, size, sha) FROM STDIN"
                 ) as copy:
-                    for item in staged:
-                        await copy.write_row(item)
+                    for path, text in files:
+                        await copy.write_row(staged_row(path, text))
+                if not seen:
+                    raise InvalidInput("nothing to import")
+                staged = len(seen)
                 # New paths get their final row at once (revision 1); the rows are ours
                 # until COMMIT. A path that exists (or that another transaction creates
                 # meanwhile: ON CONFLICT waits for it) is handled below, locked.
-                await conn.execute(
+                cur = await conn.execute(
                     "WITH ins AS (INSERT INTO dbcode_file (workspace_id, path, revision, deleted)"
                     "  SELECT %s, path, 1, false FROM dbcode_stage ORDER BY path"
                     "  ON CONFLICT DO NOTHING RETURNING path)"
                     " INSERT INTO dbcode_new SELECT path FROM ins",
                     (ws,),
                 )
-                await conn.execute(
-                    "SELECT 1 FROM dbcode_file WHERE workspace_id = %s AND path IN"
-                    " (SELECT path FROM dbcode_stage EXCEPT SELECT path FROM dbcode_new)"
-                    " ORDER BY path FOR UPDATE",
-                    (ws,),
-                )
-                await conn.execute(
-                    "CREATE TEMP TABLE dbcode_plan ON COMMIT DROP AS"
-                    " SELECT s.path, f.revision + 1 AS rev,"
-                    "  CASE WHEN f.deleted THEN 'create' ELSE 'update' END AS kind"
-                    " FROM dbcode_stage s JOIN dbcode_file f"
-                    "  ON f.workspace_id = %s AND f.path = s.path"
-                    " LEFT JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
-                    "  AND r.path = f.path AND r.revision = f.revision"
-                    " WHERE NOT EXISTS (SELECT 1 FROM dbcode_new n WHERE n.path = s.path)"
-                    "  AND (f.deleted OR r.sha IS DISTINCT FROM s.sha)",
-                    (ws,),
-                )
-                cur = await conn.execute(
-                    "SELECT (SELECT count(*) FROM dbcode_new),"
-                    " count(*) FILTER (WHERE kind = 'create'),"
-                    " count(*) FILTER (WHERE kind = 'update') FROM dbcode_plan"
-                )
-                counts = await cur.fetchone()
-                assert counts is not None
-                created, updated = int(counts[0]) + int(counts[1]), int(counts[2])
-                unchanged = len(staged) - created - updated
+                all_new = cur.rowcount == staged  # a first import: nothing more to compare
+                if all_new:
+                    created, updated = staged, 0
+                else:
+                    await conn.execute(
+                        "SELECT 1 FROM dbcode_file WHERE workspace_id = %s AND path IN"
+                        " (SELECT path FROM dbcode_stage EXCEPT SELECT path FROM dbcode_new)"
+                        " ORDER BY path FOR UPDATE",
+                        (ws,),
+                    )
+                    await conn.execute(
+                        "CREATE TEMP TABLE dbcode_plan ON COMMIT DROP AS"
+                        " SELECT s.path, f.revision + 1 AS rev,"
+                        "  CASE WHEN f.deleted THEN 'create' ELSE 'update' END AS kind"
+                        " FROM dbcode_stage s JOIN dbcode_file f"
+                        "  ON f.workspace_id = %s AND f.path = s.path"
+                        " LEFT JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
+                        "  AND r.path = f.path AND r.revision = f.revision"
+                        " WHERE NOT EXISTS (SELECT 1 FROM dbcode_new n WHERE n.path = s.path)"
+                        "  AND (f.deleted OR r.sha IS DISTINCT FROM s.sha)",
+                        (ws,),
+                    )
+                    cur = await conn.execute(
+                        "SELECT (SELECT count(*) FROM dbcode_new),"
+                        " count(*) FILTER (WHERE kind = 'create'),"
+                        " count(*) FILTER (WHERE kind = 'update') FROM dbcode_plan"
+                    )
+                    counts = await cur.fetchone()
+                    assert counts is not None
+                    created, updated = int(counts[0]) + int(counts[1]), int(counts[2])
+                unchanged = staged - created - updated
                 if created + updated == 0:
                     return ImportResult(None, 0, 0, unchanged)
                 cur = await conn.execute(
@@ -704,21 +710,29 @@ class Store:
                     " VALUES (%s, %s, %s, %s)",
                     (ws, seq, agent, message),
                 )
-                await conn.execute(
-                    "INSERT INTO dbcode_revision"
-                    " (workspace_id, path, revision, seq, kind, content, size, sha)"
-                    " SELECT %s, s.path, 1, %s, 'create', s.content, s.size, s.sha"
-                    " FROM dbcode_stage s JOIN dbcode_new n ON n.path = s.path"
-                    " UNION ALL"
-                    " SELECT %s, s.path, p.rev, %s, p.kind, s.content, s.size, s.sha"
-                    " FROM dbcode_stage s JOIN dbcode_plan p ON p.path = s.path",
-                    (ws, seq, ws, seq),
-                )
-                await conn.execute(
-                    "UPDATE dbcode_file f SET revision = p.rev, deleted = false"
-                    " FROM dbcode_plan p WHERE f.workspace_id = %s AND f.path = p.path",
-                    (ws,),
-                )
+                if all_new:
+                    await conn.execute(
+                        "INSERT INTO dbcode_revision"
+                        " (workspace_id, path, revision, seq, kind, content, size, sha)"
+                        " SELECT %s, path, 1, %s, 'create', content, size, sha FROM dbcode_stage",
+                        (ws, seq),
+                    )
+                else:
+                    await conn.execute(
+                        "INSERT INTO dbcode_revision"
+                        " (workspace_id, path, revision, seq, kind, content, size, sha)"
+                        " SELECT %s, s.path, 1, %s, 'create', s.content, s.size, s.sha"
+                        " FROM dbcode_stage s JOIN dbcode_new n ON n.path = s.path"
+                        " UNION ALL"
+                        " SELECT %s, s.path, p.rev, %s, p.kind, s.content, s.size, s.sha"
+                        " FROM dbcode_stage s JOIN dbcode_plan p ON p.path = s.path",
+                        (ws, seq, ws, seq),
+                    )
+                    await conn.execute(
+                        "UPDATE dbcode_file f SET revision = p.rev, deleted = false"
+                        " FROM dbcode_plan p WHERE f.workspace_id = %s AND f.path = p.path",
+                        (ws,),
+                    )
                 await conn.execute("SELECT pg_notify('dbcode', %s)", (f"{workspace} {seq}",))
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
