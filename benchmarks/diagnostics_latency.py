@@ -26,7 +26,10 @@ k+1 is sent only after edit k's diagnostics arrived (plus ``--gap-ms``). Engines
   ruff's defaults, as dbcode has for a workspace without config);
 * **dbcode serve**: ``python -m lsp_dbcode serve`` over stdio on a scratch database
   (``dbcode_diagbench``, created here and dropped at the end), the module stored and opened as
-  ``dbcode://bench/mod.py``; default ruff engine (one ``ruff server`` child);
+  ``dbcode://bench/mod.py``; default ruff engine (one ``ruff server`` child). The session runs
+  in that process (``DBCODE_SERVE_STANDALONE=1``); ``--relay`` measures it as editors start it,
+  a stdio relay to a shared server process (one more hop each way; no ``--trace``, and the CPU
+  column then counts the relay only);
 * **dbcode serve, subprocess**: the same with ``DBCODE_RUFF_ENGINE=subprocess`` (one ``ruff
   check`` process per edit).
 
@@ -44,9 +47,10 @@ engine's processes (dbcode: the server plus its ruff children) and of this clien
 
 ``--trace`` runs the dbcode servers under a wrapper (this script, ``_traced_serve``) that
 timestamps each step of an edit from outside, by wrapping lsp_dbcode's and pygls' functions
-(nothing in lsp_dbcode is changed): pygls reads and structures the didChange,
-``Session.did_change``, the ruff task, the full-text didChange and the diagnostic pull to the
-``ruff server`` child and its reply, the conversion to LSP diagnostics and the publish.
+(nothing in lsp_dbcode is changed): the server reads the didChange (pygls, or its fast path),
+``Session.did_change`` and ``DocAnalysis.on_change``, the ruff task, the didChange and the
+diagnostic pull to the ``ruff server`` child (one write) and its reply, the findings as JSON
+and the publish.
 ``perf_counter`` is CLOCK_MONOTONIC, shared by all processes, so the client's send and arrival
 times join the server's. It prints the median of every step over the measured edits.
 """
@@ -473,15 +477,18 @@ class Engine:
             await self.proc.wait()
 
 
-def make_engines(subprocess_engine: bool) -> list[Engine]:
+def make_engines(subprocess_engine: bool, relay: bool = False) -> list[Engine]:
+    # The session runs in the `dbcode serve` process the client started (--standalone), unless
+    # --relay: then that process is the stdio relay to a shared server (the default of `dbcode
+    # serve` over stdio), which neither --trace nor the CPU column can see.
+    mode = {} if relay else {"DBCODE_SERVE_STANDALONE": "1"}
     engines = [
         Engine("ruff server", "ruff"),
-        Engine("dbcode serve", "dbcode", env={"DBCODE_RUFF_ENGINE": "server"}),
+        Engine("dbcode serve", "dbcode", env={"DBCODE_RUFF_ENGINE": "server", **mode}),
     ]
     if subprocess_engine:
-        engines.append(
-            Engine("dbcode serve, subprocess", "dbcode", env={"DBCODE_RUFF_ENGINE": "subprocess"})
-        )
+        env = {"DBCODE_RUFF_ENGINE": "subprocess", **mode}
+        engines.append(Engine("dbcode serve, subprocess", "dbcode", env=env))
     return engines
 
 
@@ -490,21 +497,22 @@ def make_engines(subprocess_engine: bool) -> list[Engine]:
 # The steps of one edit in a traced dbcode server, in order: (event, what happens up to it).
 TRACE_CHAIN = [
     ("sent", ""),
-    ("rx", "client -> server: pipe, pygls read loop wakes"),
-    ("dispatch", "pygls: json.loads + structure (cattrs) of the didChange"),
-    ("did_change_in", "pygls: handle_message, handler task starts"),
-    ("did_change_out", "Session.did_change: offsets, LineIndex.replace, sync, schedule ruff"),
+    ("rx", "client -> server: pipe, read loop wakes, reads the didChange"),
+    ("dispatch", "pygls: json.loads + structure (cattrs) of the didChange (not on a fast path)"),
+    ("did_change_in", "didChange handler starts (pygls: handle_message, task; or a fast path)"),
+    ("on_change_in", "Session: offsets, LineIndex.replace, sync"),
+    ("on_change_out", "DocAnalysis.on_change: tree edits queued, change composed, task created"),
+    ("did_change_out", "rest of the didChange handler"),
     ("check_in", "ruff task starts (DocAnalysis._run_ruff)"),
-    ("engine_in", "Analyzer.check: configs, content_hash; engine: encode, trees.use, locks"),
-    ("child_change_sent", "full-text didChange to the child: json.dumps, write, drain returns"),
-    ("child_pull_sent", "textDocument/diagnostic request to the child"),
+    ("engine_in", "Analyzer.check (hash, result cache); engine.lint: size, config tree, locks"),
+    ("child_sent", "change + pull to the child in one write (ranged didChange), drain returns"),
     ("child_flushed", "rest of the text + request written as the child reads (pipe > 64 KiB)"),
     ("child_rx", "ruff server child: apply didChange + lint + answer the pull"),
     ("child_parsed", "json.loads of the child's reply"),
-    ("engine_out", "wake the request, diagnostic_from_server, sort"),
+    ("engine_out", "wake the request; the child's items as Findings (LSP JSON, sorted)"),
     ("check_out", "Analyzer.check returns (result cache)"),
-    ("publish_in", "to_lsp: LineIndex positions of every diagnostic"),
-    ("publish_out", "publish: cattrs unstructure, json.dumps, write + flush"),
+    ("publish_in", "DocAnalysis: the findings as JSON in the session's position encoding"),
+    ("publish_out", "Session.set_diagnostics: merge, json.dumps, write + flush"),
     ("arrive", "server -> client: pipe, client reads"),
 ]
 
@@ -519,7 +527,7 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
     from lsp_dbcode import cli
     from lsp_dbcode.analysis import _lsp_stdio
     from lsp_dbcode.analysis.ruff import RuffServerEngine
-    from lsp_dbcode.server.analysis import Analyzer
+    from lsp_dbcode.server.analysis import Analyzer, DocAnalysis
     from lsp_dbcode.server.session import Session
 
     now = time.perf_counter
@@ -535,7 +543,10 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
         def loads(self, data: Any, **kw: Any) -> Any:
             t = now()
             msg = json.loads(data, **kw)
-            if getattr(msg, "method", None) == "textDocument/didChange":
+            if isinstance(msg, dict):  # lsp_dbcode's own reading (DbcodeProtocol.receive)
+                if msg.get("method") == "textDocument/didChange":
+                    mark("rx", t, msg["params"]["textDocument"]["version"])
+            elif getattr(msg, "method", None) == "textDocument/didChange":
                 mark("rx", t, msg.params.text_document.version)
             return msg
 
@@ -551,6 +562,10 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
             return msg
 
     pygls.io_.json = PyglsJson()  # type: ignore[assignment]
+    from lsp_dbcode.server import protocol as dbcode_protocol
+
+    if hasattr(dbcode_protocol, "json"):  # DbcodeProtocol.receive decodes messages itself
+        dbcode_protocol.json = PyglsJson()  # type: ignore[assignment]
     _lsp_stdio.json = ChildJson()  # type: ignore[assignment]
 
     def around(cls: Any, name: str, before: str, after: str) -> None:
@@ -576,6 +591,9 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
 
     around(JsonRPCProtocol, "handle_message", "dispatch", "dispatch_out")
     around(Session, "did_change", "did_change_in", "did_change_out")
+    around(DocAnalysis, "on_change", "on_change_in", "on_change_out")
+    if hasattr(Session, "apply_changes"):  # the didChange fast path (no pygls dispatch)
+        around(Session, "apply_changes", "did_change_in", "did_change_out")
     around(Analyzer, "check", "check_in", "check_out")
     around(RuffServerEngine, "_check_with_server", "engine_in", "engine_out")
     around(Session, "set_diagnostics", "publish_in", "publish_out")
@@ -583,14 +601,11 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
 
     child_pipes: set[int] = set()  # the ruff server child's stdin transports
 
-    async def traced_send(self: Any, message: dict[str, Any]) -> None:
+    async def traced_send(self: Any, *messages: dict[str, Any]) -> None:
         child_pipes.add(id(self._stdin.transport))
-        await send(self, message)
-        method = message.get("method")
-        if method == "textDocument/didChange":
-            mark("child_change_sent")
-        elif method == "textDocument/diagnostic":
-            mark("child_pull_sent")
+        await send(self, *messages)
+        if any(m.get("method") == "textDocument/diagnostic" for m in messages):
+            mark("child_sent")  # the change and the pull go in one write
 
     _lsp_stdio.LspStdioClient._send = traced_send  # type: ignore[method-assign]
     from asyncio import unix_events
@@ -626,9 +641,14 @@ def trace_steps(engine: Engine, first_version: int) -> tuple[list[tuple[str, flo
         segment = events[i:end]
         sent, arrived = engine.sent[version]
         chain: list[tuple[str, float]] = [("sent", sent)]
-        for name, _ in TRACE_CHAIN[1:-1]:
+        names = [name for name, _ in TRACE_CHAIN[1:-1]]
+        for k, name in enumerate(names):
             found = [t for e, t, _v in segment if e == name and t >= chain[-1][1]]
-            if found:
+            # A step missing from this path (e.g. pygls' dispatch, skipped by the didChange fast
+            # path) must not be matched with a later message's: it has to come before the
+            # first occurrence of every later step.
+            later = [t for e, t, _v in segment if e in names[k + 1 :] and t >= chain[-1][1]]
+            if found and (not later or min(found) <= min(later)):
                 chain.append((name, min(found)))
         chain.append(("arrive", arrived))
         for (a, ta), (b, tb) in itertools.pairwise(chain):
@@ -745,7 +765,7 @@ async def run_size(
     async with Store(scratch) as store:
         await store.write(WORKSPACE, PATH, text, agent="diagbench")
     edits = make_edits(lines, blocks, WARMUP_EDITS + args.edits)
-    engines = make_engines(not args.no_subprocess)
+    engines = make_engines(not args.no_subprocess, args.relay)
     if args.trace:
         for e in engines:
             if e.kind == "dbcode":
@@ -922,7 +942,14 @@ def main() -> int:
     parser.add_argument(
         "--trace", action="store_true", help="timestamp the steps inside dbcode serve"
     )
+    parser.add_argument(
+        "--relay",
+        action="store_true",
+        help="run dbcode serve as editors do: a stdio relay to a shared server (no --trace)",
+    )
     args = parser.parse_args()
+    if args.relay and args.trace:
+        parser.error("--trace needs the session in the process it starts: not with --relay")
     if args.edits < 1:
         parser.error("--edits must be at least 1")
     return asyncio.run(amain(args))

@@ -39,7 +39,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -709,7 +709,8 @@ class RuffServerEngine(RuffEngine):
         self._folders: set[str] = set()  # tree keys registered in the current child
         self._docs: collections.OrderedDict[tuple[str, str], _Document] = collections.OrderedDict()
         self._validated: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Notifications for the current child that go with the next exchange (see _document).
+        self._queued: list[tuple[str, Any]] = []
         self._generation = 0  # counts children started
         self.restarts = 0  # children found dead and replaced
         # id(configs) -> (configs, its live tree): configs objects seen lately (see lint)
@@ -780,7 +781,9 @@ class RuffServerEngine(RuffEngine):
         if doc.generation != self._generation:  # not open in this child (yet)
             doc.generation, doc.version, doc.sent, doc.sent_index = self._generation, 0, None, None
         sync = self._sync(doc, text, change)  # refuses a text the child cannot read
-        notes: list[tuple[str, Any]] = []
+        # Closes and folder removals go first, in order with what follows (a document or folder
+        # closed, then opened again, must end up open).
+        notes, self._queued = self._queued, []
         if tree.key not in self._folders:
             notes.append(
                 (
@@ -899,11 +902,8 @@ class RuffServerEngine(RuffEngine):
             if old.lock.locked():
                 continue
             del self._docs[old_key]
-            client = self._client
-            if old.version and old.generation == self._generation and client and client.alive:
-                self._spawn(
-                    client.notify("textDocument/didClose", {"textDocument": {"uri": old.uri}})
-                )
+            if old.version and old.generation == self._generation:
+                self._queued.append(("textDocument/didClose", {"textDocument": {"uri": old.uri}}))
         return doc
 
     def _tree_evicted(self, tree: ConfigTree) -> None:
@@ -914,19 +914,12 @@ class RuffServerEngine(RuffEngine):
             self._folders.discard(tree.key)
             for key in [k for k in self._docs if k[0] == tree.key]:
                 del self._docs[key]
-            if self._client is not None and self._client.alive:
-                self._spawn(
-                    self._client.notify(
-                        "workspace/didChangeWorkspaceFolders",
-                        {"event": {"added": [], "removed": [_folder(tree)]}},
-                    )
+            self._queued.append(
+                (
+                    "workspace/didChangeWorkspaceFolders",
+                    {"event": {"added": [], "removed": [_folder(tree)]}},
                 )
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Send a notification in the background (from synchronous code); errors are logged."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(_forget_task(self._tasks))
+            )
 
     async def _ensure_child(self) -> LspStdioClient:
         """The live child (started, or restarted if it died)."""
@@ -966,6 +959,7 @@ class RuffServerEngine(RuffEngine):
         self._client = client
         self._generation += 1
         self._folders.clear()
+        self._queued.clear()  # about the old child's documents and folders
         try:
             result = await client.request(
                 "initialize",
@@ -1048,18 +1042,7 @@ class RuffServerEngine(RuffEngine):
         self._closed = True
         async with self._start_lock:
             await self._stop_child()
-        for task in list(self._tasks):
-            task.cancel()
         await super().close()
-
-
-def _forget_task(tasks: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
-    def done(task: asyncio.Task[None]) -> None:
-        tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("notification to ruff server failed: %s", task.exception())
-
-    return done
 
 
 def _folder(tree: ConfigTree) -> dict[str, str]:
