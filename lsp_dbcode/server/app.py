@@ -93,12 +93,14 @@ class App:
             for fc in cs.files:
                 if fc.text is not None:
                     self.remember(workspace, fc.path, fc.revision, fc.text)
-                for session, doc in list(self._open.get((workspace, fc.path), {}).values()):
-                    await session.deliver(doc, cs, fc)
+                targets = list(self._open.get((workspace, fc.path), {}).values())
                 if fc.old_path is not None:
-                    moved = self._open.get((workspace, fc.old_path), {})
-                    for session, doc in list(moved.values()):
+                    targets += self._open.get((workspace, fc.old_path), {}).values()
+                for session, doc in targets:
+                    try:
                         await session.deliver(doc, cs, fc)
+                    except Exception:  # one session's failure must not stop everyone's feed
+                        log.exception("%s: delivering seq %d failed", doc.uri, cs.seq)
 
     def edits_json(self, key: tuple[str, str, int, int, str], make: Callable[[], list[Any]]) -> str:
         """The JSON of a push's TextEdits, shared by every clean buffer of the same revision
