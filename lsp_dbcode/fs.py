@@ -84,8 +84,10 @@ def walk_tree(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                 yield rel, entry
 
 
-def read_for_import(rel: str, entry: os.DirEntry[str], skipped: Skipped, limit: int) -> str | None:
-    """The file's text, or None after recording why it is skipped."""
+def read_for_import(
+    rel: str, entry: os.DirEntry[str], skipped: Skipped, limit: int
+) -> tuple[str, bytes] | None:
+    """The file's text and its bytes, or None after recording why it is skipped."""
     try:
         validate.check_path(rel)
     except InvalidInput:
@@ -115,7 +117,7 @@ def read_for_import(rel: str, entry: os.DirEntry[str], skipped: Skipped, limit: 
         skipped.binary.append(rel)
         return None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), data
     except UnicodeDecodeError:
         skipped.not_utf8.append(rel)
         return None

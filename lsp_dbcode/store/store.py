@@ -599,27 +599,32 @@ class Store:
     async def import_files(
         self,
         workspace: str,
-        files: Iterable[tuple[str, str]],
+        files: Iterable[tuple[str, str] | tuple[str, str, bytes]],
         *,
         agent: str,
         message: str | None = None,
     ) -> ImportResult:
         """Load many files as one changeset (bulk COPY). Unchanged files are not touched.
 
-        Files of the workspace that are not in ``files`` are kept.
+        ``files``: (path, text), or (path, text, the text's UTF-8 bytes) from a caller that
+        decoded it from them (saves encoding it again). Files of the workspace that are not in
+        ``files`` are kept.
         """
         validate.check_workspace(workspace)
         seen: set[str] = set()
         limit = self.content_bytes_max
 
-        def staged_row(path: str, text: str) -> tuple[str, str, int, str]:
+        def staged_row(
+            path: str, text: str, data: bytes | None = None
+        ) -> tuple[str, str, int, str]:
             validate.check_path(path)
             if not isinstance(text, str) or "\x00" in text:
                 validate.check_text(text, path, limit)  # raises the right error
-            try:
-                data = text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidInput(f"{path}: not valid UTF-8 (lone surrogate)") from None
+            if data is None:
+                try:
+                    data = text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidInput(f"{path}: not valid UTF-8 (lone surrogate)") from None
             if len(data) > limit:
                 raise InvalidInput(f"{path}: {len(data)} bytes is over the limit of {limit} bytes")
             if path in seen:
@@ -647,10 +652,11 @@ class Store:
                 # Rows go out as ``files`` yields them (a caller reading files from disk
                 # lazily overlaps its reading with PostgreSQL's parsing of the COPY stream).
                 async with conn.cursor().copy(
-                    "COPY dbcode_stage (path, content, size, sha) FROM STDIN"
+                    "COPY dbcode_stage (path, content, size, sha) FROM STDIN (FORMAT BINARY)"
                 ) as copy:
-                    for path, text in files:
-                        await copy.write_row(staged_row(path, text))
+                    copy.set_types(["text", "text", "int4", "text"])
+                    for item in files:
+                        await copy.write_row(staged_row(*item))
                 if not seen:
                     raise InvalidInput("nothing to import")
                 staged = len(seen)
