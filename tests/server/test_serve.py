@@ -198,6 +198,16 @@ class RawClient:
         self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.proc.stdin.flush()
 
+    def send_many(self, messages: list[dict[str, object]]) -> None:
+        """Several messages in one write: the server reads them back to back."""
+        data = b""
+        for message in messages:
+            body = json.dumps(message).encode()
+            data += b"Content-Length: %d\r\n\r\n" % len(body) + body
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
     def receive(self, msg_id: int) -> dict[str, object]:
         assert self.proc.stdout is not None
         while True:
@@ -402,3 +412,60 @@ def test_serve_bad_address_is_one_line(database_url: str) -> None:
         timeout=60,
     )
     assert r.returncode == 1 and "invalid address" in r.stderr
+
+
+async def test_open_change_save_in_one_write_apply_in_order(
+    database_url: str, store: Store, workspace: str
+) -> None:
+    """didOpen, several didChange and didSave arriving in one read: each applies in order (the
+    document is registered at once, the changes land on it, the save commits the result)."""
+    await store.write(workspace, "o.py", "a = 1\n", agent="seed")
+    uri = make_uri(workspace, "o.py")
+    raw = RawClient(database_url)
+    try:
+        raw.send(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {"capabilities": {}, "processId": None},
+            }
+        )
+        raw.receive(1)
+        doc = {"uri": uri, "languageId": "python", "version": 1, "text": "a = 1\n"}
+
+        def change(version: int, line: int, text: str) -> dict[str, object]:
+            rng = {"start": {"line": line, "character": 0}, "end": {"line": line, "character": 0}}
+            return {
+                "jsonrpc": "2.0",
+                "method": "textDocument/didChange",
+                "params": {
+                    "textDocument": {"uri": uri, "version": version},
+                    "contentChanges": [{"range": rng, "text": text}],
+                },
+            }
+
+        raw.send_many(
+            [
+                {"jsonrpc": "2.0", "method": "initialized", "params": {}},
+                {
+                    "jsonrpc": "2.0",
+                    "method": "textDocument/didOpen",
+                    "params": {"textDocument": doc},
+                },
+                change(2, 1, "b = 2\n"),
+                change(3, 2, "c = 3\n"),
+                change(4, 0, "# top\n"),
+                {
+                    "jsonrpc": "2.0",
+                    "method": "textDocument/didSave",
+                    "params": {"textDocument": {"uri": uri}},
+                },
+                {"jsonrpc": "2.0", "id": 2, "method": "dbcode/readFile", "params": {"uri": uri}},
+            ]
+        )
+        raw.receive(2)
+        want = "# top\na = 1\nb = 2\nc = 3\n"
+        await db_eventually(database_url, workspace, "o.py", want)
+    finally:
+        raw.close()
