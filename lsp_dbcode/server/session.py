@@ -47,14 +47,6 @@ CHANGES_PER_NOTIFICATION_MAX = 5000
 Mode = Literal["save", "live"]
 
 
-def _inside_conflict(d: types.Diagnostic, conflicts: list[types.Diagnostic] | None) -> bool:
-    """Lint inside a conflict block is noise (markers are not code): the conflict says it all."""
-    for c in conflicts or ():
-        if c.range.start.line <= d.range.start.line <= c.range.end.line:
-            return True
-    return False
-
-
 def _acquire_now(lock: asyncio.Lock) -> None:
     """Take a free asyncio lock without awaiting (acquiring a free lock never suspends)."""
     coro = lock.acquire()
