@@ -1,0 +1,337 @@
+"""The ``dbcode`` commands that use the store (the CLI's arguments are in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .cli import EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, CliError, Progress, fail
+from .store import (
+    Change,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Store,
+    StoreError,
+    resolve_dsn,
+    validate,
+)
+from .store.model import Changeset
+from .uris import changeset_json
+
+
+async def cmd_ls(store: Store, args: argparse.Namespace) -> int:
+    files = await store.list_files(args.workspace, args.prefix or "")
+    out = sys.stdout
+    for f in files:
+        when = f.updated_at.strftime("%Y-%m-%d %H:%M:%S")
+        out.write(f"{f.revision:>5}  {f.size:>9}  {f.updated_by:<20}  {when}  {f.path}\n")
+    return EXIT_OK
+
+
+async def cmd_workspaces(store: Store, args: argparse.Namespace) -> int:
+    for w in await store.workspaces():
+        sys.stdout.write(f"{w.name}\t{w.files} files\tseq {w.head_seq}\n")
+    return EXIT_OK
+
+
+async def cmd_cat(store: Store, args: argparse.Namespace) -> int:
+    f = await store.read(args.workspace, args.path, args.rev)
+    sys.stdout.buffer.write(f.text.encode("utf-8"))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+async def cmd_write(store: Store, args: argparse.Namespace) -> int:
+    validate.check_workspace(args.workspace)
+    validate.check_path(args.path)
+    data = sys.stdin.buffer.read()
+    text = validate.decode_content(data, f"stdin for {args.path}", store.content_bytes_max)
+    from .analysis import AnalysisError, RuffEngine, is_python_path
+    from .check import check_text, format_for_commit
+
+    async with RuffEngine() as ruff:
+        if is_python_path(args.path):
+            try:
+                configs = await store.config_files(args.workspace)
+            except NotFound:
+                configs = {}
+            text = await format_for_commit(ruff, configs, args.path, text)
+        res = await store.write(
+            args.workspace,
+            args.path,
+            text,
+            agent=args.agent,
+            base=args.base,
+            message=args.message,
+        )
+        rev = res.revisions[args.path]
+        sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {res.seq})\n")
+        sys.stdout.flush()
+        try:
+            problems = await check_text(store, ruff, args.workspace, args.path, text)
+        except AnalysisError as exc:
+            sys.stderr.write(f"{args.path}: not checked: {exc}\n")
+            return EXIT_OK
+    _report_problems(args.path, rev, text, problems)
+    return EXIT_OK
+
+
+def _problem_line(path: str, d: Any) -> str:
+    code = f"{d.code} " if d.code else ""
+    return f"{path}:{d.span.start.line + 1}:{d.span.start.col + 1}: {code}{d.message}"
+
+
+def _report_problems(path: str, rev: int, text: str, problems: list[Any], shown: int = 5) -> None:
+    """Tell a CLI writer what an editor would show: the count and the first few."""
+    if not problems:
+        sys.stderr.write(f"{path} revision {rev}: no problems\n")
+        return
+    errors = sum(1 for d in problems if d.severity == "error")
+    sys.stderr.write(
+        f"{path} revision {rev}: {len(problems)} problem(s)"
+        + (f", {errors} error(s)" if errors else "")
+        + "\n"
+    )
+    for d in problems[:shown]:
+        sys.stderr.write("  " + _problem_line(path, d) + "\n")
+    if len(problems) > shown:
+        sys.stderr.write(f"  ... and {len(problems) - shown} more (dbcode check)\n")
+
+
+async def cmd_check(store: Store, args: argparse.Namespace) -> int:
+    from .analysis import RuffEngine
+    from .check import check_workspace
+
+    async with RuffEngine() as ruff:
+        report = await check_workspace(store, ruff, args.workspace)
+    if args.json:
+        out = []
+        for path, found in report.items():
+            for d in found:
+                out.append(
+                    {
+                        "path": path,
+                        "line": d.span.start.line + 1,
+                        "column": d.span.start.col + 1,
+                        "endLine": d.span.end.line + 1,
+                        "endColumn": d.span.end.col + 1,
+                        "severity": d.severity,
+                        "source": d.source,
+                        "code": d.code,
+                        "message": d.message,
+                        "url": d.code_url,
+                    }
+                )
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
+    else:
+        for path, found in report.items():
+            for d in found:
+                sys.stdout.write(_problem_line(path, d) + "\n")
+        sys.stderr.write(
+            f"{report.workspace} at seq {report.seq}: {len(report.texts)} files, "
+            f"{report.total} problem(s), {report.errors} error(s)\n"
+        )
+    for path, why in sorted(report.skipped.items()):
+        sys.stderr.write(f"not checked: {path}: {why}\n")
+    return EXIT_ERROR if report.errors else EXIT_OK
+
+
+async def cmd_rm(store: Store, args: argparse.Namespace) -> int:
+    await store._workspace_id(args.workspace)
+    res = await store.commit(
+        args.workspace,
+        [Change.delete(args.path, args.base)],
+        agent=args.agent,
+        message=args.message,
+    )
+    sys.stdout.write(f"deleted {args.workspace}/{args.path} (seq {res.seq})\n")
+    return EXIT_OK
+
+
+async def cmd_mv(store: Store, args: argparse.Namespace) -> int:
+    await store._workspace_id(args.workspace)
+    res = await store.commit(
+        args.workspace,
+        [Change.rename(args.old, args.new, args.base)],
+        agent=args.agent,
+        message=args.message,
+    )
+    sys.stdout.write(f"renamed {args.old} -> {args.new} in {args.workspace} (seq {res.seq})\n")
+    return EXIT_OK
+
+
+def _print_changeset(cs: Changeset, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(changeset_json(cs), ensure_ascii=False) + "\n")
+    else:
+        when = cs.time.strftime("%Y-%m-%d %H:%M:%S")
+        msg = f"  {cs.message}" if cs.message else ""
+        sys.stdout.write(f"seq {cs.seq}  {when}  {cs.agent}{msg}\n")
+        shown = cs.files[:20]
+        for f in shown:
+            extra = f" (from {f.old_path})" if f.old_path else ""
+            sys.stdout.write(f"    {f.kind:<7} {f.path}{extra}  r{f.revision}\n")
+        if len(cs.files) > len(shown):
+            sys.stdout.write(f"    ... and {len(cs.files) - len(shown)} more files\n")
+    sys.stdout.flush()
+
+
+async def cmd_log(store: Store, args: argparse.Namespace) -> int:
+    for cs in await store.log(args.workspace, args.path, limit=args.limit):
+        _print_changeset(cs, args.json)
+    return EXIT_OK
+
+
+async def cmd_watch(store: Store, args: argparse.Namespace) -> int:
+    validate.check_workspace(args.workspace)
+    since = args.since if args.since is not None else await store.head(args.workspace)
+    if since < 0:
+        raise InvalidInput(f"invalid --since {since}: must be >= 0")
+    if not args.json:
+        sys.stderr.write(f"watching {args.workspace} after seq {since} (Ctrl-C to stop)\n")
+    count = 0
+    async for cs in store.subscribe(args.workspace, since):
+        _print_changeset(cs, args.json)
+        count += 1
+        if args.count is not None and count >= args.count:
+            break
+    return EXIT_OK
+
+
+async def cmd_import(store: Store, args: argparse.Namespace) -> int:
+    from .fs import Skipped, read_for_import, walk_tree
+
+    validate.check_workspace(args.workspace)
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise CliError(f"not a directory: {root}")
+    t0 = time.monotonic()
+    entries = list(walk_tree(root))
+    skipped = Skipped()
+    progress = Progress("importing", len(entries))
+
+    def read() -> Iterator[tuple[str, str, bytes]]:
+        """Files as they are read: the store streams them into its COPY meanwhile. (Reading
+        with a pool of threads measured twice as slow: the GIL.)"""
+        for i, (rel, entry) in enumerate(entries):
+            got = read_for_import(rel, entry, skipped, store.content_bytes_max)
+            progress.update(i + 1)
+            if got is not None:
+                yield rel, got[0], got[1]
+
+    try:
+        res = await store.import_files(
+            args.workspace, read(), agent=args.agent, message=args.message or f"import {root}"
+        )
+    except InvalidInput as exc:
+        if str(exc) != "nothing to import":
+            raise
+        raise CliError(f"nothing to import from {root}: no text files found") from None
+    finally:
+        progress.finish()
+        for reason, paths in vars(skipped).items():
+            if paths:
+                names = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+                sys.stderr.write(
+                    f"skipped {len(paths)} {reason.replace('_', ' ')} file(s): {names}\n"
+                )
+    took = time.monotonic() - t0
+    if res.seq is None:
+        sys.stdout.write(
+            f"{args.workspace}: nothing changed ({res.unchanged} files unchanged, {took:.2f}s)\n"
+        )
+    else:
+        sys.stdout.write(
+            f"{args.workspace}: imported {res.created} new, {res.updated} updated, "
+            f"{res.unchanged} unchanged files as seq {res.seq} in {took:.2f}s"
+            f" ({skipped.total()} skipped)\n"
+        )
+    return EXIT_OK
+
+
+async def cmd_export(store: Store, args: argparse.Namespace) -> int:
+    from .fs import ExportDir
+
+    validate.check_workspace(args.workspace)
+    target = ExportDir(Path(args.dir))
+    head, files = await store.snapshot(args.workspace)
+    progress = Progress("writing", len(files))
+    for i, f in enumerate(files):
+        target.write(f.path, f.text)
+        progress.update(i + 1)
+    progress.finish()
+    sys.stderr.write(f"exported {len(files)} files of {args.workspace} at seq {head}\n")
+    if not args.watch:
+        return EXIT_OK
+    sys.stderr.write(f"watching {args.workspace} for changes (Ctrl-C to stop)\n")
+    async for cs in store.subscribe(args.workspace, head):
+        for fc in cs.files:
+            if fc.kind == "delete":
+                target.remove(fc.path)
+                continue
+            text = (await store.read(args.workspace, fc.path, fc.revision)).text
+            target.write(fc.path, text)
+            if fc.kind == "rename" and fc.old_path:
+                target.remove(fc.old_path)
+        sys.stderr.write(f"seq {cs.seq}: {len(cs.files)} file(s) by {cs.agent}\n")
+    return EXIT_OK
+
+
+async def cmd_db(store: Store, args: argparse.Namespace) -> int:
+    from .store import redact
+
+    sys.stdout.write(redact(store.dsn) + "\n")
+    return EXIT_OK
+
+
+Handler = Callable[[Store, argparse.Namespace], Awaitable[int]]
+
+HANDLERS: dict[str, Handler] = {
+    "import": cmd_import,
+    "export": cmd_export,
+    "ls": cmd_ls,
+    "workspaces": cmd_workspaces,
+    "cat": cmd_cat,
+    "write": cmd_write,
+    "rm": cmd_rm,
+    "mv": cmd_mv,
+    "log": cmd_log,
+    "watch": cmd_watch,
+    "check": cmd_check,
+    "db": cmd_db,
+}
+
+
+async def _run(handler: Handler, args: argparse.Namespace) -> int:
+    dsn = resolve_dsn(args.database_url)
+    async with Store(dsn, min_size=1, max_size=4) as store:
+        return await handler(store, args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command ``args.command``; errors become one line on stderr and an exit code."""
+    try:
+        return asyncio.run(_run(HANDLERS[args.command], args))
+    except Conflict as exc:
+        fail(f"{exc} (current revision {exc.current_revision}; re-read and retry)", EXIT_CONFLICT)
+    except CliError as exc:
+        fail(str(exc), exc.code)
+    except StoreError as exc:  # NotFound, InvalidInput, DatabaseUnavailable, ...
+        fail(str(exc))
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
