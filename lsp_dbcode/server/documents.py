@@ -119,14 +119,18 @@ class DocumentSync:
             self._settled(doc, doc.target_rev, doc.target_text)
             return
         edits = diff_edits(doc.text, merged.text)
-        self._push(doc, edits, merged.text, ("", "", 0, 0))
+        self._push(doc, edits, merged.text)
 
     def _label(self, doc: OpenDoc) -> str:
         who = doc.target_agent or "theirs"
         return f"{who} (revision {doc.target_rev})"
 
     def _push(
-        self, doc: OpenDoc, edits: list[Edit], expected: str, shared: tuple[str, str, int, int]
+        self,
+        doc: OpenDoc,
+        edits: list[Edit],
+        expected: str,
+        shared: tuple[str, str, int, int] | None = None,
     ) -> None:
         """Send ``edits`` (on the buffer as it is) as one workspace/applyEdit. ``shared``: the
         key under which clean buffers of one revision share the edits' JSON."""
@@ -142,7 +146,7 @@ class DocumentSync:
                 out.append({"range": rng, "newText": e.text})
             return out
 
-        if shared[0]:
+        if shared is not None:
             edits_json = session.app.edits_json((*shared, enc.value), lsp_edits)
         else:
             edits_json = json.dumps(lsp_edits(), separators=(",", ":"))

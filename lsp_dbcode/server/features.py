@@ -138,7 +138,6 @@ def create_server(
 
         def register(fn: Callable[..., Awaitable[Any]]) -> Any:
             wrapped = _request(fn)
-            server.feature(method)(wrapped)
             server.protocol.fast_requests[method] = lambda params: wrapped(server, params)
             return wrapped
 

@@ -408,7 +408,7 @@ class Session:
         doc.index = index
         doc.version = version
         self.sync.after_change(doc)
-        if doc.conflicts or any("<<<<<<<" in e[2] for e in edits):
+        if doc.conflicts or "<<<<<<<" in doc.text:  # a marker may be completed by one char
             self.sync.refresh_conflicts(doc)
         if self.mode == "live" and doc.live_task is None:
             doc.live_task = self.run_task(self._live_commit(doc))
@@ -569,15 +569,13 @@ class Session:
         Handled at once when the document is free; behind its lock otherwise (a save or an
         open in progress), so that one busy document does not hold up every other session."""
         if fc.path != doc.path:  # renamed away
-            if doc.lock.locked():
-                self.run_task(self._on_gone(doc, cs, renamed_to=fc.path))
-            else:
-                await self._on_gone(doc, cs, renamed_to=fc.path)
-            return
-        if doc.lock.locked():
-            self.run_task(self._retrying(lambda: self._on_file_change(doc, cs, fc)))
+            work = self._on_gone(doc, cs, renamed_to=fc.path)
         else:
-            await self._retrying(lambda: self._on_file_change(doc, cs, fc))
+            work = self._retrying(lambda: self._on_file_change(doc, cs, fc))
+        if doc.lock.locked():
+            self.run_task(work)
+        else:
+            await work
 
     async def _retrying(self, make: Any) -> Any:
         while True:

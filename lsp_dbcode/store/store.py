@@ -618,15 +618,7 @@ class Store:
             path: str, text: str, data: bytes | None = None
         ) -> tuple[str, str, int, str]:
             validate.check_path(path)
-            if not isinstance(text, str) or "\x00" in text:
-                validate.check_text(text, path, limit)  # raises the right error
-            if data is None:
-                try:
-                    data = text.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise InvalidInput(f"{path}: not valid UTF-8 (lone surrogate)") from None
-            if len(data) > limit:
-                raise InvalidInput(f"{path}: {len(data)} bytes is over the limit of {limit} bytes")
+            data = validate.text_bytes(text, path, limit, data)
             if path in seen:
                 raise InvalidInput(f"path {path!r} appears twice")
             seen.add(path)

@@ -92,14 +92,24 @@ def decode_content(data: bytes, what: str, limit: int = CONTENT_BYTES_MAX_DEFAUL
 
 def check_text(text: str, what: str, limit: int = CONTENT_BYTES_MAX_DEFAULT) -> str:
     """Validate text that is already a str (LSP input)."""
+    text_bytes(text, what, limit)
+    return text
+
+
+def text_bytes(
+    text: str, what: str, limit: int = CONTENT_BYTES_MAX_DEFAULT, data: bytes | None = None
+) -> bytes:
+    """Validate ``text`` (as :func:`check_text`) and return its UTF-8 bytes. ``data``: those
+    bytes when the caller has them already (it decoded ``text`` from them)."""
     if not isinstance(text, str):
         raise InvalidInput(f"{what}: content must be a string")
     if "\x00" in text:
         raise InvalidInput(f"{what}: binary content (NUL characters) is not stored")
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidInput(f"{what}: not valid UTF-8 (lone surrogate)") from None
-    if size > limit:
-        raise InvalidInput(f"{what}: {size} bytes is over the limit of {limit} bytes")
-    return text
+    if data is None:
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(f"{what}: not valid UTF-8 (lone surrogate)") from None
+    if len(data) > limit:
+        raise InvalidInput(f"{what}: {len(data)} bytes is over the limit of {limit} bytes")
+    return data
