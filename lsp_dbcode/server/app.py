@@ -7,8 +7,8 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..store import DatabaseUnavailable, Store
 from ..text.diff import diff_edits
@@ -20,10 +20,24 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REVISION_CACHE_MAX = 512
 DIFF_CACHE_MAX = 256
 REVISION_CACHE_BYTES_MAX = 64 * 1024 * 1024
+
+
+DB_RETRY_DELAY_S = 0.5
+
+
+async def retrying(make: Callable[[], Awaitable[T]]) -> T:
+    """``await make()`` until the database answers (a restart, a lost connection)."""
+    while True:
+        try:
+            return await make()
+        except DatabaseUnavailable as exc:
+            log.warning("database unavailable (%s); retrying", exc)
+            await asyncio.sleep(DB_RETRY_DELAY_S)
 
 
 class App:
@@ -36,10 +50,9 @@ class App:
         self._inflight: dict[tuple[str, str, int], asyncio.Future[str]] = {}
         self._diffs: dict[tuple[str, str, int, int], list[Edit]] = {}
         self._edits_json: dict[tuple[str, str, int, int, str], str] = {}
-        # Open documents of every session, by (workspace, path): one watcher per workspace
-        # feeds them all (one subscription per process, not one per session).
-        self._open: dict[tuple[str, str], dict[int, tuple[Session, OpenDoc]]] = {}
-        self._open_count: dict[str, int] = {}
+        # Open documents of every session: workspace -> path -> id(doc) -> (session, doc).
+        # One watcher per workspace feeds them all (one subscription per process).
+        self._open: dict[str, dict[str, dict[int, tuple[Session, OpenDoc]]]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._watch_start: dict[str, asyncio.Future[int]] = {}
 
@@ -48,22 +61,22 @@ class App:
     def track(self, session: Session, doc: OpenDoc) -> None:
         """``doc`` is open in ``session``: deliver the changesets that touch its path."""
         ws = doc.workspace
-        self._open.setdefault((ws, doc.path), {})[id(doc)] = (session, doc)
-        self._open_count[ws] = self._open_count.get(ws, 0) + 1
+        paths = self._open.setdefault(ws, {})
+        paths.setdefault(doc.path, {})[id(doc)] = (session, doc)
         if ws not in self._watchers:
             self._watch_start[ws] = asyncio.get_running_loop().create_future()
             self._watchers[ws] = asyncio.get_running_loop().create_task(self._watch(ws))
 
     def untrack(self, session: Session, doc: OpenDoc) -> None:
         ws = doc.workspace
-        docs = self._open.get((ws, doc.path))
+        paths = self._open.get(ws, {})
+        docs = paths.get(doc.path)
         if docs is None or docs.pop(id(doc), None) is None:
             return
         if not docs:
-            del self._open[(ws, doc.path)]
-        self._open_count[ws] -= 1
-        if self._open_count[ws] == 0:
-            del self._open_count[ws]
+            del paths[doc.path]
+        if not paths:  # the workspace's last open document: stop its watcher
+            del self._open[ws]
             task = self._watchers.pop(ws, None)
             if task is not None:
                 task.cancel()
@@ -79,13 +92,7 @@ class App:
             await asyncio.shield(start)
 
     async def _watch(self, workspace: str) -> None:
-        while True:
-            try:
-                since = await self.store.head(workspace)
-                break
-            except DatabaseUnavailable as exc:
-                log.warning("database unavailable (%s); retrying", exc)
-                await asyncio.sleep(0.5)
+        since = await retrying(lambda: self.store.head(workspace))
         start = self._watch_start.get(workspace)
         if start is not None and not start.done():
             start.set_result(since)
@@ -93,9 +100,10 @@ class App:
             for fc in cs.files:
                 if fc.text is not None:
                     self.remember(workspace, fc.path, fc.revision, fc.text)
-                targets = list(self._open.get((workspace, fc.path), {}).values())
+                paths = self._open.get(workspace, {})
+                targets = list(paths.get(fc.path, {}).values())
                 if fc.old_path is not None:
-                    targets += self._open.get((workspace, fc.old_path), {}).values()
+                    targets += paths.get(fc.old_path, {}).values()
                 for session, doc in targets:
                     try:
                         await session.deliver(doc, cs, fc)

@@ -169,7 +169,7 @@ class DocumentSync:
         # Written now (not from a task that runs later): with 100 sessions on one loop the
         # first editor gets its edit before the last one's is even computed.
         reply = session.protocol.request_raw(
-            "workspace/applyEdit", None, params_json='{"label":' + label + ',"edit":' + edit + "}"
+            "workspace/applyEdit", '{"label":' + label + ',"edit":' + edit + "}"
         )
         loop = asyncio.get_running_loop()
         timeout = loop.call_later(APPLY_EDIT_TIMEOUT_S, reply.cancel)
@@ -180,7 +180,6 @@ class DocumentSync:
     ) -> None:
         timeout.cancel()
         if reply.cancelled():
-            self.session.protocol.forget_request(reply)
             applied, reason = False, "no answer in time"
         elif (exc := reply.exception()) is not None:
             applied, reason = False, str(exc) or type(exc).__name__

@@ -68,18 +68,17 @@ def make_converter() -> cattrs.Converter:
 
 class DbcodeProtocol(LanguageServerProtocol):
     """pygls' protocol, plus a lean path for the messages that come by the hundred per
-    changeset when many editors share one server: ``textDocument/didChange`` and the answers to
-    our own requests (``workspace/applyEdit``) are decoded once with ``json.loads`` and handed
-    to the session directly — no cattrs, no uuid, no task per message. Everything else takes
-    pygls' path, in arrival order."""
-
-    # Set by the session: takes a didChange's raw params, returns False if it cannot (then
-    # pygls' path handles the message, with its validation).
-    fast_notifications: dict[str, Callable[[Any], bool]]
+    changeset when many editors share one server: didOpen / didChange / didClose, the
+    ``dbcode/*`` requests and the answers to our own requests (``workspace/applyEdit``) are
+    decoded once with ``json.loads`` and handed to the session directly — no cattrs, no uuid,
+    no task per notification. Everything else takes pygls' path, in arrival order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fast_notifications = {}
+        # Set by the session: each takes a notification's raw params and returns False if it
+        # cannot (then pygls' path handles the message, with its validation).
+        self.fast_notifications: dict[str, Callable[[Any], bool]] = {}
+        # Set by create_server: plain JSON in and out.
         self.fast_requests: dict[str, Callable[[Any], Awaitable[Any]]] = {}
         self._fast_tasks: set[asyncio.Task[Any]] = set()
         self._raw_requests: dict[str, asyncio.Future[Any]] = {}
@@ -144,38 +143,28 @@ class DbcodeProtocol(LanguageServerProtocol):
             error = {"code": exc.code, "message": exc.message}
             if exc.data is not None:
                 error["data"] = exc.data
-        else:
-            try:
-                self.send_raw({"jsonrpc": "2.0", "id": msg_id, "result": task.result()})
-            except TypeError:  # not plain JSON (an lsprotocol object): let cattrs do it
-                self._send_response(msg_id, task.result())
+        else:  # the lean requests answer plain JSON
+            self.send_raw({"jsonrpc": "2.0", "id": msg_id, "result": task.result()})
             return
         self.send_raw({"jsonrpc": "2.0", "id": msg_id, "error": error})
 
-    def request_raw(self, method: str, params: Any, *, params_json: str | None = None) -> Any:
-        """Send a request whose params are plain JSON data (or already serialised JSON text);
-        returns an asyncio future of the result (an exception for an error answer)."""
+    def request_raw(self, method: str, params_json: str) -> asyncio.Future[Any]:
+        """Send a request whose params are already serialised JSON; returns a future of the
+        result (an exception for an error answer; cancel it to stop waiting)."""
         msg_id = f"dbcode-{next(self._raw_ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._raw_requests[msg_id] = future
-        if params_json is None:
-            params_json = json.dumps(params, separators=(",", ":"))
-        method_json = json.dumps(method)
+        future.add_done_callback(lambda _: self._raw_requests.pop(msg_id, None))
         self.send_text(
             '{"jsonrpc":"2.0","id":"'
             + msg_id
             + '","method":'
-            + method_json
+            + json.dumps(method)
             + ',"params":'
             + params_json
             + "}"
         )
         return future
-
-    def forget_request(self, future: asyncio.Future[Any]) -> None:
-        for key, value in list(self._raw_requests.items()):
-            if value is future:
-                del self._raw_requests[key]
 
     def close_requests(self) -> None:
         """The connection is gone: fail what is still waiting for an answer."""

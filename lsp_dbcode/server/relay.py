@@ -204,22 +204,28 @@ def _open_lockfile(path: Path) -> int:
         raise RelayError(f"cannot open {path}: {exc.strerror}") from None
 
 
+def _flock_until(fd: int, deadline: float) -> bool:
+    """flock(LOCK_EX) on ``fd``, polling until ``deadline``; False if it stayed taken."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def _exclusive(path: Path, deadline: float) -> Iterator[None]:
     """flock(LOCK_EX) on path, waiting at most until deadline."""
     fd = _open_lockfile(path)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RelayError(
-                        f"another dbcode serve kept {path} locked for too long (starting a "
-                        "shared server?); try again, or use 'dbcode serve --standalone'"
-                    ) from None
-                time.sleep(0.02)
+        if not _flock_until(fd, deadline):
+            raise RelayError(
+                f"another dbcode serve kept {path} locked for too long (starting a "
+                "shared server?); try again, or use 'dbcode serve --standalone'"
+            )
         yield
     finally:
         os.close(fd)
@@ -229,19 +235,12 @@ def hold_server_lock(paths: ServerPaths, wait_s: float = 2.0) -> int:
     """The server's lifetime lock on ``K.pid`` (with its pid written in): returns the fd, to be
     kept open as long as the process runs."""
     fd = _open_lockfile(paths.pidfile)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise RelayError(
-                    f"a shared server for {paths.socket} is already running "
-                    f"(pid {_read_pid(paths.pidfile)})"
-                ) from None
-            time.sleep(0.02)
+    if not _flock_until(fd, time.monotonic() + wait_s):
+        os.close(fd)
+        raise RelayError(
+            f"a shared server for {paths.socket} is already running "
+            f"(pid {_read_pid(paths.pidfile)})"
+        )
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd

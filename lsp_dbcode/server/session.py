@@ -17,7 +17,6 @@ from ..store import (
     Change,
     Changeset,
     Conflict,
-    DatabaseUnavailable,
     FileChange,
     InvalidInput,
     NotFound,
@@ -29,6 +28,7 @@ from ..text.merge import find_conflicts, merge3
 from ..text.positions import Encoding, LineIndex
 from ..uris import changeset_json, make_uri, parse_uri
 from .analysis import DocAnalysis
+from .app import retrying
 from .documents import DocumentSync, OpenDoc
 from .protocol import DbcodeProtocol
 
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 LIVE_COALESCE_S = 0.05
 CAS_RETRIES_MAX = 10
-DB_RETRY_DELAY_S = 0.5
 CHANGES_PER_NOTIFICATION_MAX = 5000
 
 Mode = Literal["save", "live"]
@@ -571,19 +570,11 @@ class Session:
         if fc.path != doc.path:  # renamed away
             work = self._on_gone(doc, cs, renamed_to=fc.path)
         else:
-            work = self._retrying(lambda: self._on_file_change(doc, cs, fc))
+            work = retrying(lambda: self._on_file_change(doc, cs, fc))
         if doc.lock.locked():
             self.run_task(work)
         else:
             await work
-
-    async def _retrying(self, make: Any) -> Any:
-        while True:
-            try:
-                return await make()
-            except DatabaseUnavailable as exc:
-                log.warning("database unavailable (%s); retrying", exc)
-                await asyncio.sleep(DB_RETRY_DELAY_S)
 
     async def _on_file_change(self, doc: OpenDoc, cs: Changeset, fc: Any) -> None:
         async with doc.lock:
