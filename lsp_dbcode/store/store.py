@@ -52,26 +52,22 @@ COMMIT_BATCH_MAX = 32
 COMMIT_FLIGHTS_MAX = 1
 COMMIT_BATCH_BYTES = 4 * 2**20
 
-_CHANGESET_COLUMNS = """
+# A changeset row: seq, agent, message, time, and its files as JSON (path, revision, kind,
+# old path{extra}), one query for many changesets.
+_COLUMNS = """
     c.seq, c.agent, c.message, c.created_at,
-    (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path)
+    (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path{extra})
                               ORDER BY r.path), '[]')
        FROM dbcode_revision r
       WHERE r.workspace_id = c.workspace_id AND r.seq = c.seq AND r.kind <> 'moved')
 """
-
-
+_CHANGESET_COLUMNS = _COLUMNS.format(extra="")
 # The feed's fetch also carries the texts of small files: a process that has the file open
 # needs it at once, and one fetch serves all its sessions (saves a read per changeset).
-FEED_TEXT_BYTES_MAX = 128 * 1024  # the 131072 below
-_FEED_COLUMNS = """
-    c.seq, c.agent, c.message, c.created_at,
-    (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path,
-                              CASE WHEN r.size <= 131072 THEN r.content END)
-                              ORDER BY r.path), '[]')
-       FROM dbcode_revision r
-      WHERE r.workspace_id = c.workspace_id AND r.seq = c.seq AND r.kind <> 'moved')
-"""
+FEED_TEXT_BYTES_MAX = 128 * 1024
+_FEED_COLUMNS = _COLUMNS.format(
+    extra=f", CASE WHEN r.size <= {FEED_TEXT_BYTES_MAX:d} THEN r.content END"
+)
 
 
 def _changeset(workspace: str, row: Sequence[Any]) -> Changeset:
@@ -105,10 +101,6 @@ def _like_prefix(prefix: str) -> str:
     """A LIKE pattern matching paths that start with ``prefix`` (validated)."""
     prefix = validate.check_prefix(prefix)
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _sha(text: str) -> str:
-    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 @dataclass(eq=False, slots=True)
@@ -526,20 +518,19 @@ class Store:
             raise
         for p, result in zip(batch, results, strict=True):
             if "error" in result:
-                _settle(p.future, error=self._batch_error(workspace, p.items, result))
+                error = self._error_for(
+                    workspace,
+                    p.items,
+                    str(result["error"]),
+                    result.get("message") or "",
+                    result.get("detail"),
+                )
+                _settle(p.future, error=error)
             else:
                 revisions = {k: int(v) for k, v in result["revisions"].items()}
                 _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
                 # This process's subscribers get it now, not after NOTIFY + a fetch.
                 self.hub.offer(_own_changeset(workspace, p, result))
-
-    def _batch_error(
-        self, workspace: str, items: list[dict[str, Any]], result: dict[str, Any]
-    ) -> StoreError:
-        state = str(result.get("error"))
-        return self._error_for(
-            workspace, items, state, result.get("message") or "", result.get("detail")
-        )
 
     def _commit_error(
         self, workspace: str, items: list[dict[str, Any]], exc: psycopg.Error
