@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from lsp_rpc import Rpc  # benchmarks/lsp_rpc.py
 from psycopg import sql
 from ruff.__main__ import find_ruff_bin
 
@@ -239,85 +240,6 @@ def make_edits(lines: list[str], blocks: list[Block], count: int) -> list[Edit]:
 # -- a minimal JSON-RPC client -----------------------------------------------------------------
 
 
-class RpcError(Exception):
-    pass
-
-
-class Rpc:
-    """JSON-RPC over a child's stdin/stdout with LSP's Content-Length framing."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, name: str) -> None:
-        assert proc.stdout is not None and proc.stdin is not None
-        self.reader = proc.stdout
-        self.writer = proc.stdin
-        self.name = name
-        self._next_id = 0
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.on_publish: Any = None  # (params, arrival time) -> None
-        self.server_requests: dict[str, int] = {}
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
-
-    def send(self, msg: dict[str, Any]) -> None:
-        body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
-        self.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-
-    async def request(self, method: str, params: Any, timeout: float = START_TIMEOUT_S) -> Any:
-        self._next_id += 1
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[self._next_id] = fut
-        self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
-        return await asyncio.wait_for(fut, timeout)
-
-    def notify(self, method: str, params: Any) -> None:
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    async def _read_loop(self) -> None:
-        reader = self.reader
-        try:
-            while True:
-                header = await reader.readuntil(b"\r\n\r\n")
-                m = re.search(rb"content-length:\s*(\d+)", header, re.IGNORECASE)
-                if m is None:
-                    raise RpcError(f"{self.name}: bad header {header!r}")
-                body = await reader.readexactly(int(m.group(1)))
-                t = time.perf_counter()
-                msg = json.loads(body)
-                method = msg.get("method")
-                if method is None:
-                    fut = self._pending.pop(msg.get("id"), None)
-                    if fut is not None and not fut.done():
-                        if "error" in msg:
-                            fut.set_exception(RpcError(f"{self.name}: {msg['error']}"))
-                        else:
-                            fut.set_result(msg.get("result"))
-                elif "id" in msg:  # a request of the server's: answer null
-                    self.server_requests[method] = self.server_requests.get(method, 0) + 1
-                    params = msg.get("params") or {}
-                    result = (
-                        [None] * len(params.get("items") or [])
-                        if method == "workspace/configuration"
-                        else None
-                    )
-                    self.send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
-                elif method == "textDocument/publishDiagnostics" and self.on_publish:
-                    self.on_publish(msg["params"], t)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(RpcError(f"{self.name}: connection closed"))
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.request("shutdown", None, timeout=10)
-            self.notify("exit", None)
-            await self.writer.drain()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        self._task.cancel()
-
-
 # -- the engines -----------------------------------------------------------------------------
 
 
@@ -386,7 +308,8 @@ class Engine:
             limit=2**24,
         )
         log.close()
-        self.rpc = Rpc(self.proc, self.name)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self.rpc = Rpc(self.proc.stdout, self.proc.stdin, self.name)
         self.rpc.on_publish = self._on_publish
         params: dict[str, Any] = {
             "processId": os.getpid(),
@@ -402,7 +325,7 @@ class Engine:
                 workspaceFolders=[{"uri": make_uri(WORKSPACE), "name": WORKSPACE}],
                 initializationOptions={"agent": "diagbench", "mode": "save"},
             )
-        await self.rpc.request("initialize", params)
+        await self.rpc.request("initialize", params, timeout=START_TIMEOUT_S)
         self.rpc.notify("initialized", {})
         self.start_s = time.perf_counter() - t0
 
@@ -466,7 +389,7 @@ class Engine:
 
     async def stop(self) -> None:
         if self.rpc is not None:
-            await self.rpc.close()
+            await self.rpc.shutdown()
         if self.proc is None:
             return
         try:

@@ -54,7 +54,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
 import math
 import os
 import re
@@ -69,6 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lsp_rpc  # benchmarks/lsp_rpc.py
 import psycopg
 from psycopg import sql
 
@@ -92,77 +92,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # -- a minimal JSON-RPC client ---------------------------------------------------------------
 
 
-class RpcError(Exception):
-    pass
-
-
-class Rpc:
-    """JSON-RPC over a pair of asyncio streams with LSP's Content-Length framing."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: Any, name: str) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.name = name
-        self._next_id = 0
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.on_request: Any = None  # (msg, arrival time) -> None; must answer itself
-        self.closed = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
-
-    def send(self, msg: dict[str, Any]) -> None:
-        body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
-        self.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-
-    def request_nowait(self, method: str, params: Any) -> asyncio.Future[Any]:
-        self._next_id += 1
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[self._next_id] = fut
-        self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
-        return fut
-
-    async def request(self, method: str, params: Any, timeout: float = 60.0) -> Any:
-        return await asyncio.wait_for(self.request_nowait(method, params), timeout)
-
-    def notify(self, method: str, params: Any) -> None:
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    def respond(self, id_: Any, result: Any) -> None:
-        self.send({"jsonrpc": "2.0", "id": id_, "result": result})
-
-    async def _read_loop(self) -> None:
-        reader = self.reader
-        try:
-            while True:
-                header = await reader.readuntil(b"\r\n\r\n")
-                m = re.search(rb"content-length:\s*(\d+)", header, re.IGNORECASE)
-                if m is None:
-                    raise RpcError(f"{self.name}: bad header {header!r}")
-                body = await reader.readexactly(int(m.group(1)))
-                t = time.perf_counter()
-                msg = json.loads(body)
-                method = msg.get("method")
-                if method is None:
-                    fut = self._pending.pop(msg.get("id"), None)
-                    if fut is not None and not fut.done():
-                        if "error" in msg:
-                            fut.set_exception(RpcError(f"{self.name}: {msg['error']}"))
-                        else:
-                            fut.set_result(msg.get("result"))
-                elif "id" in msg:
-                    if self.on_request is not None:
-                        self.on_request(msg, t)
-                    elif method == "workspace/configuration":
-                        self.respond(msg["id"], [None] * len(msg["params"]["items"]))
-                    else:
-                        self.respond(msg["id"], None)
-                # notifications (logMessage, publishDiagnostics, ...) are ignored
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self.closed.set()
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(RpcError(f"{self.name}: connection closed"))
+class Rpc(lsp_rpc.Rpc):
+    """The shared client, plus this benchmark's initialize."""
 
     async def initialize(self, agent: str) -> None:
         await self.request(
@@ -180,13 +111,6 @@ class Rpc:
             timeout=START_TIMEOUT_S,
         )
         self.notify("initialized", {})
-
-    async def shutdown(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.request("shutdown", None, timeout=10)
-            self.notify("exit", None)
-            await self.writer.drain()
-        self._task.cancel()
 
 
 # -- the workload ----------------------------------------------------------------------------
