@@ -77,8 +77,8 @@ from typing import Any
 
 import psycopg
 from lsp_rpc import Rpc  # benchmarks/lsp_rpc.py
-from psycopg import sql
 from ruff.__main__ import find_ruff_bin
+from scratch_db import drop, recreate  # benchmarks/scratch_db.py
 
 from lsp_dbcode.store import Store
 from lsp_dbcode.uris import make_uri
@@ -644,19 +644,11 @@ def machine_line() -> str:
 
 
 async def create_scratch(dsn: str) -> str:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
-        )
-        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    return psycopg.conninfo.make_conninfo(dsn, dbname=BENCH_DB)
+    return recreate(dsn, BENCH_DB)
 
 
 async def drop_scratch(dsn: str) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
-        )
+    drop(dsn, BENCH_DB)
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
+from scratch_db import drop, recreate  # benchmarks/scratch_db.py
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 IMPORT_DB = "dbcode_import"
@@ -308,19 +308,6 @@ def stop_embedded(home: Path) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.1)
-
-
-def recreate(admin_dsn: str, name: str) -> None:
-    drop(admin_dsn, name)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop(admin_dsn: str, name: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def import_line(out: str) -> str:

@@ -70,6 +70,7 @@ from typing import Any
 
 import lsp_rpc  # benchmarks/lsp_rpc.py
 import psycopg
+import scratch_db  # benchmarks/scratch_db.py
 from psycopg import sql
 
 from lsp_dbcode.server import relay
@@ -431,17 +432,8 @@ async def start_stdio_standalone(srv: Servers, dsn: str, n: int, logdir: Path) -
 # -- the database ----------------------------------------------------------------------------
 
 
-def scratch_dsn(dsn: str) -> str:
-    return psycopg.conninfo.make_conninfo(dsn, dbname=BENCH_DB)
-
-
 async def create_scratch(dsn: str) -> str:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
-        )
-        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    dsn2 = scratch_dsn(dsn)
+    dsn2 = scratch_db.recreate(dsn, BENCH_DB)
     async with Store(dsn2):  # migrate once, before many servers start at the same time
         pass
     async with await psycopg.AsyncConnection.connect(dsn2, autocommit=True) as conn:
@@ -450,10 +442,7 @@ async def create_scratch(dsn: str) -> str:
 
 
 async def drop_scratch(dsn: str) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
-        )
+    scratch_db.drop(dsn, BENCH_DB)
 
 
 async def free_connections(dsn: str) -> int:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from scratch_db import drop, recreate  # benchmarks/scratch_db.py
 
 from lsp_dbcode.store import Change, Conflict, Store
 
@@ -498,19 +498,6 @@ def pgbench_env(dsn: str) -> dict[str, str]:
     if params.get("password"):
         env["PGPASSWORD"] = str(params["password"])
     return env
-
-
-def recreate(admin_dsn: str, name: str) -> None:
-    drop(admin_dsn, name)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop(admin_dsn: str, name: str) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def server_version(dsn: str) -> str:
