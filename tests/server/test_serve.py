@@ -198,6 +198,14 @@ class RawClient:
         self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
         self.proc.stdin.flush()
 
+    def initialize(self) -> dict[str, object]:
+        """The initialize request (id 1) with no capabilities; returns its result."""
+        params = {"capabilities": {}, "processId": None}
+        self.send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})
+        result = self.receive(1)["result"]
+        assert isinstance(result, dict)
+        return result
+
     def send_many(self, messages: list[dict[str, object]]) -> None:
         """Several messages in one write: the server reads them back to back."""
         data = b""
@@ -227,15 +235,7 @@ class RawClient:
 def test_malformed_and_unknown_requests(database_url: str) -> None:
     raw = RawClient(database_url)
     try:
-        raw.send(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {"capabilities": {}, "processId": None},
-            }
-        )
-        assert "capabilities" in raw.receive(1)["result"]  # type: ignore[operator]
+        assert "capabilities" in raw.initialize()
         raw.send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
         cases = [
             ({"method": "dbcode/noSuchMethod", "params": {}}, -32601),
@@ -423,15 +423,7 @@ async def test_open_change_save_in_one_write_apply_in_order(
     uri = make_uri(workspace, "o.py")
     raw = RawClient(database_url)
     try:
-        raw.send(
-            {
-                "jsonrpc": "2.0",
-                "id": 1,
-                "method": "initialize",
-                "params": {"capabilities": {}, "processId": None},
-            }
-        )
-        raw.receive(1)
+        raw.initialize()
         doc = {"uri": uri, "languageId": "python", "version": 1, "text": "a = 1\n"}
 
         def change(version: int, line: int, text: str) -> dict[str, object]:
