@@ -578,6 +578,17 @@ function M.workspaces()
   end)
 end
 
+--- A new window below with a scratch buffer named `name` (wiped when hidden); returns it.
+local function scratch_window(name)
+  vim.cmd("botright new")
+  local b = api.nvim_get_current_buf()
+  vim.bo[b].buftype = "nofile"
+  vim.bo[b].bufhidden = "wipe"
+  vim.bo[b].swapfile = false
+  pcall(api.nvim_buf_set_name, b, name)
+  return b
+end
+
 local function show_revision(workspace, path, revision)
   local uri = M.make_uri(workspace, path)
   local res, err = M.request("dbcode/readFile", { uri = uri, revision = revision })
@@ -585,13 +596,8 @@ local function show_revision(workspace, path, revision)
     notify("dbcode: " .. (err.message or "cannot read"), levels.ERROR)
     return
   end
-  vim.cmd("botright new")
-  local b = api.nvim_get_current_buf()
-  vim.bo[b].buftype = "nofile"
-  vim.bo[b].bufhidden = "wipe"
-  vim.bo[b].swapfile = false
+  local b = scratch_window(("dbcode-rev://%s/%s@%d"):format(workspace, path, revision))
   set_text(b, res.text, false)
-  pcall(api.nvim_buf_set_name, b, ("dbcode-rev://%s/%s@%d"):format(workspace, path, revision))
   local ft = vim.filetype.match({ filename = path, buf = b })
   if ft then
     vim.bo[b].filetype = ft
@@ -627,12 +633,7 @@ function M.log(workspace, path, limit)
       refs[#lines] = { workspace = workspace, path = f.path, revision = f.revision, kind = f.kind }
     end
   end
-  vim.cmd("botright new")
-  local b = api.nvim_get_current_buf()
-  vim.bo[b].buftype = "nofile"
-  vim.bo[b].bufhidden = "wipe"
-  vim.bo[b].swapfile = false
-  pcall(api.nvim_buf_set_name, b, ("dbcode-log://%s/%s"):format(workspace, path or ""))
+  local b = scratch_window(("dbcode-log://%s/%s"):format(workspace, path or ""))
   api.nvim_buf_set_lines(b, 0, -1, false, lines)
   vim.bo[b].modifiable = false
   vim.bo[b].modified = false
