@@ -24,6 +24,7 @@ T = TypeVar("T")
 
 REVISION_CACHE_MAX = 512
 DIFF_CACHE_MAX = 256
+ANTICIPATED_MAX = 64
 REVISION_CACHE_BYTES_MAX = 64 * 1024 * 1024
 
 
@@ -50,6 +51,11 @@ class App:
         self._inflight: dict[tuple[str, str, int], asyncio.Future[str]] = {}
         self._diffs: dict[tuple[str, str, int, int], list[Edit]] = {}
         self._edits_json: dict[tuple[str, str, int, int, str], str] = {}
+        # Pushes prepared while a commit of this process is in the database (anticipate()):
+        # (workspace, path, base revision) -> (new text, edits, {encoding: edits JSON}).
+        self._anticipated: OrderedDict[
+            tuple[str, str, int], tuple[str, list[Edit], dict[str, str]]
+        ] = OrderedDict()
         # Open documents of every session: workspace -> path -> id(doc) -> (session, doc).
         # One watcher per workspace feeds them all (one subscription per process).
         self._open: dict[str, dict[str, dict[int, tuple[Session, OpenDoc]]]] = {}
@@ -110,12 +116,18 @@ class App:
                     except Exception:  # one session's failure must not stop everyone's feed
                         log.exception("%s: delivering seq %d failed", doc.uri, cs.seq)
 
-    def edits_json(self, key: tuple[str, str, int, int, str], make: Callable[[], list[Any]]) -> str:
+    def edits_json(
+        self, key: tuple[str, str, int, int, str], new: str, make: Callable[[], list[Any]]
+    ) -> str:
         """The JSON of a push's TextEdits, shared by every clean buffer of the same revision
-        and position encoding."""
+        and position encoding (``new``: the text they move to)."""
         found = self._edits_json.get(key)
         if found is None:
-            found = json.dumps(make(), separators=(",", ":"))
+            ready = self._anticipated.get(key[:3])
+            if ready is not None and ready[0] is new and key[4] in ready[2]:
+                found = ready[2][key[4]]
+            else:
+                found = json.dumps(make(), separators=(",", ":"))
             self._edits_json[key] = found
             if len(self._edits_json) > DIFF_CACHE_MAX:
                 self._edits_json.pop(next(iter(self._edits_json)))
@@ -126,11 +138,42 @@ class App:
         buffer of revision key[2] moving to key[3]): 100 editors, one diff."""
         found = self._diffs.get(key)
         if found is None:
-            found = diff_edits(old, new)
+            ready = self._anticipated.get(key[:3])
+            # The very text object committed: the own changeset carries it (identity, not
+            # equality: a revision number is not known before the commit returns).
+            found = ready[1] if ready is not None and ready[0] is new else diff_edits(old, new)
             self._diffs[key] = found
             if len(self._diffs) > DIFF_CACHE_MAX:
                 self._diffs.pop(next(iter(self._diffs)))
         return found
+
+    def anticipate(self, workspace: str, path: str, text: str) -> None:
+        """A commit of ``text`` to ``path`` is about to be sent: prepare, while the database
+        works (a callback run when the committing task waits), the edits that will move the
+        clean buffers open on ``path`` to it. Used only if that very text object is what the
+        commit's changeset carries (App.diff); costs nothing when no buffer has the path open."""
+        docs = self._open.get(workspace, {}).get(path)
+        if docs:
+            asyncio.get_running_loop().call_soon(self._anticipate, workspace, path, text)
+
+    def _anticipate(self, workspace: str, path: str, text: str) -> None:
+        for session, doc in list(self._open.get(workspace, {}).get(path, {}).values()):
+            if doc.pending is not None or doc.broken or doc.base_rev <= 0:
+                continue
+            if doc.text is not doc.base_text and doc.text != doc.base_text:
+                continue
+            key = (workspace, path, doc.base_rev)
+            ready = self._anticipated.get(key)
+            if ready is None or ready[0] is not text:
+                ready = (text, diff_edits(doc.base_text, text), {})
+                self._anticipated[key] = ready
+                if len(self._anticipated) > ANTICIPATED_MAX:
+                    self._anticipated.popitem(last=False)
+            enc = session.encoding.value
+            if enc not in ready[2]:
+                ready[2][enc] = json.dumps(
+                    doc.lsp_edits(ready[1], session.encoding), separators=(",", ":")
+                )
 
     async def close(self) -> None:
         for task in self._watchers.values():

@@ -91,6 +91,17 @@ class OpenDoc:
     def text_edits(self, edits: list[Edit], encoding: Encoding) -> list[types.TextEdit]:
         return [types.TextEdit(self.lsp_range(e.start, e.end, encoding), e.text) for e in edits]
 
+    def lsp_edits(self, edits: list[Edit], encoding: Encoding) -> list[dict[str, Any]]:
+        """``edits`` on the buffer as LSP TextEdits, plain JSON."""
+        out = []
+        position = self.index.position
+        for e in edits:
+            sl, sc = position(e.start, encoding)
+            el, ec = position(e.end, encoding)
+            rng = {"start": {"line": sl, "character": sc}, "end": {"line": el, "character": ec}}
+            out.append({"range": rng, "newText": e.text})
+        return out
+
 
 class DocumentSync:
     """Drives open buffers toward the newest revision (one per session)."""
@@ -137,19 +148,12 @@ class DocumentSync:
         session = self.session
         enc = session.encoding
 
-        def lsp_edits() -> list[Any]:
-            out = []
-            for e in edits:
-                sl, sc = doc.index.position(e.start, enc)
-                el, ec = doc.index.position(e.end, enc)
-                rng = {"start": {"line": sl, "character": sc}, "end": {"line": el, "character": ec}}
-                out.append({"range": rng, "newText": e.text})
-            return out
-
         if shared is not None:
-            edits_json = session.app.edits_json((*shared, enc.value), lsp_edits)
+            edits_json = session.app.edits_json(
+                (*shared, enc.value), expected, lambda: doc.lsp_edits(edits, enc)
+            )
         else:
-            edits_json = json.dumps(lsp_edits(), separators=(",", ":"))
+            edits_json = json.dumps(doc.lsp_edits(edits, enc), separators=(",", ":"))
         pending = Pending(expected, doc.target_rev, doc.target_text, doc.version)
         doc.pending = pending
         uri = json.dumps(doc.uri)

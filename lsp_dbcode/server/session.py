@@ -512,6 +512,7 @@ class Session:
         base_rev, base_text = doc.base_rev, doc.base_text
         for _ in range(CAS_RETRIES_MAX):
             stored = await self.app.analyzer.format_for_commit(doc.workspace, doc.path, ours)
+            self.app.anticipate(doc.workspace, doc.path, stored)
             try:
                 res = await self.store.write(
                     doc.workspace, doc.path, stored, agent=self.agent, base=base_rev
@@ -644,6 +645,7 @@ class Session:
                 head = await self.store.head(workspace)
                 return {"revision": rev, "seq": head}
         text = await self.app.analyzer.format_for_commit(workspace, path, text)
+        self.app.anticipate(workspace, path, text)
         res = await self.store.write(workspace, path, text, agent=self.agent, base=base)
         rev = res.revisions[path]
         self.app.remember(workspace, path, rev, text)
@@ -670,6 +672,7 @@ class Session:
             else:
                 text = await self.app.analyzer.format_for_commit(workspace, path, ch["text"])
                 items.append(Change.write(path, text, base))
+                self.app.anticipate(workspace, path, text)
         res = await self.store.commit(workspace, items, agent=self.agent, message=message)
         return {"seq": res.seq, "revisions": {uris[p]: r for p, r in res.revisions.items()}}
 

@@ -420,7 +420,55 @@ END
 $fn$;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2)]
+# v3: the commonest changeset, one file written, in one function with plain parameters: no
+# JSON to build and parse around the text, no nested calls (measured: 0.30 -> 0.23 ms of
+# execution per commit). Same effects, locks (file row, then workspace row), errors and result
+# as dbcode_commit with one write.
+_V3 = r"""
+CREATE FUNCTION dbcode_write(p_workspace text, p_agent text, p_message text,
+                             p_path text, p_base integer, p_text text)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws      bigint;
+    s       bigint;
+    cur_rev integer;
+    cur_del boolean;
+    knd     text;
+BEGIN
+    SELECT id INTO ws FROM dbcode_workspace WHERE name = p_workspace;
+    IF ws IS NULL THEN
+        ws := dbcode_workspace_id(p_workspace);
+    END IF;
+    SELECT revision, deleted INTO cur_rev, cur_del
+        FROM dbcode_file WHERE workspace_id = ws AND path = p_path FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO dbcode_file (workspace_id, path, revision, deleted)
+            VALUES (ws, p_path, 0, true) ON CONFLICT DO NOTHING;
+        SELECT revision, deleted INTO cur_rev, cur_del
+            FROM dbcode_file WHERE workspace_id = ws AND path = p_path FOR UPDATE;
+    END IF;
+    IF p_base IS NOT NULL AND p_base <> (CASE WHEN cur_del THEN 0 ELSE cur_rev END) THEN
+        RAISE EXCEPTION 'conflict on %', p_path USING ERRCODE = 'DB409',
+            DETAIL = jsonb_build_object('path', p_path,
+                                        'current', CASE WHEN cur_del THEN 0 ELSE cur_rev END)::text;
+    END IF;
+    knd := CASE WHEN cur_del THEN 'create' ELSE 'update' END;
+    UPDATE dbcode_workspace SET head_seq = head_seq + 1 WHERE id = ws RETURNING head_seq INTO s;
+    INSERT INTO dbcode_changeset (workspace_id, seq, agent, message)
+        VALUES (ws, s, p_agent, p_message);
+    INSERT INTO dbcode_revision (workspace_id, path, revision, seq, kind, content, size, sha)
+        VALUES (ws, p_path, cur_rev + 1, s, knd, p_text, octet_length(p_text), md5(p_text));
+    UPDATE dbcode_file SET revision = cur_rev + 1, deleted = false
+        WHERE workspace_id = ws AND path = p_path;
+    PERFORM pg_notify('dbcode', p_workspace || ' ' || s);
+    RETURN jsonb_build_object('seq', s, 'revisions', jsonb_build_object(p_path, cur_rev + 1),
+        'time', now(),
+        'files', jsonb_build_array(jsonb_build_array(p_path, cur_rev + 1, knd, NULL)));
+END
+$fn$;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

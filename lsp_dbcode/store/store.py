@@ -481,10 +481,23 @@ class Store:
             async with self._pool.connection() as conn:
                 if len(batch) == 1:
                     one = batch[0]
-                    cur = await conn.execute(
-                        "SELECT dbcode_commit(%s, %s, %s, %s)",
-                        (workspace, one.agent, one.message, Jsonb(one.items)),
-                    )
+                    if len(one.items) == 1 and (item := one.items[0])["op"] == "write":
+                        cur = await conn.execute(
+                            "SELECT dbcode_write(%s, %s, %s, %s, %s, %s)",
+                            (
+                                workspace,
+                                one.agent,
+                                one.message,
+                                item["path"],
+                                item["base"],
+                                item["text"],
+                            ),
+                        )
+                    else:
+                        cur = await conn.execute(
+                            "SELECT dbcode_commit(%s, %s, %s, %s)",
+                            (workspace, one.agent, one.message, Jsonb(one.items)),
+                        )
                     row = await cur.fetchone()
                     assert row is not None
                     results = [row[0]]
@@ -527,10 +540,11 @@ class Store:
                 )
                 _settle(p.future, error=error)
             else:
+                # This process's subscribers get it now, not after NOTIFY + a fetch; and first:
+                # the other editors wait for the push, the writer's answer can follow.
+                self.hub.offer(_own_changeset(workspace, p, result))
                 revisions = {k: int(v) for k, v in result["revisions"].items()}
                 _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
-                # This process's subscribers get it now, not after NOTIFY + a fetch.
-                self.hub.offer(_own_changeset(workspace, p, result))
 
     def _commit_error(
         self, workspace: str, items: list[dict[str, Any]], exc: psycopg.Error

@@ -31,7 +31,7 @@ __all__ = ["diff_edits"]
 # SequenceMatcher on a gap of a x b lines only when a * b is at most this.
 LINE_PAIRS_MAX = 250_000
 # Character-level SequenceMatcher on a hunk of a x b characters only when a * b is at most this.
-CHAR_PAIRS_MAX = 20_000
+CHAR_PAIRS_MAX = 5000
 # Hunks with more lines than this are never refined line by line.
 REFINE_LINES_MAX = 200
 # First slice length of the galloping prefix/suffix compare.

@@ -7,6 +7,7 @@ import random
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from lsp_dbcode.store import Change, Conflict, InvalidInput, NotFound, Store
 from lsp_dbcode.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
@@ -308,3 +309,66 @@ async def _try(coro: object) -> object:
         return await coro  # type: ignore[misc]
     except (Conflict, NotFound, InvalidInput) as exc:
         return exc
+
+
+async def test_single_write_function_matches_the_general_commit(
+    store: Store, database_url: str, workspace: str
+) -> None:
+    """dbcode_write (one file written, plain parameters: the common case) and dbcode_commit
+    with the same single write leave the same rows and give the same results and errors."""
+    ops: list[tuple[str, int | None, str | None]] = [
+        ("a.py", 0, "one\n"),  # create
+        ("a.py", 1, "two\n"),  # update
+        ("a.py", 1, "stale\n"),  # conflict: current is 2
+        ("a.py", None, "three\n"),  # unconditional
+        ("a.py", None, None),  # delete (general path only, both workspaces alike)
+        ("a.py", 0, "again\n"),  # recreate after a delete: revisions continue
+        ("b/c.py", 5, "x\n"),  # conflict on a path never written: current is 0
+        ("b/c.py", None, "é😀\n"),
+    ]
+    ws_a, ws_b = workspace + "-write", workspace + "-commit"
+    await store.write(ws_a, "seed", "s", agent="seed")
+    await store.write(ws_b, "seed", "s", agent="seed")
+
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+
+        async def call(query: str, params: tuple[object, ...]) -> object:
+            try:
+                cur = await conn.execute(query, params)
+                row = await cur.fetchone()
+                assert row is not None
+                result = dict(row[0])
+                result.pop("time")
+                return result
+            except psycopg.Error as exc:
+                return (exc.sqlstate, exc.diag.message_primary, exc.diag.message_detail)
+
+        for path, base, text in ops:
+            if text is None:
+                change = [{"op": "delete", "path": path, "base": base}]
+                for ws in (ws_a, ws_b):
+                    await call("SELECT dbcode_commit(%s, 'ann', 'm', %s)", (ws, Jsonb(change)))
+                continue
+            got_a = await call(
+                "SELECT dbcode_write(%s, 'ann', 'm', %s, %s, %s)", (ws_a, path, base, text)
+            )
+            change = [{"op": "write", "path": path, "base": base, "text": text}]
+            got_b = await call("SELECT dbcode_commit(%s, 'ann', 'm', %s)", (ws_b, Jsonb(change)))
+            assert got_a == got_b, (path, base, text)
+
+        async def rows(ws: str) -> list[tuple[object, ...]]:
+            cur = await conn.execute(
+                "SELECT r.path, r.revision, r.seq, r.kind, r.old_path, r.content, r.size, r.sha,"
+                "       c.agent, c.message, f.revision, f.deleted"
+                "  FROM dbcode_revision r"
+                "  JOIN dbcode_workspace w ON w.id = r.workspace_id"
+                "  JOIN dbcode_changeset c ON c.workspace_id = r.workspace_id AND c.seq = r.seq"
+                "  JOIN dbcode_file f ON f.workspace_id = r.workspace_id AND f.path = r.path"
+                " WHERE w.name = %s ORDER BY r.seq, r.path",
+                (ws,),
+            )
+            return await cur.fetchall()
+
+        assert await rows(ws_a) == await rows(ws_b)
+        assert len(await rows(ws_a)) == 7
+        assert await store.head(ws_a) == await store.head(ws_b) == 7
