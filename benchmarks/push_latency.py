@@ -42,6 +42,13 @@ The clients are a minimal asyncio JSON-RPC implementation (Content-Length framin
 streams), all in this process, so that they are not the bottleneck; the CPU time they use, the
 server processes' CPU time and the PostgreSQL backends' CPU time are reported per commit.
 
+``--trace`` (tcp rows) runs the server under a wrapper (this script, ``_traced_serve``) that
+timestamps the steps of each commit from outside, by wrapping lsp_dbcode's and psycopg's
+functions (nothing in lsp_dbcode is changed): the writeFile decoded, ``Session.write_file``,
+the commit call, its row fetched, the changeset offered to the hub, ``Session.deliver``, the
+applyEdit written. ``perf_counter`` is CLOCK_MONOTONIC, shared by all processes, so the writer's
+send and the receiver's arrival join the server's steps; it prints the median of every step.
+
 ``--profile DIR`` additionally samples the server process(es) with py-spy (``py-spy`` on PATH or
 ``--py-spy``) during the measured commits and prints where their time goes.
 
@@ -54,6 +61,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import itertools
 import math
 import os
 import re
@@ -80,6 +88,7 @@ from lsp_dbcode.uris import make_uri
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "dbcode_pushbench"
 SERVER_CMD = [sys.executable, "-m", "lsp_dbcode", "serve"]
+SELF = Path(__file__).resolve()
 FILE_PATH = "pkg/bench_module.py"
 FILE_LINES = 100
 WARMUP_COMMITS = 5
@@ -347,10 +356,15 @@ async def _gather_all(coros: list[Any]) -> list[Any]:
     return results
 
 
-async def start_tcp(srv: Servers, dsn: str, n: int, logdir: Path) -> None:
+async def start_tcp(
+    srv: Servers, dsn: str, n: int, logdir: Path, trace: Path | None = None
+) -> None:
     log = logdir / f"tcp-{n}.log"
+    cmd = SERVER_CMD
+    if trace is not None:
+        cmd = [sys.executable, str(SELF), "_traced_serve", str(trace), "serve"]
     proc = await asyncio.create_subprocess_exec(
-        *SERVER_CMD,
+        *cmd,
         "--tcp",
         "127.0.0.1:0",
         env=server_env(dsn),
@@ -617,6 +631,8 @@ class Result:
     start_s: float = 0.0
     error: str | None = None
     profile: str = ""
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # --trace: (t0, arrival)
+    trace: str = ""
 
 
 async def run_config(
@@ -632,8 +648,12 @@ async def run_config(
     profiler: asyncio.subprocess.Process | None = None
     anchor = res.anchor = Anchor()
     try:
-        start = {"tcp": start_tcp, "stdio": start_stdio}.get(setup, start_stdio_standalone)
-        await start(srv, dsn, n, logdir)
+        trace = logdir / f"trace-{setup}-{n}.txt" if args.trace and setup == "tcp" else None
+        if trace is not None:
+            await start_tcp(srv, dsn, n, logdir, trace)
+        else:
+            start = {"tcp": start_tcp, "stdio": start_stdio}.get(setup, start_stdio_standalone)
+            await start(srv, dsn, n, logdir)
         res.start_s = time.perf_counter() - t_start
         bench = Bench()
         receivers = [Receiver(i, rpc, bench) for i, rpc in enumerate(srv.receivers)]
@@ -694,6 +714,8 @@ async def run_config(
             bench.rnd = None
             if measured:
                 lat = [t - t0 for t in rnd.times if t is not None]
+                if trace is not None:
+                    res.rounds.append((t0, min(t for t in rnd.times if t is not None)))
                 res.latencies += lat
                 res.last.append(max(lat))
                 res.write_rtt.append(t_reply - t0)
@@ -718,6 +740,8 @@ async def run_config(
         if profiler is not None:
             res.profile = await stop_profiler(profiler, args, setup, n)
             profiler = None
+        if trace is not None:
+            res.trace = trace_steps(trace, res.rounds)
     finally:
         if profiler is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -726,6 +750,132 @@ async def run_config(
         await anchor.close()
         await srv.stop()
     return res
+
+
+# -- tracing (optional) ----------------------------------------------------------------------
+
+# The steps of one commit, in order: (event, what the step that ends with it covers).
+TRACE_CHAIN = [
+    ("t0", "writer sends dbcode/writeFile"),
+    ("rx", "to the server, read, decoded"),
+    ("write_file", "dispatched: Session.write_file starts"),
+    ("commit_call", "checks, format-on-commit setting: the commit call starts"),
+    ("fetched", "pool, SELECT dbcode_write (the database), row fetched"),
+    ("offered", "result parsed, changeset offered to the hub"),
+    ("deliver", "the workspace watcher wakes: Session.deliver"),
+    ("pushed", "merge/diff, applyEdit JSON, written to the socket"),
+    ("arrive", "to the receiving client, read"),
+]
+
+
+def traced_serve(trace_path: str, argv: list[str]) -> int:
+    """``dbcode serve`` with timestamps at the steps of :data:`TRACE_CHAIN` (see --trace),
+    appended to ``trace_path`` as they happen (a tcp server is ended by a signal)."""
+    import json
+
+    import psycopg
+
+    from lsp_dbcode import cli
+    from lsp_dbcode.server import protocol as dbcode_protocol
+    from lsp_dbcode.server.session import Session
+    from lsp_dbcode.store.hub import Hub
+    from lsp_dbcode.store.store import Store
+
+    out = open(trace_path, "a", buffering=1)  # for the process's life
+    now = time.perf_counter
+
+    def mark(name: str, t: float | None = None) -> None:
+        out.write(f"{name} {now() if t is None else t:.7f}\n")
+
+    class Json:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(json, name)
+
+        def loads(self, data: Any, **kw: Any) -> Any:
+            t = now()
+            msg = json.loads(data, **kw)
+            if isinstance(msg, dict) and msg.get("method") == "dbcode/writeFile":
+                mark("rx", t)
+            return msg
+
+    dbcode_protocol.json = Json()  # type: ignore[assignment]
+
+    def before(cls: Any, name: str, event: str) -> None:
+        orig = getattr(cls, name)
+        if asyncio.iscoroutinefunction(orig):
+
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                mark(event)
+                return await orig(*args, **kwargs)
+        else:
+
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                mark(event)
+                return orig(*args, **kwargs)
+
+        setattr(cls, name, wrapper)
+
+    before(Session, "write_file", "write_file")
+    before(Store, "_commit_batch", "commit_call")
+    before(Hub, "offer", "offered")
+    before(Session, "deliver", "deliver")
+    fetchone = psycopg.AsyncCursor.fetchone
+
+    async def traced_fetchone(self: Any) -> Any:
+        row = await fetchone(self)
+        mark("fetched")
+        return row
+
+    psycopg.AsyncCursor.fetchone = traced_fetchone  # type: ignore[method-assign]
+    request_raw = dbcode_protocol.DbcodeProtocol.request_raw
+
+    def traced_request_raw(self: Any, method: str, params_json: str) -> Any:
+        future = request_raw(self, method, params_json)
+        if method == "workspace/applyEdit":
+            mark("pushed")
+        return future
+
+    dbcode_protocol.DbcodeProtocol.request_raw = traced_request_raw  # type: ignore[method-assign]
+    return cli.main(argv)
+
+
+def trace_steps(path: Path, rounds: list[tuple[float, float]]) -> str:
+    """The median of every step of :data:`TRACE_CHAIN` over the measured commits: for each
+    round, the first occurrence of each event after the previous step's."""
+    events: list[tuple[str, float]] = []
+    for line in path.read_text().splitlines():
+        name, _, t = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            events.append((name, float(t)))
+    events.sort(key=lambda e: e[1])
+    names = [name for name, _ in TRACE_CHAIN[1:-1]]
+    steps: dict[str, list[float]] = {}
+    totals: list[float] = []
+    for t0, arrived in rounds:
+        chain = [("t0", t0)]
+        for name in names:
+            found = [t for e, t in events if e == name and chain[-1][1] <= t <= arrived]
+            if not found:
+                break
+            chain.append((name, found[0]))
+        else:
+            chain.append(("arrive", arrived))
+            for (_, ta), (b, tb) in itertools.pairwise(chain):
+                steps.setdefault(b, []).append((tb - ta) * 1000)
+            totals.append((arrived - t0) * 1000)
+    if not totals:
+        return "no complete trace"
+    lines = ["| step | median ms |", "|---|---|"]
+    labels = dict(TRACE_CHAIN)
+    for name, _ in TRACE_CHAIN[1:]:
+        if name in steps:
+            lines.append(f"| {labels[name]} | {pct(steps[name], 0.5):.3f} |")
+    total = pct(totals, 0.5)
+    lines.append(
+        f"| sum of the medians / median total ({len(totals)} of {len(rounds)} commits traced) "
+        f"| {sum(pct(v, 0.5) for v in steps.values()):.3f} / {total:.3f} |"
+    )
+    return "\n".join(lines)
 
 
 # -- profiling (optional) --------------------------------------------------------------------
@@ -949,10 +1099,15 @@ async def amain(args: argparse.Namespace) -> int:
             f"up to {args.commits} commits or {args.row_seconds:.0f} s per row; {took:.0f} s",
         )
     )
+    for r in results:
+        if r.trace:
+            print(f"\nWhere the time goes, {r.setup} N={r.n} (--trace, medians):\n\n{r.trace}")
     return 0 if all(not r.error for r in results) else 1
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["_traced_serve"]:
+        return traced_serve(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL server (any database)")
     parser.add_argument("--commits", type=int, default=200, help="measured commits per row")
@@ -971,6 +1126,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--gap-ms", type=float, default=5.0, help="pause after all receivers have commit k"
+    )
+    parser.add_argument(
+        "--trace", action="store_true", help="timestamp the steps inside the tcp server"
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the server(s) into DIR")
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable")
