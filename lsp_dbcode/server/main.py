@@ -35,7 +35,14 @@ from .relay import (
     parse_preamble,
     preamble_brings_fds,
 )
-from .wire import FramingError, read_stream, read_websocket
+from .wire import (
+    FramingError,
+    open_read_pipe,
+    open_socket,
+    read_stream,
+    read_websocket,
+    start_tcp_server,
+)
 
 log = logging.getLogger("lsp_dbcode.server")
 
@@ -99,7 +106,7 @@ async def _serve(dsn: str, args: argparse.Namespace) -> int:
     try:
         if args.tcp:
             host, port = _host_port(args.tcp)
-            server = await asyncio.start_server(
+            server = await start_tcp_server(
                 lambda r, w: run_stream_session(app, args.agent, r, w), host, port
             )
             addrs = ", ".join(str(s.getsockname()) for s in server.sockets)
@@ -140,10 +147,7 @@ async def _stdin_reader() -> Any:
     thread-backed reader otherwise (a file, /dev/null), which epoll cannot watch."""
     mode = os.fstat(sys.stdin.fileno()).st_mode
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        reader = asyncio.StreamReader(limit=2**26)
-        await asyncio.get_running_loop().connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer
-        )
+        reader, _ = await open_read_pipe(sys.stdin.buffer)
         return reader
     return StdinAsyncReader(sys.stdin.buffer)
 
@@ -151,7 +155,7 @@ async def _stdin_reader() -> Any:
 async def run_stream_session(
     app: App,
     agent: str,
-    reader: asyncio.StreamReader,
+    reader: Any,
     writer: asyncio.StreamWriter,
     forced_agent: str | None = None,
 ) -> None:
@@ -197,7 +201,7 @@ async def _serve_unix(app: App, args: argparse.Namespace) -> None:
                 fds = []
                 await _run_handed_over(app, default, forced, conn, fd_in, fd_out)
             else:
-                reader, writer = await asyncio.open_connection(sock=conn, limit=2**26)
+                reader, writer = await open_socket(conn)
                 await run_stream_session(app, default, reader, writer, forced_agent=forced)
         finally:
             for fd in fds:
@@ -325,11 +329,8 @@ async def _run_handed_over(
     write its stdout directly. The relay's socket stays open for the session's life: its
     closing (the relay killed) ends the session; our closing it tells the relay we are done."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=2**26)
     try:
-        rtransport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd_in, "rb", buffering=0)
-        )
+        reader, rtransport = await open_read_pipe(os.fdopen(fd_in, "rb", buffering=0))
     except BaseException:
         os.close(fd_out)
         raise

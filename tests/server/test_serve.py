@@ -461,3 +461,60 @@ async def test_open_change_save_in_one_write_apply_in_order(
         await db_eventually(database_url, workspace, "o.py", want)
     finally:
         raw.close()
+
+
+async def test_framing_split_joined_and_broken_messages_over_tcp(tcp_server: int) -> None:
+    """Bytes are cut into messages however they arrive: one byte at a time, several messages
+    in one write, bare-LF headers. A connection that breaks the framing is closed, alone."""
+
+    def frame(msg_id: int, method: str, params: object, eol: bytes = b"\r\n") -> bytes:
+        body = json.dumps({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        return b"Content-Length: %d%s%s%s" % (len(body), eol, eol, body.encode())
+
+    async def read_message(reader: asyncio.StreamReader) -> dict[str, object]:
+        length = -1
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        assert length >= 0, "connection closed"
+        msg = json.loads(await reader.readexactly(length))
+        assert isinstance(msg, dict)
+        return msg
+
+    async def answers(reader: asyncio.StreamReader, ids: list[int]) -> dict[object, object]:
+        got: dict[object, object] = {}
+        while set(ids) - set(got):
+            msg = await asyncio.wait_for(read_message(reader), 20)
+            if "id" in msg and "method" not in msg:
+                got[msg["id"]] = msg.get("result", msg.get("error"))
+        return got
+
+    init = {"processId": None, "capabilities": {}, "rootUri": None}
+    good_r, good_w = await asyncio.open_connection("127.0.0.1", tcp_server)
+    try:
+        for byte in frame(1, "initialize", init):  # one byte per write
+            good_w.write(bytes([byte]))
+            await good_w.drain()
+        assert "capabilities" in (await answers(good_r, [1]))[1]  # type: ignore[operator]
+        good_w.write(frame(2, "dbcode/workspaces", {}) + frame(3, "dbcode/workspaces", {}, b"\n"))
+        got = await answers(good_r, [2, 3])
+        assert isinstance(got[2], list) and got[3] == got[2]
+
+        for bad in (
+            b"Content-Type: text/plain\r\nnot a header\r\n\r\n{}",
+            b"Content-Length: twelve\r\n\r\n{}",
+            b"Content-Length: %d\r\n\r\n" % (2**30),
+        ):
+            bad_r, bad_w = await asyncio.open_connection("127.0.0.1", tcp_server)
+            try:
+                bad_w.write(bad)
+                await bad_w.drain()
+                assert await asyncio.wait_for(bad_r.read(), 20) == b"", bad  # closed by the server
+            finally:
+                bad_w.close()
+
+        # The well-behaved session was not disturbed.
+        good_w.write(frame(4, "dbcode/workspaces", {}))
+        assert isinstance((await answers(good_r, [4]))[4], list)
+    finally:
+        good_w.close()
