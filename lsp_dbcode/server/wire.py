@@ -170,22 +170,11 @@ async def read_stream(reader: Any, protocol: DbcodeProtocol, stop: threading.Eve
             line = await reader.readline()
             if not line:
                 return  # EOF
-            if line in (b"\r\n", b"\n"):
-                if length >= 0:
-                    break
-                continue  # stray blank line before the headers
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise FramingError(f"not an LSP header line: {line[:80]!r}")
-            if name.strip().lower() == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    raise FramingError(f"bad Content-Length: {value[:40]!r}") from None
+            if line in (b"\r\n", b"\n") and length >= 0:
+                break
+            length = _header(line, length)  # a stray blank line before the headers: no change
         else:
             raise FramingError("too many header lines")
-        if not 0 <= length <= MESSAGE_BYTES_MAX:
-            raise FramingError(f"message of {length} bytes (limit {MESSAGE_BYTES_MAX})")
         body = await reader.readexactly(length)
         protocol.receive(body)
 
