@@ -27,6 +27,11 @@ FETCH_BATCH_MAX = 500
 SAFETY_POLL_S = 10.0
 RECONNECT_DELAY_MAX_S = 2.0
 HELD_MAX = 1024
+# A NOTIFY that comes while this process's own commit to the workspace is in flight is most
+# likely that commit's (PostgreSQL signals listeners before the committer has its answer): the
+# fetch waits until the commit's answer is in (then usually nothing is left to fetch), at most
+# this long.
+DEFER_MAX_S = 0.1
 
 Fetch = Callable[[str, int, int], Awaitable[list[Changeset]]]
 Head = Callable[[str], Awaitable[int]]
@@ -44,6 +49,8 @@ class _Feed:
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._held: dict[int, Changeset] = {}
+        self._deferred = 0  # highest seq notified while an own commit was in flight
+        self._defer_timer: asyncio.TimerHandle | None = None
 
     @property
     def changed(self) -> asyncio.Event:
@@ -56,6 +63,22 @@ class _Feed:
             self._again = True
             return
         self._task = asyncio.get_running_loop().create_task(self._refresh())
+
+    def defer(self, seq: int) -> None:
+        """``seq`` was notified while an own commit is in flight: fetch after its answer."""
+        self._deferred = max(self._deferred, seq)
+        if self._defer_timer is None:
+            self._defer_timer = asyncio.get_running_loop().call_later(DEFER_MAX_S, self.undefer)
+
+    def undefer(self) -> None:
+        """The own commits' answers are in (or DEFER_MAX_S passed): fetch what they did not
+        bring."""
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
+        if self._deferred > self.last_seq:
+            self.poke()
+        self._deferred = 0
 
     def offer(self, cs: Changeset) -> None:
         """A changeset this process committed: delivered now if it is the next one, else held
@@ -119,6 +142,7 @@ class Hub:
         self._listening = asyncio.Event()
         self._closed = False
         self.reconnects = 0
+        self._committing: dict[str, int] = {}  # workspace -> own commit calls in flight
 
     @property
     def connected(self) -> bool:
@@ -139,6 +163,8 @@ class Hub:
         for feed in self._feeds.values():
             if feed._task is not None:
                 feed._task.cancel()
+            if feed._defer_timer is not None:
+                feed._defer_timer.cancel()
 
     async def _run(self) -> None:
         delay = 0.05
@@ -158,10 +184,15 @@ class Hub:
                         async for note in conn.notifies(timeout=SAFETY_POLL_S):
                             workspace, _, seq = note.payload.rpartition(" ")
                             woken = self._feeds.get(workspace)
-                            # Our own commits are in the feed already (offer): no fetch.
-                            if woken is not None and not (
-                                seq.isdigit() and int(seq) <= woken.last_seq
-                            ):
+                            if woken is None:
+                                continue
+                            if not seq.isdigit():
+                                woken.poke()
+                            elif int(seq) <= woken.last_seq:
+                                pass  # our own commit, in the feed already (offer): no fetch
+                            elif self._committing.get(workspace):
+                                woken.defer(int(seq))  # probably the commit in flight
+                            else:
                                 woken.poke()
                         if conn.closed:
                             raise psycopg.OperationalError("LISTEN connection closed")
@@ -178,6 +209,21 @@ class Hub:
                 self._listening.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+
+    def committing(self, workspace: str) -> None:
+        """This process sends a commit call for ``workspace`` (see DEFER_MAX_S)."""
+        self._committing[workspace] = self._committing.get(workspace, 0) + 1
+
+    def committed(self, workspace: str) -> None:
+        """The commit call's answer is in and its changesets were offered (or it failed)."""
+        left = self._committing.get(workspace, 0) - 1
+        if left > 0:
+            self._committing[workspace] = left
+        else:
+            self._committing.pop(workspace, None)
+        feed = self._feeds.get(workspace)
+        if feed is not None:
+            feed.undefer()
 
     def offer(self, cs: Changeset) -> None:
         """A changeset committed by this process (see ``_Feed.offer``)."""

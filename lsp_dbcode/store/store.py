@@ -475,6 +475,13 @@ class Store:
             self._next_batch(workspace, queue)
 
     async def _commit_batch(self, workspace: str, batch: list[_Pending]) -> None:
+        self.hub.committing(workspace)
+        try:
+            await self._commit_batch_call(workspace, batch)
+        finally:
+            self.hub.committed(workspace)
+
+    async def _commit_batch_call(self, workspace: str, batch: list[_Pending]) -> None:
         self.batches += 1
         self.batched += len(batch)
         try:
@@ -520,7 +527,7 @@ class Store:
                     "group commit of %d changesets failed (%s); one by one", len(batch), exc
                 )
                 for p in batch:
-                    await self._commit_batch(workspace, [p])
+                    await self._commit_batch_call(workspace, [p])
                 return
             for p in batch:
                 _settle(p.future, error=self._commit_error(workspace, p.items, exc))

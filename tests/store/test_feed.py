@@ -154,3 +154,42 @@ async def test_feed_carries_texts_and_own_commits(database_url: str, workspace: 
         ("c.py", 1, "create"),
         ("d.py", 1, "rename"),
     ]
+
+
+async def test_foreign_commit_notified_while_own_commit_waits(
+    database_url: str, workspace: str
+) -> None:
+    """A NOTIFY that comes while this process's own commit is in flight waits for that
+    commit's answer (it is usually the commit's own); a foreign changeset behind it is still
+    delivered at once after, in order, whether the own commit succeeds or fails."""
+    async with Store(database_url, max_size=4) as store:
+        base = (await store.write(workspace, "a.txt", "0\n", agent="seed")).seq
+        seen: list[int] = []
+        reader = asyncio.create_task(_collect(store, workspace, base, 3, seen))
+        await asyncio.sleep(0.1)
+        for own_base, expect_ok in ((None, True), (1, False)):  # the second one: a stale CAS
+            foreign = await psycopg.AsyncConnection.connect(database_url)
+            async with foreign:
+                # A foreign transaction writes a.txt (row locks, a seq) and holds them.
+                await foreign.execute(
+                    "SELECT dbcode_write(%s, 'other', NULL, 'a.txt', NULL, %s)",
+                    (workspace, f"{own_base}\n"),
+                )
+                own = asyncio.create_task(
+                    store.write(workspace, "a.txt", "mine\n", agent="me", base=own_base)
+                )
+                await asyncio.sleep(0.3)  # our commit is in flight, waiting for the lock
+                assert not own.done()
+                await foreign.commit()  # its NOTIFY comes while our commit is in flight
+            if expect_ok:
+                await own
+            else:
+                try:
+                    await own
+                except Exception as exc:  # the stale base: Conflict
+                    assert type(exc).__name__ == "Conflict"
+                else:
+                    raise AssertionError("a stale base committed")
+        # Never the 10 s safety poll: the deferred fetch runs once our answer is in.
+        await asyncio.wait_for(reader, 5)
+    assert seen == [base + 1, base + 2, base + 3]
