@@ -48,9 +48,10 @@ engine's processes (dbcode: the server plus its ruff children) and of this clien
 ``--trace`` runs the dbcode servers under a wrapper (this script, ``_traced_serve``) that
 timestamps each step of an edit from outside, by wrapping lsp_dbcode's and pygls' functions
 (nothing in lsp_dbcode is changed): the server reads the didChange (pygls, or its fast path),
-``Session.did_change`` and ``DocAnalysis.on_change``, the ruff task, the didChange and the
-diagnostic pull to the ``ruff server`` child (one write) and its reply, the findings as JSON
-and the publish.
+the change written to the ``ruff server`` child (``DocAnalysis.before_change``), the session
+applying it, ``DocAnalysis.on_change`` and ``Analyzer.check_soon`` (or, for the subprocess
+engine, the ruff task and ``Analyzer.check``), the child's publish read and decoded, the
+findings as JSON and our publish.
 ``perf_counter`` is CLOCK_MONOTONIC, shared by all processes, so the client's send and arrival
 times join the server's. It prints the median of every step over the measured edits.
 """
@@ -418,7 +419,28 @@ def make_engines(subprocess_engine: bool, relay: bool = False) -> list[Engine]:
 # -- tracing (--trace) -------------------------------------------------------------------------
 
 # The steps of one edit in a traced dbcode server, in order: (event, what happens up to it).
+# The default engine: the change goes to the ruff child before the session applies it, and the
+# child's publish is relayed from the read callback of its stdout (no task on the way):
 TRACE_CHAIN = [
+    ("sent", ""),
+    ("rx", "client -> server: pipe, read loop wakes, reads the didChange"),
+    ("dispatch", "pygls: json.loads + structure (cattrs) of the didChange (not on a fast path)"),
+    ("did_change_in", "didChange handler starts (pygls: handle_message, task; or a fast path)"),
+    ("child_sent", "DocAnalysis.before_change: the change for the child (offsets), one write"),
+    ("on_change_in", "Session: offsets, LineIndex.replace, sync (the child lints meanwhile)"),
+    ("soon_in", "DocAnalysis.on_change: tree edits queued, change composed"),
+    ("soon_out", "Analyzer.check_soon: hash, result cache; the engine adopts the exchange"),
+    ("on_change_out", "rest of DocAnalysis.on_change"),
+    ("did_change_out", "rest of the didChange handler"),
+    ("child_rx", "ruff server child: apply the didChange, lint, publish; our read callback"),
+    ("child_parsed", "decode of the child's publishDiagnostics (framing + JSON)"),
+    ("engine_out", "the child's items as Findings (LSP JSON, sorted)"),
+    ("publish_in", "callbacks: Analyzer result cache, DocAnalysis, findings_json"),
+    ("publish_out", "Session.set_diagnostics: merge, JSON (orjson), write"),
+    ("arrive", "server -> client: pipe, client reads"),
+]
+# The subprocess engine: its check runs in a task.
+TRACE_CHAIN_TASK = [
     ("sent", ""),
     ("rx", "client -> server: pipe, read loop wakes, reads the didChange"),
     ("dispatch", "pygls: json.loads + structure (cattrs) of the didChange (not on a fast path)"),
@@ -427,15 +449,9 @@ TRACE_CHAIN = [
     ("on_change_out", "DocAnalysis.on_change: tree edits queued, change composed, task created"),
     ("did_change_out", "rest of the didChange handler"),
     ("check_in", "ruff task starts (DocAnalysis._run_ruff)"),
-    ("engine_in", "Analyzer.check (hash, result cache); engine.lint: size, config tree, locks"),
-    ("child_sent", "change + pull to the child in one write (ranged didChange), drain returns"),
-    ("child_flushed", "rest of the text + request written as the child reads (pipe > 64 KiB)"),
-    ("child_rx", "ruff server child: apply didChange + lint + answer the pull"),
-    ("child_parsed", "json.loads of the child's reply"),
-    ("engine_out", "wake the request; the child's items as Findings (LSP JSON, sorted)"),
-    ("check_out", "Analyzer.check returns (result cache)"),
+    ("check_out", "Analyzer.check: configs + the whole `ruff check` run (subprocess engine)"),
     ("publish_in", "DocAnalysis: the findings as JSON in the session's position encoding"),
-    ("publish_out", "Session.set_diagnostics: merge, json.dumps, write + flush"),
+    ("publish_out", "Session.set_diagnostics: merge, JSON (orjson), write"),
     ("arrive", "server -> client: pipe, client reads"),
 ]
 
@@ -449,7 +465,7 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
 
     from lsp_dbcode import cli
     from lsp_dbcode.analysis import _lsp_stdio
-    from lsp_dbcode.analysis.ruff import RuffServerEngine
+    from lsp_dbcode.analysis import ruff as ruff_module
     from lsp_dbcode.server.analysis import Analyzer, DocAnalysis
     from lsp_dbcode.server.session import Session
 
@@ -473,23 +489,11 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
                 mark("rx", t, msg.params.text_document.version)
             return msg
 
-    class ChildJson:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(json, name)
-
-        def loads(self, data: Any, **kw: Any) -> Any:
-            t = now()
-            msg = json.loads(data, **kw)
-            mark("child_rx", t)
-            mark("child_parsed")
-            return msg
-
     pygls.io_.json = PyglsJson()  # type: ignore[assignment]
     from lsp_dbcode.server import protocol as dbcode_protocol
 
     if hasattr(dbcode_protocol, "json"):  # DbcodeProtocol.receive decodes messages itself
         dbcode_protocol.json = PyglsJson()  # type: ignore[assignment]
-    _lsp_stdio.json = ChildJson()  # type: ignore[assignment]
 
     def around(cls: Any, name: str, before: str, after: str) -> None:
         orig = getattr(cls, name)
@@ -518,29 +522,31 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
     if hasattr(Session, "apply_changes"):  # the didChange fast path (no pygls dispatch)
         around(Session, "apply_changes", "did_change_in", "did_change_out")
     around(Analyzer, "check", "check_in", "check_out")
-    around(RuffServerEngine, "_check_with_server", "engine_in", "engine_out")
+    around(Analyzer, "check_soon", "soon_in", "soon_out")
     around(Session, "set_diagnostics", "publish_in", "publish_out")
-    send = _lsp_stdio.LspStdioClient._send
+    around(_lsp_stdio.LspStdioClient, "_feed", "child_rx", "child_feed_out")
 
-    child_pipes: set[int] = set()  # the ruff server child's stdin transports
+    send_now = _lsp_stdio.LspStdioClient.send_now
 
-    async def traced_send(self: Any, *messages: dict[str, Any]) -> None:
-        child_pipes.add(id(self._stdin.transport))
-        await send(self, *messages)
-        if any(m.get("method") == "textDocument/diagnostic" for m in messages):
-            mark("child_sent")  # the change and the pull go in one write
+    def traced_send_now(self: Any, *messages: dict[str, Any]) -> None:
+        send_now(self, *messages)
+        if any(m.get("method") == "textDocument/didChange" for m in messages):
+            mark("child_sent")
 
-    _lsp_stdio.LspStdioClient._send = traced_send  # type: ignore[method-assign]
-    from asyncio import unix_events
+    _lsp_stdio.LspStdioClient.send_now = traced_send_now  # type: ignore[method-assign]
 
-    write_ready = unix_events._UnixWritePipeTransport._write_ready  # type: ignore[attr-defined]
+    def after(owner: Any, name: str, event: str) -> None:
+        orig = getattr(owner, name)
 
-    def traced_write_ready(self: Any) -> None:
-        write_ready(self)
-        if not self._buffer and id(self) in child_pipes:  # the rest is in the pipe now
-            mark("child_flushed")
+        def wrapper(*args: Any) -> Any:
+            result = orig(*args)
+            mark(event)
+            return result
 
-    unix_events._UnixWritePipeTransport._write_ready = traced_write_ready  # type: ignore[attr-defined]
+        setattr(owner, name, wrapper)
+
+    after(_lsp_stdio, "_loads", "child_parsed")
+    after(ruff_module, "_server_findings", "engine_out")
 
     def dump() -> None:
         Path(trace_path).write_text(json.dumps(events))
@@ -550,10 +556,13 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
 
 
 def trace_steps(engine: Engine, first_version: int) -> tuple[list[tuple[str, float]], float]:
-    """Median ms of each step of :data:`TRACE_CHAIN` over the measured edits, and of the total
-    (a step missing in an engine, e.g. the child's in the subprocess engine, is skipped)."""
+    """Median ms of each step of :data:`TRACE_CHAIN` (:data:`TRACE_CHAIN_TASK` for the
+    subprocess engine) over the measured edits, and of the total (a step missing in an engine,
+    e.g. pygls' dispatch, is skipped)."""
     assert engine.trace is not None
     events = [tuple(e) for e in json.loads(engine.trace.read_text())]
+    subprocess_engine = engine.env.get("DBCODE_RUFF_ENGINE") == "subprocess"
+    trace_chain = TRACE_CHAIN_TASK if subprocess_engine else TRACE_CHAIN
     starts = [(i, e[2]) for i, e in enumerate(events) if e[0] == "rx"]
     steps: dict[tuple[str, str], list[float]] = {}
     totals: list[float] = []
@@ -564,7 +573,7 @@ def trace_steps(engine: Engine, first_version: int) -> tuple[list[tuple[str, flo
         segment = events[i:end]
         sent, arrived = engine.sent[version]
         chain: list[tuple[str, float]] = [("sent", sent)]
-        names = [name for name, _ in TRACE_CHAIN[1:-1]]
+        names = [name for name, _ in trace_chain[1:-1]]
         for k, name in enumerate(names):
             found = [t for e, t, _v in segment if e == name and t >= chain[-1][1]]
             # A step missing from this path (e.g. pygls' dispatch, skipped by the didChange fast
@@ -577,12 +586,8 @@ def trace_steps(engine: Engine, first_version: int) -> tuple[list[tuple[str, flo
         for (a, ta), (b, tb) in itertools.pairwise(chain):
             steps.setdefault((a, b), []).append((tb - ta) * 1000)
         totals.append((arrived - sent) * 1000)
-    labels = dict(TRACE_CHAIN)  # a step is named after the event that ends it, except:
-    whole = "Analyzer.check: configs + the whole `ruff check` run (subprocess engine)"
-    named = [
-        (whole if k == ("check_in", "check_out") else labels[k[1]], pct(v, 0.5))
-        for k, v in steps.items()
-    ]
+    labels = dict(trace_chain)  # a step is named after the event that ends it
+    named = [(labels[k[1]], pct(v, 0.5)) for k, v in steps.items()]
     return named, pct(totals, 0.5)
 
 

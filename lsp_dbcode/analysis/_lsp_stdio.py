@@ -1,7 +1,16 @@
 """A minimal JSON-RPC (LSP base protocol) client over a child process's stdin/stdout.
 
-Only what driving ``ruff server`` needs: requests with a timeout, notifications, answering the
-server's own requests with ``null``, and failing every pending request when the child dies.
+Only what driving ``ruff server`` needs: requests (with a callback, or awaited with a timeout),
+notifications, answering the server's own requests with ``null``, and failing every pending
+request when the child dies.
+
+Latency matters here (one exchange per keystroke), so there is no reader task and no stream
+buffer: the child's stdout is read by an asyncio subprocess protocol, and each message is decoded
+and dispatched in the event loop's read callback of the pipe. An answer or a notification
+reaches its callback in the loop iteration in which its bytes arrived (no future, no task
+wake-up in between), and writes (:meth:`LspStdioClient.send_now`) are synchronous: a caller
+that returns from them has handed the bytes to the pipe (or to the transport's buffer when the
+pipe is full).
 """
 
 from __future__ import annotations
@@ -10,15 +19,26 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from .model import AnalysisError
+
+# orjson: 2.5 times faster than json.loads on ruff's diagnostics, 15 times faster than
+# json.dumps on a didChange (measured: 8 vs 21 us, 1 vs 17 us), both on the path of every edit.
+_loads = orjson.loads
 
 log = logging.getLogger(__name__)
 
 HEADER_BYTES_MAX = 8 * 1024
 BODY_BYTES_MAX = 256 * 1024 * 1024
+STDERR_LINE_MAX = 64 * 1024
+
+# on_result(result, error): error is None on success, else an AnalysisError.
+ResultCallback = Callable[[Any, AnalysisError | None], None]
 
 
 class LspResponseError(AnalysisError):
@@ -31,37 +51,182 @@ class LspResponseError(AnalysisError):
         self.code = code
 
 
+class ChildProcess:
+    """The child process of a client, with the parts of ``asyncio.subprocess.Process`` we use."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, exited: asyncio.Future[None]):
+        self._transport = transport
+        self._exited = exited
+        self.pid: int = transport.get_pid()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._transport.get_returncode()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._transport.kill()
+
+    async def wait(self) -> int:
+        """Until the process has exited (its pipes may still be draining); its exit code."""
+        await asyncio.shield(self._exited)
+        code = self._transport.get_returncode()
+        return -1 if code is None else code
+
+    def close(self) -> None:
+        """Release the transport (after the process has exited)."""
+        self._transport.close()
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, client: LspStdioClient) -> None:
+        self.client = client
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._resumed: asyncio.Future[None] | None = None
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if isinstance(data, str):  # pragma: no cover - pipes give bytes
+            data = data.encode()
+        if fd == 1:
+            self.client._feed(data)
+        elif fd == 2:
+            self.client._feed_stderr(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.client._fail(f"{self.client.name} exited")
+        elif fd == 0:
+            self.resume_writing()  # nobody waits for a pipe that is gone
+            if exc is not None:
+                self.client._fail(f"{self.client.name} stopped reading its input: {exc}")
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+        self.client._fail(f"{self.client.name} exited")
+
+    def pause_writing(self) -> None:
+        if self._resumed is None:
+            self._resumed = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+
+    async def drain(self) -> None:
+        if (resumed := self._resumed) is not None:
+            await asyncio.shield(resumed)
+
+
 class LspStdioClient:
-    """Talks to one child process. Create, then :meth:`start`; :meth:`close` ends the reader."""
+    """Talks to one child process, started by :meth:`spawn`; :meth:`close` stops listening (the
+    caller ends the process, :attr:`process`)."""
 
     def __init__(
         self,
-        proc: asyncio.subprocess.Process,
         *,
         name: str,
         on_notification: Callable[[str, Any], None] | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+        on_dead: Callable[[str], None] | None = None,
     ) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
-        self._proc = proc
-        self._stdin = proc.stdin
-        self._stdout = proc.stdout
-        self._name = name
+        self.name = name
         self._on_notification = on_notification
+        self._on_stderr = on_stderr
+        self._on_dead = on_dead
         self._next_id = 0
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._methods: dict[int, str] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, tuple[str, ResultCallback]] = {}
         self._dead: str | None = None
+        self._buf = bytearray()  # bytes of a message not complete yet
+        self._need = -1  # its body's length once its header is read
+        self._stderr_buf = b""
+        self._stdin: asyncio.WriteTransport | None = None
+        self._protocol: _Protocol | None = None
+        self.process: ChildProcess | None = None
+
+    @classmethod
+    async def spawn(
+        cls,
+        program: str,
+        *args: str,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        name: str,
+        on_notification: Callable[[str, Any], None] | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+        on_dead: Callable[[str], None] | None = None,
+    ) -> LspStdioClient:
+        """Start ``program`` with pipes for stdin, stdout and stderr; raises OSError."""
+        client = cls(
+            name=name, on_notification=on_notification, on_stderr=on_stderr, on_dead=on_dead
+        )
+        loop = asyncio.get_running_loop()
+        protocol = _Protocol(client)
+        transport, _ = await loop.subprocess_exec(
+            lambda: protocol,
+            program,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+        )
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        client._stdin, client._protocol = stdin, protocol
+        client.process = ChildProcess(transport, protocol.exited)
+        return client
 
     @property
     def alive(self) -> bool:
-        """False once the child closed its output or the reader failed."""
-        return self._dead is None and self._proc.returncode is None
+        """False once the child closed its output or exited, or the client failed."""
+        return self._dead is None and self.process is not None and self.process.returncode is None
 
-    def start(self) -> None:
-        """Start reading the child's messages."""
-        assert self._reader is None
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_now(self, *messages: dict[str, Any]) -> None:
+        """Write ``messages`` at once, in one write (nothing can come between them)."""
+        if self._dead is not None:
+            raise AnalysisError(self._dead)
+        assert self._stdin is not None
+        data: list[bytes] = []
+        for message in messages:
+            body = _dumps(message)
+            data += (b"Content-Length: %d\r\n\r\n" % len(body), body)
+        self._stdin.write(b"".join(data))
+
+    def send_request(
+        self,
+        method: str,
+        params: Any,
+        on_result: ResultCallback,
+        *,
+        notifications: Iterable[tuple[str, Any]] = (),
+    ) -> int:
+        """Write a request (after ``notifications``, in the same write) now; ``on_result`` is
+        called with its result, or with an error (an error answer, the child's death, or
+        :meth:`forget`). Returns the request's id."""
+        if self._dead is not None:
+            raise AnalysisError(self._dead)
+        self._next_id += 1
+        msg_id = self._next_id
+        self.send_now(
+            *({"jsonrpc": "2.0", "method": m, "params": p} for m, p in notifications),
+            {"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params},
+        )
+        self._pending[msg_id] = (method, on_result)
+        return msg_id
+
+    def forget(self, msg_id: int, *, cancel: bool = True) -> None:
+        """Stop waiting for the answer to request ``msg_id`` and, if ``cancel``, tell the child
+        so (its answer, if it comes, is dropped)."""
+        if self._pending.pop(msg_id, None) is not None and cancel and self._dead is None:
+            with contextlib.suppress(AnalysisError):
+                self.send_now(
+                    {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": msg_id}}
+                )
 
     async def request(
         self,
@@ -73,103 +238,94 @@ class LspStdioClient:
     ) -> Any:
         """Send a request and wait at most ``timeout_s`` for its result. ``notifications``
         (method, params) go first, in the same write."""
-        if self._dead is not None:
-            raise AnalysisError(self._dead)
-        self._next_id += 1
-        msg_id = self._next_id
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = future
-        self._methods[msg_id] = method
+
+        def answered(result: Any, error: AnalysisError | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        msg_id = self.send_request(method, params, answered, notifications=notifications)
         try:
-            await self._send(
-                *({"jsonrpc": "2.0", "method": m, "params": p} for m, p in notifications),
-                {"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params},
-            )
+            await self.drain()
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
             raise AnalysisError(
-                f"{self._name} did not answer {method} within {timeout_s:g} s"
+                f"{self.name} did not answer {method} within {timeout_s:g} s"
             ) from None
         finally:
-            self._methods.pop(msg_id, None)
-            if self._pending.pop(msg_id, None) is not None and not future.done():
+            if not future.done():
                 future.cancel()
-                with contextlib.suppress(Exception):
-                    await self.notify("$/cancelRequest", {"id": msg_id})
+                self.forget(msg_id)
 
     async def notify(self, method: str, params: Any) -> None:
-        """Send a notification."""
+        """Send a notification (and wait while the pipe is full)."""
+        self.send_now({"jsonrpc": "2.0", "method": method, "params": params})
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Until the pipe takes more (only waits when the child does not read its input)."""
+        if self._protocol is not None:
+            await self._protocol.drain()
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """Bytes from the child's stdout: decode and dispatch every complete message."""
         if self._dead is not None:
-            raise AnalysisError(self._dead)
-        await self._send({"jsonrpc": "2.0", "method": method, "params": params})
-
-    async def _send(self, *messages: dict[str, Any]) -> None:
-        """Write ``messages`` at once, before any await (a caller that gets here has sent them,
-        even if cancelled later; nothing can come between them), then wait for the pipe."""
-        data: list[bytes] = []
-        for message in messages:
-            body = json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
-            data += (b"Content-Length: %d\r\n\r\n" % len(body), body)
-        try:
-            self._stdin.writelines(data)
-            await self._stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            self._fail(f"{self._name} stopped reading its input: {exc}")
-            raise AnalysisError(self._dead or str(exc)) from exc
-
-    async def _read_loop(self) -> None:
-        reason = f"{self._name} exited"
+            return
+        buf: bytes | bytearray = data
+        if self._buf:
+            self._buf += data
+            buf = self._buf
+        pos, size = 0, len(buf)
         try:
             while True:
-                message = await self._read_message()
-                if message is None:
+                if self._need < 0:
+                    end = buf.find(b"\r\n\r\n", pos)
+                    if end < 0:
+                        if size - pos > HEADER_BYTES_MAX:
+                            raise ValueError("header too long")
+                        break
+                    if end - pos > HEADER_BYTES_MAX:
+                        raise ValueError("header too long")
+                    self._need = _content_length(bytes(buf[pos:end]))
+                    pos = end + 4
+                if size - pos < self._need:
                     break
+                body = buf[pos : pos + self._need]
+                pos += self._need
+                self._need = -1
+                message = _loads(body)
+                if not isinstance(message, dict):
+                    raise ValueError("message is not an object")
                 self._dispatch(message)
-        except asyncio.CancelledError:
-            reason = f"{self._name} client closed"
-            raise
+                if self._dead is not None:
+                    return
         except Exception as exc:  # a protocol error from the child: it is unusable now
-            reason = f"{self._name} sent something unreadable: {exc}"
+            reason = f"{self.name} sent something unreadable: {exc}"
             log.warning("%s", reason)
-        finally:
             self._fail(reason)
-
-    async def _read_message(self) -> dict[str, Any] | None:
-        try:
-            header = await self._stdout.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial.strip():
-                return None  # the child closed its output between messages
-            raise ValueError("output ended inside a header") from None
-        except asyncio.LimitOverrunError:
-            raise ValueError("header too long") from None
-        if len(header) > HEADER_BYTES_MAX:
-            raise ValueError("header too long")
-        length: int | None = None
-        for line in header.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        if length is None or not 0 <= length <= BODY_BYTES_MAX:
-            raise ValueError(f"bad Content-Length {length}")
-        body = await self._stdout.readexactly(length)
-        message = json.loads(body)
-        if not isinstance(message, dict):
-            raise ValueError("message is not an object")
-        return message
+            return
+        if buf is self._buf:
+            del self._buf[:pos]
+        elif pos < size:
+            self._buf += buf[pos:]
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "method" not in message:  # a response
-            msg_id = message.get("id", -1)
-            future = self._pending.pop(msg_id, None)
-            if future is None or future.done():
+            entry = self._pending.pop(message.get("id", -1), None)
+            if entry is None:
                 return
+            method, on_result = entry
             if "error" in message:
-                method = self._methods.get(msg_id, "a request")
-                future.set_exception(LspResponseError(method, message["error"]))
+                _call(on_result, None, LspResponseError(method, message["error"]))
             else:
-                future.set_result(message.get("result"))
+                _call(on_result, message.get("result"), None)
             return
         method = message["method"]
         if "id" in message:  # the server asks us something: nothing we offer, answer null
@@ -177,30 +333,66 @@ class LspStdioClient:
             if method == "workspace/configuration":
                 items = (message.get("params") or {}).get("items") or []
                 result = [None for _ in items]
-            reply = {"jsonrpc": "2.0", "id": message["id"], "result": result}
-            task = asyncio.get_running_loop().create_task(self._send(reply))
-            task.add_done_callback(_log_task_error)
+            with contextlib.suppress(AnalysisError):
+                self.send_now({"jsonrpc": "2.0", "id": message["id"], "result": result})
             return
         if self._on_notification is not None:
-            self._on_notification(method, message.get("params"))
+            try:
+                self._on_notification(method, message.get("params"))
+            except Exception:
+                log.exception("handling %s from %s failed", method, self.name)
+
+    def _feed_stderr(self, data: bytes) -> None:
+        *lines, rest = (self._stderr_buf + data).split(b"\n")
+        self._stderr_buf = rest[-STDERR_LINE_MAX:]
+        if self._on_stderr is not None:
+            for line in lines:
+                self._on_stderr(line.decode("utf-8", "replace").rstrip())
 
     def _fail(self, reason: str) -> None:
-        if self._dead is None:
-            self._dead = reason
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(AnalysisError(reason))
-        self._pending.clear()
+        """The child is unusable: fail every pending request, tell the owner (once)."""
+        if self._dead is not None:
+            return
+        self._dead = reason
+        if self._protocol is not None:
+            self._protocol.resume_writing()  # drain() returns: writes fail from now on
+        pending, self._pending = self._pending, {}
+        error = AnalysisError(reason)
+        for _method, on_result in pending.values():
+            _call(on_result, None, error)
+        if self._on_dead is not None:
+            try:
+                self._on_dead(reason)
+            except Exception:
+                log.exception("handling the end of %s failed", self.name)
 
     async def close(self) -> None:
-        """Stop the reader (the caller ends the process)."""
-        self._fail(f"{self._name} client closed")
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        """Stop listening: fail what is pending (the caller ends the process)."""
+        self._fail(f"{self.name} client closed")
 
 
-def _log_task_error(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("reply to ruff server failed: %s", task.exception())
+def _dumps(message: dict[str, Any]) -> bytes:
+    """``message`` as UTF-8 JSON (a lone surrogate, which orjson refuses, as the UTF-8 of its
+    code point: the callers refuse such text before it gets here)."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _content_length(header: bytes) -> int:
+    length: int | None = None
+    for line in header.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    if length is None or not 0 <= length <= BODY_BYTES_MAX:
+        raise ValueError(f"bad Content-Length {length}")
+    return length
+
+
+def _call(on_result: ResultCallback, result: Any, error: AnalysisError | None) -> None:
+    try:
+        on_result(result, error)
+    except Exception:
+        log.exception("a callback for an answer of ruff server failed")

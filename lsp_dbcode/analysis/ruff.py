@@ -5,11 +5,14 @@ Two engines, one API (:class:`RuffEngine`):
 - :class:`RuffEngine` runs one ``ruff`` subprocess per call (``ruff check --stdin-filename ...
   --output-format json -``, ``ruff format ... -``).
 - :class:`RuffServerEngine` answers :meth:`~RuffEngine.check` from one long-lived ``ruff server``
-  child driven over LSP stdio (didOpen/didChange + pulled ``textDocument/diagnostic``), which is
-  several times faster per check (see ``benchmarks/ruff_engines.py``); fixes, formatting and
-  :meth:`~RuffEngine.check_tree` stay on subprocesses. It sends the child only what changed since
-  the text it sent last (one ranged change), and keeps the child's diagnostics as LSP JSON
-  (:class:`~.model.Findings`) so that a language server can relay them without converting them.
+  child driven over LSP stdio (didOpen/didChange; the child publishes the diagnostics of each
+  version), which is several times faster per check (see ``benchmarks/ruff_engines.py``);
+  fixes, formatting and :meth:`~RuffEngine.check_tree` stay on subprocesses. It sends the child
+  only what changed since the text it sent last (one ranged change), and keeps the child's
+  diagnostics as LSP JSON (:class:`~.model.Findings`) so that a language server can relay them
+  without converting them. For a language server's latency it can also start a check without
+  waiting (:meth:`~RuffServerEngine.lint_soon`: a callback, no task) and send an editor's change
+  before the server has applied it (:meth:`~RuffServerEngine.send_ahead`).
 
 :func:`make_ruff_engine` picks the server engine unless told otherwise.
 
@@ -33,13 +36,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -55,7 +59,7 @@ from ._configtree import (
     ruff_env,
     write_tree,
 )
-from ._lsp_stdio import LspStdioClient
+from ._lsp_stdio import ChildProcess, LspStdioClient
 from .model import (
     AnalysisError,
     Diagnostic,
@@ -101,6 +105,9 @@ TREE_BYTES_MAX = 256 * 1024 * 1024
 STDERR_LINES_KEPT = 20
 PATHS_OK_MAX = 4096
 TREES_OF_CONFIGS_MAX = 64
+
+# How :meth:`RuffServerEngine.lint_soon` reports: (findings, None) or (None, the error).
+LintCallback = Callable[["Findings | None", "AnalysisError | None"], None]
 
 
 def _find_ruff() -> str:
@@ -576,6 +583,63 @@ class _Document:
     # sends the whole text. ``sent_index``: its LineIndex, when the caller gave one.
     sent: str | None = None
     sent_index: LineIndex | None = None
+    # Whether the child publishes diagnostics for this document after each change (None: not
+    # known yet; False: it does not, e.g. a file the config excludes: then it is pulled).
+    pushes: bool | None = None
+    exchange: _Exchange | None = None  # the check in flight, if any
+
+
+class _Exchange:
+    """One check in flight with the child: the change that gives the child ``text`` has been
+    sent as ``version``; it ends with the child's ``publishDiagnostics`` for that version (or
+    the answer to a pull), the timeout, or the child's death: then ``done`` and the
+    ``waiters`` are called with the findings or the error.
+
+    One sent by :meth:`RuffServerEngine.send_ahead` has no ``text`` (nor ``done``) until the
+    check of the new text adopts it; ``ahead`` is then the change that was sent (the old text,
+    start, end, new text)."""
+
+    __slots__ = (
+        "ahead",
+        "client",
+        "doc",
+        "done",
+        "encoding",
+        "finished",
+        "index",
+        "probe",
+        "request",
+        "text",
+        "timer",
+        "tree",
+        "version",
+        "waiters",
+    )
+
+    def __init__(
+        self,
+        client: LspStdioClient,
+        tree: ConfigTree,
+        doc: _Document,
+        text: str | None,
+        index: LineIndex | None,
+        encoding: Encoding,
+        done: LintCallback | None,
+    ) -> None:
+        self.ahead: tuple[str, int, int, str] | None = None
+        self.client = client
+        self.tree = tree
+        self.doc = doc
+        self.text = text
+        self.index = index
+        self.encoding = encoding
+        self.done = done
+        self.version = doc.version
+        self.finished = False
+        self.probe = False  # a pull after a change: does the child push for this document?
+        self.request: int | None = None  # the pull's request id
+        self.timer: asyncio.TimerHandle | None = None
+        self.waiters: list[LintCallback] = []
 
 
 _LONE_SURROGATE = "a lone surrogate (U+D800..U+DFFF), which ruff cannot read"
@@ -670,8 +734,22 @@ class RuffServerEngine(RuffEngine):
     Each config tree is a workspace folder of the child, so ruff resolves settings per file just as
     on disk. Documents are opened once; each check sends one didChange with one ranged change
     from the text the child has (from the caller's ``change`` hint, checked, or else the span
-    between the common prefix and suffix) and pulls the diagnostics, in one write. The child is
-    started on first use and again after it dies or times out.
+    between the common prefix and suffix), in one write. The child is started on first use and
+    again after it dies or times out.
+
+    The child pushes: it is started as for a client without pull diagnostics, so that it lints
+    each change at once on its main thread and publishes the result with the change's version
+    (one message less each way than a pull, and no hop to a worker thread in ruff). An exchange
+    ends with that publish, matched by document and version: a publish for another version is
+    never taken. The first exchange of a document (its didOpen) also pulls, and the answer
+    tells whether the child pushes for it at all: ruff publishes nothing for a file the config
+    excludes, and such a document is pulled from then on, as is every document of a ruff that
+    would stop pushing. Every exchange is bounded by ``timeout_s``: then the child is killed
+    (and restarted by the next check), with a warning in the log.
+
+    :meth:`lint_soon` starts an exchange without waiting and calls back when it ends (from the
+    event loop's read callback of the child's stdout): no task, no loop turn between a caller's
+    edit and the write to the child, nor between the child's answer and the caller's callback.
 
     Positions to and from the child are in the encoding it chooses among ``position_encodings``
     (``ruff server`` takes the first: utf-32, i.e. code points, needs no conversion).
@@ -701,9 +779,8 @@ class RuffServerEngine(RuffEngine):
         self.cli_from_diagnostics = cli_from_diagnostics
         self.position_encodings = position_encodings
         self.child_encoding = Encoding.UTF32  # what the current child chose
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: ChildProcess | None = None
         self._client: LspStdioClient | None = None
-        self._stderr_task: asyncio.Task[None] | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
         self._start_lock = asyncio.Lock()
         self._folders: set[str] = set()  # tree keys registered in the current child
@@ -715,8 +792,11 @@ class RuffServerEngine(RuffEngine):
         self.restarts = 0  # children found dead and replaced
         # id(configs) -> (configs, its live tree): configs objects seen lately (see lint)
         self._tree_of: dict[int, tuple[Mapping[str, str], ConfigTree]] = {}
+        # uri -> the exchange waiting for the child's publishDiagnostics of that document
+        self._awaiting: dict[str, _Exchange] = {}
         self.sent_full = 0  # didOpen / whole-text didChange sent (for tests and benchmarks)
         self.sent_ranged = 0  # ranged didChange sent
+        self.pushed = 0  # exchanges ended by the child's publish (the rest: by a pull)
 
     async def lint(
         self,
@@ -747,6 +827,148 @@ class RuffServerEngine(RuffEngine):
             self._tree_of[id(configs)] = (configs, tree)
             return await self._lint_in(tree, text, path, configs, index, change)
 
+    def lint_soon(
+        self,
+        text: str,
+        path: str,
+        configs: Mapping[str, str],
+        done: LintCallback,
+        *,
+        index: LineIndex | None = None,
+        change: TextChange | None = None,
+    ) -> bool:
+        """Start :meth:`lint` of ``text`` without waiting, if it can start at once: the child
+        runs, the tree of ``configs`` is live and was validated (:meth:`lint` has checked with
+        these configs before), the document has no check in flight and is not one for the CLI.
+        Then the messages to the child are written before this returns True, and
+        ``done(findings, None)`` or ``done(None, error)`` (an AnalysisError) is called later,
+        never before this returns. Otherwise it returns False and nothing is done. Raises
+        AnalysisError, sending nothing, for text ruff must not get (too big, lone surrogate)."""
+        assert index is None or index.text is text, "index must be the LineIndex of text"
+        client = self._client
+        known = self._tree_of.get(id(configs))
+        if client is None or not client.alive or known is None or known[0] is not configs:
+            return False
+        tree = known[1]
+        if tree.key not in self._validated:
+            return False
+        self._check_size(text, path)
+        doc = self._document(tree, path)
+        if self._adopt(doc, text, index, done):
+            return True
+        limit = self.cli_from_diagnostics
+        if (
+            doc.exchange is not None
+            or doc.lock.locked()
+            or (limit is not None and doc.found >= limit)
+        ):
+            return False
+        self._start(client, tree, doc, text, index, change, done)
+        return True
+
+    def send_ahead(
+        self,
+        path: str,
+        configs: Mapping[str, str],
+        old: LineIndex,
+        span: tuple[int, int, int, int],
+        new_text: str,
+        encoding: Encoding,
+    ) -> bool:
+        """Send the child an editor's change now, before the caller has applied it: the text
+        ``old`` of ``path`` with the LSP range ``span`` (in ``encoding``) replaced by
+        ``new_text``. The child lints while the caller applies the change; the
+        :meth:`lint_soon` or :meth:`lint` of the resulting text then takes that result (having
+        checked that the text is what was sent). True if sent; False, having sent nothing,
+        unless it can go at once: as for :meth:`lint_soon`, and the child has exactly
+        ``old.text`` and pushes for the document. Never raises."""
+        client = self._client
+        known = self._tree_of.get(id(configs))
+        if client is None or not client.alive or known is None or known[0] is not configs:
+            return False
+        tree = known[1]
+        doc = self._docs.get((tree.key, path))
+        limit = self.cli_from_diagnostics
+        if (
+            doc is None
+            or doc.sent is not old.text
+            or not doc.pushes
+            or doc.exchange is not None
+            or doc.lock.locked()
+            or doc.generation != self._generation
+            or tree.key not in self._validated
+            or (limit is not None and doc.found >= limit)
+            or self._queued
+        ):
+            return False
+        text = old.text
+        try:
+            start = old.offset(span[0], span[1], encoding)
+            end = old.offset(span[2], span[3], encoding)
+            _check_encodable(new_text)
+        except (PositionError, AnalysisError):
+            return False  # the caller finds out for itself
+        if end < start or (start == end and not new_text):
+            return False
+        if (0 < start < len(text) and text[start - 1] == "\r" and text[start] == "\n") or (
+            0 < end < len(text) and text[end - 1] == "\r" and text[end] == "\n"
+        ):
+            return False  # it splits a line break (_content_change widens such a change)
+        child = self.child_encoding
+        if child == encoding or text.isascii():  # the same positions (isascii: O(1))
+            s_line, s_char, e_line, e_char = span
+        else:
+            s_line, s_char = old.position(start, child)
+            e_line, e_char = old.position(end, child)
+        change = {
+            "range": {
+                "start": {"line": s_line, "character": s_char},
+                "end": {"line": e_line, "character": e_char},
+            },
+            "text": new_text,
+        }
+        params = {
+            "textDocument": {"uri": doc.uri, "version": doc.version + 1},
+            "contentChanges": [change],
+        }
+        client.send_now({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": params})
+        doc.version += 1
+        doc.sent = doc.sent_index = None  # unknown until the new text adopts the exchange
+        self.sent_ranged += 1
+        ex = _Exchange(client, tree, doc, None, None, child, None)
+        ex.ahead = (text, start, end, new_text)
+        doc.exchange = ex
+        tree.users += 1
+        self._awaiting[doc.uri] = ex
+        ex.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._timed_out, ex)
+        return True
+
+    def adopt(self, text: str, path: str, configs: Mapping[str, str], index: LineIndex) -> None:
+        """``text`` is the text of ``path`` now, and its findings are known to the caller: if
+        :meth:`send_ahead` sent the change that makes it, the child's copy of the document is
+        known again (the child's answer is not needed)."""
+        known = self._tree_of.get(id(configs))
+        if known is not None and known[0] is configs:
+            doc = self._docs.get((known[1].key, path))
+            if doc is not None:
+                self._adopt(doc, text, index, None)
+
+    def _adopt(
+        self, doc: _Document, text: str, index: LineIndex | None, done: LintCallback | None
+    ) -> bool:
+        """Give the exchange sent ahead for ``doc`` its text, if the change made ``text``."""
+        ex = doc.exchange
+        if ex is None or ex.ahead is None or ex.text is not None or ex.finished:
+            return False
+        old, start, end, new_text = ex.ahead
+        ex.ahead = None
+        if not _change_holds(old, text, start, end, new_text):
+            log.info("the change sent ahead did not make the text of %s", doc.uri)
+            return False  # its answer is for another text: dropped
+        ex.text, ex.index, ex.done = text, index, done
+        doc.sent, doc.sent_index = text, index
+        return True
+
     async def _lint_in(
         self,
         tree: ConfigTree,
@@ -761,11 +983,10 @@ class RuffServerEngine(RuffEngine):
         if tree.key not in self._validated or (limit is not None and doc.found >= limit):
             result = await super().lint(text, path, configs)
             self._validated.add(tree.key)
-        else:
-            async with self._slots, doc.lock:
-                result = await self._check_with_server(tree, doc, text, index, change)
-        doc.found = len(result)
-        return result
+            doc.found = len(result)
+            return result
+        async with self._slots, doc.lock:
+            return await self._check_with_server(tree, doc, text, index, change)
 
     async def _check_with_server(
         self,
@@ -775,12 +996,48 @@ class RuffServerEngine(RuffEngine):
         index: LineIndex | None,
         change: TextChange | None,
     ) -> Findings:
+        loop = asyncio.get_running_loop()
+        if self._adopt(doc, text, index, None):  # sent ahead: its answer is this check's
+            assert doc.exchange is not None
+            adopted: asyncio.Future[Findings] = loop.create_future()
+            doc.exchange.waiters.append(functools.partial(_settle, adopted))
+            return await adopted
+        while (running := doc.exchange) is not None:  # one started by lint_soon: let it end
+            ended: asyncio.Future[None] = loop.create_future()
+            running.waiters.append(functools.partial(_wake, ended))
+            await ended
         client = self._client
         if client is None or not client.alive:
             client = await self._ensure_child()
+        future: asyncio.Future[Findings] = loop.create_future()
+
+        self._start(client, tree, doc, text, index, change, functools.partial(_settle, future))
+        await client.drain()
+        # Cancelled: the exchange goes on (bounded by its timer); the child's copy of the
+        # document stays known, and the next check of the document waits for it to end.
+        return await future
+
+    def _start(
+        self,
+        client: LspStdioClient,
+        tree: ConfigTree,
+        doc: _Document,
+        text: str,
+        index: LineIndex | None,
+        change: TextChange | None,
+        done: LintCallback,
+    ) -> None:
+        """Send what gives the child ``text`` and ask for its diagnostics; ``done`` is called
+        when they are in (never from here). Raises AnalysisError, having sent nothing, for a
+        text the child cannot read or a dead child."""
+        assert doc.exchange is None
         if doc.generation != self._generation:  # not open in this child (yet)
             doc.generation, doc.version, doc.sent, doc.sent_index = self._generation, 0, None, None
+            doc.pushes = None
         sync = self._sync(doc, text, change)  # refuses a text the child cannot read
+        if sync is None and doc.pushes:  # the child has it: an empty change still gets a push
+            params = {"textDocument": {"uri": doc.uri, "version": doc.version + 1}}
+            sync = "textDocument/didChange", {**params, "contentChanges": []}
         # Closes and folder removals go first, in order with what follows (a document or folder
         # closed, then opened again, must end up open).
         notes, self._queued = self._queued, []
@@ -795,29 +1052,110 @@ class RuffServerEngine(RuffEngine):
         if sync is not None:
             notes.append(sync)
             doc.version += 1
-        # From here the child is taken to have ``text``; if the exchange fails, it is unknown.
-        doc.sent, doc.sent_index = text, index
+        ex = _Exchange(client, tree, doc, text, index, self.child_encoding, done)
         try:
-            report = await client.request(
-                "textDocument/diagnostic",
-                {"textDocument": {"uri": doc.uri}},
-                self.timeout_s,
-                notifications=notes,
-            )
+            if doc.pushes:
+                client.send_now(*({"jsonrpc": "2.0", "method": m, "params": p} for m, p in notes))
+            else:  # pull; after a change with pushes unknown, a push may come first (probe)
+                ex.probe = doc.pushes is None and sync is not None
+                ex.request = client.send_request(
+                    "textDocument/diagnostic",
+                    {"textDocument": {"uri": doc.uri}},
+                    lambda result, error: self._pulled(ex, result, error),
+                    notifications=notes,
+                )
         except AnalysisError:
             doc.sent = doc.sent_index = None
-            async with self._start_lock:
-                if self._client is client:  # timed out or failed: do not trust it any more
-                    await self._stop_child(graceful=False)
             raise
-        except BaseException:  # cancelled: simplest to send the whole text next time
+        # From here the child is taken to have ``text``; if the exchange fails, it is unknown.
+        doc.sent, doc.sent_index = text, index
+        doc.exchange = ex
+        tree.users += 1
+        if doc.pushes or ex.probe:
+            self._awaiting[doc.uri] = ex
+        ex.timer = asyncio.get_running_loop().call_later(self.timeout_s, self._timed_out, ex)
+
+    def _on_publish(self, params: Any) -> None:
+        """The child's diagnostics of one document: the end of the exchange waiting for
+        exactly that version of it, if any (others are stale or unasked for: dropped)."""
+        if not isinstance(params, dict):
+            return
+        ex = self._awaiting.get(params.get("uri"))  # type: ignore[arg-type]
+        if ex is None or params.get("version") != ex.version:
+            return
+        ex.doc.pushes = True
+        if ex.request is not None:  # the probe's pull is not needed any more (nor cancelled)
+            ex.client.forget(ex.request, cancel=False)
+        self.pushed += 1
+        self._finish(ex, params.get("diagnostics") or [], None)
+
+    def _pulled(self, ex: _Exchange, result: Any, error: AnalysisError | None) -> None:
+        if ex.finished:
+            return
+        if error is not None:
+            self._finish(ex, None, error)
+            self._kill_child(ex.client)  # an error answer: do not trust the child any more
+            return
+        if ex.probe and ex.doc.pushes is None:
+            ex.doc.pushes = False  # no publish came before the answer: it pulls from now on
+            log.info("ruff server does not publish diagnostics for %s: pulling them", ex.doc.uri)
+        self._finish(ex, (result or {}).get("items") or [], None)
+
+    def _timed_out(self, ex: _Exchange) -> None:
+        if ex.finished:
+            return
+        reason = f"ruff server did not answer within {self.timeout_s:g} s"
+        log.warning("%s (checking %s); restarting it", reason, ex.doc.uri)
+        self._finish(ex, None, AnalysisError(reason))
+        self._kill_child(ex.client)
+
+    def _on_dead(self, client: LspStdioClient, reason: str) -> None:
+        """The child of ``client`` is gone: its pending exchanges fail."""
+        for ex in [e for e in self._awaiting.values() if e.client is client]:
+            self._finish(ex, None, AnalysisError(reason))
+
+    def _kill_child(self, client: LspStdioClient) -> None:
+        """Stop trusting ``client``'s child and kill it; the next check starts another."""
+        client._fail(f"{client.name} was stopped")
+        if client is self._client and self._proc is not None:
+            self._proc.kill()
+
+    def _finish(
+        self, ex: _Exchange, items: list[dict[str, Any]] | None, error: AnalysisError | None
+    ) -> None:
+        if ex.finished:
+            return
+        ex.finished = True
+        doc = ex.doc
+        if doc.exchange is ex:
+            doc.exchange = None
+        if self._awaiting.get(doc.uri) is ex:
+            del self._awaiting[doc.uri]
+        callbacks = [c for c in (ex.done, *ex.waiters) if c is not None]
+        if ex.text is None and error is None:  # sent ahead, never adopted: nobody asks
+            error = AnalysisError("a change sent ahead was not adopted")
+        found: Findings | None = None
+        if error is None and callbacks:
+            assert items is not None and ex.text is not None
+            try:
+                if items and ex.encoding != Encoding.UTF32 and not ex.text.isascii():
+                    index = ex.index or LineIndex(ex.text)
+                    items = _codepoint_ranges(items, index, ex.encoding)
+                found = _server_findings(items)
+            except (KeyError, TypeError, ValueError, PositionError) as exc:
+                error = AnalysisError(f"ruff server sent unreadable diagnostics: {exc}")
+            else:
+                doc.found = len(found)
+        if error is not None and ex.text is not None and doc.sent is ex.text:
             doc.sent = doc.sent_index = None
-            raise
-        items = (report or {}).get("items") or []
-        encoding = self.child_encoding
-        if items and encoding != Encoding.UTF32 and not text.isascii():
-            items = _codepoint_ranges(items, index or LineIndex(text), encoding)
-        return _server_findings(items)
+        for callback in callbacks:  # first: the caller publishes from here
+            try:
+                callback(found, error)
+            except Exception:
+                log.exception("a ruff result callback failed")
+        if ex.timer is not None:
+            ex.timer.cancel()
+        ex.tree.users -= 1
 
     def _sync(
         self, doc: _Document, text: str, change: TextChange | None
@@ -939,23 +1277,27 @@ class RuffServerEngine(RuffEngine):
     async def _start_child(self) -> LspStdioClient:
         cwd = self._trees.root / "server"
         cwd.mkdir(exist_ok=True)
+        client: LspStdioClient | None = None
+
+        def on_dead(reason: str) -> None:
+            if client is not None:
+                self._on_dead(client, reason)
+
         try:
-            proc = await asyncio.create_subprocess_exec(
+            client = await LspStdioClient.spawn(
                 self.ruff_bin,
                 "server",
                 "--untrusted-workspace",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
                 cwd=cwd,
                 env=ruff_env(self._trees.xdg_dir),
+                name="ruff server",
+                on_notification=self._on_notification,
+                on_stderr=self._on_stderr,
+                on_dead=on_dead,
             )
         except OSError as exc:
             raise AnalysisError(f"cannot start ruff server ({self.ruff_bin}): {exc}") from exc
-        self._proc = proc
-        self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr(proc))
-        client = LspStdioClient(proc, name="ruff server", on_notification=self._on_notification)
-        client.start()
+        self._proc = client.process
         self._client = client
         self._generation += 1
         self._folders.clear()
@@ -971,8 +1313,10 @@ class RuffServerEngine(RuffEngine):
                     "capabilities": {
                         "general": {"positionEncodings": list(self.position_encodings)},
                         "workspace": {"workspaceFolders": True, "configuration": False},
+                        # No "diagnostic" (pull) capability: the child publishes after each
+                        # change (see the class docstring); it still answers pulls.
                         "textDocument": {
-                            "diagnostic": {"dynamicRegistration": False},
+                            "publishDiagnostics": {"versionSupport": True},
                             "synchronization": {"dynamicRegistration": False},
                         },
                     },
@@ -995,47 +1339,38 @@ class RuffServerEngine(RuffEngine):
             raise
         return client
 
-    async def _drain_stderr(self, proc: asyncio.subprocess.Process) -> None:
-        """Keep reading the child's log (a full pipe would block it); keep its last lines."""
-        assert proc.stderr is not None
-        pending = b""
-        while chunk := await proc.stderr.read(65536):
-            *lines, pending = (pending + chunk).split(b"\n")
-            pending = pending[-65536:]
-            for line in lines:
-                text = line.decode("utf-8", "replace").rstrip()
-                self._stderr_tail.append(text)
-                log.debug("ruff server: %s", text)
+    def _on_stderr(self, line: str) -> None:
+        """A line of the child's log (it is read as it comes: a full pipe would block it)."""
+        self._stderr_tail.append(line)
+        log.debug("ruff server: %s", line)
 
     def _on_notification(self, method: str, params: Any) -> None:
-        if method in ("window/showMessage", "window/logMessage") and isinstance(params, dict):
+        if method == "textDocument/publishDiagnostics":
+            self._on_publish(params)
+        elif method in ("window/showMessage", "window/logMessage") and isinstance(params, dict):
             level = logging.WARNING if params.get("type") == 1 else logging.DEBUG
             log.log(level, "ruff server: %s", params.get("message"))
 
     async def _stop_child(self, *, graceful: bool = True) -> None:
         """End the child: LSP shutdown/exit if ``graceful`` (bounded), else kill it at once."""
-        client, proc, stderr_task = self._client, self._proc, self._stderr_task
-        self._client = self._proc = self._stderr_task = None
+        client, proc = self._client, self._proc
+        self._client = self._proc = None
         self._folders.clear()
         if client is not None:
             if graceful and client.alive:
                 with contextlib.suppress(AnalysisError):
                     await client.request("shutdown", None, min(self.timeout_s, 2.0))
                     await client.notify("exit", None)
-            await client.close()
+            await client.close()  # fails what is still pending
         if proc is not None:
             if graceful and proc.returncode is None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(2.0):
                         await proc.wait()
             if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+                proc.kill()
                 await proc.wait()
-        if stderr_task is not None:
-            stderr_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await stderr_task
+            proc.close()
 
     async def close(self) -> None:
         """Stop the child, then as :meth:`RuffEngine.close`."""
@@ -1043,6 +1378,22 @@ class RuffServerEngine(RuffEngine):
         async with self._start_lock:
             await self._stop_child()
         await super().close()
+
+
+def _wake(future: asyncio.Future[None], *_result: object) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _settle(
+    future: asyncio.Future[Findings], found: Findings | None, error: AnalysisError | None
+) -> None:
+    if not future.done():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert found is not None
+            future.set_result(found)
 
 
 def _folder(tree: ConfigTree) -> dict[str, str]:

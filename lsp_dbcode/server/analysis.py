@@ -8,6 +8,11 @@ session's buffers and lsp_dbcode.analysis (ruff + tree-sitter).
   how the text changed since the previous run (one composed change, see :class:`_Since`), so
   that the ``ruff server`` child gets only that; its diagnostics are published as the LSP JSON
   the engine keeps (no lsprotocol objects on that path: those are built when a request needs them).
+- The path of a keystroke (issue 4): a didChange that is one ranged change goes to the ``ruff
+  server`` child before the session applies it (:meth:`DocAnalysis.before_change`), so ruff
+  lints on another core meanwhile; the run of the new text then takes that exchange without a
+  task (:meth:`Analyzer.check_soon`), and the child's publish is relayed from the callback that
+  reads it (no loop turn between the child's answer and our publish).
 - Workspace config (pyproject.toml / ruff.toml / .ruff.toml anywhere in the workspace) comes
   from the database, cached per workspace and dropped when a changeset touches a config file.
 """
@@ -16,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from lsprotocol import types
 
 from ..analysis import (
@@ -34,7 +41,7 @@ from ..analysis import (
     make_ruff_engine,
 )
 from ..analysis.model import SYMBOL_KINDS, Findings, TextChange
-from ..analysis.ruff import LSP_SEVERITY, LSP_TAGS
+from ..analysis.ruff import LSP_SEVERITY, LSP_TAGS, RuffServerEngine
 from ..check import format_for_commit
 from ..store import Store, StoreError
 from ..text.diff import diff_edits
@@ -145,6 +152,71 @@ class Analyzer:
             self._results.pop(next(iter(self._results)))
         return found
 
+    def check_soon(
+        self,
+        workspace: str,
+        path: str,
+        index: LineIndex,
+        change: TextChange | None,
+        done: Callable[[Findings | None, AnalysisError | None], None],
+    ) -> Findings | bool:
+        """:meth:`check` without a task, when it can start at once: the known result, or True
+        when the engine has sent the check to its child before this returns (``done`` is then
+        called with the findings or the error, never before this returns), or False: use
+        :meth:`check`. Raises AnalysisError for a text ruff must not get."""
+        text = index.text
+        configs = self._configs.get(workspace)
+        engine = self.ruff
+        if configs is None or not isinstance(engine, RuffServerEngine):
+            return False
+        key = (workspace, path, len(text), hash(text), id(configs))
+        found = self._results.get(key)
+        if found is not None:
+            engine.adopt(text, path, configs, index)
+            return found
+        if key in self._running:
+            return False
+        shared: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
+
+        def finished(found: Findings | None, error: AnalysisError | None) -> None:
+            if self._running.get(key) is shared:
+                del self._running[key]
+            if found is not None:
+                self._results[key] = found
+            try:
+                done(found, error)  # first the caller (it publishes), then the bookkeeping
+            finally:
+                if error is not None:
+                    shared.set_exception(error)
+                else:
+                    assert found is not None
+                    shared.set_result(found)
+                    if len(self._results) > RESULTS_MAX:
+                        self._results.pop(next(iter(self._results)))
+
+        if not engine.lint_soon(text, path, configs, finished, index=index, change=change):
+            return False
+        shared.add_done_callback(_retrieved)
+        self._running[key] = shared
+        return True
+
+    def send_ahead(
+        self,
+        workspace: str,
+        path: str,
+        old: LineIndex,
+        span: tuple[int, int, int, int],
+        new_text: str,
+        encoding: Encoding,
+    ) -> bool:
+        """Hand an editor's change of ``old`` to the engine before it is applied (see
+        :meth:`RuffServerEngine.send_ahead`); the :meth:`check_soon` of the new text takes the
+        result. False: nothing was sent."""
+        configs = self._configs.get(workspace)
+        if configs is None or not isinstance(self.ruff, RuffServerEngine):
+            return False
+        return self.ruff.send_ahead(path, configs, old, span, new_text, encoding)
+
     async def _watch(self, workspace: str, since: int) -> None:
         """Drop the cached configs when a changeset touches one, and tell the sessions."""
         try:
@@ -209,6 +281,15 @@ def _converter() -> Any:
 def diagnostics_json(diags: list[types.Diagnostic]) -> list[dict[str, Any]]:
     """lsprotocol diagnostics as the JSON pygls would send for them."""
     return _converter().unstructure(diags, list[types.Diagnostic])  # type: ignore[no-any-return]
+
+
+def json_text(message: dict[str, Any]) -> str:
+    """A JSON-RPC message as JSON text for ``DbcodeProtocol.send_text``, with orjson: a
+    publishDiagnostics takes 3 us instead of json.dumps' 30 (UTF-8, not escaped to ASCII)."""
+    try:
+        return orjson.dumps(message).decode()
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate in a message
+        return json.dumps(message, separators=(",", ":"))
 
 
 def _json_position(index: LineIndex, pos: Pos, encoding: Encoding) -> dict[str, int]:
@@ -280,6 +361,22 @@ class DocAnalysis:
 
     # -- on every edit ---------------------------------------------------------------------
 
+    def before_change(
+        self, doc: OpenDoc, changes: list[tuple[tuple[int, int, int, int] | None, str]]
+    ) -> None:
+        """A didChange is about to be applied: when it is one ranged change of a Python buffer
+        and no ruff run of it is in flight, the ruff child gets it now, so that it lints on
+        another core while the session applies the change (the child checks nothing: a change
+        that does not fit is caught here or by the session, and its result is then dropped)."""
+        if len(changes) != 1 or (span := changes[0][0]) is None:
+            return
+        task: asyncio.Future[None] | None = doc.extra.get("ruff_task")
+        if (task is not None and not task.done()) or not is_python_path(doc.path):
+            return
+        self.analyzer.send_ahead(
+            doc.workspace, doc.path, doc.index, span, changes[0][1], self.session.encoding
+        )
+
     def on_change(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
         self._update_tree(doc, edits)
         if is_python_path(doc.path):
@@ -315,21 +412,86 @@ class DocAnalysis:
         self.session.set_diagnostics(doc, "syntax", diags)
 
     def schedule_ruff(self, doc: OpenDoc) -> None:
-        task: asyncio.Task[None] | None = doc.extra.get("ruff_task")
+        """Lint the document's current text: at once, if the engine can start without waiting
+        (the child gets the change before this returns, and its answer is published from the
+        callback that reads it: no task, no loop turn); else in a task. One run at a time per
+        document: an edit meanwhile marks it "again"."""
+        task: asyncio.Future[None] | None = doc.extra.get("ruff_task")
         if task is not None and not task.done():
             doc.extra["ruff_again"] = True
             return
-        doc.extra["ruff_task"] = self.session.run_task(self._run_ruff(doc))
+        if not self._ruff_now(doc):
+            doc.extra["ruff_task"] = self.session.run_task(self._run_ruff(doc))
+
+    def _ruff_change(self, doc: OpenDoc) -> TextChange | None:
+        since: _Since | None = doc.extra.get("ruff_since")
+        if since is not None and since.index is doc.index:
+            return since.change()
+        return None
+
+    def _ruff_now(self, doc: OpenDoc) -> bool:
+        """Start the run of :meth:`schedule_ruff` without a task, if the engine can."""
+        version, index = doc.version, doc.index
+        running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(found: Findings | None, error: AnalysisError | None) -> None:
+            running.set_result(None)
+            self._ruff_done(doc, version, index, found, error)
+
+        doc.extra["ruff_again"] = False
+        try:
+            started = self.analyzer.check_soon(
+                doc.workspace, doc.path, index, self._ruff_change(doc), done
+            )
+        except AnalysisError as exc:
+            started = Findings([])
+            self.session.log_message(f"ruff: {doc.path}: {exc}")
+        if started is False:
+            return False
+        doc.extra["ruff_since"] = _Since(index)  # the next run's changes start here
+        if started is True:
+            doc.extra["ruff_task"] = running
+        else:  # known already
+            assert isinstance(started, Findings)
+            self._ruff_done(doc, version, index, started, None)
+        return True
+
+    def _ruff_done(
+        self,
+        doc: OpenDoc,
+        version: int,
+        index: LineIndex,
+        found: Findings | None,
+        error: AnalysisError | None,
+    ) -> None:
+        """The end of a run started by :meth:`_ruff_now`: publish, or run again."""
+        session = self.session
+        if error is not None or found is None:
+            found = Findings([])
+            session.log_message(f"ruff: {doc.path}: {error}")
+        if session.docs.get(doc.uri) is not doc:
+            return
+        if doc.extra.get("ruff_again"):
+            self.schedule_ruff(doc)
+        elif doc.version == version:
+            self._publish_ruff(doc, version, index, found)
+
+    def _publish_ruff(self, doc: OpenDoc, version: int, index: LineIndex, found: Findings) -> None:
+        session = self.session
+        doc.extra["ruff"] = (version, index, found)
+        enc = session.encoding
+        if session.pull_diagnostics:
+            lsp = [to_lsp(index, d, enc) for d in found.diagnostics]
+            session.set_diagnostics(doc, "ruff", lsp)
+        else:  # relayed as JSON; the objects are built if a request needs them
+            session.set_diagnostics(doc, "ruff", None, findings_json(found, index, enc))
 
     async def _run_ruff(self, doc: OpenDoc) -> None:
         session = self.session
         while True:
             doc.extra["ruff_again"] = False
             version, index = doc.version, doc.index
-            change = None
-            since: _Since | None = doc.extra.get("ruff_since")
-            if since is not None and since.index is index:
-                change = since.change()
+            change = self._ruff_change(doc)
             doc.extra["ruff_since"] = _Since(index)  # the next run's changes start here
             try:
                 found = await self.analyzer.check(doc.workspace, doc.path, index, change)
@@ -339,13 +501,7 @@ class DocAnalysis:
             if session.docs.get(doc.uri) is not doc:
                 return
             if doc.version == version and not doc.extra.get("ruff_again"):
-                doc.extra["ruff"] = (version, index, found)
-                enc = session.encoding
-                if session.pull_diagnostics:
-                    lsp = [to_lsp(index, d, enc) for d in found.diagnostics]
-                    session.set_diagnostics(doc, "ruff", lsp)
-                else:  # relayed as JSON; the objects are built if a request needs them
-                    session.set_diagnostics(doc, "ruff", None, findings_json(found, index, enc))
+                self._publish_ruff(doc, version, index, found)
             if not doc.extra.get("ruff_again"):
                 return
 
@@ -354,7 +510,7 @@ class DocAnalysis:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PULL_WAIT_S
         while loop.time() < deadline:
-            task: asyncio.Task[None] | None = doc.extra.get("ruff_task")
+            task: asyncio.Future[None] | None = doc.extra.get("ruff_task")
             if task is None or task.done():
                 return
             await asyncio.wait({task}, timeout=deadline - loop.time())

@@ -27,7 +27,7 @@ from ..text.edits import content_hash
 from ..text.merge import find_conflicts, merge3
 from ..text.positions import Encoding, LineIndex
 from ..uris import changeset_json, make_uri, parse_uri
-from .analysis import DocAnalysis
+from .analysis import DocAnalysis, json_text
 from .app import retrying
 from .documents import DocumentSync, OpenDoc
 from .protocol import DbcodeProtocol
@@ -165,7 +165,8 @@ class Session:
                     if not any(a <= d["range"]["start"]["line"] <= b for a, b in conflicts)
                 ]
         params = {"uri": doc.uri, "diagnostics": merged, "version": doc.version}
-        self.notify_raw("textDocument/publishDiagnostics", params)
+        message = {"jsonrpc": "2.0", "method": "textDocument/publishDiagnostics", "params": params}
+        self.protocol.send_text(json_text(message))  # orjson, not json.dumps (issue 4)
 
     async def close(self) -> None:
         self.closed = True
@@ -387,6 +388,7 @@ class Session:
                 f"{CHANGES_PER_NOTIFICATION_MAX})",
             )
             return
+        self.analysis.before_change(doc, changes)  # ruff's child gets it first (issue 4)
         index = doc.index
         edits: list[tuple[int, int, str]] = []
         try:

@@ -3,8 +3,10 @@ says about the buffer, in the session's position encoding, after any typing."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from lsprotocol import types
@@ -113,5 +115,55 @@ async def test_a_push_client_may_still_pull(
         )
         convert = ed.client.protocol._converter
         assert [convert.unstructure(d) for d in report.items] == want
+    finally:
+        await ed.stop()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8"])
+async def test_a_burst_of_typing_never_publishes_stale_diagnostics(
+    database_url: str, store: Store, workspace: str, cli_ruff: RuffEngine, encoding: str
+) -> None:
+    """Edits sent faster than ruff answers (each one handed to ruff's child before the session
+    applies it, when it can be): every publish describes exactly the text of the version it
+    names, versions only grow, and the last publish is for the last edit."""
+    await store.write(workspace, "burst.py", TEXT, agent="seed")
+    uri = make_uri(workspace, "burst.py")
+    ed = await Editor.start(database_url, "burst", encodings=[encoding])
+    seen: list[tuple[int | None, list[dict]]] = []
+    protocol = ed.client.protocol
+    handle = protocol._handle_notification
+
+    def spy(method: str, params: Any) -> Any:
+        if method == types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS and params.uri == uri:
+            diags = [protocol._converter.unstructure(d) for d in params.diagnostics]
+            seen.append((params.version, [d for d in diags if d.get("source") == "ruff"]))
+        return handle(method, params)
+
+    protocol._handle_notification = spy  # type: ignore[method-assign]
+    try:
+        buf = await ed.open(uri)
+        texts = {buf.version: buf.text}
+        await wait_until(lambda: seen, what="the first publish")
+        rng = random.Random(11)
+        snippets = ["x", "undefined_name ", "😀", "\n", "import re\n", "中", "", "\U0001d54f"]
+        for n in range(60):
+            index = LineIndex(buf.text)
+            start = rng.randrange(len(buf.text) + 1)
+            end = min(len(buf.text), start + rng.choice([0, 0, 1]))
+            start -= index.is_inside_line_break(start)
+            end += index.is_inside_line_break(end)
+            ed.type_at_offset(uri, start, rng.choice(snippets), delete=end - start)
+            texts[buf.version] = buf.text
+            if n % 5 == 4:  # let the server read some, and answer some, meanwhile
+                await asyncio.sleep(0.002 * rng.randrange(4))
+        last = buf.version
+        await wait_until(lambda: seen[-1][0] == last, what="the publish of the last edit")
+        versions = [v for v, _ in seen]
+        assert None not in versions and versions == sorted(versions)  # type: ignore[type-var]
+        for version, diags in seen:
+            assert version is not None
+            text = texts[version]
+            found = await cli_ruff.check(text, "burst.py", {})
+            assert diags == expected_json(text, found, ed.encoding), version
     finally:
         await ed.stop()
