@@ -83,6 +83,7 @@ class DbcodeProtocol(LanguageServerProtocol):
         self._fast_tasks: set[asyncio.Task[Any]] = set()
         self._raw_requests: dict[str, asyncio.Future[Any]] = {}
         self._raw_ids = itertools.count(1)
+        self._corked: list[bytes] | None = None
 
     def receive(self, body: bytes | str) -> None:
         """One message off the wire."""
@@ -190,14 +191,32 @@ class DbcodeProtocol(LanguageServerProtocol):
         paths (diagnostics, pushed edits) build their payloads as dicts."""
         self.send_text(json.dumps(data, separators=(",", ":")))
 
+    def cork(self) -> None:
+        """Until :meth:`uncork`, messages are kept and then written together: one write, one
+        wake-up of the client (a push and the log line that names its author). A WebSocket
+        sends each message as a frame of its own: not corked."""
+        if self._include_headers:
+            self._corked = []
+
+    def uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self._write(b"".join(corked))
+
     def send_text(self, text: str) -> None:
-        """Write one JSON-RPC message already serialised (ASCII-only JSON text)."""
-        writer = self.writer
-        if writer is None:
-            return
+        """Write one JSON-RPC message already serialised (JSON text)."""
         body = text.encode()
         if self._include_headers:
             body = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        if self._corked is not None:
+            self._corked.append(body)
+            return
+        self._write(body)
+
+    def _write(self, body: bytes) -> None:
+        writer = self.writer
+        if writer is None:
+            return
         res = writer.write(body)
         if inspect.isawaitable(res):  # a WebSocket: the send is a coroutine
             task = asyncio.ensure_future(res)

@@ -591,12 +591,16 @@ class Session:
             if text is None:
                 text = await self.app.revision_text(doc.workspace, doc.path, fc.revision)
             doc.target_rev, doc.target_text, doc.target_agent = fc.revision, text, cs.agent
-            await self.sync.reconcile(doc)
-            if cs.agent != self.agent:  # after the edit: the edit is what the user waits for
-                self.log_message(
-                    f"{doc.path}: revision {fc.revision} by {cs.agent} (seq {cs.seq})"
-                    + (f": {cs.message}" if cs.message else "")
-                )
+            self.protocol.cork()  # the edit and the log line in one write
+            try:
+                await self.sync.reconcile(doc)
+                if cs.agent != self.agent:  # after the edit: the edit is what the user waits for
+                    self.log_message(
+                        f"{doc.path}: revision {fc.revision} by {cs.agent} (seq {cs.seq})"
+                        + (f": {cs.message}" if cs.message else "")
+                    )
+            finally:
+                self.protocol.uncork()
 
     async def _on_gone(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
         async with doc.lock:
