@@ -12,7 +12,9 @@ For every set-up and client count N, in one invocation:
 * the writer commits a small edit (a comment moves to another line) with ``dbcode/writeFile {uri,
   text, baseRevision}``; ``t0`` is taken just before the request is written to the socket / pipe;
 * each receiver records when the server's ``workspace/applyEdit`` arrives (``perf_counter`` as
-  soon as the header and body are read), applies the edits to its buffer, answers
+  soon as the header and body are read; the receivers share this process, so each applies its
+  edit only after every receiver with bytes waiting has taken its time, as N editors in N
+  processes would not wait for each other), applies the edits to its buffer, answers
   ``{applied: true}`` and sends the matching incremental ``didChange`` with its version bumped,
   like a real editor (the server keeps an edit pending until that didChange arrives);
 * the next commit is sent when all N receivers have edit k (plus ``--gap-ms``), and every
@@ -180,6 +182,11 @@ class Receiver:
         if msg["method"] != "workspace/applyEdit":
             self.rpc.respond(msg["id"], None)
             return
+        # Applied after every receiver that has bytes waiting has taken its arrival time: the
+        # N receivers share this process, 100 real editors would not wait for each other.
+        asyncio.get_running_loop().call_soon(self._apply, msg, t)
+
+    def _apply(self, msg: dict[str, Any], t: float) -> None:
         changes = []
         for dc in msg["params"]["edit"].get("documentChanges") or []:
             if dc["textDocument"]["uri"] != self.uri or dc["textDocument"]["version"] != (

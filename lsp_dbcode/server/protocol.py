@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 import cattrs
+import orjson
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.protocol import (
@@ -64,6 +65,16 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(JsonRPCNotification, _notification_hook)
     converter.register_structure_hook(JsonRPCResponseMessage, _response_hook)
     return converter
+
+
+def json_bytes(message: Any) -> bytes:
+    """``message`` as compact JSON (UTF-8), with orjson: 5-10 times json.dumps' speed on the
+    messages that go out by the hundred per changeset. json for what orjson refuses (a lone
+    surrogate, a key that is not a string)."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(message, separators=(",", ":")).encode()
 
 
 class DbcodeProtocol(LanguageServerProtocol):
@@ -188,8 +199,8 @@ class DbcodeProtocol(LanguageServerProtocol):
 
     def send_raw(self, data: dict[str, Any]) -> None:
         """Write one JSON-RPC message given as plain JSON data (no cattrs on the way): the hot
-        paths (diagnostics, pushed edits) build their payloads as dicts."""
-        self.send_text(json.dumps(data, separators=(",", ":")))
+        paths (diagnostics, pushed edits, log lines, answers) build their payloads as dicts."""
+        self._send_body(json_bytes(data))
 
     def cork(self) -> None:
         """Until :meth:`uncork`, messages are kept and then written together: one write, one
@@ -205,7 +216,9 @@ class DbcodeProtocol(LanguageServerProtocol):
 
     def send_text(self, text: str) -> None:
         """Write one JSON-RPC message already serialised (JSON text)."""
-        body = text.encode()
+        self._send_body(text.encode())
+
+    def _send_body(self, body: bytes) -> None:
         if self._include_headers:
             body = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         if self._corked is not None:

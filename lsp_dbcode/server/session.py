@@ -27,7 +27,7 @@ from ..text.edits import content_hash
 from ..text.merge import find_conflicts, merge3
 from ..text.positions import Encoding, LineIndex
 from ..uris import changeset_json, make_uri, parse_uri
-from .analysis import DocAnalysis, json_text
+from .analysis import DocAnalysis
 from .app import retrying
 from .documents import DocumentSync, OpenDoc
 from .protocol import DbcodeProtocol
@@ -166,7 +166,7 @@ class Session:
                 ]
         params = {"uri": doc.uri, "diagnostics": merged, "version": doc.version}
         message = {"jsonrpc": "2.0", "method": "textDocument/publishDiagnostics", "params": params}
-        self.protocol.send_text(json_text(message))  # orjson, not json.dumps (issue 4)
+        self.protocol.send_raw(message)
 
     async def close(self) -> None:
         self.closed = True
