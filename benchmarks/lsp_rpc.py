@@ -1,15 +1,17 @@
 """A minimal asyncio JSON-RPC client with LSP's Content-Length framing, shared by the
-benchmarks (small and cheap, so that the clients are never what is measured)."""
+benchmarks (small and cheap, so that the clients are never what is measured: orjson, which
+lsp-dbcode depends on anyway, decodes and encodes)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 
 class RpcError(Exception):
@@ -37,7 +39,7 @@ class Rpc:
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
 
     def send(self, msg: dict[str, Any]) -> None:
-        body = json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode()
+        body = orjson.dumps(msg)
         self.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
     def request_nowait(self, method: str, params: Any) -> asyncio.Future[Any]:
@@ -66,7 +68,7 @@ class Rpc:
                     raise RpcError(f"{self.name}: bad header {header!r}")
                 body = await reader.readexactly(int(m.group(1)))
                 t = time.perf_counter()
-                msg = json.loads(body)
+                msg = orjson.loads(body)
                 method = msg.get("method")
                 if method is None:
                     fut = self._pending.pop(msg.get("id"), None)
