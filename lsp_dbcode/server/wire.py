@@ -15,16 +15,10 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, SupportsIndex
 
+from ..framing import HEADER_LINES_MAX, FrameSplitter, FramingError, header_length
 from .protocol import DbcodeProtocol
 
 log = logging.getLogger(__name__)
-
-HEADER_LINES_MAX = 32
-MESSAGE_BYTES_MAX = 256 * 2**20
-
-
-class FramingError(Exception):
-    """The byte stream is not LSP's Content-Length framing: the connection is closed."""
 
 
 class FramedReader(asyncio.StreamReader):
@@ -35,11 +29,7 @@ class FramedReader(asyncio.StreamReader):
 
     def __init__(self, limit: int = 2**26) -> None:
         super().__init__(limit=limit)
-        self._data = bytearray()
-        self._pos = 0  # start of the unparsed bytes in _data
-        self._length = -1  # the message's Content-Length once its headers are read
-        self._header_lines = 0
-        self._in_body = False
+        self._frames = FrameSplitter()
         self._protocol: DbcodeProtocol | None = None
         self._stop: threading.Event | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -52,7 +42,7 @@ class FramedReader(asyncio.StreamReader):
     def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         if self.done.done():  # after EOF or a framing error: nothing more is read
             return
-        self._data += data  # type: ignore[arg-type]
+        self._frames.feed(data)  # type: ignore[arg-type]
         if self._protocol is not None:
             self._parse()
 
@@ -67,46 +57,15 @@ class FramedReader(asyncio.StreamReader):
             self.done.set_exception(exc)
 
     def _parse(self) -> None:
+        protocol, stop = self._protocol, self._stop
+        assert protocol is not None and stop is not None
         try:
-            self._parse_messages()
+            while not stop.is_set() and (body := self._frames.next_body()) is not None:
+                protocol.receive(body)
         except FramingError as exc:
-            self._data.clear()
-            self._pos = 0
+            self._frames.clear()
             if not self.done.done():
                 self.done.set_exception(exc)
-
-    def _parse_messages(self) -> None:
-        data = self._data
-        protocol = self._protocol
-        assert protocol is not None
-        while not (self._stop is not None and self._stop.is_set()):
-            if self._in_body:
-                end = self._pos + self._length
-                if len(data) < end:
-                    break
-                body = bytes(data[self._pos : end])
-                self._pos = end
-                self._in_body, self._length, self._header_lines = False, -1, 0
-                protocol.receive(body)
-                continue
-            eol = data.find(b"\n", self._pos)
-            if eol < 0:
-                if len(data) - self._pos > 8192:
-                    raise FramingError("an LSP header line of more than 8 KiB")
-                break
-            line = bytes(data[self._pos : eol + 1])
-            self._pos = eol + 1
-            self._length = _header(line, self._length)
-            if line in (b"\r\n", b"\n"):
-                if self._length >= 0:
-                    self._in_body = True
-                continue
-            self._header_lines += 1
-            if self._header_lines > HEADER_LINES_MAX:
-                raise FramingError("too many header lines")
-        if self._pos:
-            del data[: self._pos]
-            self._pos = 0
 
 
 async def start_tcp_server(
@@ -139,23 +98,6 @@ async def open_read_pipe(pipe: Any) -> tuple[FramedReader, asyncio.ReadTransport
     return reader, transport
 
 
-def _header(line: bytes, length: int) -> int:
-    """The Content-Length so far, after one header line (a blank line changes nothing)."""
-    if line in (b"\r\n", b"\n"):
-        return length
-    name, sep, value = line.partition(b":")
-    if not sep:
-        raise FramingError(f"not an LSP header line: {line[:80]!r}")
-    if name.strip().lower() == b"content-length":
-        try:
-            length = int(value.strip())
-        except ValueError:
-            raise FramingError(f"bad Content-Length: {value[:40]!r}") from None
-        if not 0 <= length <= MESSAGE_BYTES_MAX:
-            raise FramingError(f"message of {length} bytes (limit {MESSAGE_BYTES_MAX})")
-    return length
-
-
 async def read_stream(reader: Any, protocol: DbcodeProtocol, stop: threading.Event) -> None:
     """Until EOF or ``stop``: read Content-Length framed messages from ``reader`` (a
     :class:`FramedReader`, an asyncio StreamReader or pygls' thread-backed reader) and pass
@@ -170,9 +112,11 @@ async def read_stream(reader: Any, protocol: DbcodeProtocol, stop: threading.Eve
             line = await reader.readline()
             if not line:
                 return  # EOF
-            if line in (b"\r\n", b"\n") and length >= 0:
-                break
-            length = _header(line, length)  # a stray blank line before the headers: no change
+            if line in (b"\r\n", b"\n"):
+                if length >= 0:
+                    break
+                continue  # a stray blank line before the headers
+            length = header_length(line, length)
         else:
             raise FramingError("too many header lines")
         body = await reader.readexactly(length)
