@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import tracing  # benchmarks/tracing.py
 from lsp_rpc import Rpc  # benchmarks/lsp_rpc.py
 from ruff.__main__ import find_ruff_bin
 from scratch_db import drop, recreate  # benchmarks/scratch_db.py
@@ -475,46 +476,21 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
     def mark(name: str, t: float | None = None, version: int | None = None) -> None:
         events.append((name, now() if t is None else t, version))
 
-    class PyglsJson:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(json, name)
+    def seen(msg: Any, t: float) -> None:
+        if isinstance(msg, dict):  # lsp_dbcode's own reading (DbcodeProtocol.receive)
+            if msg.get("method") == "textDocument/didChange":
+                mark("rx", t, msg["params"]["textDocument"]["version"])
+        elif getattr(msg, "method", None) == "textDocument/didChange":
+            mark("rx", t, msg.params.text_document.version)
 
-        def loads(self, data: Any, **kw: Any) -> Any:
-            t = now()
-            msg = json.loads(data, **kw)
-            if isinstance(msg, dict):  # lsp_dbcode's own reading (DbcodeProtocol.receive)
-                if msg.get("method") == "textDocument/didChange":
-                    mark("rx", t, msg["params"]["textDocument"]["version"])
-            elif getattr(msg, "method", None) == "textDocument/didChange":
-                mark("rx", t, msg.params.text_document.version)
-            return msg
-
-    pygls.io_.json = PyglsJson()  # type: ignore[assignment]
+    pygls.io_.json = tracing.JsonProbe(seen)  # type: ignore[assignment]
     from lsp_dbcode.server import protocol as dbcode_protocol
 
     if hasattr(dbcode_protocol, "json"):  # DbcodeProtocol.receive decodes messages itself
-        dbcode_protocol.json = PyglsJson()  # type: ignore[assignment]
+        dbcode_protocol.json = tracing.JsonProbe(seen)  # type: ignore[assignment]
 
-    def around(cls: Any, name: str, before: str, after: str) -> None:
-        orig = getattr(cls, name)
-        if asyncio.iscoroutinefunction(orig):
-
-            async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                mark(before)
-                try:
-                    return await orig(*args, **kwargs)
-                finally:
-                    mark(after)
-        else:
-
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                mark(before)
-                try:
-                    return orig(*args, **kwargs)
-                finally:
-                    mark(after)
-
-        setattr(cls, name, wrapper)
+    def around(owner: Any, name: str, before: str, after: str) -> None:
+        tracing.wrap(owner, name, mark, before=before, after=after)
 
     around(JsonRPCProtocol, "handle_message", "dispatch", "dispatch_out")
     around(Session, "did_change", "did_change_in", "did_change_out")
@@ -525,28 +501,15 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
     around(Analyzer, "check_soon", "soon_in", "soon_out")
     around(Session, "set_diagnostics", "publish_in", "publish_out")
     around(_lsp_stdio.LspStdioClient, "_feed", "child_rx", "child_feed_out")
-
-    send_now = _lsp_stdio.LspStdioClient.send_now
-
-    def traced_send_now(self: Any, *messages: dict[str, Any]) -> None:
-        send_now(self, *messages)
-        if any(m.get("method") == "textDocument/didChange" for m in messages):
-            mark("child_sent")
-
-    _lsp_stdio.LspStdioClient.send_now = traced_send_now  # type: ignore[method-assign]
-
-    def after(owner: Any, name: str, event: str) -> None:
-        orig = getattr(owner, name)
-
-        def wrapper(*args: Any) -> Any:
-            result = orig(*args)
-            mark(event)
-            return result
-
-        setattr(owner, name, wrapper)
-
-    after(_lsp_stdio, "_loads", "child_parsed")
-    after(ruff_module, "_server_findings", "engine_out")
+    tracing.wrap(
+        _lsp_stdio.LspStdioClient,
+        "send_now",
+        mark,
+        after="child_sent",
+        when=lambda args: any(m.get("method") == "textDocument/didChange" for m in args[1:]),
+    )
+    tracing.wrap(_lsp_stdio, "_loads", mark, after="child_parsed")
+    tracing.wrap(ruff_module, "_server_findings", mark, after="engine_out")
 
     def dump() -> None:
         Path(trace_path).write_text(json.dumps(events))

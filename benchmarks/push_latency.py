@@ -81,6 +81,7 @@ from typing import Any
 import lsp_rpc  # benchmarks/lsp_rpc.py
 import psycopg
 import scratch_db  # benchmarks/scratch_db.py
+import tracing  # benchmarks/tracing.py
 from psycopg import sql
 
 from lsp_dbcode.server import relay
@@ -778,8 +779,6 @@ TRACE_CHAIN = [
 def traced_serve(trace_path: str, argv: list[str]) -> int:
     """``dbcode serve`` with timestamps at the steps of :data:`TRACE_CHAIN` (see --trace),
     appended to ``trace_path`` as they happen (a tcp server is ended by a signal)."""
-    import json
-
     import psycopg
 
     from lsp_dbcode import cli
@@ -794,55 +793,23 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
     def mark(name: str, t: float | None = None) -> None:
         out.write(f"{name} {now() if t is None else t:.7f}\n")
 
-    class Json:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(json, name)
+    def seen(msg: Any, t: float) -> None:
+        if isinstance(msg, dict) and msg.get("method") == "dbcode/writeFile":
+            mark("rx", t)
 
-        def loads(self, data: Any, **kw: Any) -> Any:
-            t = now()
-            msg = json.loads(data, **kw)
-            if isinstance(msg, dict) and msg.get("method") == "dbcode/writeFile":
-                mark("rx", t)
-            return msg
-
-    dbcode_protocol.json = Json()  # type: ignore[assignment]
-
-    def before(cls: Any, name: str, event: str) -> None:
-        orig = getattr(cls, name)
-        if asyncio.iscoroutinefunction(orig):
-
-            async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                mark(event)
-                return await orig(*args, **kwargs)
-        else:
-
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                mark(event)
-                return orig(*args, **kwargs)
-
-        setattr(cls, name, wrapper)
-
-    before(Session, "write_file", "write_file")
-    before(Store, "_commit_batch", "commit_call")
-    before(Hub, "offer", "offered")
-    before(Session, "deliver", "deliver")
-    fetchone = psycopg.AsyncCursor.fetchone
-
-    async def traced_fetchone(self: Any) -> Any:
-        row = await fetchone(self)
-        mark("fetched")
-        return row
-
-    psycopg.AsyncCursor.fetchone = traced_fetchone  # type: ignore[method-assign]
-    request_raw = dbcode_protocol.DbcodeProtocol.request_raw
-
-    def traced_request_raw(self: Any, method: str, params_json: str) -> Any:
-        future = request_raw(self, method, params_json)
-        if method == "workspace/applyEdit":
-            mark("pushed")
-        return future
-
-    dbcode_protocol.DbcodeProtocol.request_raw = traced_request_raw  # type: ignore[method-assign]
+    dbcode_protocol.json = tracing.JsonProbe(seen)  # type: ignore[assignment]
+    tracing.wrap(Session, "write_file", mark, before="write_file")
+    tracing.wrap(Store, "_commit_batch", mark, before="commit_call")
+    tracing.wrap(Hub, "offer", mark, before="offered")
+    tracing.wrap(Session, "deliver", mark, before="deliver")
+    tracing.wrap(psycopg.AsyncCursor, "fetchone", mark, after="fetched")
+    tracing.wrap(
+        dbcode_protocol.DbcodeProtocol,
+        "request_raw",
+        mark,
+        after="pushed",
+        when=lambda args: args[1] == "workspace/applyEdit",
+    )
     return cli.main(argv)
 
 
