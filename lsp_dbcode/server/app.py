@@ -123,10 +123,9 @@ class App:
         and position encoding (``new``: the text they move to)."""
         found = self._edits_json.get(key)
         if found is None:
-            ready = self._anticipated.get(key[:3])
-            if ready is not None and ready[0] is new and key[4] in ready[2]:
-                found = ready[2][key[4]]
-            else:
+            ready = self._ready(key[:3], new)
+            found = ready[2].get(key[4]) if ready is not None else None
+            if found is None:
                 found = json.dumps(make(), separators=(",", ":"))
             self._edits_json[key] = found
             if len(self._edits_json) > DIFF_CACHE_MAX:
@@ -138,14 +137,21 @@ class App:
         buffer of revision key[2] moving to key[3]): 100 editors, one diff."""
         found = self._diffs.get(key)
         if found is None:
-            ready = self._anticipated.get(key[:3])
-            # The very text object committed: the own changeset carries it (identity, not
-            # equality: a revision number is not known before the commit returns).
-            found = ready[1] if ready is not None and ready[0] is new else diff_edits(old, new)
+            ready = self._ready(key[:3], new)
+            found = ready[1] if ready is not None else diff_edits(old, new)
             self._diffs[key] = found
             if len(self._diffs) > DIFF_CACHE_MAX:
                 self._diffs.pop(next(iter(self._diffs)))
         return found
+
+    def _ready(
+        self, key: tuple[str, str, int], new: str
+    ) -> tuple[str, list[Edit], dict[str, str]] | None:
+        """What :meth:`anticipate` prepared for clean buffers of revision key[2] moving to
+        ``new``: only for the very text object committed, which the own changeset carries
+        (identity, not equality: the revision number is not known before the commit returns)."""
+        ready = self._anticipated.get(key)
+        return ready if ready is not None and ready[0] is new else None
 
     def anticipate(self, workspace: str, path: str, text: str) -> None:
         """A commit of ``text`` to ``path`` is about to be sent: prepare, while the database
