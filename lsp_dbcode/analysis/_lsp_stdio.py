@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -172,11 +172,8 @@ class LspStdioClient:
             env=env,
         )
         stdin = transport.get_pipe_transport(0)
-        if stdin is None:
-            transport.close()
-            raise OSError(f"{program}: no stdin pipe")
-        # uvloop's pipe transports have WriteTransport's methods without being its subclass.
-        client._stdin, client._protocol = cast(asyncio.WriteTransport, stdin), protocol
+        assert isinstance(stdin, asyncio.WriteTransport)
+        client._stdin, client._protocol = stdin, protocol
         client.process = ChildProcess(transport, protocol.exited)
         return client
 

@@ -16,7 +16,6 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,31 +99,12 @@ def serve(args: argparse.Namespace) -> int:
             # exiting) by this lock, never by a pid that may be stale.
             args.server_lock_fd = hold_server_lock(ServerPaths(Path(args.unix)))
         dsn = resolve_dsn(args.database_url)
-        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            return runner.run(_serve(dsn, args))
+        return asyncio.run(_serve(dsn, args))
     except (StoreError, RelayError) as exc:
         sys.stderr.write(f"dbcode: {exc}\n")
         return 1
     except KeyboardInterrupt:
         return 0
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The server's event loop: uvloop where it is installed (Linux, macOS), asyncio's own
-    otherwise or with ``DBCODE_EVENT_LOOP=asyncio``. Its loop turns, socket reads and writes
-    cost less: 0.07-0.2 ms per round trip of a minimal relay, a few percent of a
-    commit-to-push (benchmarks/push_floor.py, docs/benchmarks.md). Its children inherit every
-    fd not marked close-on-exec (it ignores ``close_fds``): ours are all marked."""
-    choice = os.environ.get("DBCODE_EVENT_LOOP", "uvloop")
-    if choice == "asyncio":
-        return None
-    if choice != "uvloop":
-        raise StoreError(f"invalid DBCODE_EVENT_LOOP {choice!r}: use uvloop or asyncio")
-    try:
-        import uvloop
-    except ImportError:  # not on this platform (Windows)
-        return None
-    return uvloop.new_event_loop
 
 
 def _tune_gc() -> None:
@@ -341,9 +321,10 @@ async def _recv_preamble(conn: socket.socket) -> tuple[bytes, bytes, list[int]]:
             except BlockingIOError:
                 continue
             for fd in got:
-                # They arrive inheritable (seen on Linux despite MSG_CMSG_CLOEXEC), and a
-                # child (ruff) that inherited an editor's pipe would keep that editor from
-                # seeing its session end: asyncio's children close such fds, uvloop's do not.
+                # They arrive inheritable: Python 3.11's recv_fds drops its flags argument
+                # (MSG_CMSG_CLOEXEC). A child that inherited an editor's pipe would keep the
+                # editor from seeing its session end; asyncio's children close such fds
+                # (close_fds), but uvloop's do not, and nothing else should depend on that.
                 os.set_inheritable(fd, False)
             fds += got
             if not data:
