@@ -315,16 +315,13 @@ async def _recv_preamble(conn: socket.socket) -> tuple[bytes, bytes, list[int]]:
             finally:
                 loop.remove_reader(conn.fileno())
             try:
-                data, got, _, _ = socket.recv_fds(
-                    conn, PREAMBLE_MAX, 2, getattr(socket, "MSG_CMSG_CLOEXEC", 0)
-                )
+                data, got, _, _ = socket.recv_fds(conn, PREAMBLE_MAX, 2)
             except BlockingIOError:
                 continue
             for fd in got:
-                # They arrive inheritable: Python 3.11's recv_fds drops its flags argument
-                # (MSG_CMSG_CLOEXEC). A child that inherited an editor's pipe would keep the
-                # editor from seeing its session end; asyncio's children close such fds
-                # (close_fds), but uvloop's do not, and nothing else should depend on that.
+                # They arrive inheritable (Python 3.11's recv_fds ignores its flags, so
+                # MSG_CMSG_CLOEXEC cannot be asked for). A child holding an editor's pipe
+                # would keep that editor from seeing its session end.
                 os.set_inheritable(fd, False)
             fds += got
             if not data:

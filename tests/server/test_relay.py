@@ -411,17 +411,16 @@ def test_pipes_are_handed_over_other_streams_are_copied(
         proc.wait(10)
 
 
-def _inheritable_fds(pid: int) -> dict[int, str]:
-    """The fds of ``pid`` above 2 without close-on-exec (O_CLOEXEC is octal 02000000 in the
-    ``flags`` line of /proc/PID/fdinfo/N), with what they point to."""
-    found = {}
+def _inheritable_fds(pid: int) -> list[str]:
+    """What the fds of ``pid`` above 2 without close-on-exec point to (O_CLOEXEC is octal
+    02000000 in the ``flags`` line of /proc/PID/fdinfo/N)."""
+    found = []
     for entry in Path(f"/proc/{pid}/fd").iterdir():
-        fd = int(entry.name)
         with contextlib.suppress(FileNotFoundError):
-            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            info = Path(f"/proc/{pid}/fdinfo/{entry.name}").read_text()
             flags = int(info.split("flags:")[1].split()[0], 8)
-            if fd > 2 and not flags & 0o2000000:
-                found[fd] = os.readlink(entry)
+            if int(entry.name) > 2 and not flags & 0o2000000:
+                found.append(os.readlink(entry))
     return found
 
 
@@ -433,7 +432,7 @@ async def test_handed_over_pipes_are_not_inherited_by_children(
     keep that editor waiting for its server to exit after its session ended."""
     ed = await editors.start("fds")
     [pid] = relay.live_servers(shared_servers)
-    pipes = [t for t in _inheritable_fds(pid).values() if t.startswith("pipe:")]
+    pipes = [t for t in _inheritable_fds(pid) if t.startswith("pipe:")]
     assert pipes == [], pipes
     own = {os.readlink(f"/proc/{relay_pid(ed)}/fd/{n}") for n in (0, 1)}
     assert own == {os.devnull}  # handed over: the server holds the editor's pipes
