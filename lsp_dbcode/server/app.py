@@ -164,7 +164,7 @@ class App:
 
     def _anticipate(self, workspace: str, path: str, text: str) -> None:
         for session, doc in list(self._open.get(workspace, {}).get(path, {}).values()):
-            if doc.pending is not None or doc.broken or doc.base_rev <= 0:
+            if doc.pending is not None or doc.broken or doc.base_rev <= 0 or not doc.base_exact:
                 continue
             if doc.text is not doc.base_text and doc.text != doc.base_text:
                 continue

@@ -3,7 +3,13 @@
 Each open document knows three texts:
 
 - ``text`` — the client's buffer, as rebuilt from its didChange notifications;
-- ``base`` — the revision the buffer is known to contain (besides the user's unsaved edits);
+- ``base`` — the revision the buffer is known to contain (besides the user's unsaved edits).
+  ``base_text`` is the 3-way merge base. It is the text of revision ``base_rev`` except right
+  after a commit that stored more than the buffer held (a merge with another agent's commit,
+  formatting): then it is the buffer's text at that commit and ``base_exact`` is False until
+  the push of the stored text settles. Such a base is never committed on as if it were the
+  revision (that stored the buffer without what the merge brought in: lost text), and never
+  shares a diff with buffers based on the real revision;
 - ``target`` — the newest revision of the file that this session knows of.
 
 When ``target`` moves past ``base`` (another agent committed), :meth:`DocumentSync.reconcile`
@@ -62,6 +68,7 @@ class OpenDoc:
     version: int
     base_rev: int = 0
     base_text: str = ""
+    base_exact: bool = True  # base_text is the text of revision base_rev (see the docstring)
     target_rev: int = 0
     target_text: str = ""
     target_agent: str | None = None
@@ -117,7 +124,7 @@ class DocumentSync:
             return
         if doc.target_rev == doc.base_rev and doc.target_text == doc.base_text:
             return
-        if doc.text == doc.base_text:  # a clean buffer: no merge, and the diff is shared
+        if doc.text == doc.base_text and doc.base_exact:  # clean: no merge; the diff is shared
             key = (doc.workspace, doc.path, doc.base_rev, doc.target_rev)
             edits = self.session.app.diff(key, doc.base_text, doc.target_text)
             if not edits:
@@ -240,7 +247,7 @@ class DocumentSync:
             self._settled(doc, pending.target_rev, pending.target_text)
 
     def _settled(self, doc: OpenDoc, rev: int, text: str) -> None:
-        doc.base_rev, doc.base_text = rev, text
+        doc.base_rev, doc.base_text, doc.base_exact = rev, text, True
         doc.push_retries = 0
         self.refresh_conflicts(doc)
         if doc.target_rev != rev:  # a newer revision arrived meanwhile

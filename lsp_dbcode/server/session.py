@@ -512,7 +512,26 @@ class Session:
         """
         ours = text
         base_rev, base_text = doc.base_rev, doc.base_text
+        # A base that is not its revision's text (our last commit stored a merge or formatting
+        # that has not reached the buffer yet) cannot be committed on directly: the buffer
+        # lacks what that commit stored beyond it. Merge as for a stale base.
+        rebase = not doc.base_exact
         for _ in range(CAS_RETRIES_MAX):
+            if rebase:
+                rebase = False
+                current = await self.store.read(doc.workspace, doc.path)
+                merged = merge3(base_text, ours, current.text, theirs_label="theirs")
+                if not merged.clean:
+                    doc.seen_rev = max(doc.seen_rev, current.revision)
+                    doc.target_rev, doc.target_text = current.revision, current.text
+                    await self.sync.reconcile(doc)
+                    self.show(
+                        types.MessageType.Warning,
+                        f"dbcode: {doc.path} was changed meanwhile and your edits overlap: "
+                        "resolve the conflict, then save again",
+                    )
+                    return None
+                base_rev, base_text, ours = current.revision, current.text, merged.text
             stored = await self.app.analyzer.format_for_commit(doc.workspace, doc.path, ours)
             self.app.anticipate(doc.workspace, doc.path, stored)
             try:
@@ -547,7 +566,7 @@ class Session:
             doc.seen_rev = max(doc.seen_rev, rev)
             # The buffer held ``text`` when we committed: that is what it is based on now;
             # anything typed since is a local edit on top of it.
-            doc.base_rev, doc.base_text = rev, text
+            doc.base_rev, doc.base_text, doc.base_exact = rev, text, stored == text
             doc.target_rev, doc.target_text, doc.target_agent = rev, stored, self.agent
             if stored != text:
                 # We stored more than the buffer had (a merge, formatting): push it in.
@@ -609,6 +628,7 @@ class Session:
     async def _on_gone_locked(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
         doc.base_rev = doc.target_rev = 0
         doc.base_text = doc.target_text = ""
+        doc.base_exact = True
         if renamed_to:
             msg = (
                 f"dbcode: {cs.agent} renamed {doc.path} to {renamed_to} (seq {cs.seq}). Your "

@@ -39,6 +39,7 @@ class Editor:
         self.buffers: dict[str, Buffer] = {}
         self.encoding = Encoding.UTF16
         self.refuse_edits = False
+        self.refused = 0  # applyEdits answered applied=false
         self.notifications: list[tuple[str, Any]] = []
         self.commits: list[dict[str, Any]] = []
         self.client.feature(types.WORKSPACE_APPLY_EDIT)(lambda ls, params: self._apply_edit(params))
@@ -109,6 +110,7 @@ class Editor:
             assert isinstance(change, types.TextDocumentEdit)
             buf = self.buffers[change.text_document.uri]
             if self.refuse_edits or change.text_document.version != buf.version:
+                self.refused += 1
                 return types.ApplyWorkspaceEditResult(applied=False, failure_reason="version")
             edits = sorted(
                 change.edits,
