@@ -1,23 +1,28 @@
-"""3-way merge of one file: rebasing a user's unsaved edits onto another agent's commit.
+"""3-way merge of one file: rebasing a buffer's unsaved edits onto another agent's commit.
 
-``merge3(base, ours, theirs)`` diffs base->ours and base->theirs by characters
-(:func:`diff_edits` without cleanup) and combines the two edit lists:
+``merge3(base, ours, theirs)`` implements SPEC.md, Consistency rule 4. Each side's change is
+diffed from base by characters (:func:`_side_edits`: :func:`diff_edits` without cleanup, big
+replaced hunks refined by tokens) and the two edit lists are combined:
 
-- edits of the two sides that neither overlap nor touch are both applied, even on one line;
-- an edit made identically by both sides is applied once;
-- everything else is a *conflict*: overlapping edits, two different insertions at one point,
-  and — conservatively — edits that merely touch (one ends where the other starts, e.g. an
-  insertion at the boundary of the other side's replaced range), because their order in the
-  result would be a guess;
-- before declaring a conflict, a pure insertion or deletion that can slide along repeated text
-  (deleting one "a" of "aaa", inserting "\\nfoo" vs "foo\\n" after a line) is moved to an
-  equivalent place where it no longer touches the other side, when one exists;
-- a conflicting spot whose two sides yield the same text is clean;
-- a conflict region (below) is merged once more on its own: diffs of the region alone can align
+- **Same point.** Insertions at one point are both kept, ``theirs`` first: ``theirs`` is the
+  side committed first (in a buffer's rebase, the revision; the buffer's text comes after it).
+  Identical insertions go in once. Two new lines appended at the end of a file that ends with
+  a line break get a line break between them, so they stay two lines.
+- **Touching.** Edits that only touch (one ends where the other starts) both apply.
+- **Overlap.** Edits overlap when they change a common character of base, or when an
+  insertion falls strictly inside the range the other side replaced or deleted (its context is
+  gone). Overlapping edits that yield the same text apply once; overlapping pure deletions
+  delete their union. Anything else is a *conflict*.
+- **Placement.** A pure insertion or deletion that can slide along repeated text is placed
+  where the result reads as code: whole lines at a line start first (two functions appended,
+  two imports added: whole lines in order, never interleaved characters), else at word
+  boundaries; the diff's own (rightmost) placement breaks ties. Before an overlap is called a
+  conflict, such an edit is slid to an equivalent place where it no longer overlaps, if any.
+- A conflict region (below) is merged once more on its own: diffs of the region alone can align
   better than diffs of the whole file, and what stays in conflict there is what is shown.
 
-A conflict is widened to whole lines of base (and the matching whole lines of ours and theirs;
-the widening swallows any other edit on those lines) and written git-style::
+``blocks=True`` (save mode) writes a conflict git-style, widened to whole lines of base (and the
+matching whole lines of ours and theirs; the widening swallows any other edit on those lines)::
 
     <<<<<<< mine
     ours' lines
@@ -28,6 +33,11 @@ the widening swallows any other edit on those lines) and written git-style::
 The marker lines use the file's first line break. A side that ends the file without a final line
 break gets one inside the block, so markers stay on their own lines; :class:`Conflict` keeps the
 exact texts, so :func:`resolve` loses nothing.
+
+``blocks=False`` (live mode: concurrent typing converges, and a buffer's own text is never moved
+into a block by a neighbour's keystroke) resolves a conflict without markers, the way real-time
+editors do: the union of what both sides deleted or replaced is removed, and every text either
+side inserted there is kept, in base order, ``theirs`` first at one point.
 """
 
 from __future__ import annotations
@@ -36,10 +46,11 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from difflib import SequenceMatcher
 from itertools import accumulate
 from typing import Literal
 
-from lsp_dbcode.text.diff import diff_edits
+from lsp_dbcode.text.diff import CHAR_PAIRS_MAX, _coalesce, _keep_crlf_whole, diff_edits
 from lsp_dbcode.text.edits import Edit, apply_edits
 
 __all__ = ["Choice", "Conflict", "MergeResult", "find_conflicts", "merge3", "resolve"]
@@ -87,23 +98,17 @@ def merge3(
     *,
     ours_label: str = "mine",
     theirs_label: str = "theirs",
+    blocks: bool = True,
 ) -> MergeResult:
-    """Merge the changes base->ours and base->theirs (see the module docstring)."""
+    """Merge the changes base->ours and base->theirs (see the module docstring). ``theirs`` is
+    the side committed first. ``blocks=False``: resolve conflicts without markers (live mode)."""
     ours_label = " ".join(ours_label.split())  # a marker is one line
     theirs_label = " ".join(theirs_label.split())
     if ours == theirs or theirs == base:
         return MergeResult(ours, ())
     if ours == base:
         return MergeResult(theirs, ())
-    return _merge(
-        base,
-        ours,
-        theirs,
-        diff_edits(base, ours, cleanup=False),
-        diff_edits(base, theirs, cleanup=False),
-        ours_label,
-        theirs_label,
-    )
+    return _merge(base, ours, theirs, ours_label, theirs_label, blocks=blocks)
 
 
 def resolve(result_text: str, conflict: Conflict, choice: Choice) -> Edit:
@@ -177,13 +182,15 @@ def find_conflicts(text: str) -> list[Conflict]:
 @dataclass
 class _Item:
     """A unit of change on base: a clean edit, a spot both sides changed alike ("same"), or a
-    conflict. ``closed_end``: it inserts at ``end`` (so a region holding it must pass ``end``)."""
+    conflict. ``closed_end``: it inserts at ``end`` (so a region holding it must pass ``end``).
+    ``rank``: order among insertions at one point (0: theirs, committed first; 1: ours)."""
 
     start: int
     end: int
     text: str
     kind: Literal["clean", "same", "conflict"]
     closed_end: bool
+    rank: int = 0
     absorbed: bool = field(default=False)
 
 
@@ -213,21 +220,24 @@ def _merge(
     base: str,
     ours: str,
     theirs: str,
-    ours_edits: Sequence[Edit],
-    theirs_edits: Sequence[Edit],
     ours_label: str,
     theirs_label: str,
     *,
+    blocks: bool = True,
+    ours_edits: Sequence[Edit] | None = None,
+    theirs_edits: Sequence[Edit] | None = None,
     eol: str | None = None,
     retry: bool = True,
 ) -> MergeResult:
-    """Merge given the two edit lists. ``retry``: merge each conflict region again on its own
-    (its diffs, free of the rest of the file, may align better); ``eol``: the markers' line
-    break (default: the file's first)."""
-    eo = list(ours_edits)
-    et = list(theirs_edits)
+    """Merge, given the two edit lists or diffing them (:func:`_side_edits`). ``retry``: merge
+    each conflict region again on its own (its diffs, free of the rest of the file, may align
+    better); ``eol``: the markers' line break (default: the file's first)."""
+    eo = list(ours_edits) if ours_edits is not None else _side_edits(base, ours)
+    et = list(theirs_edits) if theirs_edits is not None else _side_edits(base, theirs)
+    _place(base, eo)
+    _place(base, et)
     _slide_apart(base, eo, et)
-    items = _items(base, eo, et)
+    items = _items(base, eo, et, blocks)
     side_o, side_t = _Side(ours, eo), _Side(theirs, et)
     regions: list[tuple[int, int]] = []
     if any(item.kind == "conflict" for item in items):
@@ -237,13 +247,17 @@ def _merge(
         (item.start, item.end, item) for item in items if not item.absorbed
     ]
     events.extend((ls, le, None) for ls, le in regions)
-    events.sort(key=lambda event: (event[0], event[1]))
+    events.sort(key=lambda event: (event[0], event[1]))  # stable: items keep their rank order
 
     if eol is None:
         eol = _eol(base) if _LINE_BREAK.search(base) else _eol(ours + theirs)
     marker_o = "<" * MARKER_SIZE + (f" {ours_label}" if ours_label else "") + eol
     marker_mid = "=" * MARKER_SIZE + eol
     marker_t = ">" * MARKER_SIZE + (f" {theirs_label}" if theirs_label else "") + eol
+    # New lines appended by both sides at the end of a file that ends with a line break.
+    n = len(base)
+    appending = n == 0 or base.endswith(("\n", "\r"))
+    appended: str | None = None
 
     parts: list[str] = []
     length = 0
@@ -255,28 +269,27 @@ def _merge(
         length += len(piece)
         pos = end
         if item is not None:
-            parts.append(item.text)
-            length += len(item.text)
+            text = item.text
+            if appending and item.start == n and text:
+                if (
+                    appended is not None
+                    and not appended.endswith(("\n", "\r"))
+                    and not text.startswith(("\n", "\r"))
+                ):
+                    text = eol + text
+                appended = text
+            parts.append(text)
+            length += len(text)
             continue
-        ours_r = ours[side_o.start_offset(start) : side_o.end_offset(end, len(base))]
-        theirs_r = theirs[side_t.start_offset(start) : side_t.end_offset(end, len(base))]
+        ours_r = ours[side_o.start_offset(start) : side_o.end_offset(end, n)]
+        theirs_r = theirs[side_t.start_offset(start) : side_t.end_offset(end, n)]
         base_r = base[start:end]
         if ours_r == theirs_r or theirs_r == base_r:
             resolved = ours_r
         elif ours_r == base_r:
             resolved = theirs_r
-        elif retry and len(base_r) < len(base):
-            sub = _merge(
-                base_r,
-                ours_r,
-                theirs_r,
-                diff_edits(base_r, ours_r, cleanup=False),
-                diff_edits(base_r, theirs_r, cleanup=False),
-                ours_label,
-                theirs_label,
-                eol=eol,
-                retry=False,
-            )
+        elif retry and len(base_r) < n:
+            sub = _merge(base_r, ours_r, theirs_r, ours_label, theirs_label, eol=eol, retry=False)
             conflicts.extend(
                 replace(c, start=c.start + length, end=c.end + length) for c in sub.conflicts
             )
@@ -310,8 +323,19 @@ def _eol(text: str) -> str:
     return match.group() if match else "\n"
 
 
+def _overlap(x: Edit, y: Edit) -> bool:
+    """Whether edits of the two sides overlap: a common character of base changed by both, or
+    an insertion strictly inside the range the other replaced or deleted. Touching edits and
+    insertions at one point do not overlap."""
+    if x.is_insertion:
+        return not y.is_insertion and y.start < x.start < y.end
+    if y.is_insertion:
+        return x.start < y.start < x.end
+    return x.start < y.end and y.start < x.end
+
+
 def _conflict_pairs(eo: list[Edit], et: list[Edit]) -> list[tuple[int, int]]:
-    """Index pairs (ours, theirs) of edits that overlap or touch and are not identical."""
+    """Index pairs (ours, theirs) of edits that overlap and are not identical."""
     pairs: list[tuple[int, int]] = []
     first = 0
     for i, x in enumerate(eo):
@@ -319,14 +343,15 @@ def _conflict_pairs(eo: list[Edit], et: list[Edit]) -> list[tuple[int, int]]:
             first += 1
         j = first
         while j < len(et) and et[j].start <= x.end:
-            if et[j] != x:
+            if et[j] != x and _overlap(x, et[j]):
                 pairs.append((i, j))
             j += 1
     return pairs
 
 
-def _items(base: str, eo: list[Edit], et: list[Edit]) -> list[_Item]:
-    """Clean edits (identical pairs once), and conflicting groups as "same" or "conflict"."""
+def _items(base: str, eo: list[Edit], et: list[Edit], blocks: bool) -> list[_Item]:
+    """Clean edits (identical pairs once), and overlapping groups as "same", "conflict" or,
+    without blocks, their union (a clean item)."""
     pairs = _conflict_pairs(eo, et)
     parent = list(range(len(eo) + len(et)))
 
@@ -349,19 +374,30 @@ def _items(base: str, eo: list[Edit], et: list[Edit]) -> list[_Item]:
             group[0 if n < len(eo) else 1].append(edit)
         elif edit not in seen:
             seen.add(edit)
-            items.append(_Item(edit.start, edit.end, edit.text, "clean", edit.is_insertion))
+            rank = 1 if n < len(eo) else 0
+            items.append(_Item(edit.start, edit.end, edit.text, "clean", edit.is_insertion, rank))
     for ours_group, theirs_group in groups.values():
-        start = min(e.start for e in [*ours_group, *theirs_group])
-        end = max(e.end for e in [*ours_group, *theirs_group])
-        closed_end = any(e.is_insertion and e.end == end for e in [*ours_group, *theirs_group])
+        edits = [*ours_group, *theirs_group]
+        start = min(e.start for e in edits)
+        end = max(e.end for e in edits)
+        closed_end = any(e.is_insertion and e.end == end for e in edits)
         span = base[start:end]
         ours_text = apply_edits(span, [e.shifted(-start) for e in ours_group])
         theirs_text = apply_edits(span, [e.shifted(-start) for e in theirs_group])
         if ours_text == theirs_text:
             items.append(_Item(start, end, ours_text, "same", closed_end))
-        else:
+        elif all(not e.text for e in edits):  # deletions only: both delete their union
+            items.append(_Item(start, end, "", "same", closed_end))
+        elif blocks:
             items.append(_Item(start, end, "", "conflict", closed_end))
-    items.sort(key=lambda item: (item.start, item.end))
+        else:  # the union: what either side removed goes, what either inserted stays
+            ranked = sorted(
+                [(e.start, 0, e.text) for e in theirs_group]
+                + [(e.start, 1, e.text) for e in ours_group]
+            )
+            union = "".join(text for _, _, text in ranked)
+            items.append(_Item(start, end, union, "clean", closed_end))
+    items.sort(key=lambda item: (item.start, item.end, item.rank))
     return items
 
 
@@ -459,12 +495,99 @@ def _is_line_start(text: str, offset: int) -> bool:
     return before == "\n" or (before == "\r" and (offset == len(text) or text[offset] != "\n"))
 
 
+# --- each side's edits, and where they are placed -----------------------------------------
+
+# Big replaced hunks are refined by tokens when a x b tokens is at most this.
+TOKEN_PAIRS_MAX = 250_000
+_TOKEN = re.compile(r"\w+|[ \t]+|\r\n|[^\w \t]", re.UNICODE)
+
+
+def _side_edits(base: str, text: str) -> list[Edit]:
+    """Fine edits turning base into text: the diff without cleanup, and each replaced hunk too
+    big for a character diff refined by tokens (words, runs of blanks, single characters), so
+    that words typed across a long line are separate insertions, not one replaced line."""
+    edits = diff_edits(base, text, cleanup=False)
+    if not any(
+        e.text and e.end > e.start and (e.end - e.start) * len(e.text) > CHAR_PAIRS_MAX
+        for e in edits
+    ):
+        return edits
+    out: list[Edit] = []
+    for e in edits:
+        old = base[e.start : e.end]
+        if old and e.text and len(old) * len(e.text) > CHAR_PAIRS_MAX:
+            out.extend(_token_edits(old, e.text, e.start))
+        else:
+            out.append(e)
+    return _coalesce(_keep_crlf_whole(base, _coalesce(out)))
+
+
+def _token_edits(a: str, b: str, offset: int) -> list[Edit]:
+    ta = _TOKEN.findall(a)
+    tb = _TOKEN.findall(b)
+    if len(ta) * len(tb) > TOKEN_PAIRS_MAX:
+        return [Edit(offset, offset + len(a), b)]
+    sa = list(accumulate(map(len, ta), initial=0))
+    sb = list(accumulate(map(len, tb), initial=0))
+    out: list[Edit] = []
+    matcher = SequenceMatcher(None, ta, tb, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        old, new = a[sa[i1] : sa[i2]], b[sb[j1] : sb[j2]]
+        at = offset + sa[i1]
+        if old and new and len(old) * len(new) <= CHAR_PAIRS_MAX:
+            chars = SequenceMatcher(None, old, new, autojunk=False)
+            out.extend(
+                Edit(at + c1, at + c2, new[d1:d2])
+                for op, c1, c2, d1, d2 in chars.get_opcodes()
+                if op != "equal"
+            )
+        else:
+            out.append(Edit(at, at + len(old), new))
+    return out
+
+
+def _is_word(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def _badness(base: str, edit: Edit) -> int:
+    """How badly a pure insertion or deletion is placed (0 best): 0 whole lines at a line start;
+    else 1, plus one for each end that cuts through a word; 9 inside a "\r\n"."""
+    start, end = edit.start, edit.end
+    moved = edit.text if edit.is_insertion else base[start:end]
+    n = len(base)
+    for p in (start, end):
+        if 0 < p < n and base[p - 1] == "\r" and base[p] == "\n":
+            return 9
+    if _is_line_start(base, start) and moved.endswith(("\n", "\r")):
+        return 0
+    left = start > 0 and _is_word(base[start - 1]) and _is_word(moved[0])
+    right = end < n and _is_word(moved[-1]) and _is_word(base[end])
+    return 1 + left + right
+
+
+def _place(base: str, edits: list[Edit]) -> None:
+    """Place each pure insertion or deletion where it reads best (:func:`_badness`), the diff's
+    own, rightmost placement breaking ties; in place, each edit staying clear of its side's
+    neighbours."""
+    for i, edit in enumerate(edits):
+        if edit.is_insertion != bool(edit.text):
+            continue  # a replacement: it cannot slide
+        lo = edits[i - 1].end + 1 if i else 0
+        hi = edits[i + 1].start - 1 if i + 1 < len(edits) else len(base)
+        candidates = _slides(base, edit, lo, hi)
+        if candidates:
+            edits[i] = min([edit, *candidates], key=lambda e: (_badness(base, e), -e.start))
+
+
 # --- sliding edits apart ---------------------------------------------------------------------
 
 
 def _slide_apart(base: str, eo: list[Edit], et: list[Edit]) -> None:
     """Move pure insertions/deletions along repeated text, to an equivalent place where they no
-    longer overlap or touch the other side's edits (in place; bounded)."""
+    longer overlap the other side's edits (in place; bounded)."""
     for _ in range(SLIDES_MAX):
         pairs = _conflict_pairs(eo, et)
         if not pairs:
@@ -481,11 +604,11 @@ def _slide(base: str, own: list[Edit], i: int, other: list[Edit]) -> bool:
     lo = own[i - 1].end + 1 if i else 0
     hi = own[i + 1].start - 1 if i + 1 < len(own) else len(base)
     other_starts = [e.start for e in other]
-    for candidate in _slides(base, edit, lo, hi):
-        if not _touches(candidate, other, other_starts):
-            own[i] = candidate
-            return True
-    return False
+    free = [c for c in _slides(base, edit, lo, hi) if not _overlaps(c, other, other_starts)]
+    if not free:
+        return False
+    own[i] = min(free, key=lambda e: _badness(base, e))  # nearest first among equals
+    return True
 
 
 def _slides(base: str, edit: Edit, lo: int, hi: int) -> list[Edit]:
@@ -516,10 +639,10 @@ def _slides(base: str, edit: Edit, lo: int, hi: int) -> list[Edit]:
     return nearest
 
 
-def _touches(edit: Edit, other: list[Edit], other_starts: list[int]) -> bool:
+def _overlaps(edit: Edit, other: list[Edit], other_starts: list[int]) -> bool:
     k = bisect_right(other_starts, edit.end) - 1
     while k >= 0 and other[k].end >= edit.start:
-        if other[k] != edit:
+        if other[k] != edit and _overlap(edit, other[k]):
             return True
         k -= 1
     return False

@@ -35,6 +35,8 @@ SENTINELS = "§¶†‡•◊"  # never in `small`, never inserted
 OURS_CHARS = "XYZ"  # inserted only by ours in the overlap tests
 THEIRS_CHARS = "PQR"  # inserted only by theirs
 foreign = st.text("XYZ\n", max_size=6)  # inserted text that never recreates base text
+_TO_THEIRS = str.maketrans(OURS_CHARS, THEIRS_CHARS)
+_TO_OURS = str.maketrans(THEIRS_CHARS, OURS_CHARS)
 SETTINGS = settings(max_examples=_examples(200), deadline=None)
 
 
@@ -90,17 +92,56 @@ def test_conflict_keeps_other_clean_edits() -> None:
     assert result.text == ("HEAD\n<<<<<<< buffer\nmid = 2\n=======\nmid = 3\n>>>>>>> rev 7\nTAIL\n")
 
 
-def test_two_different_insertions_at_one_point_conflict() -> None:
-    result = merge3("ab\n", "aXb\n", "aYb\n")
-    assert len(result.conflicts) == 1
-    assert "aXb" in result.text and "aYb" in result.text
+def test_two_different_insertions_at_one_point_are_both_kept_theirs_first() -> None:
+    assert merge3("ab\n", "aXb\n", "aYb\n") == MergeResult("aYXb\n", ())
+    assert merge3("ab\n", "aXb\n", "aXb\n") == MergeResult("aXb\n", ())  # identical: once
 
 
-def test_insertion_touching_the_other_sides_replacement_conflicts() -> None:
-    # Ours inserts right where theirs' replaced range starts: their order would be a guess.
-    result = merge3("abc\n", "aXbc\n", "aYc\n")
-    assert not result.clean
-    assert result.conflicts[0].ours == "aXbc\n" and result.conflicts[0].theirs == "aYc\n"
+def test_touching_edits_both_apply() -> None:
+    # Ours inserts right where theirs' replaced range starts.
+    assert merge3("abc\n", "aXbc\n", "aYc\n") == MergeResult("aXYc\n", ())
+    # One deletes a word, the other inserts at the start of the next one.
+    assert merge3("alpha beta gamma\n", "alpha gamma\n", "alpha beta new gamma\n") == (
+        MergeResult("alpha new gamma\n", ())
+    )
+    # Replacements side by side.
+    assert merge3("x = a + b\n", "x = A + b\n", "x = a + B\n").text == "x = A + B\n"
+
+
+def test_words_inserted_at_one_column_stay_words() -> None:
+    # The diff alone would put "bat " inside "beta" ("at b" after its "b").
+    base = "alpha beta gamma\n"
+    result = merge3(base, "alpha bat beta gamma\n", "alpha bee beta gamma\n")
+    assert result == MergeResult("alpha bee bat beta gamma\n", ())
+
+
+def test_whole_lines_at_one_line_boundary_stay_whole_lines() -> None:
+    base = "import os\nimport sys\n\n\ndef main():\n    pass\n"
+    ours = "import re\n" + base
+    theirs = "import json\n" + base
+    assert merge3(base, ours, theirs).text == "import json\nimport re\n" + base
+    f = "\n\ndef f():\n    return 1\n"
+    g = "\n\ndef g():\n    return 2\n"
+    assert merge3(base, base + f, base + g) == MergeResult(base + g + f, ())
+
+
+def test_deletions_that_overlap_delete_their_union() -> None:
+    assert merge3("one two three\n", "one three\n", "one tw three\n").text == "one three\n"
+    assert merge3("abcdef\n", "aef\n", "abf\n") == MergeResult("af\n", ())
+
+
+def test_an_insertion_inside_a_range_the_other_side_replaced_conflicts() -> None:
+    base = "def f():\n    a = 1\n    return a\n\nx = 2\n"
+    deleted = "x = 2\n"
+    edited = "def f():\n    a = 1\n    log(a)\n    return a\n\nx = 2\n"
+    result = merge3(base, edited, deleted)
+    assert len(result.conflicts) == 1 and "log(a)" in result.text
+    assert result.text.endswith("x = 2\n")
+
+
+def test_live_mode_resolves_a_conflict_without_markers_keeping_both() -> None:
+    result = merge3("x\na = 1\ny\n", "x\na = 2\ny\n", "x\na = 3\ny\n", blocks=False)
+    assert result == MergeResult("x\na = 32\ny\n", ())
 
 
 def test_a_line_inserted_above_a_changed_line_merges_by_sliding() -> None:
@@ -140,15 +181,20 @@ def test_conflict_markers_use_the_files_line_break() -> None:
     )
 
 
+def test_a_join_of_two_lines_next_to_an_edit_merges() -> None:
+    base = "one\ntwo\nthree\n"
+    ours = "one two\nthree\n"  # joined lines 0 and 1: touches theirs' edit
+    theirs = "one\nTWO\nthree\n"
+    assert merge3(base, ours, theirs) == MergeResult("one TWO\nthree\n", ())
+
+
 def test_a_join_of_two_lines_widens_the_conflict() -> None:
     base = "one\ntwo\nthree\n"
-    ours = "one two\nthree\n"  # joined lines 0 and 1
-    theirs = "one\nTWO\nthree\n"
-    result = merge3(base, ours, theirs)
+    result = merge3(base, "one two\nthree\n", "one;two\nthree\n")  # both join, differently
     (conflict,) = result.conflicts
     assert conflict.base == "one\ntwo\n"
     assert conflict.ours == "one two\n"
-    assert conflict.theirs == "one\nTWO\n"
+    assert conflict.theirs == "one;two\n"
     assert result.text.endswith(">>>>>>> theirs\nthree\n")
 
 
@@ -164,16 +210,12 @@ def test_resolve_each_choice() -> None:
 
 
 def test_both_sides_create_the_same_new_file_differently() -> None:
-    result = merge3("", "abc\n", "xyz\n")
-    assert result.text == "<<<<<<< mine\nabc\n=======\nxyz\n>>>>>>> theirs\n"
-    assert result.conflicts == (Conflict(0, len(result.text), "abc\n", "xyz\n", ""),)
+    assert merge3("", "abc\n", "xyz\n") == MergeResult("xyz\nabc\n", ())
 
 
-def test_both_sides_append_at_the_end_of_the_file() -> None:
-    result = merge3("a\n", "a\nabc", "a\nxyz")
-    assert result.text == "a\n<<<<<<< mine\nabc\n=======\nxyz\n>>>>>>> theirs\n"
-    assert _resolve_all(result, "mine") == "a\nabc"
-    assert _resolve_all(result, "both") == "a\nabc\nxyz"
+def test_both_sides_append_a_line_at_the_end_of_the_file() -> None:
+    # Two new last lines without a final line break stay two lines.
+    assert merge3("a\n", "a\nabc", "a\nxyz") == MergeResult("a\nxyz\nabc", ())
 
 
 def test_labels_stay_on_the_marker_line() -> None:
@@ -243,8 +285,10 @@ def test_a_one_sided_change_is_taken_as_is(base: str, changed: str) -> None:
     assert merge3(base, base, changed) == MergeResult(changed, ())
     # And without the shortcut for equal texts:
     edits = diff_edits(base, changed, cleanup=False)
-    assert _merge(base, changed, base, edits, [], "mine", "theirs") == MergeResult(changed, ())
-    assert _merge(base, base, changed, [], edits, "mine", "theirs") == MergeResult(changed, ())
+    mine = _merge(base, changed, base, "mine", "theirs", ours_edits=edits, theirs_edits=[])
+    assert mine == MergeResult(changed, ())
+    theirs = _merge(base, base, changed, "mine", "theirs", ours_edits=[], theirs_edits=edits)
+    assert theirs == MergeResult(changed, ())
 
 
 @SETTINGS
@@ -252,7 +296,9 @@ def test_a_one_sided_change_is_taken_as_is(base: str, changed: str) -> None:
 def test_the_same_change_on_both_sides_is_taken_once(base: str, changed: str) -> None:
     assert merge3(base, changed, changed) == MergeResult(changed, ())
     edits = diff_edits(base, changed, cleanup=False)
-    result = _merge(base, changed, changed, edits, list(edits), "mine", "theirs")
+    result = _merge(
+        base, changed, changed, "mine", "theirs", ours_edits=edits, theirs_edits=list(edits)
+    )
     assert result == MergeResult(changed, ())
 
 
@@ -297,14 +343,22 @@ def test_non_overlapping_edits_merge_cleanly_to_both_applied(
 
 @st.composite
 def overlapping_edits(draw: st.DrawFn) -> tuple[str, Edit, Edit]:
-    """One edit per side on overlapping ranges of base (or two insertions at one point), each
-    inserting text made of its own characters, absent from base: a certain conflict."""
-    base = draw(small)
+    """One edit per side on overlapping ranges of base (or an insertion strictly inside the
+    other side's range), each inserting text made of its own characters, absent from base: a
+    certain conflict."""
+    base = draw(small.filter(lambda text: len(text) >= 2))
     ours_text = draw(st.text(OURS_CHARS, min_size=1, max_size=8))
     theirs_text = draw(st.text(THEIRS_CHARS, min_size=1, max_size=8))
-    if not base or draw(st.booleans()):
-        at = draw(st.integers(0, len(base)))
-        return base, Edit(at, at, ours_text), Edit(at, at, theirs_text)
+    if draw(st.booleans()):
+        s1 = draw(st.integers(0, len(base) - 2))
+        e1 = draw(st.integers(s1 + 2, len(base)))
+        at = draw(st.integers(s1 + 1, e1 - 1))
+        inside = Edit(at, at, ours_text if draw(st.booleans()) else theirs_text)
+        # A replacement (a deletion could slide away from the insertion along repeated text).
+        outer = Edit(s1, e1, draw(st.text(OURS_CHARS, min_size=1, max_size=3)))
+        if inside.text[0] in OURS_CHARS:
+            return base, inside, Edit(s1, e1, outer.text.translate(_TO_THEIRS))
+        return base, Edit(s1, e1, outer.text.translate(_TO_OURS)), inside
     s1 = draw(st.integers(0, len(base) - 1))
     e1 = draw(st.integers(s1 + 1, len(base)))
     s2 = draw(st.integers(0, e1 - 1))
