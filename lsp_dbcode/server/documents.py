@@ -132,7 +132,14 @@ class DocumentSync:
                 return
             self._push(doc, edits, doc.target_text, key)
             return
-        merged = merge3(doc.base_text, doc.text, doc.target_text, theirs_label=self._label(doc))
+        # Live mode (SPEC rule 4): concurrent typing converges without conflict blocks.
+        merged = merge3(
+            doc.base_text,
+            doc.text,
+            doc.target_text,
+            theirs_label=self._label(doc),
+            blocks=self.session.mode != "live",
+        )
         if merged.text == doc.text:
             self._settled(doc, doc.target_rev, doc.target_text)
             return

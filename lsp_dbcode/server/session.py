@@ -520,7 +520,9 @@ class Session:
             if rebase:
                 rebase = False
                 current = await self.store.read(doc.workspace, doc.path)
-                merged = merge3(base_text, ours, current.text, theirs_label="theirs")
+                merged = merge3(
+                    base_text, ours, current.text, theirs_label="theirs", blocks=self.mode != "live"
+                )
                 if not merged.clean:
                     doc.seen_rev = max(doc.seen_rev, current.revision)
                     doc.target_rev, doc.target_text = current.revision, current.text
@@ -543,7 +545,9 @@ class Session:
                     base_rev, base_text = 0, ""
                     continue
                 current = await self.store.read(doc.workspace, doc.path)
-                merged = merge3(base_text, ours, current.text, theirs_label="theirs")
+                merged = merge3(
+                    base_text, ours, current.text, theirs_label="theirs", blocks=self.mode != "live"
+                )
                 doc.target_agent = (await self._last_author(doc)) or doc.target_agent
                 if not merged.clean:
                     # Show the conflict in the buffer; nothing is committed.
