@@ -232,8 +232,8 @@ def _merge(
     """Merge, given the two edit lists or diffing them (:func:`_side_edits`). ``retry``: merge
     each conflict region again on its own (its diffs, free of the rest of the file, may align
     better); ``eol``: the markers' line break (default: the file's first)."""
-    eo = list(ours_edits) if ours_edits is not None else _side_edits(base, ours)
-    et = list(theirs_edits) if theirs_edits is not None else _side_edits(base, theirs)
+    eo = list(ours_edits) if ours_edits is not None else _side_edits(base, ours, blocks)
+    et = list(theirs_edits) if theirs_edits is not None else _side_edits(base, theirs, blocks)
     _place(base, eo)
     _place(base, et)
     _slide_apart(base, eo, et)
@@ -497,55 +497,191 @@ def _is_line_start(text: str, offset: int) -> bool:
 
 # --- each side's edits, and where they are placed -----------------------------------------
 
-# Big replaced hunks are refined by tokens when a x b tokens is at most this.
+# A run of changed lines is diffed by tokens when a x b tokens is at most this.
 TOKEN_PAIRS_MAX = 250_000
+# Tokens replaced by text at least this similar (difflib ratio) are diffed by characters.
+SIMILAR_RATIO_MIN = 0.6
 _TOKEN = re.compile(r"\w+|[ \t]+|\r\n|[^\w \t]", re.UNICODE)
 
 
-def _side_edits(base: str, text: str) -> list[Edit]:
-    """Fine edits turning base into text: the diff without cleanup, and each replaced hunk too
-    big for a character diff refined by tokens (words, runs of blanks, single characters), so
-    that words typed across a long line are separate insertions, not one replaced line."""
+def _side_edits(base: str, text: str, words: bool = True) -> list[Edit]:
+    """Fine edits turning base into text: the character diff (:func:`diff_edits` without
+    cleanup; each run of changed lines diffed again by a shortest edit script when small, as
+    the line diff's character step is greedy and reads "aaa" -> "KaaaK" as a replacement),
+    where ``words`` with each replacement of words by different words made one edit.
+
+    A character diff reads "(a + b)" -> "f()" as "f" inserted, "(" kept, "a + b" deleted, and
+    "count" -> "total" as letters swapped around a kept "t": two sides rewriting one expression
+    differently would then interleave instead of overlapping. So each run of changed lines is
+    also diffed by tokens (words, runs of blanks, single other characters); where tokens are
+    replaced by dissimilar ones, the character edits inside are joined into one. Nothing is
+    widened beyond what the character diff changed: edits that do not overlap by characters
+    still do not. Runs too big for a token diff keep the character edits.
+
+    Live mode (``words=False``) keeps the character diff alone: where edits overlap it keeps
+    whatever either side inserted, and a joined edit would insert the kept characters again.
+    """
     edits = diff_edits(base, text, cleanup=False)
-    if not any(
-        e.text and e.end > e.start and (e.end - e.start) * len(e.text) > CHAR_PAIRS_MAX
-        for e in edits
-    ):
-        return edits
     out: list[Edit] = []
-    for e in edits:
-        old = base[e.start : e.end]
-        if old and e.text and len(old) * len(e.text) > CHAR_PAIRS_MAX:
-            out.extend(_token_edits(old, e.text, e.start))
-        else:
-            out.append(e)
+    n = len(base)
+    i = 0
+    while i < len(edits):
+        start = _line_start(base, edits[i].start)
+        end = _line_end(base, edits[i].end, n)
+        j = i + 1
+        while j < len(edits) and edits[j].start <= end:
+            end = max(end, _line_end(base, edits[j].end, n))
+            j += 1
+        group = edits[i:j]
+        old = base[start:end]
+        new = apply_edits(old, [e.shifted(-start) for e in group])
+        shortest = _shortest_edits(old, new, start)
+        if shortest is not None and _cost(shortest) < _cost(group):
+            group = shortest  # else the character diff's edits: as short, and contiguous
+        if not words:
+            out.extend(group)
+            i = j
+            continue
+        for s, e in _rewritten_spans(old, new, start):
+            inside = [x for x in group if s <= x.start and x.end <= e]
+            if len(inside) > 1:
+                hs, he = inside[0].start, inside[-1].end
+                hull = Edit(hs, he, apply_edits(base[hs:he], [x.shifted(-hs) for x in inside]))
+                group = [x for x in group if x not in inside] + [hull]
+                group.sort(key=lambda x: x.start)
+        out.extend(group)
+        i = j
     return _coalesce(_keep_crlf_whole(base, _coalesce(out)))
 
 
-def _token_edits(a: str, b: str, offset: int) -> list[Edit]:
+# Shortest edit scripts (Myers) for runs of changed lines of at most this many characters
+# (both sides), with at most this many inserted plus deleted characters.
+SHORTEST_CHARS_MAX = 4000
+SHORTEST_D_MAX = 128
+
+
+def _cost(edits: list[Edit]) -> int:
+    return sum(e.end - e.start + len(e.text) for e in edits)
+
+
+def _shortest_edits(a: str, b: str, offset: int) -> list[Edit] | None:
+    """A shortest edit script turning a into b (Myers' greedy algorithm, O((N+M)D)), as
+    edits shifted by ``offset``; None when a and b are too long or too different."""
+    n, m = len(a), len(b)
+    if n + m > SHORTEST_CHARS_MAX:
+        return None
+    d_max = min(n + m, SHORTEST_D_MAX)
+    v = [0] * (2 * d_max + 3)
+    trace: list[list[int]] = []
+    for d in range(d_max + 1):
+        trace.append(v[:])
+        for k in range(-d, d + 1, 2):
+            if k == -d or (k != d and v[k - 1] < v[k + 1]):
+                x = v[k + 1]
+            else:
+                x = v[k - 1] + 1
+            y = x - k
+            while x < n and y < m and a[x] == b[y]:
+                x += 1
+                y += 1
+            v[k] = x
+            if x >= n and y >= m:
+                return _script_edits(a, b, trace, offset)
+    return None
+
+
+def _script_edits(a: str, b: str, trace: list[list[int]], offset: int) -> list[Edit]:
+    """The edits of the path found by :func:`_shortest_edits` (moves joined into edits)."""
+    x, y = len(a), len(b)
+    moves: list[tuple[int, int, int, int]] = []  # (x0, y0, x1, y1) off the diagonal
+    for d in range(len(trace) - 1, 0, -1):
+        v = trace[d]
+        k = x - y
+        prev_k = k + 1 if k == -d or (k != d and v[k - 1] < v[k + 1]) else k - 1
+        prev_x = v[prev_k]
+        prev_y = prev_x - prev_k
+        while x > prev_x and y > prev_y:
+            x -= 1
+            y -= 1
+        moves.append((prev_x, prev_y, x, y))
+        x, y = prev_x, prev_y
+    edits: list[Edit] = []
+    for x0, y0, x1, y1 in reversed(moves):
+        last = edits[-1] if edits else None
+        if last is not None and last.end == offset + x0:  # no diagonal between: one edit
+            edits[-1] = Edit(last.start, offset + x1, last.text + b[y0:y1])
+        else:
+            edits.append(Edit(offset + x0, offset + x1, b[y0:y1]))
+    return edits
+
+
+def _line_start(text: str, p: int) -> int:
+    return text.rfind("\n", 0, p) + 1 if p else 0
+
+
+def _line_end(text: str, p: int, n: int) -> int:
+    """The end (after its line break) of the line holding position p."""
+    k = text.find("\n", p)
+    return n if k < 0 else k + 1
+
+
+def _rewritten_spans(a: str, b: str, offset: int) -> list[tuple[int, int]]:
+    """Spans of ``a`` (shifted by ``offset``) whose tokens ``b`` replaces by dissimilar ones."""
     ta = _TOKEN.findall(a)
     tb = _TOKEN.findall(b)
     if len(ta) * len(tb) > TOKEN_PAIRS_MAX:
-        return [Edit(offset, offset + len(a), b)]
+        return []
     sa = list(accumulate(map(len, ta), initial=0))
     sb = list(accumulate(map(len, tb), initial=0))
-    out: list[Edit] = []
-    matcher = SequenceMatcher(None, ta, tb, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            continue
-        old, new = a[sa[i1] : sa[i2]], b[sb[j1] : sb[j2]]
-        at = offset + sa[i1]
-        if old and new and len(old) * len(new) <= CHAR_PAIRS_MAX:
-            chars = SequenceMatcher(None, old, new, autojunk=False)
-            out.extend(
-                Edit(at + c1, at + c2, new[d1:d2])
-                for op, c1, c2, d1, d2 in chars.get_opcodes()
-                if op != "equal"
-            )
-        else:
-            out.append(Edit(at, at + len(old), new))
+    ops = _joined(SequenceMatcher(None, ta, tb, autojunk=False).get_opcodes(), ta, sa, sb)
+    return [
+        (offset + sa[i1], offset + sa[i2])
+        for tag, i1, i2, j1, j2 in ops
+        if tag == "replace" and not _similar(a[sa[i1] : sa[i2]], b[sb[j1] : sb[j2]])
+    ]
+
+
+Opcode = tuple[str, int, int, int, int]
+
+
+def _joined(ops: Sequence[Opcode], ta: list[str], sa: list[int], sb: list[int]) -> list[Opcode]:
+    """Join an insertion and a deletion kept apart only by a little punctuation or blank on one
+    line (an expression replaced by a call: "(a + b)" -> "f()" is not "f" inserted, "(" kept,
+    "a + b" deleted): one replacement, as the writer meant. Anything else stays apart (typing
+    stays fine-grained)."""
+    out: list[Opcode] = []
+    for op in ops:
+        out.append(op)
+        while len(out) >= 3 and out[-2][0] == "equal" and out[-1][0] != "equal":
+            left, mid, right = out[-3], out[-2], out[-1]
+            if {left[0], right[0]} != {"insert", "delete"}:
+                break
+            gap = sa[mid[2]] - sa[mid[1]]
+            if any(_is_word(t[0]) or t[0] in "\r\n" for t in ta[mid[1] : mid[2]]):
+                break
+            if gap > min(_size(left, sa, sb), _size(right, sa, sb)):
+                break
+            out[-3:] = [("replace", left[1], right[2], left[3], right[4])]
     return out
+
+
+def _size(op: Opcode, sa: list[int], sb: list[int]) -> int:
+    return max(sa[op[2]] - sa[op[1]], sb[op[4]] - sb[op[3]])
+
+
+def _similar(old: str, new: str) -> bool:
+    """Texts one of which is the other with characters only typed in or only deleted, or with
+    a few characters changed (a typo fixed, words joined): diffed by characters."""
+    if _subsequence(old, new) or _subsequence(new, old):
+        return True
+    if len(old) * len(new) > CHAR_PAIRS_MAX:
+        return False
+    return SequenceMatcher(None, old, new, autojunk=False).ratio() >= SIMILAR_RATIO_MIN
+
+
+def _subsequence(short: str, long: str) -> bool:
+    it = iter(long)
+    return all(char in it for char in short)
 
 
 def _is_word(char: str) -> bool:

@@ -346,7 +346,10 @@ def overlapping_edits(draw: st.DrawFn) -> tuple[str, Edit, Edit]:
     """One edit per side on overlapping ranges of base (or an insertion strictly inside the
     other side's range), each inserting text made of its own characters, absent from base: a
     certain conflict."""
-    base = draw(small.filter(lambda text: len(text) >= 2))
+    # Distinct characters: no other reading of either change (no repeated text to slide along).
+    base = draw(
+        st.lists(st.sampled_from(list("abcdefgé中 \n")), min_size=2, unique=True).map("".join)
+    )
     ours_text = draw(st.text(OURS_CHARS, min_size=1, max_size=8))
     theirs_text = draw(st.text(THEIRS_CHARS, min_size=1, max_size=8))
     if draw(st.booleans()):
