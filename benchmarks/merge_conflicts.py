@@ -24,6 +24,10 @@ cases where text was lost: an identifier one side introduced that its result hol
 than that side does (conflict blocks hold both sides, so they count). Also the median time per
 merge of ours in-process; git's includes starting a process, so it is shown, not compared.
 
+``--before REV`` also runs ``lsp_dbcode/text/merge.py`` as it was at git revision REV (e.g.
+``main``) on the same cases, for its conflicts and time per merge beside ours (a hot path: every
+rebase of an edited buffer runs a merge).
+
 Targets: no conflict where the sides change no overlapping characters (every kind but
 ``same_line``), a conflict on every ``same_line`` case, no text lost, and no fewer clean
 results that parse than git's.
@@ -43,9 +47,11 @@ import sysconfig
 import tempfile
 import time
 import tokenize
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lsp_dbcode.text.merge import merge3
 
@@ -286,18 +292,37 @@ def run_git(case: Case, tmp: Path) -> tuple[Outcome, float]:
     return judge(case, text, proc.returncode > 0), elapsed
 
 
-def run_ours(case: Case) -> tuple[Outcome, float]:
+def run_ours(case: Case, merge: Callable[..., Any] = merge3) -> tuple[Outcome, float]:
     started = time.perf_counter()
-    result = merge3(case.base, case.ours, case.theirs)
+    result = merge(case.base, case.ours, case.theirs)
     elapsed = time.perf_counter() - started
     return judge(case, result.text, not result.clean), elapsed
+
+
+def load_merge_at(rev: str) -> Callable[..., Any]:
+    """merge3 of lsp_dbcode/text/merge.py at git revision ``rev``, as a module of its own."""
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(
+        ["git", "-C", str(root), "show", f"{rev}:lsp_dbcode/text/merge.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"merge_at_{rev}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"merge.py@{rev}", "exec"), module.__dict__)
+    return module.merge3  # type: ignore[no-any-return]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cases", type=int, default=40, help="cases per edit kind")
+    parser.add_argument("--before", help="git revision whose merge.py to run beside ours")
     args = parser.parse_args()
+    before = load_merge_at(args.before) if args.before else None
+    before_times: list[float] = []
+    before_conflicts: dict[str, int] = {}
     rng = random.Random(args.seed)
     modules = stdlib_modules()
     print(
@@ -327,6 +352,10 @@ def main() -> None:
                     continue
                 mine, t_ours = run_ours(case)
                 git, t_git = run_git(case, tmp)
+                if before is not None:
+                    old, t_old = run_ours(case, before)
+                    before_times.append(t_old)
+                    before_conflicts[kind] = before_conflicts.get(kind, 0) + old.conflicted
                 ours_times.append(t_ours)
                 git_times.append(t_git)
                 outcomes.append((mine, git))
@@ -355,6 +384,14 @@ def main() -> None:
         f"median time per merge: ours {statistics.median(ours_times) * 1e3:.2f} ms in-process; "
         f"git merge-file {statistics.median(git_times) * 1e3:.2f} ms including its process start"
     )
+    if before is not None:
+        print(
+            f"merge.py at {args.before}: conflicts per kind "
+            + ", ".join(f"{k} {before_conflicts.get(k, 0)}" for k in KINDS)
+            + f"; median time per merge {statistics.median(before_times) * 1e3:.2f} ms "
+            f"(ours / before: "
+            f"{statistics.median(ours_times) / statistics.median(before_times):.2f})"
+        )
     print("targets met" if ok else "TARGETS MISSED")
     if not ok:
         sys.exit(1)

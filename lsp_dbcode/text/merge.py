@@ -535,16 +535,20 @@ def _side_edits(base: str, text: str, words: bool = True) -> list[Edit]:
         group = edits[i:j]
         old = base[start:end]
         new = apply_edits(old, [e.shifted(-start) for e in group])
-        shortest = _shortest_edits(old, new, start)
-        if shortest is not None and _cost(shortest) < _cost(group):
-            group = shortest  # else the character diff's edits: as short, and contiguous
-        if not words:
+        if any(e.start < e.end and e.text for e in group):  # a replacement: maybe misread
+            shortest = _shortest_edits(old, new, start)
+            if shortest is not None and _cost(shortest) < _cost(group):
+                group = shortest  # else the character diff's edits: as short, and contiguous
+        if not words or len(group) < 2:  # one edit: nothing to join
             out.extend(group)
             i = j
             continue
         for s, e in _rewritten_spans(old, new, start):
             inside = [x for x in group if s <= x.start and x.end <= e]
-            if len(inside) > 1:
+            # A rewrite deletes and inserts; characters only typed in (or only deleted) there
+            # are what the character diff says, whatever the token diff aligned.
+            rewrite = any(x.end > x.start for x in inside) and any(x.text for x in inside)
+            if len(inside) > 1 and rewrite:
                 hs, he = inside[0].start, inside[-1].end
                 hull = Edit(hs, he, apply_edits(base[hs:he], [x.shifted(-hs) for x in inside]))
                 group = [x for x in group if x not in inside] + [hull]
