@@ -15,7 +15,11 @@ same base (the module as it is):
 * ``same_typo``: the base has a misspelled name in one line; both fix it, and each also adds a
   statement to a different function;
 * ``same_line``: both change the value of the same one-line assignment or return, differently
-  (a true overlap: both tools must conflict).
+  (a true overlap: both tools must conflict);
+* ``same_spot`` (beyond the issue's six): both add a statement at the same place of the same
+  function (whole lines inserted at one line boundary);
+* ``same_column`` (beyond the issue's six, the typing of issue 19): both insert a different
+  first argument ``name, `` at the same column, in the same call.
 
 Both tools merge the same (base, ours, theirs) texts: ``merge3(base, ours, theirs)`` (save
 mode, conflict blocks) and ``git merge-file -p ours base theirs``. Printed per kind: cases,
@@ -55,7 +59,16 @@ from typing import Any
 
 from lsp_dbcode.text.merge import merge3
 
-KINDS = ("append_fn", "add_import", "two_fns", "rename_local", "same_typo", "same_line")
+KINDS = (
+    "append_fn",
+    "add_import",
+    "two_fns",
+    "rename_local",
+    "same_typo",
+    "same_line",
+    "same_spot",
+    "same_column",
+)
 OVERLAPPING = {"same_line"}
 SOURCE_BYTES_MAX = 200_000  # skip huge modules (git and we both handle them; they slow the run)
 
@@ -176,6 +189,12 @@ def make_case(kind: str, module: str, base: str, rng: random.Random, k: int) -> 
         at = imports[0].lineno - 1
         ours_lines.insert(at, f"import json as {o_id}\n")
         theirs_lines.insert(at, f"import os as {t_id}\n")
+    elif kind == "same_spot":
+        if not fns:
+            return None
+        fn = rng.choice(fns)
+        add_statement(ours_lines, fn, f"{o_id} = {k}")
+        add_statement(theirs_lines, fn, f"{t_id} = {k}")
     elif kind in ("two_fns", "same_typo"):
         if len(fns) < 2:
             return None
@@ -223,6 +242,24 @@ def make_case(kind: str, module: str, base: str, rng: random.Random, k: int) -> 
         add_statement(theirs_lines, other, f"{t_id} = {k}")
         theirs = "".join(theirs_lines)
         return Case(kind, module, base, ours, theirs, {"ours": [f"{old}_{o_id}"], "theirs": [t_id]})
+    elif kind == "same_column":
+        calls = [
+            n
+            for fn in fns
+            for n in ast.walk(fn)
+            if isinstance(n, ast.Call)
+            and n.args
+            and not isinstance(n.args[0], ast.Starred)
+            and n.args[0].lineno == n.lineno
+        ]
+        if not calls:
+            return None
+        call = rng.choice(calls)
+        row = lines[call.lineno - 1]
+        # col_offset counts UTF-8 bytes: map it to characters.
+        at = len(row.encode("utf-8")[: call.args[0].col_offset].decode("utf-8"))
+        ours_lines[call.lineno - 1] = row[:at] + f"{o_id}, " + row[at:]
+        theirs_lines[call.lineno - 1] = row[:at] + f"{t_id}, " + row[at:]
     elif kind == "same_line":
         simple = [
             n
@@ -322,7 +359,7 @@ def main() -> None:
     args = parser.parse_args()
     before = load_merge_at(args.before) if args.before else None
     before_times: list[float] = []
-    before_conflicts: dict[str, int] = {}
+    before_stats: dict[str, list[int]] = {}  # kind -> [conflicts, clean that parse, lost]
     rng = random.Random(args.seed)
     modules = stdlib_modules()
     print(
@@ -355,7 +392,10 @@ def main() -> None:
                 if before is not None:
                     old, t_old = run_ours(case, before)
                     before_times.append(t_old)
-                    before_conflicts[kind] = before_conflicts.get(kind, 0) + old.conflicted
+                    stats = before_stats.setdefault(kind, [0, 0, 0])
+                    stats[0] += old.conflicted
+                    stats[1] += old.parses
+                    stats[2] += old.lost
                 ours_times.append(t_ours)
                 git_times.append(t_git)
                 outcomes.append((mine, git))
@@ -386,8 +426,8 @@ def main() -> None:
     )
     if before is not None:
         print(
-            f"merge.py at {args.before}: conflicts per kind "
-            + ", ".join(f"{k} {before_conflicts.get(k, 0)}" for k in KINDS)
+            f"merge.py at {args.before}, per kind (conflicts / clean that parse / lost): "
+            + ", ".join(f"{k} {'/'.join(map(str, before_stats.get(k, [0, 0, 0])))}" for k in KINDS)
             + f"; median time per merge {statistics.median(before_times) * 1e3:.2f} ms "
             f"(ours / before: "
             f"{statistics.median(ours_times) / statistics.median(before_times):.2f})"
