@@ -15,7 +15,9 @@ same base (the module as it is):
 * ``same_typo``: the base has a misspelled name in one line; both fix it, and each also adds a
   statement to a different function;
 * ``same_line``: both change the value of the same one-line assignment or return, differently
-  (a true overlap: both tools must conflict);
+  (a true overlap: both tools must conflict). Values whose characters all survive in a new
+  value (``line`` -> ``f_line_3()``) are skipped: rule 4 counts characters, and there both
+  sides only inserted around them;
 * ``same_spot`` (beyond the issue's six): both add a statement at the same place of the same
   function (whole lines inserted at one line boundary);
 * ``same_column`` (beyond the issue's six, the typing of issue 19): both insert a different
@@ -276,10 +278,18 @@ def make_case(kind: str, module: str, base: str, rng: random.Random, k: int) -> 
         assert node.value is not None and node.value.end_col_offset is not None
         row = lines[node.lineno - 1]
         a, b = node.value.col_offset, node.value.end_col_offset
+        value = row[a:b]
+        if _subsequence(value, f"{o_id}()") or _subsequence(value, f"{t_id}()"):
+            return None  # "line" -> "f_line()" only inserts around it: no overlap by rule 4
         ours_lines[node.lineno - 1] = row[:a] + f"{o_id}()" + row[b:]
         theirs_lines[node.lineno - 1] = row[:a] + f"{t_id}()" + row[b:]
     ours, theirs = "".join(ours_lines), "".join(theirs_lines)
     return Case(kind, module, base, ours, theirs, {"ours": [o_id], "theirs": [t_id]})
+
+
+def _subsequence(short: str, long: str) -> bool:
+    it = iter(long)
+    return all(char in it for char in short)
 
 
 def judge(case: Case, text: str, conflicted: bool) -> Outcome:

@@ -50,7 +50,7 @@ from difflib import SequenceMatcher
 from itertools import accumulate
 from typing import Literal
 
-from lsp_dbcode.text.diff import CHAR_PAIRS_MAX, _coalesce, _keep_crlf_whole, diff_edits
+from lsp_dbcode.text.diff import _coalesce, _keep_crlf_whole, diff_edits
 from lsp_dbcode.text.edits import Edit, apply_edits
 
 __all__ = ["Choice", "Conflict", "MergeResult", "find_conflicts", "merge3", "resolve"]
@@ -522,6 +522,14 @@ def _side_edits(base: str, text: str, words: bool = True) -> list[Edit]:
     whatever either side inserted, and a joined edit would insert the kept characters again.
     """
     edits = diff_edits(base, text, cleanup=False)
+    if any(e.start < e.end and e.text for e in edits):  # a replacement: maybe misread
+        # The whole changed middle first (a misreading can span lines: "x\nx\n" ->
+        # "xY\nx\n" read as a line inserted and one replaced), then each run of lines.
+        lo, hi = edits[0].start, edits[-1].end
+        middle = apply_edits(base[lo:hi], [e.shifted(-lo) for e in edits])
+        shortest = _shortest_edits(base[lo:hi], middle, lo)
+        if shortest is not None and _cost(shortest) < _cost(edits):
+            edits = shortest
     out: list[Edit] = []
     n = len(base)
     i = 0
@@ -543,15 +551,17 @@ def _side_edits(base: str, text: str, words: bool = True) -> list[Edit]:
             out.extend(group)
             i = j
             continue
-        for s, e in _rewritten_spans(old, new, start):
+        for s, e, rewritten in _rewritten_spans(old, new, start):
             inside = [x for x in group if s <= x.start and x.end <= e]
-            # A rewrite deletes and inserts; characters only typed in (or only deleted) there
-            # are what the character diff says, whatever the token diff aligned.
-            rewrite = any(x.end > x.start for x in inside) and any(x.text for x in inside)
-            if len(inside) > 1 and rewrite:
-                hs, he = inside[0].start, inside[-1].end
-                hull = Edit(hs, he, apply_edits(base[hs:he], [x.shifted(-hs) for x in inside]))
-                group = [x for x in group if x not in inside] + [hull]
+            # Joined only when the character edits there delete something (text only typed
+            # around kept characters keeps them: rule 4 counts characters), and make exactly
+            # the tokens' new text (the two diffs agree); a single edit stays as it is.
+            if (
+                len(inside) > 1
+                and any(x.end > x.start for x in inside)
+                and apply_edits(base[s:e], [x.shifted(-s) for x in inside]) == rewritten
+            ):
+                group = [x for x in group if x not in inside] + [Edit(s, e, rewritten)]
                 group.sort(key=lambda x: x.start)
         out.extend(group)
         i = j
@@ -629,17 +639,18 @@ def _line_end(text: str, p: int, n: int) -> int:
     return n if k < 0 else k + 1
 
 
-def _rewritten_spans(a: str, b: str, offset: int) -> list[tuple[int, int]]:
-    """Spans of ``a`` (shifted by ``offset``) whose tokens ``b`` replaces by dissimilar ones."""
+def _rewritten_spans(a: str, b: str, offset: int) -> list[tuple[int, int, str]]:
+    """Spans of ``a`` (shifted by ``offset``) whose tokens ``b`` replaces by dissimilar ones,
+    with the new text."""
     ta = _TOKEN.findall(a)
     tb = _TOKEN.findall(b)
     if len(ta) * len(tb) > TOKEN_PAIRS_MAX:
         return []
     sa = list(accumulate(map(len, ta), initial=0))
     sb = list(accumulate(map(len, tb), initial=0))
-    ops = _joined(SequenceMatcher(None, ta, tb, autojunk=False).get_opcodes(), ta, sa, sb)
+    ops = _joined(SequenceMatcher(None, ta, tb, autojunk=False).get_opcodes(), ta, tb, sa, sb)
     return [
-        (offset + sa[i1], offset + sa[i2])
+        (offset + sa[i1], offset + sa[i2], b[sb[j1] : sb[j2]])
         for tag, i1, i2, j1, j2 in ops
         if tag == "replace" and not _similar(a[sa[i1] : sa[i2]], b[sb[j1] : sb[j2]])
     ]
@@ -648,17 +659,30 @@ def _rewritten_spans(a: str, b: str, offset: int) -> list[tuple[int, int]]:
 Opcode = tuple[str, int, int, int, int]
 
 
-def _joined(ops: Sequence[Opcode], ta: list[str], sa: list[int], sb: list[int]) -> list[Opcode]:
-    """Join an insertion and a deletion kept apart only by a little punctuation or blank on one
-    line (an expression replaced by a call: "(a + b)" -> "f()" is not "f" inserted, "(" kept,
-    "a + b" deleted): one replacement, as the writer meant. Anything else stays apart (typing
-    stays fine-grained)."""
+def _joined(
+    ops: Sequence[Opcode], ta: list[str], tb: list[str], sa: list[int], sb: list[int]
+) -> list[Opcode]:
+    """Join two changes kept apart only by a little punctuation or blank on one line, when they
+    make one rewrite: an insertion and a deletion ("(a + b)" -> "f()" is not "f" inserted, "("
+    kept, "a + b" deleted), or tokens replaced by dissimilar ones next to a deletion or another
+    such replacement ("min(m)" -> "f()"). Insertions next to anything but a deletion, deletions
+    next to deletions, small edits of words stay apart (typing stays fine-grained)."""
+
+    def rewrite(op: Opcode) -> bool:
+        old = "".join(ta[op[1] : op[2]])
+        new = "".join(tb[op[3] : op[4]])
+        return op[0] == "replace" and not _similar(old, new)
+
     out: list[Opcode] = []
     for op in ops:
         out.append(op)
         while len(out) >= 3 and out[-2][0] == "equal" and out[-1][0] != "equal":
             left, mid, right = out[-3], out[-2], out[-1]
-            if {left[0], right[0]} != {"insert", "delete"}:
+            if left[0] == "equal":
+                break
+            rewrites = rewrite(left) or rewrite(right)
+            removes = all(op[0] == "delete" or rewrite(op) for op in (left, right))
+            if {left[0], right[0]} != {"insert", "delete"} and not (rewrites and removes):
                 break
             gap = sa[mid[2]] - sa[mid[1]]
             if any(_is_word(t[0]) or t[0] in "\r\n" for t in ta[mid[1] : mid[2]]):
@@ -674,18 +698,14 @@ def _size(op: Opcode, sa: list[int], sb: list[int]) -> int:
 
 
 def _similar(old: str, new: str) -> bool:
-    """Texts one of which is the other with characters only typed in or only deleted, or with
-    a few characters changed (a typo fixed, words joined): diffed by characters."""
-    if _subsequence(old, new) or _subsequence(new, old):
-        return True
-    if len(old) * len(new) > CHAR_PAIRS_MAX:
+    """Texts one of which is the other with a few characters typed, deleted or changed (a typo
+    fixed, words joined, a letter typed inside a word): diffed by characters. By the shortest
+    edit script: kept characters, over both lengths, at least SIMILAR_RATIO_MIN."""
+    script = _shortest_edits(old, new, 0)
+    if script is None:
         return False
-    return SequenceMatcher(None, old, new, autojunk=False).ratio() >= SIMILAR_RATIO_MIN
-
-
-def _subsequence(short: str, long: str) -> bool:
-    it = iter(long)
-    return all(char in it for char in short)
+    total = len(old) + len(new)
+    return total - _cost(script) >= SIMILAR_RATIO_MIN * total
 
 
 def _is_word(char: str) -> bool:
