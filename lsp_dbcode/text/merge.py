@@ -1,8 +1,9 @@
 """3-way merge of one file: rebasing a buffer's unsaved edits onto another agent's commit.
 
 ``merge3(base, ours, theirs)`` implements SPEC.md, Consistency rule 4. Each side's change is
-diffed from base by characters (:func:`_side_edits`: :func:`diff_edits` without cleanup, big
-replaced hunks refined by tokens) and the two edit lists are combined:
+diffed from base by characters (:func:`_side_edits`: :func:`diff_edits` without cleanup, a
+shortest edit script where that reads better, and in save mode words rewritten into dissimilar
+ones joined into one edit) and the two edit lists are combined:
 
 - **Same point.** Insertions at one point are both kept, ``theirs`` first: ``theirs`` is the
   side committed first (in a buffer's rebase, the revision; the buffer's text comes after it).
