@@ -658,16 +658,17 @@ def _rewritten_spans(a: str, b: str, offset: int) -> list[tuple[int, int, str]]:
 
 
 Opcode = tuple[str, int, int, int, int]
+_OPENERS = ("(", "[", "{")
 
 
 def _joined(
     ops: Sequence[Opcode], ta: list[str], tb: list[str], sa: list[int], sb: list[int]
 ) -> list[Opcode]:
-    """Join two changes kept apart only by a little punctuation or blank on one line, when they
-    make one rewrite: an insertion and a deletion ("(a + b)" -> "f()" is not "f" inserted, "("
-    kept, "a + b" deleted), or tokens replaced by dissimilar ones next to a deletion or another
-    such replacement ("min(m)" -> "f()"). Insertions next to anything but a deletion, deletions
-    next to deletions, small edits of words stay apart (typing stays fine-grained)."""
+    """Join two changes kept apart only by an opening bracket, when they make one rewrite of
+    a call or an expression: an insertion and a deletion ("(a + b)" -> "f()" is not "f"
+    inserted, "(" kept, "a + b" deleted), or tokens replaced by dissimilar ones next to a
+    deletion or another such replacement ("min(m)" -> "f()"). Nothing else is joined: typing
+    stays fine-grained, and edits the other side made next to these still touch them."""
 
     def rewrite(op: Opcode) -> bool:
         old = "".join(ta[op[1] : op[2]])
@@ -685,17 +686,10 @@ def _joined(
             removes = all(op[0] == "delete" or rewrite(op) for op in (left, right))
             if {left[0], right[0]} != {"insert", "delete"} and not (rewrites and removes):
                 break
-            gap = sa[mid[2]] - sa[mid[1]]
-            if any(_is_word(t[0]) or t[0] in "\r\n" for t in ta[mid[1] : mid[2]]):
-                break
-            if gap > min(_size(left, sa, sb), _size(right, sa, sb)):
+            if mid[2] - mid[1] != 1 or ta[mid[1]] not in _OPENERS:
                 break
             out[-3:] = [("replace", left[1], right[2], left[3], right[4])]
     return out
-
-
-def _size(op: Opcode, sa: list[int], sb: list[int]) -> int:
-    return max(sa[op[2]] - sa[op[1]], sb[op[4]] - sb[op[3]])
 
 
 def _similar(old: str, new: str) -> bool:
