@@ -502,6 +502,8 @@ def _is_line_start(text: str, offset: int) -> bool:
 TOKEN_PAIRS_MAX = 250_000
 # Tokens replaced by text at least this similar (difflib ratio) are diffed by characters.
 SIMILAR_RATIO_MIN = 0.6
+# Replacements longer than this (both sides, in characters) are never "similar".
+SIMILAR_CHARS_MAX = 400
 _TOKEN = re.compile(r"\w+|[ \t]+|\r\n|[^\w \t]", re.UNICODE)
 
 
@@ -696,6 +698,8 @@ def _similar(old: str, new: str) -> bool:
     """Texts one of which is the other with a few characters typed, deleted or changed (a typo
     fixed, words joined, a letter typed inside a word): diffed by characters. By the shortest
     edit script: kept characters, over both lengths, at least SIMILAR_RATIO_MIN."""
+    if len(old) + len(new) > SIMILAR_CHARS_MAX:
+        return False  # a long replacement is a rewrite (and the script would cost)
     script = _shortest_edits(old, new, 0)
     if script is None:
         return False
