@@ -48,6 +48,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
+from functools import lru_cache
 from itertools import accumulate
 from typing import Literal
 
@@ -504,6 +505,8 @@ TOKEN_PAIRS_MAX = 250_000
 SIMILAR_RATIO_MIN = 0.6
 # Replacements longer than this (both sides, in characters) are never "similar".
 SIMILAR_CHARS_MAX = 400
+# Similarity verdicts remembered (pure; a token diff asks again about the same pairs).
+SIMILAR_CACHE_MAX = 4096
 _TOKEN = re.compile(r"\w+|[ \t]+|\r\n|[^\w \t]", re.UNICODE)
 
 
@@ -694,6 +697,7 @@ def _joined(
     return out
 
 
+@lru_cache(maxsize=SIMILAR_CACHE_MAX)
 def _similar(old: str, new: str) -> bool:
     """Texts one of which is the other with a few characters typed, deleted or changed (a typo
     fixed, words joined, a letter typed inside a word): diffed by characters. By the shortest
