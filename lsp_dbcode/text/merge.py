@@ -528,9 +528,10 @@ def _side_edits(base: str, text: str, words: bool = True) -> list[Edit]:
     whatever either side inserted, and a joined edit would insert the kept characters again.
     """
     edits = diff_edits(base, text, cleanup=False)
-    if any(e.start < e.end and e.text for e in edits):  # a replacement: maybe misread
+    if len(edits) > 1 or any(e.start < e.end and e.text for e in edits):  # maybe misread
         # The whole changed middle first (a misreading can span lines: "x\nx\n" ->
-        # "xY\nx\n" read as a line inserted and one replaced), then each run of lines.
+        # "xY\nx\n" read as a line inserted and one replaced; repeated lines read as moved),
+        # then each run of lines.
         lo, hi = edits[0].start, edits[-1].end
         middle = apply_edits(base[lo:hi], [e.shifted(-lo) for e in edits])
         shortest = _shortest_edits(base[lo:hi], middle, lo)
