@@ -19,6 +19,7 @@ from pygls.protocol import lsp_method
 from .. import __version__
 from ..check import check_workspace
 from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError, validate
+from ..store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from ..text.merge import resolve
 from ..text.positions import Encoding
 from ..uris import make_uri
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 CODE_CONFLICT = 409
 CODE_NOT_FOUND = 404
 CODE_UNAVAILABLE = 503
-LOG_LIMIT_MAX = 10_000
 
 
 class DbcodeLanguageServer(LanguageServer):
@@ -235,11 +235,14 @@ def create_server(
     @lean("dbcode/log")
     async def log_(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/log")
-        limit = _int(p, "limit", optional=True) or 50
+        limit = _int(p, "limit", optional=True) or LOG_LIMIT_DEFAULT
         if limit > LOG_LIMIT_MAX:
             raise InvalidInput(f"limit must be at most {LOG_LIMIT_MAX}")
         return await session.log(
-            validate.check_workspace(_str(p, "workspace")), _str(p, "path", optional=True), limit
+            validate.check_workspace(_str(p, "workspace")),
+            _str(p, "path", optional=True),
+            limit,
+            _int(p, "beforeSeq", optional=True),
         )
 
     @lean("dbcode/subscribe")

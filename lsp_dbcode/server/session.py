@@ -682,9 +682,11 @@ class Session:
         res = await self.store.commit(workspace, items, agent=self.agent, message=message)
         return {"seq": res.seq, "revisions": {uris[p]: r for p, r in res.revisions.items()}}
 
-    async def log(self, workspace: str, path: str | None, limit: int) -> list[dict[str, Any]]:
+    async def log(
+        self, workspace: str, path: str | None, limit: int, before_seq: int | None = None
+    ) -> list[dict[str, Any]]:
         out = []
-        for cs in await self.store.log(workspace, path, limit=limit):
+        for cs in await self.store.log(workspace, path, limit=limit, before_seq=before_seq):
             item = changeset_json(cs)
             for f in item["files"]:
                 f.pop("uri", None)

@@ -129,6 +129,8 @@ async def test_requests_round_trip(editor: Editor, workspace: str) -> None:
     ]
     log = await editor.request("dbcode/log", {"workspace": workspace})
     assert [e["seq"] for e in log] == [c["seq"], w["seq"]] and log[0]["message"] == "two files"
+    older = await editor.request("dbcode/log", {"workspace": workspace, "beforeSeq": c["seq"]})
+    assert [e["seq"] for e in older] == [w["seq"]]
     old = await editor.request("dbcode/readFile", {"uri": uri, "revision": 1})
     assert old == {"text": "x = 1\n", "revision": 1}
     content = await editor.client.workspace_text_document_content_async(
@@ -153,6 +155,7 @@ BAD_REQUESTS = [
     ("dbcode/writeFile", {"uri": "dbcode://{ws}/b.bin", "text": "a\x00b"}, "binary"),
     ("dbcode/commit", {"workspace": "{ws}", "changes": []}, "non-empty list"),
     ("dbcode/log", {"workspace": "{ws}", "limit": "ten"}, "'limit'"),
+    ("dbcode/log", {"workspace": "{ws}", "beforeSeq": -3}, "'beforeSeq'"),
     ("dbcode/listFiles", {"workspace": "nope-nope"}, "unknown workspace"),
     ("dbcode/subscribe", {"workspace": "bad/name"}, "invalid workspace name"),
 ]
