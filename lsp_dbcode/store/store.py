@@ -12,6 +12,7 @@ import collections
 import hashlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,9 @@ from .schema import migrate
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
+# A pool connection unused for this long is closed (one per period, down to min_size): a burst
+# of 1,000 sessions opening grows the pool up to its max_size, and its end gives them back.
+POOL_IDLE_S = 1.0
 FEED_BATCH_MAX = 500
 # dbcode log / dbcode/log: changesets in one listing (page on with before_seq).
 LOG_LIMIT_DEFAULT = 50
@@ -151,17 +155,26 @@ class Store:
         min_size: int = 1,
         max_size: int = 10,
         content_bytes_max: int | None = None,
+        application_name: str = "dbcode",
     ) -> None:
         self.dsn = dsn
+        # What pg_stat_activity shows for every connection of this process ("dbcode serve
+        # 1234"): an operator (or a test) can tell which process holds which connections.
+        self.application_name = f"{application_name} {os.getpid()}"
         self.content_bytes_max = content_bytes_max or validate.content_bytes_max()
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
+            max_idle=POOL_IDLE_S,
             open=False,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "application_name": self.application_name,
+            },
         )
-        self.hub = Hub(dsn, self._changesets_since, self.head)
+        self.hub = Hub(dsn, self._changesets_since, self.head, self.application_name)
         self._commit_queues: dict[str, _CommitQueue] = {}
         self.batches = 0  # commit calls sent (for benchmarks and tests)
         self.batched = 0  # changesets they carried
@@ -172,7 +185,9 @@ class Store:
         """Connect, migrate the schema if needed, open the pool."""
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.dsn, connect_timeout=CONNECT_TIMEOUT_S
+                self.dsn,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name=self.application_name,
             )
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
