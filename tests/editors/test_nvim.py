@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from lsp_dbcode.text.merge import find_conflicts
 from lsp_dbcode.uris import make_uri
 from tests.conftest import Cli
 
@@ -568,6 +571,44 @@ def test_nvim_conflict_block_is_never_written(nvim: Nvim, cli: Cli, workspace: s
     mine = SOURCE.replace("return sys.argv", "return sys.path")
     assert db(cli, workspace, path) == mine
     assert not nvim.modified()
+
+
+MARKERISH = [
+    "<<<<<<<", "<<<<<<< mine", "<<<<<<<\tx", "<<<<<<<<", " <<<<<<<", "|||||||", "||||||| base",
+    "=======", "======= x", "========", ">>>>>>>", ">>>>>>> b (revision 2)", ">>>>>>>x", "code",
+    "",
+]  # fmt: skip
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    lines=st.lists(
+        st.tuples(st.sampled_from(MARKERISH), st.sampled_from(["\n", "\r\n", "\r", ""])),
+        max_size=12,
+    )
+)
+def test_nvim_finds_conflict_blocks_as_the_server_does(
+    nvim: Nvim, lines: list[tuple[str, str]]
+) -> None:
+    """The plugin refuses to write exactly when the server would see a conflict block in the
+    text it would receive: the buffer's lines, loaded as a read does, then joined as sent."""
+    text = "".join(line + br for line, br in lines)
+    sent, blocks = nvim.lua(
+        """
+        local b = vim.api.nvim_create_buf(false, true)
+        local buffer = require('dbcode.buffer')
+        buffer.set_text(b, ..., false)
+        local out = { buffer.text(b), #require('dbcode.conflict').in_buffer(b) }
+        vim.api.nvim_buf_delete(b, { force = true })
+        return out
+        """,
+        text,
+    )
+    assert blocks == len(find_conflicts(sent)), (text, sent)
 
 
 # -- the plugin's public surface ----------------------------------------------------------------
