@@ -142,6 +142,11 @@ function M.read(bufnr)
   api.nvim_echo({ { ('"%s" %s'):format(name, what) } }, false, {})
 end
 
+--- How to ask for code actions: Neovim 0.11+ maps `gra`.
+local function code_action_key()
+  return util.has_011 and "gra" or ":lua vim.lsp.buf.code_action()"
+end
+
 --- Why a buffer with a conflict block is not written, and how to resolve it. `what`: the path
 --- (own buffer) or the URI of `:write {uri}`; `tracked`: the server tracks the buffer, so it
 --- offers the code actions that resolve a block.
@@ -156,9 +161,7 @@ local function conflict_message(what, blocks, tracked)
   end
   local how = tracked
       and ("With the cursor in it, pick a code action (%s): dbcode: Keep mine, Take theirs or "
-        .. "Keep both; then :write"):format(
-        util.has_011 and "gra" or ":lua vim.lsp.buf.code_action()"
-      )
+        .. "Keep both; then :write"):format(code_action_key())
     or "Edit the block by hand (keep the lines you want, delete the marker lines), then :write"
   return ("dbcode: %s not saved: the buffer has %s, and a conflict block is never written to "
     .. "the database, not even by :write!. %s"):format(what, where, how)
@@ -209,9 +212,8 @@ function M.write(bufnr, target, force)
       )
     elseif err.code == 409 and own then
       msg = ("dbcode: %s not saved: it was changed meanwhile and your edits overlap. The "
-        .. "conflict is shown in the buffer: resolve it (code actions), then :write again"):format(
-        path
-      )
+        .. "conflict is shown in the buffer: resolve it with a code action on it (%s): dbcode: "
+        .. "Keep mine, Take theirs or Keep both; then :write again"):format(path, code_action_key())
     elseif err.code == 409 then
       msg = ("dbcode: %s exists (revision %s): add ! to overwrite"):format(
         target,
