@@ -111,28 +111,12 @@ def _report_problems(path: str, rev: int, text: str, problems: list[Any], shown:
 
 async def cmd_check(store: Store, args: argparse.Namespace) -> int:
     from .analysis import RuffEngine
-    from .check import check_workspace
+    from .check import check_workspace, finding_json
 
     async with RuffEngine() as ruff:
         report = await check_workspace(store, ruff, args.workspace)
     if args.json:
-        out = []
-        for path, found in report.items():
-            for d in found:
-                out.append(
-                    {
-                        "path": path,
-                        "line": d.span.start.line + 1,
-                        "column": d.span.start.col + 1,
-                        "endLine": d.span.end.line + 1,
-                        "endColumn": d.span.end.col + 1,
-                        "severity": d.severity,
-                        "source": d.source,
-                        "code": d.code,
-                        "message": d.message,
-                        "url": d.code_url,
-                    }
-                )
+        out = [finding_json(path, d) for path, found in report.items() for d in found]
         sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=1) + "\n")
     else:
         for path, found in report.items():

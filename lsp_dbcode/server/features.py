@@ -17,12 +17,13 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import lsp_method
 
 from .. import __version__
-from ..check import check_workspace
+from ..analysis import AnalysisError
+from ..check import check_text, check_workspace, finding_json
 from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError, validate
 from ..store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from ..text.merge import resolve
 from ..text.positions import Encoding
-from ..uris import make_uri
+from ..uris import make_uri, parse_uri
 from .analysis import to_lsp
 from .app import App
 from .protocol import DbcodeProtocol, make_converter
@@ -244,6 +245,51 @@ def create_server(
             limit,
             _int(p, "beforeSeq", optional=True),
         )
+
+    @lean("dbcode/check")
+    async def check(ls: DbcodeLanguageServer, params: Any) -> Any:
+        """Findings (ruff, tree-sitter syntax) as `dbcode check --json` gives them.
+
+        ``{uri, text?, revision?}``: of one file — ``text`` before it is written, else the
+        given or current revision — answered ``{uri, revision, diagnostics, notChecked}``
+        (``revision`` null for a text; ``notChecked`` the reason when the file could not be
+        analysed). ``{workspace}``: of every file at the current seq, answered ``{workspace,
+        seq, files, diagnostics, skipped: {path: why}}``.
+        """
+        p = _obj(params, "dbcode/check")
+        if p.get("uri") is None:
+            workspace = validate.check_workspace(_str(p, "workspace"))
+            report = await check_workspace(app.store, app.analyzer.ruff, workspace)
+            return {
+                "workspace": workspace,
+                "seq": report.seq,
+                "files": len(report.texts),
+                "diagnostics": [finding_json(f, d) for f, ds in report.items() for d in ds],
+                "skipped": dict(sorted(report.skipped.items())),
+            }
+        uri = _str(p, "uri")
+        workspace, path = parse_uri(uri)
+        text = _str(p, "text", optional=True)
+        revision = _int(p, "revision", optional=True)
+        if text is not None:
+            if revision is not None:
+                raise InvalidInput("give 'text' or 'revision', not both")
+            validate.check_text(text, path, app.store.content_bytes_max)
+        else:
+            if revision == 0:
+                raise InvalidInput("revision must be >= 1")
+            got = await session.read_file(uri, revision)
+            text, revision = got["text"], got["revision"]
+        try:
+            found = await check_text(app.store, app.analyzer.ruff, workspace, path, text)
+        except AnalysisError as exc:
+            return {"uri": uri, "revision": revision, "diagnostics": [], "notChecked": str(exc)}
+        return {
+            "uri": uri,
+            "revision": revision,
+            "diagnostics": [finding_json(path, d) for d in found],
+            "notChecked": None,
+        }
 
     @lean("dbcode/subscribe")
     async def subscribe(ls: DbcodeLanguageServer, params: Any) -> Any:
