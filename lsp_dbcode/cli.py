@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
 
     add("db", "print the DSN in use (starting the embedded server if needed)")
+
+    sp = add("mcp", "serve the workspaces over the Model Context Protocol (stdio), for agents")
+    sp.add_argument("--workspace", "-w", help="the default workspace of every tool")
     return p
 
 
@@ -234,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.agent = default_agent(args.agent)
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "mcp":
+        from .mcp_server import run
+
+        return run(args)
     from . import commands
 
     return commands.run(args)

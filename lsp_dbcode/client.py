@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -366,7 +366,7 @@ class Client:
         *,
         workspace: str | None = None,
         timeout_s: float | None = None,
-    ) -> AsyncIterator[Changeset]:
+    ) -> AsyncGenerator[Changeset, None]:
         """Every changeset committed after ``since`` (default: from now), once each and in
         seq order — the ones committed before this call first (catch-up), then as they
         commit. Ends after ``timeout_s`` seconds without a new changeset (None: never), or
