@@ -241,6 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .mcp_server import run
 
         return run(args)
+    from . import fastcli
+
+    code = fastcli.run(args)  # through the shared server, when it can be used
+    if code is not None:
+        return code
     from . import commands
 
     return commands.run(args)

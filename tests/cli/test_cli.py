@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from lsp_dbcode import fastcli
+from lsp_dbcode.server.relay import live_servers
 from lsp_dbcode.store import Change, Store
-from lsp_dbcode.store.store import LOG_LIMIT_DEFAULT
+from lsp_dbcode.store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from tests.conftest import Cli
 
 
@@ -277,3 +279,37 @@ async def test_log_pages_and_says_when_the_default_limit_cut_it(
     shown = [ln.split()[1] for ln in by_path.stdout.splitlines() if ln.startswith("seq ")]
     assert shown == ["7", "4", "1"]  # f0.txt was written by seqs 1, 4, 7, 10, ...
     assert cli("log", workspace, "--before", "0").returncode == 1
+
+
+def test_each_path_is_the_one_taken(cli: Cli, workspace: str, shared_servers: Path) -> None:
+    """The fast commands go through the shared server unless DBCODE_CLI_DIRECT=1 (and then
+    no server is started); the others always go direct."""
+    r = cli("write", workspace, "a.txt", input="a")
+    assert r.returncode == 0, r.stderr
+    assert cli("cat", workspace, "a.txt").stdout == "a"
+    servers = live_servers(shared_servers) if shared_servers.is_dir() else []
+    assert len(servers) == (1 if cli.path == "shared" else 0)  # type: ignore[attr-defined]
+
+
+def test_fast_path_constants_are_the_stores() -> None:
+    assert (fastcli.LOG_LIMIT_DEFAULT, fastcli.LOG_LIMIT_MAX) == (LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX)
+
+
+def test_fast_path_imports_only_the_standard_library(cli: Cli, workspace: str) -> None:
+    cli("write", workspace, "a.txt", input="a")
+    probe = (
+        f"import sys, runpy; sys.argv = ['dbcode', 'cat', {workspace!r}, 'a.txt']\n"
+        "try:\n    runpy.run_module('lsp_dbcode', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "bad = sorted(m for m in ('psycopg', 'pygls', 'lsprotocol', 'asyncio', 'mcp') "
+        "if m in sys.modules)\n"
+        "print(bad, file=sys.stderr)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=cli.env, timeout=120
+    )
+    assert r.stdout == "a"
+    if cli.path == "shared":  # type: ignore[attr-defined]
+        assert r.stderr.strip() == "[]"
+    else:
+        assert "psycopg" in r.stderr
