@@ -41,30 +41,32 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from .answers import (
+    Change,
+    Changeset,
+    Check,
+    Committed,
+    FileChange,
+    FileEntry,
+    FileText,
+    Finding,
+    WorkspaceCheck,
+    Written,
+)
 from .attach import attach_shared
 from .framing import FrameSplitter, FramingError
 from .rpc import (
     CONNECT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
-    Change,
-    Changeset,
-    Check,
     Claimed,
     ClientError,
-    Committed,
     Conflict,
     ConnectionLost,
     Denied,
-    FileChange,
-    FileEntry,
-    FileText,
-    Finding,
     InvalidInput,
     NotFound,
     ServerError,
     Unavailable,
-    WorkspaceCheck,
-    Written,
     error_from,
     initialize_params,
     make_uri,
