@@ -7,13 +7,16 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from mcp.client import Client as McpClient
 from mcp.client.stdio import StdioServerParameters
 
+from lsp_dbcode.server.relay import live_servers
 from tests.conftest import Cli
 
 TOOLS = {
@@ -184,3 +187,16 @@ async def _bad_input(mcp: McpClient) -> None:
     log = await call(mcp, "log")
     assert [c["seq"] for c in log["changesets"]] == [1]
     assert json.dumps(log)  # plain JSON
+
+
+async def test_a_killed_language_server_is_replaced_not_hung_on(
+    database_url: str, workspace: str, shared_servers: Path
+) -> None:
+    async with mcp_session(database_url, workspace) as mcp:
+        await call(mcp, "write_file", path="a.txt", text="a", base_revision=0)
+        (pid,) = live_servers(shared_servers)
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)  # the session's reader sees the socket close
+        got = await call(mcp, "read_file", path="a.txt")  # a new shared server, same data
+        assert got["text"] == "a"
+        assert live_servers(shared_servers) not in ([], [pid])
