@@ -26,7 +26,7 @@ from ..text.positions import Encoding
 from ..uris import make_uri, parse_uri
 from .analysis import to_lsp
 from .app import App
-from .protocol import DbcodeProtocol, make_converter
+from .protocol import DbcodeProtocol, shared_converter
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def create_server(
         __version__,
         text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
         protocol_cls=_Protocol,
-        converter_factory=make_converter,
+        converter_factory=shared_converter,
     )
     session = Session(app, server)
     server.session = session

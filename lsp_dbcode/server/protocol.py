@@ -67,6 +67,21 @@ def make_converter() -> cattrs.Converter:
     return converter
 
 
+_shared_converter: cattrs.Converter | None = None
+
+
+def shared_converter() -> cattrs.Converter:
+    """One converter for every session of the process. Building one costs 8-15 ms (lsprotocol
+    registers hooks for every type; measured: benchmarks/session_start.py) and a fresh one's
+    dispatch caches start cold; every session of a shared server would pay that, and a CLI call
+    through it is one session. Its hooks are all registered here, never per server, so sharing
+    it is safe."""
+    global _shared_converter
+    if _shared_converter is None:
+        _shared_converter = make_converter()
+    return _shared_converter
+
+
 def json_bytes(message: Any) -> bytes:
     """``message`` as compact JSON (UTF-8), with orjson: 5-10 times json.dumps' speed on the
     messages that go out by the hundred per changeset. json for what orjson refuses (a lone
