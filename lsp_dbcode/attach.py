@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import SimpleNamespace
 
 from .server.relay import (
@@ -15,11 +17,19 @@ from .server.relay import (
     Attached,
     Relay,
     RelayError,
+    ServerPaths,
     preamble,
     relay_for,
 )
 
-__all__ = ["Attached", "RelayError", "attach_shared", "shared_relay", "unix_sockets_usable"]
+__all__ = [
+    "Attached",
+    "RelayError",
+    "attach_shared",
+    "attach_unix",
+    "shared_relay",
+    "unix_sockets_usable",
+]
 
 
 def unix_sockets_usable() -> bool:
@@ -52,3 +62,15 @@ def attach_shared(
     """A connected socket to the shared server (started if none runs), past the preamble:
     LSP from here on. RelayError (one line) when it cannot be had."""
     return shared_relay(database_url, agent, env).attach(timeout_s)
+
+
+def attach_unix(path: str, agent: str | None, timeout_s: float = START_TIMEOUT_S) -> Attached:
+    """A connected socket to the ``dbcode serve --unix PATH`` at ``path`` (never started:
+    it is someone's own server), past the preamble."""
+    relay = Relay(
+        ServerPaths(Path(path)), preamble(agent, agent or "dbcode-client"), [], {}, os.getcwd()
+    )
+    got = relay._try_attach(time.monotonic() + timeout_s)
+    if got is None:
+        raise RelayError(f"no dbcode server listens on {path}")
+    return got

@@ -54,7 +54,7 @@ from .answers import (
     Written,
 )
 from .attach import attach_shared
-from .framing import FrameSplitter, FramingError
+from .framing import MESSAGE_BYTES_MAX, FrameSplitter, FramingError
 from .rpc import (
     CONNECT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
@@ -106,6 +106,85 @@ CHANGES_QUEUE_MAX = 1000  # changesets buffered per changes() iterator before it
 WAIT_S_MAX = 3600.0  # the longest a changes() iterator may be asked to wait for one changeset
 
 
+class _StreamTransport:
+    """LSP framing over an asyncio stream (the shared server's unix socket, TCP)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.splitter = FrameSplitter()
+
+    def send(self, framed: bytes) -> None:
+        self.writer.write(framed)
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    async def read_body(self) -> bytes | None:
+        """The next message body; None when the server closed the connection."""
+        while (body := self.splitter.next_body()) is None:
+            data = await self.reader.read(READ_CHUNK_BYTES)
+            if not data:
+                return None
+            self.splitter.feed(data)
+        return body
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+class _WebSocketTransport:
+    """One JSON-RPC message per WebSocket frame, no headers (``dbcode serve --ws``)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+        self.writer.add_done_callback(_log_failure)
+
+    async def _write(self) -> None:
+        while True:
+            body = await self.queue.get()
+            try:
+                await self.ws.send(body.decode("utf-8"))
+            finally:
+                self.queue.task_done()
+
+    def send(self, framed: bytes) -> None:
+        self.queue.put_nowait(framed.partition(b"\r\n\r\n")[2])
+
+    async def drain(self) -> None:
+        if self.writer.done():
+            raise ConnectionLost("the WebSocket is closed")
+        await self.queue.join()
+
+    async def read_body(self) -> bytes | None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            data = await self.ws.recv(decode=False)
+        except ConnectionClosed:
+            return None
+        return data if isinstance(data, bytes) else str(data).encode()
+
+    async def aclose(self) -> None:
+        self.writer.cancel()
+        with contextlib.suppress(BaseException):
+            await self.writer
+        await self.ws.close()
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        if not isinstance(exc, (OSError, ConnectionLost)):
+            log.warning("client WebSocket writer ended: %r", exc)
+
+
+_Transport = _StreamTransport | _WebSocketTransport
+
+
 class Client:
     """One LSP session. Make it with :func:`connect`; use it as an async context manager
     (or call :meth:`close`). ``workspace``: the default workspace of every call (each call
@@ -113,16 +192,14 @@ class Client:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        transport: _Transport,
         workspace: str | None = None,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self.workspace = workspace
         self.request_timeout_s = request_timeout_s
         self.agent: str | None = None
-        self._reader = reader
-        self._writer = writer
+        self._transport = transport
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._subscribers: dict[str, list[asyncio.Queue[dict[str, Any] | None]]] = {}
@@ -133,14 +210,9 @@ class Client:
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        splitter = FrameSplitter()
-        while True:
-            data = await self._reader.read(READ_CHUNK_BYTES)
-            if not data:
-                raise ConnectionLost("the language server closed the connection")
-            splitter.feed(data)
-            while (body := splitter.next_body()) is not None:
-                self._dispatch(json.loads(body))
+        while (body := await self._transport.read_body()) is not None:
+            self._dispatch(json.loads(body))
+        raise ConnectionLost("the language server closed the connection")
 
     def _read_done(self, task: asyncio.Task[None]) -> None:
         exc: BaseException
@@ -179,7 +251,7 @@ class Client:
             else:
                 fut.set_result(msg.get("result"))
         elif "id" in msg:  # a request of the server's: we open no documents, so no edits
-            self._writer.write(response(msg["id"], None))
+            self._transport.send(response(msg["id"], None))
         elif method == "dbcode/didCommit":
             params = msg.get("params") or {}
             for q in self._subscribers.get(str(params.get("workspace")), []):
@@ -197,9 +269,9 @@ class Client:
         self._next_id += 1
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = fut
-        self._writer.write(request(msg_id, method, params))
+        self._transport.send(request(msg_id, method, params))
         try:
-            await self._writer.drain()
+            await self._transport.drain()
         except OSError as exc:
             self._pending.pop(msg_id, None)
             raise ConnectionLost(f"the connection failed: {exc}") from None
@@ -220,7 +292,7 @@ class Client:
 
     async def _initialize(self, agent: str | None, mode: str, timeout_s: float) -> None:
         await self.call("initialize", initialize_params(agent, mode), timeout_s)
-        self._writer.write(notification("initialized", {}))
+        self._transport.send(notification("initialized", {}))
         got = await self.call("dbcode/configure", {}, timeout_s)
         self.agent = got.get("agent") if isinstance(got, dict) else agent
 
@@ -229,14 +301,13 @@ class Client:
         if self._closed is None:
             with contextlib.suppress(ClientError, OSError):
                 await self.call("shutdown", None, 5.0)
-                self._writer.write(notification("exit", None))
-                await self._writer.drain()
+                self._transport.send(notification("exit", None))
+                await self._transport.drain()
         self._read_task.cancel()
         with contextlib.suppress(BaseException):
             await self._read_task
-        self._writer.close()
         with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+            await self._transport.aclose()
 
     async def __aenter__(self) -> Client:
         return self
@@ -444,6 +515,8 @@ async def connect(
     mode: str = "save",
     database_url: str | None = None,
     tcp: str | None = None,
+    ws: str | None = None,
+    unix: str | None = None,
     timeout_s: float = CONNECT_TIMEOUT_S,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
 ) -> Client:
@@ -451,31 +524,47 @@ async def connect(
 
     Default: the shared server of this user for ``database_url`` (else
     ``$DBCODE_DATABASE_URL``, else the embedded PostgreSQL), started if none runs — one
-    connection pool and one ruff for every agent of the machine. ``tcp="HOST:PORT"``: a
-    ``dbcode serve --tcp`` server instead. ``agent`` authors the changes (default: the
-    server's default, ``$DBCODE_AGENT`` else user@host for a shared server).
+    connection pool and one ruff for every agent of the machine. Or a server of your own:
+    ``tcp="HOST:PORT"`` (``dbcode serve --tcp``), ``ws="ws://HOST:PORT"`` (``--ws``; needs the
+    ``websockets`` package, a dependency of lsp-dbcode) or ``unix=PATH`` (``dbcode serve
+    --unix PATH``). ``agent`` authors the changes (default: ``$DBCODE_AGENT``, else
+    user@host).
     """
+    if agent is None:
+        from .cli import default_agent
+
+        agent = default_agent(None)
+    transport: _Transport
     if tcp is not None:
         host, _, port = tcp.rpartition(":")
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host or "127.0.0.1", int(port)), timeout_s
         )
+        transport = _StreamTransport(reader, writer)
+    elif ws is not None:
+        from websockets.asyncio.client import connect as ws_connect
+
+        url = ws if "://" in ws else f"ws://{ws}"
+        socket_ws = await asyncio.wait_for(ws_connect(url, max_size=MESSAGE_BYTES_MAX), timeout_s)
+        transport = _WebSocketTransport(socket_ws)
     else:
-        from .attach import RelayError
+        from .attach import RelayError, attach_unix
 
-        if agent is None:
-            from .cli import default_agent
-
-            agent = default_agent(None)
         try:
-            attached = await asyncio.to_thread(attach_shared, database_url, agent, None, timeout_s)
+            if unix is not None:
+                attached = await asyncio.to_thread(attach_unix, unix, agent, timeout_s)
+            else:
+                attached = await asyncio.to_thread(
+                    attach_shared, database_url, agent, None, timeout_s
+                )
         except RelayError as exc:
             raise ConnectionLost(str(exc).removeprefix("dbcode: ")) from None
         attached.sock.setblocking(False)
         reader, writer = await asyncio.open_unix_connection(sock=attached.sock)
         if attached.leftover:
             reader.feed_data(attached.leftover)
-    client = Client(reader, writer, workspace, request_timeout_s)
+        transport = _StreamTransport(reader, writer)
+    client = Client(transport, workspace, request_timeout_s)
     try:
         await client._initialize(agent, mode, timeout_s)
     except BaseException:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,3 +155,50 @@ async def test_the_example_agent_loop_runs(db: Client, database_url: str, tmp_pa
     assert line.decode() == "seq 3 by client-test: other.py\n"
     proc.terminate()
     await proc.wait()
+
+
+def _start_server(database_url: str, *flag: str) -> tuple[subprocess.Popen[bytes], str]:
+    env = {k: v for k, v in os.environ.items() if k != "DBCODE_AGENT"}
+    env["DBCODE_DATABASE_URL"] = database_url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsp_dbcode", "serve", *flag],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    for _ in range(200):
+        line = proc.stderr.readline().decode()
+        m = re.search(r"serving LSP over (TCP on|WebSocket on|unix socket) (.*)", line)
+        if m:
+            return proc, m.group(2)
+    raise AssertionError("the server did not say where it listens")
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws", "unix"])
+async def test_own_servers_over_tcp_ws_and_unix(
+    transport: str, database_url: str, workspace: str, tmp_path: Path
+) -> None:
+    if transport == "unix":
+        where = str(Path(os.environ["XDG_RUNTIME_DIR"]) / "own.sock")
+        proc, _ = _start_server(database_url, "--unix", where, "--idle-exit", "0")
+        kwargs = {"unix": where}
+    else:
+        proc, addr = _start_server(database_url, f"--{transport}", "127.0.0.1:0")
+        port = re.search(r"(\d+)\)", addr)
+        assert port is not None
+        kwargs = {transport: f"127.0.0.1:{port.group(1)}"}
+    try:
+        async with await connect(workspace, agent="own", **kwargs) as db:  # type: ignore[arg-type]
+            done = await db.write("a.py", "import os\n", base=0)
+            assert done.check is not None and [f.code for f in done.check.findings] == ["F401"]
+            with pytest.raises(Conflict) as err:
+                await db.write("a.py", "x", base=0)
+            assert err.value.current_revision == 1
+            seen = [cs.seq async for cs in db.changes(since=0, timeout_s=2)]
+            assert seen == [1] and (await db.log())[0].agent == "own"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
