@@ -295,21 +295,35 @@ def test_fast_path_constants_are_the_stores() -> None:
     assert (fastcli.LOG_LIMIT_DEFAULT, fastcli.LOG_LIMIT_MAX) == (LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX)
 
 
-def test_fast_path_imports_only_the_standard_library(cli: Cli, workspace: str) -> None:
+@pytest.mark.parametrize("command", ["cat", "write"])
+def test_fast_path_imports_only_the_standard_library(
+    cli: Cli, workspace: str, command: str
+) -> None:
+    """`write` validates its input with store/validate.py: importing it must not import
+    psycopg (store/__init__ loads its names lazily)."""
     cli("write", workspace, "a.txt", input="a")
     probe = (
-        f"import sys, runpy; sys.argv = ['dbcode', 'cat', {workspace!r}, 'a.txt']\n"
+        f"import sys, runpy; sys.argv = ['dbcode', {command!r}, {workspace!r}, 'a.txt']\n"
         "try:\n    runpy.run_module('lsp_dbcode', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "bad = sorted(m for m in ('psycopg', 'pygls', 'lsprotocol', 'asyncio', 'mcp') "
         "if m in sys.modules)\n"
-        "print(bad, file=sys.stderr)\n"
+        "print(bad)\n"
     )
     r = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=cli.env, timeout=120
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        timeout=120,
+        input="b" if command == "write" else None,
     )
-    assert r.stdout == "a"
-    if cli.path == "shared":  # type: ignore[attr-defined]
-        assert r.stderr.strip() == "[]"
+    if command == "cat":
+        assert r.stdout.startswith("a["), r.stderr  # the file (no newline), then the probe's
     else:
-        assert "psycopg" in r.stderr
+        assert r.stdout.startswith(f"{workspace}/a.txt: revision 2 (seq 2)\n"), r.stderr
+    loaded = r.stdout.rpartition("[")[2]
+    if cli.path == "shared":  # type: ignore[attr-defined]
+        assert loaded == "]\n"
+    else:
+        assert "psycopg" in loaded
