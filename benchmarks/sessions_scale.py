@@ -1,0 +1,331 @@
+"""1,000 sessions in one ``dbcode serve --tcp`` process (issue 14's scale targets).
+
+Run: ``python benchmarks/sessions_scale.py [--dsn DSN] [--sessions 1000] [--commits 30]
+[--code LABEL=DIR ...]``.
+
+For every code tree given (``--code``; default: this checkout), in one invocation and on the
+same PostgreSQL server:
+
+* one ``dbcode serve --tcp 127.0.0.1:0`` process of that tree (``DIR/.venv/bin/python``
+  when there is one, else this interpreter; e.g. ``git worktree add /tmp/before REV`` and an
+  editable install into ``/tmp/before/.venv`` for the code before a change);
+* N receiver sessions open in waves of ``--wave`` (default 50) concurrent connections, each as
+  an editor does: connect, ``initialize``, ``initialized``, ``dbcode/readFile`` of a ~100-line
+  Python file, ``didOpen``, and the first ``publishDiagnostics`` of that document (the open is
+  done when its diagnostics are out). **Opening a session** is the server process's CPU time
+  (``/proc/PID/task/*/schedstat``, nanoseconds) over one wave divided by the wave's sessions;
+  the median over waves is printed, and the CPU of the server's children (the ruff server)
+  apart;
+* **every session starts**: how many of the N opened, and the errors of those that did not;
+* **RSS** of the server process (and of its children) with all N sessions open;
+* a writer session commits ``--commits`` small edits with ``dbcode/writeFile``; every receiver
+  gets ``workspace/applyEdit``, applies it, answers and sends the matching didChange (as
+  push_latency.py's receivers do); the latency of every (commit, receiver) pair is measured from
+  just before the writeFile is written to the arrival of the applyEdit: p50 and p99;
+* **anchor**: the raw LISTEN/NOTIFY round trip on the same PostgreSQL server, one sample just
+  before every commit (push_latency.py's Anchor), printed beside the figures with the ratio.
+
+The script creates the scratch database ``dbcode_scalebench`` and drops it at the end. The
+targets (issue 14): all N start; open ≤ 5 ms of server CPU (median); commit to all N p99
+≤ 100 ms; RSS ≤ 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import push_latency as pl  # benchmarks/push_latency.py
+import scratch_db  # benchmarks/scratch_db.py
+
+from lsp_dbcode.store import Store
+from lsp_dbcode.uris import make_uri
+
+BENCH_DB = "dbcode_scalebench"
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 120.0
+OPEN_TIMEOUT_S = 60.0
+ROUND_TIMEOUT_S = 30.0
+WARMUP_COMMITS = 3
+TARGET_OPEN_CPU_MS = 5.0
+TARGET_PUSH_P99_MS = 100.0
+TARGET_RSS_MB = 300.0
+
+
+def task_cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` in nanoseconds (schedstat: exact, unlike the
+    10 ms ticks of /proc/PID/stat)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    return total
+
+
+@dataclass
+class Outcome:
+    label: str
+    code: Path
+    sessions: int = 0
+    opened: int = 0
+    open_errors: list[str] = field(default_factory=list)
+    open_cpu_ms: list[float] = field(default_factory=list)  # per wave, per session
+    open_children_ms: list[float] = field(default_factory=list)
+    open_wall_s: float = 0.0
+    rss_mb: float = 0.0
+    rss_children_mb: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    last: list[float] = field(default_factory=list)
+    commits: int = 0
+    mismatches: int = 0
+    anchor: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+class Session:
+    """A receiver with an open document whose first diagnostics mark the end of its open."""
+
+    def __init__(self, rpc: pl.Rpc, receiver: pl.Receiver) -> None:
+        self.rpc = rpc
+        self.receiver = receiver
+        self.published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        rpc.on_publish = self._on_publish
+
+    def _on_publish(self, params: dict[str, Any], t: float) -> None:
+        if params.get("uri") == self.receiver.uri and not self.published.done():
+            self.published.set_result(None)
+
+
+async def start_server(code: Path, dsn: str, log: Path) -> tuple[asyncio.subprocess.Process, int]:
+    env = pl.server_env(dsn)
+    python = code / ".venv" / "bin" / "python"
+    cmd = [str(python) if python.exists() else sys.executable, *pl.SERVER_CMD[1:]]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        "--tcp",
+        "127.0.0.1:0",
+        env=env,
+        cwd=str(code),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        logged = await asyncio.to_thread(log.read_text)
+        m = re.search(r"serving LSP over TCP on \('127\.0\.0\.1', (\d+)\)", logged)
+        if m:
+            return proc, int(m.group(1))
+        if proc.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"dbcode serve --tcp did not start: see {log}")
+
+
+async def connect(port: int, name: str) -> pl.Rpc:
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=2**24)
+    w.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rpc = pl.Rpc(r, w, name)
+    await rpc.initialize(name)
+    return rpc
+
+
+async def open_one(port: int, i: int, uri: str, bench: pl.Bench) -> Session:
+    rpc = await connect(port, f"reader{i}")
+    receiver = pl.Receiver(i, rpc, bench)
+    session = Session(rpc, receiver)
+    await receiver.open(uri)
+    await asyncio.wait_for(session.published, OPEN_TIMEOUT_S)
+    return session
+
+
+async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -> Outcome:
+    out = Outcome(label, code, sessions=args.sessions)
+    workspace = f"scale-{label}"
+    uri = make_uri(workspace, pl.FILE_PATH)
+    async with Store(dsn, min_size=1, max_size=1) as store:
+        await store.write(workspace, pl.FILE_PATH, pl.version_text(0), agent="seed", base=0)
+    logdir = Path(tempfile.mkdtemp(prefix="scalebench-"))
+    proc, port = await start_server(code, dsn, logdir / "server.log")
+    sessions: list[Session] = []
+    anchor = pl.Anchor()
+    bench = pl.Bench()
+    try:
+        writer = await connect(port, "writer")
+        t_open = time.perf_counter()
+        for first in range(0, args.sessions, args.wave):
+            count = min(args.wave, args.sessions - first)
+            cpu0 = task_cpu_ns(proc.pid)
+            kids = pl.descendants([proc.pid])
+            kids0 = pl.cpu_seconds(kids)
+            got = await asyncio.gather(
+                *(open_one(port, first + j, uri, bench) for j in range(count)),
+                return_exceptions=True,
+            )
+            ok = [s for s in got if isinstance(s, Session)]
+            failed = [e for e in got if isinstance(e, BaseException)]
+            out.open_errors += [f"{type(e).__name__}: {e}" for e in failed]
+            sessions += ok
+            if ok:
+                out.open_cpu_ms.append((task_cpu_ns(proc.pid) - cpu0) / 1e6 / len(ok))
+                kids = pl.descendants([proc.pid])
+                out.open_children_ms.append((pl.cpu_seconds(kids) - kids0) * 1000 / len(ok))
+            if time.perf_counter() - t_open > args.open_seconds:
+                out.open_errors.append(f"stopped opening after {args.open_seconds:.0f} s")
+                break
+        out.open_wall_s = time.perf_counter() - t_open
+        out.opened = len(sessions)
+        # Every receiver's index must match its place in the list the rounds use.
+        receivers = [s.receiver for s in sessions]
+        for i, r in enumerate(receivers):
+            r.index = i
+        await asyncio.sleep(1.0)
+        out.rss_mb = pl.rss_mb([proc.pid])
+        out.rss_children_mb = pl.rss_mb(pl.descendants([proc.pid]))
+        await anchor.open(dsn)
+        res = await writer.request("dbcode/readFile", {"uri": uri})
+        rev = res["revision"]
+        loop = asyncio.get_running_loop()
+        t_commits = time.perf_counter()
+        for k in range(1, WARMUP_COMMITS + args.commits + 1):
+            measured = k > WARMUP_COMMITS
+            if time.perf_counter() - t_commits > args.commit_seconds:
+                break
+            await anchor.sample(k, keep=measured)
+            text = pl.version_text(k)
+            rnd = pl.Round(k, text, [None] * len(receivers), len(receivers), loop.create_future())
+            bench.rnd = rnd
+            t0 = time.perf_counter()
+            reply = await writer.request(
+                "dbcode/writeFile", {"uri": uri, "text": text, "baseRevision": rev}
+            )
+            rev = reply["revision"]
+            await asyncio.wait_for(rnd.done, ROUND_TIMEOUT_S)
+            if measured:
+                times = [t - t0 for t in rnd.times if t is not None]
+                out.latencies += times
+                out.last.append(max(times))
+                out.commits += 1
+                out.mismatches += rnd.mismatches
+            await asyncio.sleep(args.gap_ms / 1000)
+        out.anchor = anchor.notify
+    except Exception as exc:
+        out.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        await anchor.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        for s in sessions:
+            with contextlib.suppress(Exception):
+                s.rpc.writer.close()
+    return out
+
+
+def ms(x: float) -> str:
+    return f"{x * 1000:.1f}"
+
+
+def report(outcomes: list[Outcome]) -> str:
+    lines = [
+        "| code | sessions started | open: server CPU ms/session (median) | ruff child CPU ms/"
+        "session | open wall s | RSS MB (children) | commits | push p50 ms | push p99 ms "
+        "| slowest receiver p50 ms | NOTIFY p50 ms | p99 / NOTIFY p50 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        if not o.latencies:
+            lines.append(f"| {o.label} | {o.opened}/{o.sessions} | "
+                         f"{statistics.median(o.open_cpu_ms) if o.open_cpu_ms else 0:.1f} | "
+                         f"| {o.open_wall_s:.0f} | {o.rss_mb:.0f} ({o.rss_children_mb:.0f}) | "
+                         f"{o.error or 'no commit measured'} | | | | | |")  # fmt: skip
+            continue
+        lat = o.latencies
+        notify = pl.pct(o.anchor, 0.5) if o.anchor else float("nan")
+        lines.append(
+            f"| {o.label} | {o.opened}/{o.sessions} | {statistics.median(o.open_cpu_ms):.2f} | "
+            f"{statistics.median(o.open_children_ms):.2f} | {o.open_wall_s:.1f} | "
+            f"{o.rss_mb:.0f} ({o.rss_children_mb:.0f}) | {o.commits} | {ms(pl.pct(lat, 0.5))} | "
+            f"{ms(pl.pct(lat, 0.99))} | {ms(pl.pct(o.last, 0.5))} | {ms(notify)} | "
+            f"{pl.pct(lat, 0.99) / notify:.0f}x |"
+        )
+    for o in outcomes:
+        if o.open_errors or o.mismatches or o.error:
+            errs = sorted(set(o.open_errors))[:5]
+            lines.append(f"\n{o.label}: {len(o.open_errors)} open error(s) {errs}; "
+                         f"{o.mismatches} buffer mismatch(es); {o.error or ''}")  # fmt: skip
+    lines.append(
+        f"\ntargets: every session starts; open ≤ {TARGET_OPEN_CPU_MS:g} ms server CPU (median);"
+        f" push p99 ≤ {TARGET_PUSH_P99_MS:g} ms; RSS ≤ {TARGET_RSS_MB:g} MB"
+    )
+    return "\n".join(lines)
+
+
+def code_trees(items: list[str]) -> list[tuple[str, Path]]:
+    codes: list[tuple[str, Path]] = []
+    for item in items:
+        label, sep, path = item.partition("=")
+        if not sep or not (Path(path) / "lsp_dbcode").is_dir():
+            raise SystemExit(f"--code {item!r}: use LABEL=DIR, DIR holding lsp_dbcode/")
+        codes.append((label, Path(path).resolve()))
+    return codes
+
+
+async def amain(args: argparse.Namespace) -> int:
+    codes = code_trees(args.code or [f"this={REPO}"])
+    print(pl.machine_line(), flush=True)
+    dsn = scratch_db.recreate(args.dsn, BENCH_DB)
+    async with Store(dsn):  # migrate once
+        pass
+    async with await pl.psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE pushbench_anchor (k bigint, payload text)")
+    outcomes = []
+    try:
+        for label, code in codes:
+            print(f"{label} ({code}): {args.sessions} sessions ...", flush=True)
+            outcomes.append(await run_code(label, code, dsn, args))
+            print(report(outcomes[-1:]).split("\n\n")[0], flush=True)
+    finally:
+        scratch_db.drop(args.dsn, BENCH_DB)
+    print()
+    print(report(outcomes))
+    return 0 if all(o.error is None and not o.open_errors for o in outcomes) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=pl.DEFAULT_DSN, help="PostgreSQL server (any database)")
+    parser.add_argument("--sessions", type=int, default=1000, help="receiver sessions N")
+    parser.add_argument("--wave", type=int, default=50, help="sessions opened concurrently")
+    parser.add_argument("--commits", type=int, default=30, help="measured commits")
+    parser.add_argument("--gap-ms", type=float, default=5.0, help="pause between commits")
+    parser.add_argument(
+        "--code", action="append", metavar="LABEL=DIR", help="a code tree to run (repeatable)"
+    )
+    parser.add_argument("--open-seconds", type=float, default=300.0, help="bound on opening")
+    parser.add_argument("--commit-seconds", type=float, default=60.0, help="bound on commits")
+    return asyncio.run(amain(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
