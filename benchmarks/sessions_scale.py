@@ -21,7 +21,10 @@ same PostgreSQL server:
 * a writer session commits ``--commits`` small edits with ``dbcode/writeFile``; every receiver
   gets ``workspace/applyEdit``, applies it, answers and sends the matching didChange (as
   push_latency.py's receivers do); the latency of every (commit, receiver) pair is measured from
-  just before the writeFile is written to the arrival of the applyEdit: p50 and p99;
+  just before the writeFile is written to the arrival of the applyEdit: p50 and p99. The next
+  commit goes when the server is done with the previous one (diagnostics published for every
+  receiver's didChange), so that what is measured is one commit's way to 1,000 sessions, not
+  the queue of 1,000 didChanges ahead of it (``--back-to-back`` measures that instead);
 * **anchor**: the raw LISTEN/NOTIFY round trip on the same PostgreSQL server, one sample just
   before every commit (push_latency.py's Anchor), printed beside the figures with the ratio.
 
@@ -48,9 +51,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lsp_rpc  # benchmarks/lsp_rpc.py
+import orjson
 import push_latency as pl  # benchmarks/push_latency.py
 import scratch_db  # benchmarks/scratch_db.py
 
+from lsp_dbcode.framing import FrameSplitter
 from lsp_dbcode.store import Store
 from lsp_dbcode.uris import make_uri
 
@@ -99,15 +105,31 @@ class Outcome:
 class Session:
     """A receiver with an open document whose first diagnostics mark the end of its open."""
 
-    def __init__(self, rpc: pl.Rpc, receiver: pl.Receiver) -> None:
+    def __init__(self, rpc: CallbackRpc, receiver: pl.Receiver) -> None:
         self.rpc = rpc
         self.receiver = receiver
         self.published: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.published_version = -1
         rpc.on_publish = self._on_publish
 
     def _on_publish(self, params: dict[str, Any], t: float) -> None:
-        if params.get("uri") == self.receiver.uri and not self.published.done():
-            self.published.set_result(None)
+        if params.get("uri") == self.receiver.uri:
+            self.published_version = max(self.published_version, params.get("version") or 0)
+            if not self.published.done():
+                self.published.set_result(None)
+
+    @property
+    def settled(self) -> bool:
+        """The server has published diagnostics for the buffer's newest version: it is done
+        with this session's didChange."""
+        return self.published_version >= self.receiver.version
+
+
+async def settle(sessions: list[Session]) -> None:
+    """Until the server is done with every receiver's didChange (bounded)."""
+    deadline = time.perf_counter() + ROUND_TIMEOUT_S
+    while not all(s.settled for s in sessions) and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
 
 
 async def start_server(code: Path, dsn: str, log: Path) -> tuple[asyncio.subprocess.Process, int]:
@@ -137,17 +159,88 @@ async def start_server(code: Path, dsn: str, log: Path) -> tuple[asyncio.subproc
     raise RuntimeError(f"dbcode serve --tcp did not start: see {log}")
 
 
-async def connect(port: int, name: str) -> pl.Rpc:
-    r, w = await asyncio.open_connection("127.0.0.1", port, limit=2**24)
-    w.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    rpc = pl.Rpc(r, w, name)
-    await rpc.initialize(name)
+class CallbackRpc(asyncio.Protocol):
+    """push_latency's JSON-RPC client (same interface), with messages cut and handled in the
+    transport's callback (lsp_dbcode.framing, as the server does): 1,000 receivers in this one
+    process must not cost a task wake-up per message each, or the client is what is measured.
+    The arrival time is taken as soon as a message's bytes are read."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.frames = FrameSplitter()
+        self.transport: asyncio.Transport | None = None
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.on_request: Any = None
+        self.on_publish: Any = None
+        self.writer = self  # push_latency's users call rpc.writer.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        t = time.perf_counter()
+        self.frames.feed(data)
+        while (body := self.frames.next_body()) is not None:
+            msg = orjson.loads(body)
+            method = msg.get("method")
+            if method is None:
+                fut = self._pending.pop(msg.get("id"), None)
+                if fut is not None and not fut.done():
+                    if "error" in msg:
+                        fut.set_exception(lsp_rpc.RpcError(f"{self.name}: {msg['error']}"))
+                    else:
+                        fut.set_result(msg.get("result"))
+            elif "id" in msg:
+                if self.on_request is not None:
+                    self.on_request(msg, t)
+                else:
+                    self.respond(msg["id"], None)
+            elif method == "textDocument/publishDiagnostics" and self.on_publish:
+                self.on_publish(msg["params"], t)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(lsp_rpc.RpcError(f"{self.name}: connection closed"))
+
+    def send(self, msg: dict[str, Any]) -> None:
+        body = orjson.dumps(msg)
+        assert self.transport is not None
+        self.transport.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    async def request(self, method: str, params: Any, timeout: float = 60.0) -> Any:
+        self._next_id += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[self._next_id] = fut
+        self.send({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": params})
+        return await asyncio.wait_for(fut, timeout)
+
+    def notify(self, method: str, params: Any) -> None:
+        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def respond(self, id_: Any, result: Any) -> None:
+        self.send({"jsonrpc": "2.0", "id": id_, "result": result})
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    initialize = pl.Rpc.initialize
+
+
+async def connect(port: int, name: str) -> CallbackRpc:
+    loop = asyncio.get_running_loop()
+    transport, rpc = await loop.create_connection(lambda: CallbackRpc(name), "127.0.0.1", port)
+    transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    await rpc.initialize(name)  # type: ignore[arg-type]
     return rpc
 
 
 async def open_one(port: int, i: int, uri: str, bench: pl.Bench) -> Session:
     rpc = await connect(port, f"reader{i}")
-    receiver = pl.Receiver(i, rpc, bench)
+    receiver = pl.Receiver(i, rpc, bench)  # type: ignore[arg-type]
     session = Session(rpc, receiver)
     await receiver.open(uri)
     await asyncio.wait_for(session.published, OPEN_TIMEOUT_S)
@@ -165,6 +258,7 @@ async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -
     sessions: list[Session] = []
     anchor = pl.Anchor()
     bench = pl.Bench()
+    spy: subprocess.Popen[bytes] | None = None
     try:
         writer = await connect(port, "writer")
         t_open = time.perf_counter()
@@ -204,6 +298,12 @@ async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -
         t_commits = time.perf_counter()
         for k in range(1, WARMUP_COMMITS + args.commits + 1):
             measured = k > WARMUP_COMMITS
+            if k == WARMUP_COMMITS + 1 and args.profile:
+                spy = subprocess.Popen(  # noqa: ASYNC220 (py-spy starts at once)
+                    [args.py_spy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate",
+                     "250", "--nonblocking", "-o", f"{args.profile}.{label}.txt"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
             if time.perf_counter() - t_commits > args.commit_seconds:
                 break
             await anchor.sample(k, keep=measured)
@@ -222,8 +322,13 @@ async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -
                 out.last.append(max(times))
                 out.commits += 1
                 out.mismatches += rnd.mismatches
+            if not args.back_to_back:
+                await settle(sessions)
             await asyncio.sleep(args.gap_ms / 1000)
         out.anchor = anchor.notify
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            await asyncio.to_thread(spy.wait)
     except Exception as exc:
         out.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -320,8 +425,19 @@ def main() -> int:
     parser.add_argument("--commits", type=int, default=30, help="measured commits")
     parser.add_argument("--gap-ms", type=float, default=5.0, help="pause between commits")
     parser.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="send the next commit as soon as every receiver has its edit (plus --gap-ms), "
+        "while the server still handles their didChanges (push_latency's pacing); by default "
+        "it waits until the server has published diagnostics for every receiver's didChange",
+    )
+    parser.add_argument(
         "--code", action="append", metavar="LABEL=DIR", help="a code tree to run (repeatable)"
     )
+    parser.add_argument(
+        "--profile", metavar="PREFIX", help="py-spy the server during the commits (raw stacks)"
+    )
+    parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable")
     parser.add_argument("--open-seconds", type=float, default=300.0, help="bound on opening")
     parser.add_argument("--commit-seconds", type=float, default=60.0, help="bound on commits")
     return asyncio.run(amain(parser.parse_args()))
