@@ -96,10 +96,6 @@ DEPRECATED_CODES = frozenset({"UP005", "UP006", "UP019", "UP023", "UP026", "UP03
 # Rules reported as errors, as ruff's own language server does.
 ERROR_CODES = frozenset({SYNTAX_CODE, "F821", "E902"})
 
-# The same as LSP JSON (``DiagnosticSeverity``, ``DiagnosticTag``).
-LSP_SEVERITY = {"error": 1, "warning": 2, "information": 3, "hint": 4}
-LSP_TAGS = {"unnecessary": 1, "deprecated": 2}
-
 FILE_BYTES_MAX = 2 * 1024 * 1024
 TREE_BYTES_MAX = 256 * 1024 * 1024
 STDERR_LINES_KEPT = 20
@@ -116,11 +112,13 @@ def _find_ruff() -> str:
     return str(ruff.find_ruff_bin())
 
 
-def _severity(code: str | None) -> Severity:
+def diagnostic_severity(code: str | None) -> Severity:
+    """The severity of a ruff finding by its rule code (as ruff's own language server)."""
     return "error" if code is None or code in ERROR_CODES else "warning"
 
 
-def _tags(code: str | None) -> tuple[Tag, ...]:
+def diagnostic_tags(code: str | None) -> tuple[Tag, ...]:
+    """The tags of a ruff finding by its rule code (code that does nothing; deprecated)."""
     if code in UNNECESSARY_CODES:
         return ("unnecessary",)
     if code in DEPRECATED_CODES:
@@ -150,12 +148,12 @@ def diagnostic_from_cli(entry: Mapping[str, Any]) -> Diagnostic:
     noqa_row = entry.get("noqa_row")
     return Diagnostic(
         span=Span(_cli_pos(entry["location"]), _cli_pos(entry["end_location"])),
-        severity=_severity(code),
+        severity=diagnostic_severity(code),
         message=entry.get("message") or "",
         source="ruff",
         code=code,
         code_url=entry.get("url") or None,
-        tags=_tags(code),
+        tags=diagnostic_tags(code),
         fix=fix,
         noqa_line=None if noqa_row is None else int(noqa_row) - 1,
     )
@@ -190,12 +188,12 @@ def diagnostic_from_server(item: Mapping[str, Any]) -> Diagnostic:
     description = item.get("codeDescription") or {}
     return Diagnostic(
         span=_lsp_span(item["range"]),
-        severity=_severity(code),
+        severity=diagnostic_severity(code),
         message=message,
         source="ruff",
         code=code,
         code_url=description.get("href") or None,
-        tags=_tags(code),
+        tags=diagnostic_tags(code),
         fix=fix,
         noqa_line=int(noqa_edit["range"]["start"]["line"]) if noqa_edit else None,
     )
@@ -203,43 +201,27 @@ def diagnostic_from_server(item: Mapping[str, Any]) -> Diagnostic:
 
 def _server_findings(items: list[dict[str, Any]]) -> Findings:
     """``ruff server``'s pulled diagnostics (code point positions) as Findings: sorted as
-    :func:`_sorted`, each as our LSP JSON (as :func:`diagnostic_from_server` + the server's
-    ``to_lsp`` would give), the Diagnostic objects built only if someone asks for them."""
-    entries: list[tuple[tuple[int, int, int, int, str, str], dict[str, Any], Any]] = []
+    :func:`_sorted`, kept as the server's own items (their messages cut as
+    :func:`diagnostic_from_server` cuts them) for the language server to relay, the Diagnostic
+    objects built only if someone asks for them."""
+    entries: list[tuple[tuple[int, int, int, int, str, str], dict[str, Any]]] = []
     for item in items:
         code = str(item.get("code") or SYNTAX_CODE)
         message = str(item.get("message") or "")
         cut = message.find("\n\nhelp: ")
         if cut >= 0:
             message = message[:cut]
-        rng = item["range"]
-        start, end = rng["start"], rng["end"]
-        lsp: dict[str, Any] = {
-            "range": rng,
-            "message": message,
-            "severity": 1 if code in ERROR_CODES else 2,
-            "code": code,
-            "source": "ruff",
-        }
-        href = (item.get("codeDescription") or {}).get("href")
-        if href:
-            lsp["codeDescription"] = {"href": href}
-        tags = _LSP_TAGS_BY_CODE.get(code)
-        if tags:
-            lsp["tags"] = [*tags]
+            item = {**item, "message": message}
+        start, end = item["range"]["start"], item["range"]["end"]
         key = (start["line"], start["character"], end["line"], end["character"], code, message)
-        entries.append((key, lsp, item))
+        entries.append((key, item))
     entries.sort(key=itemgetter(0))
+    sorted_items = [item for _, item in entries]
     return Findings(
-        make=lambda: [diagnostic_from_server(item) for _, _, item in entries],
-        lsp=[lsp for _, lsp, _ in entries],
+        make=lambda: [diagnostic_from_server(item) for item in sorted_items],
+        server_items=sorted_items,
     )
 
-
-_LSP_TAGS_BY_CODE = {
-    **{code: [LSP_TAGS["unnecessary"]] for code in UNNECESSARY_CODES},
-    **{code: [LSP_TAGS["deprecated"]] for code in DEPRECATED_CODES},
-}
 
 _SNIPPET_LINE = re.compile(r"^\d*\s*\|")
 
@@ -336,6 +318,36 @@ class RuffEngine:
                 ok_codes=(0, 1),
             )
         return Findings(_sorted(diagnostic_from_cli(entry) for entry in self._json(out, path)))
+
+    def lint_soon(
+        self,
+        text: str,
+        path: str,
+        configs: Mapping[str, str],
+        done: LintCallback,
+        *,
+        index: LineIndex | None = None,
+        change: TextChange | None = None,
+    ) -> bool:
+        """Start a lint without a task of the caller's, when it can start at once (see
+        :meth:`RuffServerEngine.lint_soon`); this engine never can: False, nothing done."""
+        return False
+
+    def send_ahead(
+        self,
+        path: str,
+        configs: Mapping[str, str],
+        old: LineIndex,
+        span: tuple[int, int, int, int],
+        new_text: str,
+        encoding: Encoding,
+    ) -> bool:
+        """Hand an editor's change to the engine before it is applied (see
+        :meth:`RuffServerEngine.send_ahead`); this engine has nothing to hand it to: False."""
+        return False
+
+    def adopt(self, text: str, path: str, configs: Mapping[str, str], index: LineIndex) -> None:
+        """``text`` of ``path`` has known findings (see :meth:`RuffServerEngine.adopt`)."""
 
     async def fix_all(
         self,

@@ -1,6 +1,7 @@
 """`dbcode serve`: transports. stdio (one session: ``--standalone``; by default a relay to a
 shared ``--unix`` server, see relay.py), or unix socket / TCP / WebSocket (many sessions in one
-process: one pygls server object per connection, all on one event loop, sharing one App)."""
+process: one pygls server object per connection, all on one event loop, sharing one Shared:
+the store, the watchers, the caches)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdinAsyncReader, StdoutWriter
 
 from ..store import Store, StoreError, redact, resolve_dsn
-from .app import App
-from .features import create_server
 from .relay import (
     DEFAULT_IDLE_EXIT_S,
     PREAMBLE_MAX,
@@ -36,6 +35,8 @@ from .relay import (
     parse_preamble,
     preamble_brings_fds,
 )
+from .routes import create_server
+from .shared import Shared
 from .wire import (
     FramingError,
     open_read_pipe,
@@ -117,7 +118,7 @@ def _tune_gc() -> None:
 async def _serve(dsn: str, args: argparse.Namespace) -> int:
     store = Store(dsn, min_size=1, max_size=POOL_SIZE_MAX)
     await store.open()
-    app = App(store)
+    app = Shared(store)
     _tune_gc()
     log.info("dbcode serve: database %s", redact(dsn))
     try:
@@ -170,7 +171,7 @@ async def _stdin_reader() -> Any:
 
 
 async def run_stream_session(
-    app: App,
+    app: Shared,
     agent: str,
     reader: Any,
     writer: asyncio.StreamWriter,
@@ -182,7 +183,7 @@ async def run_stream_session(
         writer.close()
 
 
-async def _serve_unix(app: App, args: argparse.Namespace) -> None:
+async def _serve_unix(app: Shared, args: argparse.Namespace) -> None:
     """Sessions of stdio relays on a unix socket (relay.py): each connection starts with the
     relay's preamble (its agents), answered with our pid, then LSP. Exits after ``--idle-exit``
     seconds without a connection (0: never), and on SIGTERM / SIGINT; removes its socket."""
@@ -343,7 +344,7 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 async def _run_handed_over(
-    app: App, default: str, forced: str | None, conn: socket.socket, fd_in: int, fd_out: int
+    app: Shared, default: str, forced: str | None, conn: socket.socket, fd_in: int, fd_out: int
 ) -> None:
     """A session on the editor's own pipes, handed over by its relay: we read its stdin and
     write its stdout directly. The relay's socket stays open for the session's life: its
@@ -387,7 +388,7 @@ async def _run_handed_over(
 
 
 async def _run_session(
-    app: App, agent: str, reader: Any, writer: Any, forced_agent: str | None = None
+    app: Shared, agent: str, reader: Any, writer: Any, forced_agent: str | None = None
 ) -> None:
     ls = create_server(app, agent, forced_agent)
     session = ls.session
@@ -398,12 +399,12 @@ async def _run_session(
 
     def on_exit() -> None:
         stop.set()
-        session.closed = True
+        session.client.closed = True
         loop = asyncio.get_running_loop()
         if task is not None:
             loop.call_soon(task.cancel)
 
-    ls.on_exit = on_exit
+    session.on_exit = on_exit
     log.info("session opened (%d in this process)", len(app.sessions))
     try:
         await read_stream(reader, ls.protocol, stop)
@@ -418,7 +419,7 @@ async def _run_session(
         log.info("session closed (%d left)", len(app.sessions))
 
 
-async def run_ws_session(app: App, agent: str, websocket: Any) -> None:
+async def run_ws_session(app: Shared, agent: str, websocket: Any) -> None:
     ls = create_server(app, agent)
     session = ls.session
     app.sessions.add(session)
@@ -427,11 +428,11 @@ async def run_ws_session(app: App, agent: str, websocket: Any) -> None:
 
     def on_exit() -> None:
         stop.set()
-        session.closed = True
+        session.client.closed = True
         if task is not None:
             asyncio.get_running_loop().call_soon(task.cancel)
 
-    ls.on_exit = on_exit
+    session.on_exit = on_exit
     try:
         await read_websocket(websocket, ls.protocol, stop)
     except asyncio.CancelledError:

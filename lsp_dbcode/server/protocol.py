@@ -1,7 +1,8 @@
 """pygls plumbing: our protocol class and converter.
 
-- Custom methods (``dbcode/*``) get their params as plain dicts (pygls would turn them into
-  namedtuples and silently rename keys that are not identifiers).
+- The rows of the route table (server/routes.py) marked ``json`` take the lean path here:
+  decoded once, handed to the handler as plain JSON, answered with plain JSON (pygls would turn
+  custom methods' params into namedtuples and silently rename keys that are not identifiers).
 - A request whose params fail validation, or that lacks params, is answered with a JSON-RPC
   error instead of being left unanswered (pygls drops them).
 - Text documents are kept by our own session (server/documents.py), not by pygls' workspace,
@@ -18,7 +19,7 @@ import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
@@ -33,6 +34,10 @@ from pygls.protocol import (
     default_converter,
     lsp_method,
 )
+
+if TYPE_CHECKING:
+    from .routes import Route
+    from .session import Session
 
 log = logging.getLogger(__name__)
 _sending: set[asyncio.Future[Any]] = set()
@@ -80,7 +85,14 @@ def json_bytes(message: Any) -> bytes:
     try:
         return orjson.dumps(message)
     except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(message, separators=(",", ":")).encode()
+        return json.dumps(message, separators=(",", ":"), default=_fragment).encode()
+
+
+def _fragment(value: Any) -> Any:
+    """json's fallback for the pieces serialised once and shared (orjson.Fragment)."""
+    if isinstance(value, orjson.Fragment):
+        return json.loads(value.contents)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class DbcodeProtocol(LanguageServerProtocol):
@@ -92,15 +104,15 @@ class DbcodeProtocol(LanguageServerProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Set by the session: each takes a notification's raw params and returns False if it
-        # cannot (then pygls' path handles the message, with its validation).
-        self.fast_notifications: dict[str, Callable[[Any], bool]] = {}
-        # Set by create_server: plain JSON in and out.
-        self.fast_requests: dict[str, Callable[[Any], Awaitable[Any]]] = {}
+        self.session: Session | None = None
+        self.routes: dict[str, Route] = {}
         self._fast_tasks: set[asyncio.Task[Any]] = set()
         self._raw_requests: dict[str, asyncio.Future[Any]] = {}
         self._raw_ids = itertools.count(1)
         self._corked: list[bytes] | None = None
+
+    def attach(self, session: Session, routes: dict[str, Route]) -> None:
+        self.session, self.routes = session, routes
 
     def receive(self, body: bytes | str) -> None:
         """One message off the wire."""
@@ -128,25 +140,33 @@ class DbcodeProtocol(LanguageServerProtocol):
                             else:
                                 future.set_result(data.get("result"))
                         return
-                elif "id" not in data:
-                    fast = self.fast_notifications.get(method)
-                    if fast is not None and fast(data.get("params")):
+                elif (route := self.routes.get(method)) is not None and route.params == "json":
+                    if "id" not in data:
+                        self._notification(method, route, data.get("params"))
                         return
-                elif (handler := self.fast_requests.get(method)) is not None and not getattr(
-                    self, "_shutdown", False
-                ):
-                    self._run_request(data["id"], handler, data.get("params"))
-                    return
+                    if not getattr(self, "_shutdown", False):
+                        self._run_request(data["id"], route.handler, data.get("params"))
+                        return
             # pygls decodes with structure_message as json's object_hook; only the top-level
             # object carries "jsonrpc", so calling it once on that object is the same.
             self.handle_message(self.structure_message(data) if isinstance(data, dict) else data)
         except Exception:
             log.exception("unable to handle a message")
 
+    def _notification(self, method: str, route: Route, params: Any) -> None:
+        """A lean notification: inline (to the end, before the next message is read), or a
+        task of the session's. An inline handler returns False for params it cannot read."""
+        session = self.session
+        assert session is not None
+        if route.runs == "task":
+            session.tasks.run(route.handler(session, params))
+        elif route.handler(session, params) is False:
+            log.warning("%s with params it cannot read: ignored", method)
+
     def _run_request(
-        self, msg_id: Any, handler: Callable[[Any], Awaitable[Any]], params: Any
+        self, msg_id: Any, handler: Callable[..., Awaitable[Any]], params: Any
     ) -> None:
-        task = asyncio.ensure_future(handler(params))
+        task = asyncio.ensure_future(handler(self.session, params))
         self._fast_tasks.add(task)
         task.add_done_callback(lambda t: self._answer(msg_id, t))
 
@@ -156,8 +176,12 @@ class DbcodeProtocol(LanguageServerProtocol):
             error: dict[str, Any] = {"code": -32800, "message": "request cancelled"}
         elif (exc := task.exception()) is not None:
             if not isinstance(exc, JsonRpcException):
-                log.error("request %s failed", msg_id, exc_info=exc)
-                exc = JsonRpcException(message=f"internal error: {type(exc).__name__}")
+                from .routes import rpc_error
+
+                if isinstance(exc, Exception):
+                    exc = rpc_error(exc)
+                else:
+                    exc = JsonRpcException(message=f"internal error: {type(exc).__name__}")
             error = {"code": exc.code, "message": exc.message}
             if exc.data is not None:
                 error["data"] = exc.data
@@ -166,22 +190,15 @@ class DbcodeProtocol(LanguageServerProtocol):
             return
         self.send_raw({"jsonrpc": "2.0", "id": msg_id, "error": error})
 
-    def request_raw(self, method: str, params_json: str) -> asyncio.Future[Any]:
-        """Send a request whose params are already serialised JSON; returns a future of the
-        result (an exception for an error answer; cancel it to stop waiting)."""
+    def request_json(self, method: str, params: Any) -> asyncio.Future[Any]:
+        """Send a request whose params are plain JSON (pieces may be orjson.Fragments); returns
+        a future of the result (an exception for an error answer; cancel it to stop
+        waiting)."""
         msg_id = f"dbcode-{next(self._raw_ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._raw_requests[msg_id] = future
         future.add_done_callback(lambda _: self._raw_requests.pop(msg_id, None))
-        self.send_text(
-            '{"jsonrpc":"2.0","id":"'
-            + msg_id
-            + '","method":'
-            + json.dumps(method)
-            + ',"params":'
-            + params_json
-            + "}"
-        )
+        self.send_raw({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
         return future
 
     def close_requests(self) -> None:
@@ -220,10 +237,6 @@ class DbcodeProtocol(LanguageServerProtocol):
         if corked:
             self._write(b"".join(corked))
 
-    def send_text(self, text: str) -> None:
-        """Write one JSON-RPC message already serialised (JSON text)."""
-        self._send_body(text.encode())
-
     def _send_body(self, body: bytes) -> None:
         if self._include_headers:
             body = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -248,6 +261,16 @@ class DbcodeProtocol(LanguageServerProtocol):
             self._send_response(message.id, None, message.error.to_response_error())
             return
         super().handle_message(message)
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, Any]:
+        """pygls' answer, plus workspace/textDocumentContent for dbcode:// (pygls never
+        advertises it)."""
+        result = yield from super().lsp_initialize(params)
+        ws = result.capabilities.workspace or types.WorkspaceOptions()
+        ws.text_document_content = types.TextDocumentContentOptions(schemes=["dbcode"])
+        result.capabilities.workspace = ws
+        return result
 
     # Text documents: our session keeps them; skip pygls' workspace.
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)

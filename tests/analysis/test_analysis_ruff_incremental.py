@@ -173,8 +173,8 @@ async def test_the_child_may_choose_utf16_positions() -> None:
         assert server.child_encoding == "utf-16"
         (unused,) = [d for d in found.diagnostics if d.code == "F401"]
         assert text[unused.span.start.col : unused.span.end.col] == "os"  # code points
-        assert found.lsp is not None
-        (item,) = [d for d in found.lsp if d["code"] == "F401"]
+        assert found.server_items is not None
+        (item,) = [d for d in found.server_items if d["code"] == "F401"]
         assert item["range"]["start"] == {"line": 0, "character": 17}
 
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from lsp_dbcode.server.app import App
-from lsp_dbcode.server.features import create_server
+from lsp_dbcode.server.routes import create_server
+from lsp_dbcode.server.shared import Shared
 from lsp_dbcode.store import Store
 
 
 async def test_connections_share_one_converter(database_url: str) -> None:
     # cattrs generates a type's (un)structure function once per converter: a converter per
     # connection generated InitializeParams' again for every session (~25 ms of CPU each).
-    app = App(Store(database_url))
+    app = Shared(Store(database_url))
     one = create_server(app, "a")
     two = create_server(app, "b")
     assert one.protocol._converter is two.protocol._converter
