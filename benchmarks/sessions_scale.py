@@ -25,6 +25,9 @@ same PostgreSQL server:
   commit goes when the server is done with the previous one (diagnostics published for every
   receiver's didChange), so that what is measured is one commit's way to 1,000 sessions, not
   the queue of 1,000 didChanges ahead of it (``--back-to-back`` measures that instead);
+* **commits/s**: before the receivers open, ``--writers`` sessions each write a file of their
+  own with ``dbcode/writeFile`` for ``--write-seconds``, each as soon as its previous answer
+  came;
 * **anchor**: the raw LISTEN/NOTIFY round trip on the same PostgreSQL server, one sample just
   before every commit (push_latency.py's Anchor), printed beside the figures with the ratio.
 
@@ -99,6 +102,7 @@ class Outcome:
     commits: int = 0
     mismatches: int = 0
     anchor: list[float] = field(default_factory=list)
+    commits_per_s: float = 0.0
     error: str | None = None
 
 
@@ -247,6 +251,33 @@ async def open_one(port: int, i: int, uri: str, bench: pl.Bench) -> Session:
     return session
 
 
+async def commit_rate(port: int, workspace: str, args: argparse.Namespace) -> float:
+    """``--writers`` sessions, each writing its own file with dbcode/writeFile (CAS on the
+    revision it got) as fast as the answers come, for ``--write-seconds``: commits per second
+    through the server (before any receiver is open)."""
+    writers = [await connect(port, f"w{i}") for i in range(args.writers)]
+    done = 0
+    stop = time.perf_counter() + args.write_seconds
+
+    async def write_loop(i: int, rpc: CallbackRpc) -> None:
+        nonlocal done
+        uri = make_uri(workspace, f"writers/w{i}.py")
+        rev = 0
+        k = 0
+        while time.perf_counter() < stop:
+            k += 1
+            params = {"uri": uri, "text": f"X = {k}\n", "baseRevision": rev}
+            rev = (await rpc.request("dbcode/writeFile", params))["revision"]
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(write_loop(i, w) for i, w in enumerate(writers)))
+    rate = done / (time.perf_counter() - t0)
+    for w in writers:
+        w.close()
+    return rate
+
+
 async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -> Outcome:
     out = Outcome(label, code, sessions=args.sessions)
     workspace = f"scale-{label}"
@@ -260,6 +291,7 @@ async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -
     bench = pl.Bench()
     spy: subprocess.Popen[bytes] | None = None
     try:
+        out.commits_per_s = await commit_rate(port, workspace, args)
         writer = await connect(port, "writer")
         t_open = time.perf_counter()
         for first in range(0, args.sessions, args.wave):
@@ -355,15 +387,15 @@ def report(outcomes: list[Outcome]) -> str:
     lines = [
         "| code | sessions started | open: server CPU ms/session (median) | ruff child CPU ms/"
         "session | open wall s | RSS MB (children) | commits | push p50 ms | push p99 ms "
-        "| slowest receiver p50 ms | NOTIFY p50 ms | p99 / NOTIFY p50 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| slowest receiver p50 ms | NOTIFY p50 ms | p99 / NOTIFY p50 | commits/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         if not o.latencies:
             lines.append(f"| {o.label} | {o.opened}/{o.sessions} | "
                          f"{statistics.median(o.open_cpu_ms) if o.open_cpu_ms else 0:.1f} | "
                          f"| {o.open_wall_s:.0f} | {o.rss_mb:.0f} ({o.rss_children_mb:.0f}) | "
-                         f"{o.error or 'no commit measured'} | | | | | |")  # fmt: skip
+                         f"{o.error or 'no commit measured'} | | | | | | |")  # fmt: skip
             continue
         lat = o.latencies
         notify = pl.pct(o.anchor, 0.5) if o.anchor else float("nan")
@@ -372,7 +404,7 @@ def report(outcomes: list[Outcome]) -> str:
             f"{statistics.median(o.open_children_ms):.2f} | {o.open_wall_s:.1f} | "
             f"{o.rss_mb:.0f} ({o.rss_children_mb:.0f}) | {o.commits} | {ms(pl.pct(lat, 0.5))} | "
             f"{ms(pl.pct(lat, 0.99))} | {ms(pl.pct(o.last, 0.5))} | {ms(notify)} | "
-            f"{pl.pct(lat, 0.99) / notify:.0f}x |"
+            f"{pl.pct(lat, 0.99) / notify:.0f}x | {o.commits_per_s:.0f} |"
         )
     for o in outcomes:
         if o.open_errors or o.mismatches or o.error:
@@ -423,6 +455,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=1000, help="receiver sessions N")
     parser.add_argument("--wave", type=int, default=50, help="sessions opened concurrently")
     parser.add_argument("--commits", type=int, default=30, help="measured commits")
+    parser.add_argument("--writers", type=int, default=8, help="sessions measuring commits/s")
+    parser.add_argument("--write-seconds", type=float, default=5.0, help="commits/s: how long")
     parser.add_argument("--gap-ms", type=float, default=5.0, help="pause between commits")
     parser.add_argument(
         "--back-to-back",

@@ -35,6 +35,8 @@ from pygls.protocol import (
     lsp_method,
 )
 
+from .errors import rpc_error
+
 if TYPE_CHECKING:
     from .routes import Route
     from .session import Session
@@ -176,8 +178,6 @@ class DbcodeProtocol(LanguageServerProtocol):
             error: dict[str, Any] = {"code": -32800, "message": "request cancelled"}
         elif (exc := task.exception()) is not None:
             if not isinstance(exc, JsonRpcException):
-                from .routes import rpc_error
-
                 if isinstance(exc, Exception):
                     exc = rpc_error(exc)
                 else:

@@ -26,12 +26,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from .. import __version__
-from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
-from ..uris import make_uri
+from .errors import rpc_error
 from .handlers import dbcode, language, lifecycle, text_sync
 from .protocol import DbcodeProtocol, make_converter
 from .session import Session
@@ -40,10 +38,6 @@ if TYPE_CHECKING:
     from .shared import Shared
 
 log = logging.getLogger(__name__)
-
-CODE_CONFLICT = 409
-CODE_NOT_FOUND = 404
-CODE_UNAVAILABLE = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,33 +94,6 @@ ROUTES: dict[str, Route] = {
     ),
     types.WORKSPACE_DIAGNOSTIC: Route(language.workspace_diagnostic, "task", "lsp"),
 }
-
-
-def rpc_error(exc: Exception) -> JsonRpcException:
-    """Our errors as JSON-RPC errors with a clear message (and data for conflicts)."""
-    if isinstance(exc, JsonRpcException):
-        return exc
-    if isinstance(exc, Conflict):
-        return JsonRpcException(
-            code=CODE_CONFLICT,
-            message=str(exc),
-            data={
-                "uri": make_uri(exc.workspace, exc.path),
-                "currentRevision": exc.current_revision,
-            },
-        )
-    if isinstance(exc, NotFound):
-        return JsonRpcException(code=CODE_NOT_FOUND, message=str(exc))
-    if isinstance(exc, DatabaseUnavailable):
-        return JsonRpcException(code=CODE_UNAVAILABLE, message=str(exc))
-    if isinstance(exc, (InvalidInput, ValueError, TypeError, KeyError)):
-        return JsonRpcInvalidParams(
-            message=str(exc) if not isinstance(exc, KeyError) else f"missing parameter {exc}"
-        )
-    if isinstance(exc, StoreError):
-        return JsonRpcInternalError(message=str(exc))
-    log.exception("unexpected error", exc_info=exc)
-    return JsonRpcInternalError(message=f"internal error: {type(exc).__name__}; see the server log")
 
 
 class DbcodeLanguageServer(LanguageServer):

@@ -4,7 +4,6 @@ gives each test a socket directory of its own and ends its servers afterwards.""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -21,6 +20,7 @@ import psycopg
 import pytest
 
 from lsp_dbcode.server import relay
+from lsp_dbcode.server.options import ServeOptions
 from lsp_dbcode.store import Store
 from lsp_dbcode.uris import make_uri
 from tests.server import editor as editor_module
@@ -88,10 +88,7 @@ def server_log(directory: Path) -> str:
 
 
 def paths_for_env(env: dict[str, str]) -> relay.ServerPaths:
-    args = argparse.Namespace(
-        database_url=None, agent="a", agent_flag=None, log_file=None, log_level=None, idle_exit=None
-    )
-    return relay.relay_for(args, env).paths
+    return relay.relay_for(ServeOptions(agent="a"), env).paths
 
 
 def with_param(url: str, **params: str) -> str:
