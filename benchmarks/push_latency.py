@@ -46,8 +46,8 @@ server processes' CPU time and the PostgreSQL backends' CPU time are reported pe
 
 ``--trace`` (tcp rows) runs the server under a wrapper (this script, ``_traced_serve``) that
 timestamps the steps of each commit from outside, by wrapping lsp_dbcode's and psycopg's
-functions (nothing in lsp_dbcode is changed): the writeFile decoded, ``Session.write_file``,
-the commit call, its row fetched, the changeset offered to the hub, ``Session.deliver``, the
+functions (nothing in lsp_dbcode is changed): the writeFile decoded, ``Commits.write_file``,
+the commit call, its row fetched, the changeset offered to the hub, ``DocumentSync.deliver``, the
 applyEdit written. ``perf_counter`` is CLOCK_MONOTONIC, shared by all processes, so the writer's
 send and the receiver's arrival join the server's steps; it prints the median of every step.
 
@@ -766,11 +766,11 @@ async def run_config(
 TRACE_CHAIN = [
     ("t0", "writer sends dbcode/writeFile"),
     ("rx", "to the server, read, decoded"),
-    ("write_file", "dispatched: Session.write_file starts"),
+    ("write_file", "dispatched: Commits.write_file starts"),
     ("commit_call", "checks, format-on-commit setting: the commit call starts"),
     ("fetched", "pool, SELECT dbcode_write (the database), row fetched"),
     ("offered", "result parsed, changeset offered to the hub"),
-    ("deliver", "the workspace watcher wakes: Session.deliver"),
+    ("deliver", "the workspace watcher wakes: DocumentSync.deliver"),
     ("pushed", "merge/diff, applyEdit JSON, written to the socket"),
     ("arrive", "to the receiving client, read"),
 ]
@@ -783,7 +783,8 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
 
     from lsp_dbcode import cli
     from lsp_dbcode.server import protocol as dbcode_protocol
-    from lsp_dbcode.server.session import Session
+    from lsp_dbcode.server.commits import Commits
+    from lsp_dbcode.server.documents import DocumentSync
     from lsp_dbcode.store.hub import Hub
     from lsp_dbcode.store.store import Store
 
@@ -798,14 +799,14 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
             mark("rx", t)
 
     dbcode_protocol.json = tracing.JsonProbe(seen)  # type: ignore[assignment]
-    tracing.wrap(Session, "write_file", mark, before="write_file")
+    tracing.wrap(Commits, "write_file", mark, before="write_file")
     tracing.wrap(Store, "_commit_batch", mark, before="commit_call")
     tracing.wrap(Hub, "offer", mark, before="offered")
-    tracing.wrap(Session, "deliver", mark, before="deliver")
+    tracing.wrap(DocumentSync, "deliver", mark, before="deliver")
     tracing.wrap(psycopg.AsyncCursor, "fetchone", mark, after="fetched")
     tracing.wrap(
         dbcode_protocol.DbcodeProtocol,
-        "request_raw",
+        "request_json",
         mark,
         after="pushed",
         when=lambda args: args[1] == "workspace/applyEdit",

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsp_dbcode.analysis.model import AnalysisError, TextChange
-from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine, text_diff
+from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine
+from lsp_dbcode.text.diff import common_span
 from lsp_dbcode.text.positions import LineIndex
 
 ONLY_F = {"pyproject.toml": '[tool.ruff.lint]\nselect = ["F", "E", "W", "UP"]\n'}
@@ -186,9 +187,9 @@ def _pairs(text: str) -> Iterator[tuple[str, str]]:
 
 @given(old=st.text(max_size=30), new=st.text(max_size=30))
 def test_text_diff_gives_one_change_that_makes_the_new_text(old: str, new: str) -> None:
-    start, end, new_text = text_diff(old, new)
+    start, end, new_text = common_span(old, new)
     assert old[:start] + new_text + old[end:] == new
     assert 0 <= start <= end <= len(old)
     for a, b in _pairs(old):
-        s, e, t = text_diff(a, b)
+        s, e, t = common_span(a, b)
         assert a[:s] + t + a[e:] == b
