@@ -275,6 +275,7 @@ class Engine:
     start_s: float = 0.0
     sent: dict[int, tuple[float, float]] = field(default_factory=dict)  # version -> send, arrival
     trace: Path | None = None
+    python: str = sys.executable  # the interpreter (and so the lsp_dbcode) of a dbcode engine
 
     async def start(self, tmp: Path, dsn: str, log_dir: Path, log_level: str) -> None:
         log = (log_dir / f"{self.name.replace(' ', '_').replace(',', '')}.log").open("ab")
@@ -291,7 +292,7 @@ class Engine:
         else:
             env = {k: v for k, v in os.environ.items() if k != "DBCODE_AGENT"}
             env.update(DBCODE_DATABASE_URL=dsn, **self.env)
-            cmd = [sys.executable, "-m", "lsp_dbcode", "serve", "--log-level", log_level]
+            cmd = [self.python, "-m", "lsp_dbcode", "serve", "--log-level", log_level]
             if self.trace is not None:
                 cmd[1:3] = [str(SELF), "_traced_serve", str(self.trace)]
             if log_level.upper() == "DEBUG":
@@ -402,7 +403,9 @@ class Engine:
             await self.proc.wait()
 
 
-def make_engines(subprocess_engine: bool, relay: bool = False) -> list[Engine]:
+def make_engines(
+    subprocess_engine: bool, relay: bool = False, codes: list[str] | None = None
+) -> list[Engine]:
     # The session runs in the `dbcode serve` process the client started (--standalone), unless
     # --relay: then that process is the stdio relay to a shared server (the default of `dbcode
     # serve` over stdio), which neither --trace nor the CPU column can see.
@@ -411,6 +414,13 @@ def make_engines(subprocess_engine: bool, relay: bool = False) -> list[Engine]:
         Engine("ruff server", "ruff"),
         Engine("dbcode serve", "dbcode", env={"DBCODE_RUFF_ENGINE": "server", **mode}),
     ]
+    for item in codes or []:  # other code trees, each with its own venv, in the same turns
+        label, _, folder = item.partition("=")
+        python = Path(folder) / ".venv" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(f"--code {item!r}: no {python}")
+        env = {"DBCODE_RUFF_ENGINE": "server", **mode}
+        engines.append(Engine(f"dbcode serve {label}", "dbcode", env=env, python=str(python)))
     if subprocess_engine:
         env = {"DBCODE_RUFF_ENGINE": "subprocess", **mode}
         engines.append(Engine("dbcode serve, subprocess", "dbcode", env=env))
@@ -647,7 +657,7 @@ async def run_size(
     async with Store(scratch) as store:
         await store.write(WORKSPACE, PATH, text, agent="diagbench")
     edits = make_edits(lines, blocks, WARMUP_EDITS + args.edits)
-    engines = make_engines(not args.no_subprocess, args.relay)
+    engines = make_engines(not args.no_subprocess, args.relay, args.code)
     if args.trace:
         for e in engines:
             if e.kind == "dbcode":
@@ -818,6 +828,14 @@ def main() -> int:
     )
     parser.add_argument(
         "--no-subprocess", action="store_true", help="skip DBCODE_RUFF_ENGINE=subprocess"
+    )
+    parser.add_argument(
+        "--code",
+        action="append",
+        metavar="LABEL=DIR",
+        help="also a dbcode serve of another code tree (DIR/.venv/bin/python), in the same "
+        "turns: e.g. the code before a change (git worktree add DIR REV; an editable install "
+        "into DIR/.venv)",
     )
     parser.add_argument("--log-dir", help="keep the servers' logs in this folder")
     parser.add_argument("--log-level", default="INFO", help="dbcode serve's --log-level")

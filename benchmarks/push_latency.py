@@ -365,10 +365,15 @@ async def _gather_all(coros: list[Any]) -> list[Any]:
 
 
 async def start_tcp(
-    srv: Servers, dsn: str, n: int, logdir: Path, trace: Path | None = None
+    srv: Servers,
+    dsn: str,
+    n: int,
+    logdir: Path,
+    trace: Path | None = None,
+    python: str = sys.executable,
 ) -> None:
-    log = logdir / f"tcp-{n}.log"
-    cmd = SERVER_CMD
+    log = logdir / f"tcp-{n}-{abs(hash(python))}.log"
+    cmd = [python, *SERVER_CMD[1:]]
     if trace is not None:
         cmd = [sys.executable, str(SELF), "_traced_serve", str(trace), "serve"]
     proc = await asyncio.create_subprocess_exec(
@@ -659,6 +664,8 @@ async def run_config(
         trace = logdir / f"trace-{setup}-{n}.txt" if args.trace and setup == "tcp" else None
         if trace is not None:
             await start_tcp(srv, dsn, n, logdir, trace)
+        elif setup.startswith("tcp@"):  # another code tree's server (--code)
+            await start_tcp(srv, dsn, n, logdir, python=args.pythons[setup.partition("@")[2]])
         else:
             start = {"tcp": start_tcp, "stdio": start_stdio}.get(setup, start_stdio_standalone)
             await start(srv, dsn, n, logdir)
@@ -1011,6 +1018,19 @@ async def amain(args: argparse.Namespace) -> int:
     for s in setups:
         if s not in ("tcp", "stdio", "stdio-standalone"):
             raise SystemExit(f"unknown set-up {s!r}: use tcp, stdio, stdio-standalone")
+    args.pythons = {}
+    for item in args.code or []:  # tcp rows of other code trees, right after this tree's
+        label, _, folder = item.partition("=")
+        python = Path(folder) / ".venv" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(f"--code {item!r}: no {python}")
+        args.pythons[label] = str(python)
+    if args.pythons:
+        setups = [
+            x
+            for s in setups
+            for x in ([s, *(f"tcp@{k}" for k in args.pythons)] if s == "tcp" else [s])
+        ]
     logdir = Path(tempfile.mkdtemp(prefix="pushbench-logs-"))
     async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT version()")
@@ -1024,8 +1044,8 @@ async def amain(args: argparse.Namespace) -> int:
     private_scratch = ""
     t_begin = time.perf_counter()
     try:
-        for setup in setups:
-            for n in clients:
+        for n in clients:  # the set-ups of one N one after the other: load drift hits them alike
+            for setup in setups:
                 dsn, label = scratch, "--dsn"
                 if setup == "stdio-standalone":
                     need = 2 * (n + 1) + CONNECTIONS_MARGIN
@@ -1104,6 +1124,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--trace", action="store_true", help="timestamp the steps inside the tcp server"
+    )
+    parser.add_argument(
+        "--code",
+        action="append",
+        metavar="LABEL=DIR",
+        help="tcp rows also for another code tree (DIR/.venv/bin/python), set-up tcp@LABEL: "
+        "e.g. the code before a change (git worktree add DIR REV; editable install in DIR/.venv)",
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the server(s) into DIR")
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable")
