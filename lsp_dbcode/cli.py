@@ -202,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("workspace")
     sp.add_argument("path", nargs="?")
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--limit", "-n", type=int, default=50)
+    sp.add_argument(
+        "--limit", "-n", type=int, help="at most N changesets (default 50, at most 10000)"
+    )
+    sp.add_argument(
+        "--before", type=int, metavar="SEQ", help="only changesets older than SEQ (the next page)"
+    )
 
     sp = add("watch", "stream changesets as they commit")
     sp.add_argument("workspace")

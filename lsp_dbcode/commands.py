@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,6 +25,7 @@ from .store import (
     validate,
 )
 from .store.model import Changeset
+from .store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from .uris import changeset_json
 
 
@@ -180,8 +182,19 @@ def _print_changeset(cs: Changeset, as_json: bool) -> None:
 
 
 async def cmd_log(store: Store, args: argparse.Namespace) -> int:
-    for cs in await store.log(args.workspace, args.path, limit=args.limit):
+    limit = LOG_LIMIT_DEFAULT if args.limit is None else args.limit
+    page = await store.log_page(args.workspace, args.path, limit=limit, before_seq=args.before)
+    for cs in page.changesets:
         _print_changeset(cs, args.json)
+    if page.more and args.limit is None:
+        # Never in stdout (a script reading --json must get only changesets there).
+        rest = ["dbcode", "log", args.workspace] + ([args.path] if args.path else [])
+        rest += ["--json"] if args.json else []
+        rest += ["--before", str(page.changesets[-1].seq)]
+        sys.stderr.write(
+            f"dbcode: showing the newest {limit} changesets; older ones: {shlex.join(rest)}"
+            f" (or --limit up to {LOG_LIMIT_MAX})\n"
+        )
     return EXIT_OK
 
 

@@ -48,6 +48,9 @@ from .wire import (
 
 log = logging.getLogger("lsp_dbcode.server")
 
+# The shared pool of a server process: its idle minimum (one connection taken from two leaves
+# one idle, so the pool need not grow for every lone query) and its bound.
+POOL_SIZE_MIN = 2
 POOL_SIZE_MAX = 20
 # The cyclic garbage collector: a collection of the oldest generation walks every tracked
 # object and stops the event loop meanwhile: 110 to 220 ms measured in a server with 100
@@ -120,7 +123,9 @@ def _tune_gc() -> None:
 
 
 async def _serve(dsn: str, options: ServeOptions) -> int:
-    store = Store(dsn, min_size=1, max_size=POOL_SIZE_MAX)
+    store = Store(
+        dsn, min_size=POOL_SIZE_MIN, max_size=POOL_SIZE_MAX, application_name="dbcode serve"
+    )
     await store.open()
     app = Shared(store)
     _tune_gc()

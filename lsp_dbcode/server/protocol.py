@@ -97,12 +97,35 @@ def _fragment(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# Nesting of one message's JSON: orjson's own limit, which refuses deeper input as it reads it
+# (a message nested 100,000 deep costs microseconds, not a stall); tests hold the two equal.
+JSON_DEPTH_MAX = 1024
+NOT_JSON = object()
+
+
+def parse_message(body: bytes | str) -> Any:
+    """One message body as JSON data; NOT_JSON when it is not JSON or nested deeper than
+    JSON_DEPTH_MAX. Its size is bounded before it gets here (framing.MESSAGE_BYTES_MAX)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            return NOT_JSON
+    # What orjson refuses but JSON allows (a lone surrogate escape, as JavaScript strings hold):
+    # the standard parser, whose C scanner stops at Python's recursion limit as fast.
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
 class DbcodeProtocol(LanguageServerProtocol):
     """pygls' protocol, plus a lean path for the messages that come by the hundred per
     changeset when many editors share one server: didOpen / didChange / didClose, the
     ``dbcode/*`` requests and the answers to our own requests (``workspace/applyEdit``) are
-    decoded once with ``json.loads`` and handed to the session directly — no cattrs, no uuid,
-    no task per notification. Everything else takes pygls' path, in arrival order."""
+    decoded once (orjson, :func:`parse_message`) and handed to the session directly — no
+    cattrs, no uuid, no task per notification. Everything else takes pygls' path, in arrival
+    order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,40 +141,38 @@ class DbcodeProtocol(LanguageServerProtocol):
 
     def receive(self, body: bytes | str) -> None:
         """One message off the wire."""
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            log.error("unparsable message (%s): %.200r", exc, body)
+        data = parse_message(body)
+        if not isinstance(data, dict):
+            self._answer_unreadable(data is NOT_JSON, len(body))
             return
         try:
-            if isinstance(data, dict):
-                method = data.get("method")
-                if method is None:
-                    msg_id = data.get("id")
-                    future = self._raw_requests.pop(msg_id, None) if type(msg_id) is str else None
-                    if future is not None:
-                        if not future.done():
-                            if "error" in data:
-                                error = data["error"] if isinstance(data["error"], dict) else {}
-                                future.set_exception(
-                                    JsonRpcException(
-                                        code=error.get("code", -32603),
-                                        message=str(error.get("message", "error")),
-                                    )
+            method = data.get("method")
+            if method is None:
+                msg_id = data.get("id")
+                future = self._raw_requests.pop(msg_id, None) if type(msg_id) is str else None
+                if future is not None:
+                    if not future.done():
+                        if "error" in data:
+                            error = data["error"] if isinstance(data["error"], dict) else {}
+                            future.set_exception(
+                                JsonRpcException(
+                                    code=error.get("code", -32603),
+                                    message=str(error.get("message", "error")),
                                 )
-                            else:
-                                future.set_result(data.get("result"))
-                        return
-                elif (route := self.routes.get(method)) is not None and route.params == "json":
-                    if "id" not in data:
-                        self._notification(method, route, data.get("params"))
-                        return
-                    if not getattr(self, "_shutdown", False):
-                        self._run_request(data["id"], route.handler, data.get("params"))
-                        return
+                            )
+                        else:
+                            future.set_result(data.get("result"))
+                    return
+            elif (route := self.routes.get(method)) is not None and route.params == "json":
+                if "id" not in data:
+                    self._notification(method, route, data.get("params"))
+                    return
+                if not getattr(self, "_shutdown", False):
+                    self._run_request(data["id"], route.handler, data.get("params"))
+                    return
             # pygls decodes with structure_message as json's object_hook; only the top-level
             # object carries "jsonrpc", so calling it once on that object is the same.
-            self.handle_message(self.structure_message(data) if isinstance(data, dict) else data)
+            self.handle_message(self.structure_message(data))
         except Exception:
             log.exception("unable to handle a message")
 
@@ -164,6 +185,17 @@ class DbcodeProtocol(LanguageServerProtocol):
             session.tasks.run(route.handler(session, params))
         elif route.handler(session, params) is False:
             log.warning("%s with params it cannot read: ignored", method)
+
+    def _answer_unreadable(self, not_json: bool, size: int) -> None:
+        """JSON-RPC 2.0: a body that is not JSON is answered -32700, JSON that is not a message
+        object (LSP has no batches) -32600; both with id null. The session goes on."""
+        if not_json:
+            code = -32700
+            message = f"Parse error: the message is not JSON (or nested over {JSON_DEPTH_MAX} deep)"
+        else:
+            code, message = -32600, "Invalid Request: the message is not a JSON object"
+        log.warning("a message of %d bytes answered %d: %s", size, code, message)
+        self.send_raw({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
 
     def _run_request(
         self, msg_id: Any, handler: Callable[..., Awaitable[Any]], params: Any

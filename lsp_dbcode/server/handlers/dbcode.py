@@ -7,14 +7,13 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ...store import InvalidInput, validate
+from ...store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from ...text.edits import content_hash
 from ...uris import changeset_json, make_uri, parse_uri
 
 if TYPE_CHECKING:
     from ..session import Session
 
-LOG_LIMIT_MAX = 10_000
-LOG_LIMIT_DEFAULT = 50
 AGENT_CHARS_MAX = 200
 
 
@@ -101,8 +100,9 @@ async def log(session: Session, params: Any) -> Any:
     if limit > LOG_LIMIT_MAX:
         raise InvalidInput(f"limit must be at most {LOG_LIMIT_MAX}")
     workspace, path = _workspace(p), _str(p, "path", optional=True)
+    before_seq = _int(p, "beforeSeq", optional=True)  # paging: the changesets before this seq
     out = []
-    for cs in await session.shared.store.log(workspace, path, limit=limit):
+    for cs in await session.shared.store.log(workspace, path, limit=limit, before_seq=before_seq):
         item = changeset_json(cs)
         for f in item["files"]:
             f.pop("uri", None)
