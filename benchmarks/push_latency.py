@@ -652,7 +652,7 @@ async def run_config(
     setup: str, n: int, dsn: str, server_label: str, args: argparse.Namespace, logdir: Path
 ) -> Result:
     res = Result(setup, n, server_label)
-    workspace = f"push-{setup}-{n}"
+    workspace = f"push-{setup.replace('@', '-')}-{n}"
     uri = make_uri(workspace, FILE_PATH)
     async with Store(dsn, min_size=1, max_size=1) as store:
         await store.write(workspace, FILE_PATH, version_text(0), agent="seed", base=0)
@@ -683,8 +683,8 @@ async def run_config(
         pg_pids = [p for p in await backend_pids(dsn) if p not in anchor.backend_pids]
         # stdio: the writer's process (its relay, or its own server when standalone) apart; the
         # shared server, serving the writer's session too, counts among "servers" as tcp's does.
-        writer_pids = srv.pids[:1] if setup != "tcp" else []
-        recv_pids = srv.pids[1:] if setup != "tcp" else srv.pids
+        writer_pids = srv.pids[:1] if not setup.startswith("tcp") else []
+        recv_pids = srv.pids[1:] if not setup.startswith("tcp") else srv.pids
         cpu0 = (0.0, 0.0, 0.0, 0.0, 0.0)
         anchor_cpu = 0.0
         t_measure = math.inf
@@ -868,7 +868,7 @@ async def start_profiler(
 ) -> asyncio.subprocess.Process:
     """py-spy record of the tcp server, or the shared stdio server, or of one receiving
     standalone stdio server (the last one)."""
-    pid = pids[0] if setup == "tcp" else pids[-1]
+    pid = pids[0] if setup.startswith("tcp") else pids[-1]
     out = Path(args.profile) / f"{setup}-{n}.txt"
     proc = await asyncio.create_subprocess_exec(
         args.py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
