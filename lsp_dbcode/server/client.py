@@ -9,8 +9,6 @@ helpers of a session (document sync, lint, commits) are given the Client, never 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -59,15 +57,18 @@ class Client:
         if not self.closed:
             self._protocol.send_raw({"jsonrpc": "2.0", "method": method, "params": params})
 
-    @contextmanager
-    def one_write(self) -> Iterator[None]:
-        """The messages sent inside go out in one write (a push and the log line naming its
-        author: one wake-up of the editor)."""
+    def send_encoded(self, body: bytes) -> None:
+        """A message already encoded as JSON (one shared by many clients, encoded once)."""
+        if not self.closed:
+            self._protocol.send_body(body)
+
+    def cork(self) -> None:
+        """Until :meth:`uncork`, what is sent goes out in one write (a push and the log line
+        naming its author: one wake-up of the editor)."""
         self._protocol.cork()
-        try:
-            yield
-        finally:
-            self._protocol.uncork()
+
+    def uncork(self) -> None:
+        self._protocol.uncork()
 
 
 def workspace_edit(

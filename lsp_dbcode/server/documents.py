@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from lsprotocol import types
 
-from ..store import Changeset, FileChange
+from ..store import Changeset, DatabaseUnavailable, FileChange
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from ..text.merge import Conflict, find_conflicts, merge3
@@ -34,7 +34,7 @@ from ..uris import make_uri
 from .client import ERROR, WARNING, workspace_edit_json
 from .findings import offsets_range_json, set_diagnostics
 from .lint import LintState, TreeState
-from .shared import retrying
+from .shared import DB_RETRY_DELAY_S, retrying
 
 if TYPE_CHECKING:
     from .client import Client
@@ -135,8 +135,18 @@ class DocumentSync:
         open in progress), so that one busy document does not hold up every other session."""
         if fc.path != doc.path:  # renamed away
             work = self._on_gone(doc, cs, renamed_to=fc.path)
-        else:
+        elif doc.lock.locked():
             work = retrying(lambda: self._on_file_change(doc, cs, fc))
+        else:
+            # The common case, 1,000 times per changeset: no wrapper coroutine, no closure; the
+            # retries (the database went away while reading the revision) only when needed.
+            try:
+                await self._on_file_change(doc, cs, fc)
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable (%s); retrying", exc)
+                await asyncio.sleep(DB_RETRY_DELAY_S)
+                await retrying(lambda: self._on_file_change(doc, cs, fc))
+            return
         if doc.lock.locked():
             self.tasks.run(work)
         else:
@@ -154,13 +164,14 @@ class DocumentSync:
             if text is None:
                 text = await self.shared.revision_text(doc.workspace, doc.path, fc.revision)
             doc.target_rev, doc.target_text, doc.target_agent = fc.revision, text, cs.agent
-            with self.client.one_write():  # the edit and the log line in one write
+            client = self.client
+            client.cork()  # the edit and the log line in one write
+            try:
                 await self.reconcile(doc)
                 if cs.agent != self.identity.agent:  # after the edit: what the user waits for
-                    self.client.log(
-                        f"{doc.path}: revision {fc.revision} by {cs.agent} (seq {cs.seq})"
-                        + (f": {cs.message}" if cs.message else "")
-                    )
+                    client.send_encoded(self.shared.author_line(doc.workspace, cs, fc))
+            finally:
+                client.uncork()
 
     async def _on_gone(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
         async with doc.lock:

@@ -269,6 +269,10 @@ class DbcodeProtocol(LanguageServerProtocol):
         if corked:
             self._write(b"".join(corked))
 
+    def send_body(self, body: bytes) -> None:
+        """Write one JSON-RPC message already encoded (JSON bytes)."""
+        self._send_body(body)
+
     def _send_body(self, body: bytes) -> None:
         if self._include_headers:
             body = b"Content-Length: %d\r\n\r\n%s" % (len(body), body)

@@ -12,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..store import DatabaseUnavailable, Store
+from ..store import Changeset, DatabaseUnavailable, FileChange, Store
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from ..text.positions import Encoding
 from .cache import BoundedCache
+from .client import INFO
 from .lint import Analyzer
+from .protocol import json_bytes
 
 if TYPE_CHECKING:
     from .documents import DocumentSync, OpenDoc, PushKey
@@ -29,6 +31,7 @@ REVISION_CACHE_MAX = 512
 REVISION_CACHE_BYTES_MAX = 64 * 1024 * 1024
 DIFF_CACHE_MAX = 256
 PREPARED_PUSHES_MAX = 64
+AUTHOR_LINES_MAX = 64
 DB_RETRY_DELAY_S = 0.5
 
 
@@ -81,6 +84,9 @@ class Shared:
         # Pushes prepared while a commit of this process is in the database (anticipate()),
         # by the revision the clean buffers are at.
         self._prepared: BoundedCache[RevisionKey, PreparedPush] = BoundedCache(PREPARED_PUSHES_MAX)
+        self._author_lines: BoundedCache[tuple[str, int, str], bytes] = BoundedCache(
+            AUTHOR_LINES_MAX
+        )
         # Open documents of every session: workspace -> path -> id(doc) -> Reader.
         # One watcher per workspace feeds them all (one subscription per process).
         self._open: dict[str, dict[str, dict[int, Reader]]] = {}
@@ -201,6 +207,20 @@ class Shared:
                 prepared.edits_json[enc] = json.dumps(
                     doc.lsp_edits(prepared.edits, enc), separators=(",", ":")
                 )
+
+    def author_line(self, workspace: str, cs: Changeset, fc: FileChange) -> bytes:
+        """The ``window/logMessage`` that names who changed a file, sent after its push: the
+        same for every session, so encoded once per changeset and file."""
+        key = (workspace, cs.seq, fc.path)
+        body = self._author_lines.get(key)
+        if body is None:
+            text = f"{fc.path}: revision {fc.revision} by {cs.agent} (seq {cs.seq})" + (
+                f": {cs.message}" if cs.message else ""
+            )
+            params = {"type": INFO, "message": text}
+            body = json_bytes({"jsonrpc": "2.0", "method": "window/logMessage", "params": params})
+            self._author_lines.put(key, body)
+        return body
 
     # -- revision texts ----------------------------------------------------------------------
 
