@@ -407,23 +407,23 @@ class DocumentLint:
         set_diagnostics(self.client, doc, "ruff", findings_json(found, index, self.client.encoding))
 
     async def _run_ruff(self, doc: OpenDoc) -> None:
+        """A run that could not start at once (:meth:`_ruff_now`): the same run in a task. Its
+        end is the same as a run without a task: :meth:`_ruff_done` publishes, or starts the
+        next run (one state machine for both ways)."""
         lint = doc.lint
-        while True:
-            lint.again = False
-            version, index = doc.version, doc.index
-            change = self._ruff_change(doc)
-            lint.since = _Since(index)  # the next run's changes start here
-            try:
-                found = await self.analyzer.check(doc.workspace, doc.path, index, change)
-            except AnalysisError as exc:
-                found = Findings([])
-                self.client.log(f"ruff: {doc.path}: {exc}")
-            if doc.closed:
-                return
-            if doc.version == version and not lint.again:
-                self._publish_ruff(doc, version, index, found)
-            if not lint.again:
-                return
+        lint.again = False
+        version, index = doc.version, doc.index
+        change = self._ruff_change(doc)
+        lint.since = _Since(index)  # the next run's changes start here
+        found: Findings | None = None
+        error: AnalysisError | None = None
+        try:
+            found = await self.analyzer.check(doc.workspace, doc.path, index, change)
+        except AnalysisError as exc:
+            error = exc
+        if lint.running is asyncio.current_task():
+            lint.running = None  # this run has ended: _ruff_done may start the next
+        self._ruff_done(doc, version, index, found, error)
 
     async def wait_idle(self, doc: OpenDoc) -> None:
         """Until the newest edit of ``doc`` has been analysed (bounded)."""
