@@ -42,6 +42,7 @@ from ..store import Store, StoreError
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from ..text.positions import Encoding, LineIndex
+from .cache import BoundedCache
 from .client import WARNING, workspace_edit
 from .findings import (
     as_objects,
@@ -112,7 +113,7 @@ class Analyzer:
         self.ruff = make_ruff_engine()
         self._configs: dict[str, dict[str, str]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._results: dict[_Key, Findings] = {}
+        self._results: BoundedCache[_Key, Findings] = BoundedCache(RESULTS_MAX)
         self._running: dict[_Key, asyncio.Future[Findings]] = {}
         self.on_config_change: list[Callable[[str], None]] = []
 
@@ -173,9 +174,7 @@ class Analyzer:
             del self._running[key]
             if not shared.done():  # cancelled (or worse): the waiters run it themselves
                 shared.cancel()
-        self._results[key] = found
-        if len(self._results) > RESULTS_MAX:
-            self._results.pop(next(iter(self._results)))
+        self._results.put(key, found)
         return found
 
     def check_soon(
@@ -208,7 +207,7 @@ class Analyzer:
             if self._running.get(key) is shared:
                 del self._running[key]
             if found is not None:
-                self._results[key] = found
+                self._results.put(key, found)
             try:
                 done(found, error)  # first the caller (it publishes), then the bookkeeping
             finally:
@@ -217,8 +216,6 @@ class Analyzer:
                 else:
                     assert found is not None
                     shared.set_result(found)
-                    if len(self._results) > RESULTS_MAX:
-                        self._results.pop(next(iter(self._results)))
 
         if not engine.lint_soon(text, path, configs, finished, index=index, change=change):
             return False

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .client import Client
@@ -32,6 +33,15 @@ if TYPE_CHECKING:
     from .shared import Shared
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The current revision of a file as ``dbcode/readFile`` served it to this session: a
+    didOpen of that text is known to be based on that revision."""
+
+    revision: int
+    text_hash: str
 
 
 class Session:
@@ -52,7 +62,7 @@ class Session:
         self.folders: list[str] = []  # workspaces of the initialize's workspaceFolders
         self.format_on_save = False
         self.init_warnings: list[str] = []  # shown once the client is initialized
-        self.read_revisions: dict[str, tuple[int, str]] = {}  # uri -> (rev, hash) served
+        self.read_revisions: dict[str, Served] = {}  # uri -> what dbcode/readFile served
         self.subscriptions: dict[str, asyncio.Task[None]] = {}
         self.on_exit: Callable[[], None] | None = None  # set by the transport
         self.server: Any = None  # the connection's pygls server object (initialize reads it)

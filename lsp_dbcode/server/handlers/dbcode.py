@@ -10,6 +10,7 @@ from ...store import InvalidInput, validate
 from ...store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from ...text.edits import content_hash
 from ...uris import changeset_json, make_uri, parse_uri
+from ..session import Served
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -89,7 +90,7 @@ async def read(session: Session, uri: str, revision: int | None) -> dict[str, An
     workspace, path = parse_uri(uri)
     f = await session.shared.store.read(workspace, path, revision)
     if revision is None:
-        session.read_revisions[uri] = (f.revision, content_hash(f.text))
+        session.read_revisions[uri] = Served(f.revision, content_hash(f.text))
     session.shared.remember(workspace, path, f.revision, f.text)
     return {"text": f.text, "revision": f.revision}
 

@@ -118,10 +118,14 @@ async def _load_locked(session: Session, doc: OpenDoc, item_text: str) -> None:
     served = session.read_revisions.get(doc.uri)
     if item_text == text:
         doc.base_rev, doc.base_text = rev, text
-    elif served is not None and served[1] == content_hash(item_text) and served[0] <= rev:
+    elif (
+        served is not None
+        and served.text_hash == content_hash(item_text)
+        and served.revision <= rev
+    ):
         # The client opened what dbcode/readFile served earlier: that revision is the
         # base, and the buffer gets the newer one pushed now.
-        base_rev = served[0]
+        base_rev = served.revision
         doc.base_rev = base_rev
         if rev > base_rev:  # changed between the client's read and its didOpen
             doc.target_agent = await session.commits.last_author(doc)
