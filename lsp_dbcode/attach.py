@@ -10,8 +10,8 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import SimpleNamespace
 
+from .server.options import ServeOptions
 from .server.relay import (
     START_TIMEOUT_S,
     Attached,
@@ -44,10 +44,10 @@ def shared_relay(
     without --agent)."""
     env = dict(os.environ if env is None else env)
     env.pop("DBCODE_AGENT", None)  # the agent goes in the preamble, never in the key
-    args = SimpleNamespace(
+    options = ServeOptions(
         database_url=database_url, agent_flag=agent, agent=agent or "dbcode-client"
     )
-    relay = relay_for(args, env)
+    relay = relay_for(options, env)
     relay.hand_over = False
     relay.hello = preamble(agent, agent or "dbcode-client", fds=False)
     return relay

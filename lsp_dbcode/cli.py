@@ -79,12 +79,14 @@ class Progress:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import relay
+    from .server.options import ServeOptions
 
-    if not relay.standalone_requested(args):
-        return relay.run(args)  # stdio: attach to the shared server
+    options = ServeOptions.from_args(args)
+    if not relay.standalone_requested(options):
+        return relay.run(options)  # stdio: attach to the shared server
     from .server.main import serve
 
-    return serve(args)
+    return serve(options)
 
 
 # -- plumbing -------------------------------------------------------------------------------

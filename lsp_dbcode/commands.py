@@ -19,7 +19,6 @@ from .store import (
     Change,
     Conflict,
     InvalidInput,
-    NotFound,
     Store,
     StoreError,
     resolve_dsn,
@@ -57,26 +56,21 @@ async def cmd_write(store: Store, args: argparse.Namespace) -> int:
     validate.check_path(args.path)
     data = sys.stdin.buffer.read()
     text = validate.decode_content(data, f"stdin for {args.path}", store.content_bytes_max)
-    from .analysis import AnalysisError, RuffEngine, is_python_path
-    from .check import check_text, format_for_commit
+    from .analysis import AnalysisError, RuffEngine
+    from .check import check_text
+    from .commit import CommitPipeline, Write, standalone_formatter
 
     async with RuffEngine() as ruff:
-        if is_python_path(args.path):
-            try:
-                configs = await store.config_files(args.workspace)
-            except NotFound:
-                configs = {}
-            text = await format_for_commit(ruff, configs, args.path, text)
-        res = await store.write(
+        pipeline = CommitPipeline(store, standalone_formatter(store, ruff))
+        done = await pipeline.commit(
             args.workspace,
-            args.path,
-            text,
+            [Write(args.path, text, args.base)],
             agent=args.agent,
-            base=args.base,
             message=args.message,
         )
-        rev = res.revisions[args.path]
-        sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {res.seq})\n")
+        text = done.texts[args.path]
+        rev = done.revisions[args.path]
+        sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {done.seq})\n")
         sys.stdout.flush()
         try:
             problems = await check_text(store, ruff, args.workspace, args.path, text)

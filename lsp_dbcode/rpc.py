@@ -7,7 +7,7 @@ answers of the ``dbcode/*`` requests as dataclasses. The transports live with th
 asyncio one in client.py, a blocking one in fastcli.py; both attach to the shared server exactly
 as the stdio relay does (server/relay.py).
 
-Error codes (the server's, server/features.py): 409 conflict (``data.currentRevision``), 404 not
+Error codes (the server's, server/errors.py): 409 conflict (``data.currentRevision``), 404 not
 found, 503 database unavailable, -32602 invalid params; 401/403 denied and 423 claimed are
 mapped too, for servers that answer them.
 """

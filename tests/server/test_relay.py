@@ -4,7 +4,6 @@ gives each test a socket directory of its own and ends its servers afterwards.""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -21,6 +20,7 @@ import psycopg
 import pytest
 
 from lsp_dbcode.server import relay
+from lsp_dbcode.server.options import ServeOptions
 from lsp_dbcode.store import Store, hub
 from lsp_dbcode.uris import make_uri
 from tests.server import editor as editor_module
@@ -73,7 +73,9 @@ def relay_pid(ed: Editor) -> int:
 
 
 def attached_pids(log: Path) -> list[int]:
-    """The shared server pids the relays logging to ``log`` attached to."""
+    """The shared server pids the relays logging to ``log`` attached to. A relay that handed its
+    pipes over writes its line after the server's answer to its preamble, while the server may
+    already be answering the editor: wait for the lines, do not expect them with the answer."""
     if not log.exists():
         return []
     return [
@@ -88,10 +90,7 @@ def server_log(directory: Path) -> str:
 
 
 def paths_for_env(env: dict[str, str]) -> relay.ServerPaths:
-    args = argparse.Namespace(
-        database_url=None, agent="a", agent_flag=None, log_file=None, log_level=None, idle_exit=None
-    )
-    return relay.relay_for(args, env).paths
+    return relay.relay_for(ServeOptions(agent="a"), env).paths
 
 
 def with_param(url: str, **params: str) -> str:
@@ -109,6 +108,7 @@ async def test_two_relays_one_server_push_and_agents(
     bob = await editors.start("ed-b", before=["--agent", "bob"], after=["--log-file", str(log)])
     servers = relay.live_servers(shared_servers)
     assert len(servers) == 1
+    await wait_until(lambda: len(attached_pids(log)) >= 2, what="both relays' log lines")
     assert attached_pids(log) == servers * 2
     assert relay_pid(alice) not in servers and relay_pid(bob) not in servers
 
@@ -257,6 +257,7 @@ async def test_concurrent_first_start_is_one_server(
     editors.started += eds
     servers = relay.live_servers(shared_servers)
     assert len(servers) == 1
+    await wait_until(lambda: len(attached_pids(log)) >= 5, what="the relays' log lines")
     assert attached_pids(log) == servers * 5
     for ed in eds:
         assert (await ed.request("dbcode/configure", {}))["agent"] == ed.name
