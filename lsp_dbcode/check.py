@@ -95,6 +95,23 @@ async def check_workspace(store: Store, ruff: RuffEngine, workspace: str) -> Wor
     return report
 
 
+def finding_json(path: str, d: Diagnostic) -> dict[str, object]:
+    """One finding as `dbcode check --json` prints it and `dbcode/check` answers it: lines and
+    columns 1-based, columns in code points (ruff's own convention)."""
+    return {
+        "path": path,
+        "line": d.span.start.line + 1,
+        "column": d.span.start.col + 1,
+        "endLine": d.span.end.line + 1,
+        "endColumn": d.span.end.col + 1,
+        "severity": d.severity,
+        "source": d.source,
+        "code": d.code,
+        "message": d.message,
+        "url": d.code_url,
+    }
+
+
 async def check_text(
     store: Store, ruff: RuffEngine, workspace: str, path: str, text: str
 ) -> list[Diagnostic]:

@@ -1,19 +1,60 @@
-"""PostgreSQL storage of lsp-dbcode. Knows nothing of LSP."""
+"""PostgreSQL storage of lsp-dbcode. Knows nothing of LSP.
 
-from .dsn import redact, resolve_dsn
-from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
-from .model import (
-    Change,
-    Changeset,
-    CommitResult,
-    FileChange,
-    FileInfo,
-    FileText,
-    ImportResult,
-    RevisionInfo,
-    WorkspaceInfo,
-)
-from .store import Store
+The names below load on first use (PEP 562): ``lsp_dbcode.store.validate`` and
+``lsp_dbcode.store.errors`` are standard library only, and the CLI's fast path (fastcli.py)
+uses them without paying for psycopg, which ``store.py`` and ``dsn.py`` import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .dsn import redact, resolve_dsn
+    from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
+    from .model import (
+        Change,
+        Changeset,
+        CommitResult,
+        FileChange,
+        FileInfo,
+        FileText,
+        ImportResult,
+        RevisionInfo,
+        WorkspaceInfo,
+    )
+    from .store import Store
+
+_WHERE = {
+    "redact": "dsn",
+    "resolve_dsn": "dsn",
+    "Conflict": "errors",
+    "DatabaseUnavailable": "errors",
+    "InvalidInput": "errors",
+    "NotFound": "errors",
+    "StoreError": "errors",
+    "Change": "model",
+    "Changeset": "model",
+    "CommitResult": "model",
+    "FileChange": "model",
+    "FileInfo": "model",
+    "FileText": "model",
+    "ImportResult": "model",
+    "RevisionInfo": "model",
+    "WorkspaceInfo": "model",
+    "Store": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Change",

@@ -239,6 +239,7 @@ def _merge(
     _place(base, eo)
     _place(base, et)
     _slide_apart(base, eo, et)
+    eo, et = _split_deletions(base, eo, et), _split_deletions(base, et, eo)
     items = _items(base, eo, et, blocks)
     side_o, side_t = _Side(ours, eo), _Side(theirs, et)
     regions: list[tuple[int, int]] = []
@@ -323,6 +324,36 @@ def _line_ended(text: str, eol: str) -> str:
 def _eol(text: str) -> str:
     match = _LINE_BREAK.search(text)
     return match.group() if match else "\n"
+
+
+def _split_deletions(base: str, edits: list[Edit], other: list[Edit]) -> list[Edit]:
+    """``edits`` with each pure deletion inside one line cut where the other side inserts text
+    without a line break strictly inside it (a word typed between two words the author deleted):
+    the pieces only touch the insertion, so both apply, as SPEC rule 4 asks (no base character
+    is changed by both sides). A deletion that spans lines (a function deleted while the other
+    side adds to it) stays whole, and an insertion strictly inside it conflicts."""
+    points = sorted(
+        y.start for y in other if y.is_insertion and "\n" not in y.text and "\r" not in y.text
+    )
+    if not points:
+        return edits
+    out: list[Edit] = []
+    for x in edits:
+        lo = bisect_right(points, x.start)
+        if x.text or lo == len(points) or points[lo] >= x.end:
+            out.append(x)
+            continue
+        removed = base[x.start : x.end]
+        if "\n" in removed or "\r" in removed:
+            out.append(x)
+            continue
+        prev = x.start
+        for p in points[lo : bisect_left(points, x.end)]:
+            if p > prev:
+                out.append(Edit(prev, p, ""))
+                prev = p
+        out.append(Edit(prev, x.end, ""))
+    return out
 
 
 def _overlap(x: Edit, y: Edit) -> bool:

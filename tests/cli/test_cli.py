@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from lsp_dbcode import fastcli
+from lsp_dbcode.server.relay import live_servers
+from lsp_dbcode.store import Change, Store
+from lsp_dbcode.store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from tests.conftest import Cli
 
 
@@ -244,3 +248,82 @@ def test_write_formats_on_commit_when_asked(cli: Cli, workspace: str) -> None:
     r = cli("write", workspace, "g.py", input="def (:\n")
     assert r.returncode == 0 and "error(s)" in r.stderr and "invalid-syntax" in r.stderr
     assert cli("cat", workspace, "g.py").stdout == "def (:\n"  # stored as written
+
+
+async def test_log_pages_and_says_when_the_default_limit_cut_it(
+    cli: Cli, store: Store, workspace: str
+) -> None:
+    """Issue 13.2: `log --json` cut by the default limit says so on stderr (never in the JSON on
+    stdout), with the command that gets the rest; `--before SEQ` pages through all of it."""
+    for i in range(LOG_LIMIT_DEFAULT + 5):
+        await store.commit(workspace, [Change.write(f"f{i % 3}.txt", f"v{i}", None)], agent="a")
+    total = LOG_LIMIT_DEFAULT + 5
+
+    first = cli("log", workspace, "--json")
+    assert first.returncode == 0, first.stderr
+    seqs = [json.loads(line)["seq"] for line in first.stdout.splitlines()]
+    assert seqs == list(range(total, total - LOG_LIMIT_DEFAULT, -1))
+    hint = first.stderr.strip()
+    assert len(hint.splitlines()) == 1
+    rest_cmd = f"dbcode log {workspace} --json --before {seqs[-1]}"
+    assert rest_cmd in hint
+
+    rest = cli("log", workspace, "--json", "--before", str(seqs[-1]))
+    assert rest.returncode == 0 and rest.stderr == ""
+    assert [json.loads(x)["seq"] for x in rest.stdout.splitlines()] == [5, 4, 3, 2, 1]
+
+    # An explicit limit is what the caller asked for: no hint; a path's log pages the same way.
+    assert cli("log", workspace, "--json", "-n", "3").stderr == ""
+    by_path = cli("log", workspace, "f0.txt", "--before", "10")
+    assert by_path.returncode == 0 and by_path.stderr == ""
+    shown = [ln.split()[1] for ln in by_path.stdout.splitlines() if ln.startswith("seq ")]
+    assert shown == ["7", "4", "1"]  # f0.txt was written by seqs 1, 4, 7, 10, ...
+    assert cli("log", workspace, "--before", "0").returncode == 1
+
+
+def test_each_path_is_the_one_taken(cli: Cli, workspace: str, shared_servers: Path) -> None:
+    """The fast commands go through the shared server unless DBCODE_CLI_DIRECT=1 (and then
+    no server is started); the others always go direct."""
+    r = cli("write", workspace, "a.txt", input="a")
+    assert r.returncode == 0, r.stderr
+    assert cli("cat", workspace, "a.txt").stdout == "a"
+    servers = live_servers(shared_servers) if shared_servers.is_dir() else []
+    assert len(servers) == (1 if cli.path == "shared" else 0)  # type: ignore[attr-defined]
+
+
+def test_fast_path_constants_are_the_stores() -> None:
+    assert (fastcli.LOG_LIMIT_DEFAULT, fastcli.LOG_LIMIT_MAX) == (LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX)
+
+
+@pytest.mark.parametrize("command", ["cat", "write"])
+def test_fast_path_imports_only_the_standard_library(
+    cli: Cli, workspace: str, command: str
+) -> None:
+    """`write` validates its input with store/validate.py: importing it must not import
+    psycopg (store/__init__ loads its names lazily)."""
+    cli("write", workspace, "a.txt", input="a")
+    probe = (
+        f"import sys, runpy; sys.argv = ['dbcode', {command!r}, {workspace!r}, 'a.txt']\n"
+        "try:\n    runpy.run_module('lsp_dbcode', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "bad = sorted(m for m in ('psycopg', 'pygls', 'lsprotocol', 'asyncio', 'mcp') "
+        "if m in sys.modules)\n"
+        "print(bad)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        timeout=120,
+        input="b" if command == "write" else None,
+    )
+    if command == "cat":
+        assert r.stdout.startswith("a["), r.stderr  # the file (no newline), then the probe's
+    else:
+        assert r.stdout.startswith(f"{workspace}/a.txt: revision 2 (seq 2)\n"), r.stderr
+    loaded = r.stdout.rpartition("[")[2]
+    if cli.path == "shared":  # type: ignore[attr-defined]
+        assert loaded == "]\n"
+    else:
+        assert "psycopg" in loaded

@@ -425,3 +425,20 @@ def test_random_concurrent_edits_never_lose_typed_text(base: str, data: st.DataO
             assert result.text == theirs
         if theirs == base:
             assert result.text == ours
+
+
+def test_a_word_typed_between_two_words_the_other_side_deleted_is_kept_without_conflict() -> None:
+    """Found by the 10-session storm (issue 19): a save session deleted two adjacent words of its
+    own while a live session typed a word between them. No base character was changed by both
+    sides (rule 4): the deletion applies around the insertion. Within one line only: a
+    deletion that spans lines still conflicts with an insertion inside it."""
+    base = "a1 s8n6 s8n19 w9x2\n"
+    ours = "a1 w9x2\n"  # deleted "s8n6 s8n19 "
+    theirs = "a1 s8n6 l5n25 s8n19 w9x2\n"  # typed "l5n25 " between them
+    for blocks in (True, False):
+        merged = merge3(base, ours, theirs, blocks=blocks)
+        assert merged.clean and merged.text == "a1 l5n25 w9x2\n"
+    base = "def f():\n    a = 1\n    b = 2\n\nrest\n"
+    ours = "rest\n"  # the function deleted
+    theirs = "def f():\n    a = 1\n    c = 3\n    b = 2\n\nrest\n"  # a line added inside it
+    assert not merge3(base, ours, theirs).clean

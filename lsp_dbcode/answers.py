@@ -1,0 +1,206 @@
+"""The answers of the ``dbcode/*`` requests as typed values, for lsp_dbcode.client and
+``dbcode mcp`` (standard library only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .rpc import make_uri, uri_path
+
+
+@dataclass(frozen=True, slots=True)
+class FileText:
+    """A file's text at a revision."""
+
+    workspace: str
+    path: str
+    text: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One line of a listing. ``updated_at``: ISO 8601, as the server sends it."""
+
+    path: str
+    uri: str
+    revision: int
+    size: int
+    updated_by: str
+    updated_at: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FileEntry:
+        return cls(d["path"], d["uri"], d["revision"], d["size"], d["updatedBy"], d["updatedAt"])
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem (ruff, or a tree-sitter syntax error). Lines and columns are 1-based,
+    columns in code points, as `dbcode check --json` prints them."""
+
+    path: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    severity: str  # error | warning | information | hint
+    source: str  # ruff | syntax
+    code: str | None
+    message: str
+    url: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Finding:
+        return cls(
+            d["path"],
+            d["line"],
+            d["column"],
+            d["endLine"],
+            d["endColumn"],
+            d["severity"],
+            d["source"],
+            d.get("code"),
+            d["message"],
+            d.get("url"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "line": self.line,
+            "column": self.column,
+            "endLine": self.end_line,
+            "endColumn": self.end_column,
+            "severity": self.severity,
+            "source": self.source,
+            "code": self.code,
+            "message": self.message,
+            "url": self.url,
+        }
+
+    def __str__(self) -> str:
+        code = f"{self.code} " if self.code else ""
+        return f"{self.path}:{self.line}:{self.column}: {code}{self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Findings of one text. ``revision``: the revision checked (None for a text not yet
+    written); ``not_checked``: why the file could not be analysed, if it could not."""
+
+    path: str
+    revision: int | None
+    findings: list[Finding]
+    not_checked: str | None = None
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity == "error")
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Check:
+        return cls(
+            uri_path(d["uri"]),
+            d.get("revision"),
+            [Finding.from_json(x) for x in d.get("diagnostics") or []],
+            d.get("notChecked"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceCheck:
+    """Findings of every file of a workspace at ``seq``."""
+
+    workspace: str
+    seq: int
+    files: int
+    findings: list[Finding]
+    skipped: dict[str, str]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for f in self.findings if f.severity == "error")
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WorkspaceCheck:
+        return cls(
+            d["workspace"],
+            d["seq"],
+            d["files"],
+            [Finding.from_json(x) for x in d.get("diagnostics") or []],
+            dict(d.get("skipped") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A committed write: the file's new ``revision``, the changeset's ``seq``, and the
+    findings of the new revision (None when not asked for)."""
+
+    path: str
+    revision: int
+    seq: int
+    check: Check | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A committed changeset: ``seq`` and each file's new revision, by path (a delete makes
+    one too); ``checks``: the findings of each written file, when asked."""
+
+    seq: int
+    revisions: dict[str, int]
+    checks: dict[str, Check] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    path: str
+    uri: str
+    revision: int
+    kind: str  # create | update | delete | rename
+    old_path: str | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], workspace: str) -> FileChange:
+        uri = d.get("uri") or make_uri(workspace, d["path"])
+        return cls(d["path"], uri, d["revision"], d["kind"], d.get("oldPath"))
+
+
+@dataclass(frozen=True, slots=True)
+class Changeset:
+    """One changeset as `dbcode/log` and `dbcode/didCommit` give it (``time``: ISO 8601).
+    ``raw``: the JSON object as the server sent it."""
+
+    workspace: str
+    seq: int
+    agent: str
+    message: str | None
+    time: str
+    files: list[FileChange]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], workspace: str = "") -> Changeset:
+        workspace = d.get("workspace") or workspace
+        return cls(
+            workspace,
+            d["seq"],
+            d["agent"],
+            d.get("message"),
+            d["time"],
+            [FileChange.from_json(f, workspace) for f in d.get("files") or []],
+            d,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One file of a multi-file commit: ``text`` None deletes the file; ``base`` is the
+    revision the text was made from (0: the file must not exist; None: no check)."""
+
+    path: str
+    text: str | None
+    base: int | None = None
