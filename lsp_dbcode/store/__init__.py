@@ -3,9 +3,11 @@
 from .dsn import redact, resolve_dsn
 from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
 from .model import (
+    BlameRun,
     Change,
     Changeset,
     CommitResult,
+    CompactResult,
     FileChange,
     FileInfo,
     FileText,
@@ -16,9 +18,11 @@ from .model import (
 from .store import Store
 
 __all__ = [
+    "BlameRun",
     "Change",
     "Changeset",
     "CommitResult",
+    "CompactResult",
     "Conflict",
     "DatabaseUnavailable",
     "FileChange",

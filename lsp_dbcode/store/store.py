@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,11 +26,20 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from . import validate
 from .dsn import redact
 from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
+from .history import (
+    COMPACT_BATCH_ROWS_MAX,
+    SNAPSHOT_EVERY_REVISIONS,
+    Blame,
+    apply_delta,
+    encode_delta,
+)
 from .hub import Hub
 from .model import (
+    BlameRun,
     Change,
     Changeset,
     CommitResult,
+    CompactResult,
     FileChange,
     FileInfo,
     FileText,
@@ -51,11 +61,30 @@ COMMIT_BATCH_MAX = 32
 # (two in flight measured no better: smaller batches, as many flushes).
 COMMIT_FLIGHTS_MAX = 1
 COMMIT_BATCH_BYTES = 4 * 2**20
+# History compaction (store/history.py): the revisions a commit superseded become deltas this
+# long after it, in one background task per Store (a typing burst compacts together).
+COMPACT_DELAY_S = 0.5
+# Paths waiting for that at most; more are left for the next commit of the path or for
+# `dbcode compact` (nothing is lost: a full text is only bigger than a delta).
+COMPACT_PENDING_PATHS_MAX = 10_000
+# Blame reads a lineage this many revisions per query (it stops when every line is placed).
+BLAME_PAGE_ROWS = 256
+
+# The text of one revision: the first full text at or after it, and the reverse deltas down to
+# it (at most SNAPSHOT_EVERY_REVISIONS - 1 of them), in one statement (one snapshot).
+_TEXT_AT = """
+SELECT revision, content, delta FROM dbcode_revision
+ WHERE workspace_id = %(ws)s AND path = %(path)s AND revision >= %(rev)s
+   AND revision <= (SELECT min(revision) FROM dbcode_revision
+                     WHERE workspace_id = %(ws)s AND path = %(path)s AND revision >= %(rev)s
+                       AND delta IS NULL)
+ ORDER BY revision DESC
+"""
 
 # A changeset row: seq, agent, message, time, and its files as JSON (path, revision, kind,
 # old path{extra}), one query for many changesets.
 _COLUMNS = """
-    c.seq, c.agent, c.message, c.created_at,
+    c.seq, c.agent, c.message, c.created_at, c.meta,
     (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path{extra})
                               ORDER BY r.path), '[]')
        FROM dbcode_revision r
@@ -71,7 +100,7 @@ _FEED_COLUMNS = _COLUMNS.format(
 
 
 def _changeset(workspace: str, row: Sequence[Any]) -> Changeset:
-    seq, agent, message, created_at, files = row
+    seq, agent, message, created_at, meta, files = row
     return Changeset(
         workspace=workspace,
         seq=int(seq),
@@ -79,6 +108,7 @@ def _changeset(workspace: str, row: Sequence[Any]) -> Changeset:
         message=message,
         time=created_at,
         files=tuple(FileChange(f[0], int(f[1]), f[2], f[3], *f[4:]) for f in files),
+        meta=meta,
     )
 
 
@@ -94,6 +124,7 @@ def _own_changeset(workspace: str, pending: _Pending, result: dict[str, Any]) ->
         files=tuple(
             FileChange(p, int(r), k, o, texts.get(p)) for p, r, k, o in result["files"] or ()
         ),
+        meta=pending.meta,
     )
 
 
@@ -109,6 +140,7 @@ class _Pending:
     message: str | None
     items: list[dict[str, Any]]
     future: asyncio.Future[CommitResult]
+    meta: dict[str, Any] | None = None
     size: int = 0
 
     def __post_init__(self) -> None:
@@ -147,8 +179,11 @@ class Store:
         min_size: int = 1,
         max_size: int = 10,
         content_bytes_max: int | None = None,
+        snapshot_every_revisions: int = SNAPSHOT_EVERY_REVISIONS,
     ) -> None:
         self.dsn = dsn
+        # history.py: a full text every this many revisions (reads apply fewer deltas).
+        self.snapshot_every_revisions = max(1, snapshot_every_revisions)
         self.content_bytes_max = content_bytes_max or validate.content_bytes_max()
         self._pool = AsyncConnectionPool(
             dsn,
@@ -159,6 +194,12 @@ class Store:
         )
         self.hub = Hub(dsn, self._changesets_since, self.head)
         self._commit_queues: dict[str, _CommitQueue] = {}
+        # workspace -> path -> the oldest revision a commit of this process superseded since
+        # the last compaction (the compaction looks from there on: an index range, not the
+        # path's whole history).
+        self._dirty: dict[str, dict[str, int]] = {}
+        self._dirty_count = 0
+        self._compactor: asyncio.Task[None] | None = None
         self.batches = 0  # commit calls sent (for benchmarks and tests)
         self.batched = 0  # changesets they carried
 
@@ -180,6 +221,16 @@ class Store:
         await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
 
     async def close(self) -> None:
+        task, self._compactor = self._compactor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # What the last commits superseded is compacted now (a CLI write's previous revision).
+        try:
+            await self._compact_dirty()
+        except StoreError as exc:
+            log.warning("history compaction at close failed: %s", exc)
         await self.hub.close()
         await self._pool.close()
 
@@ -192,7 +243,9 @@ class Store:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _fetchall(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """Run a read-only query. A connection broken since its last use (a restarted server)
         is discarded by the pool; the read is then tried once more on a fresh connection, so
         the pool need not ping before every use."""
@@ -251,28 +304,73 @@ class Store:
         else:
             if revision < 1:
                 raise InvalidInput(f"invalid revision {revision}: revisions start at 1")
-            rows = await self._fetchall(
-                "SELECT revision, content FROM dbcode_revision"
-                " WHERE workspace_id = %s AND path = %s AND revision = %s",
-                (ws, path, revision),
-            )
-            if not rows:
-                raise NotFound(f"{workspace}/{path} has no revision {revision}")
-            if rows[0][1] is None:
+            text = await self._text_at(ws, path, revision)
+            if text is None:
                 raise NotFound(f"revision {revision} of {workspace}/{path} is a deletion")
+            return FileText(workspace, path, revision, text)
         rev, text = rows[0]
         return FileText(workspace, path, int(rev), text)
 
+    async def _text_at(self, ws: int, path: str, revision: int) -> str | None:
+        """The text of a revision (None: a deletion or the old name of a rename), rebuilt
+        from the nearest full text at or after it. NotFound if there is no such revision."""
+        rows = await self._fetchall(_TEXT_AT, {"ws": ws, "path": path, "rev": revision})
+        if not rows or int(rows[-1][0]) != revision:
+            raise NotFound(f"{path} has no revision {revision}")
+        text = rows[0][1]
+        if text is None:
+            if len(rows) > 1:  # a delta whose newer neighbour has no text: our bug
+                raise StoreError(f"history of {path} is broken at revision {rows[1][0]}")
+            return None
+        for _rev, _content, delta in rows[1:]:
+            text = apply_delta(text, delta)
+        return str(text)
+
     async def revision_text(self, workspace: str, path: str, revision: int) -> str:
-        """Text of one revision, in one round trip (NotFound if missing or a deletion)."""
+        """Text of one revision (NotFound if missing or a deletion)."""
+        validate.check_workspace(workspace)
         rows = await self._fetchall(
-            "SELECT r.content FROM dbcode_revision r JOIN dbcode_workspace w"
+            "SELECT r.content, r.delta IS NULL FROM dbcode_revision r JOIN dbcode_workspace w"
             " ON w.id = r.workspace_id WHERE w.name = %s AND r.path = %s AND r.revision = %s",
             (workspace, path, revision),
         )
-        if not rows or rows[0][0] is None:
-            raise NotFound(f"{workspace}/{path} has no text at revision {revision}")
-        return str(rows[0][0])
+        if rows and rows[0][0] is not None:
+            return str(rows[0][0])  # a full text: one round trip
+        if rows and not rows[0][1]:
+            text = await self._text_at(await self._workspace_id(workspace), path, revision)
+            if text is not None:
+                return text
+        raise NotFound(f"{workspace}/{path} has no text at revision {revision}")
+
+    async def read_at(self, workspace: str, path: str, seq: int) -> FileText:
+        """The file as it was right after changeset ``seq`` (SPEC: History, time travel)."""
+        validate.check_path(path)
+        validate.check_workspace(workspace)
+        rows = await self._fetchall(
+            "SELECT id, head_seq FROM dbcode_workspace WHERE name = %s", (workspace,)
+        )
+        if not rows:
+            raise NotFound(f"unknown workspace {workspace!r}")
+        ws, head = int(rows[0][0]), int(rows[0][1])
+        if seq < 0:
+            raise InvalidInput(f"invalid seq {seq}: seqs start at 1")
+        if seq > head:
+            raise InvalidInput(f"seq {seq} is beyond the head of {workspace} (seq {head})")
+        rows = await self._fetchall(
+            "SELECT revision, kind FROM dbcode_revision"
+            " WHERE workspace_id = %s AND path = %s AND seq <= %s"
+            " ORDER BY revision DESC LIMIT 1",
+            (ws, path, seq),
+        )
+        if not rows:
+            raise NotFound(f"{workspace}/{path} did not exist at seq {seq}")
+        revision, kind = int(rows[0][0]), rows[0][1]
+        if kind in ("delete", "moved"):
+            gone = "deleted" if kind == "delete" else "renamed away"
+            raise NotFound(f"{workspace}/{path} was {gone} at seq {seq} (revision {revision})")
+        text = await self._text_at(ws, path, revision)
+        assert text is not None
+        return FileText(workspace, path, revision, text)
 
     async def list_files(self, workspace: str, prefix: str = "") -> list[FileInfo]:
         ws = await self._workspace_id(workspace)
@@ -387,6 +485,242 @@ class Store:
             for p, rv, s, k, a, m, t, sz, o in rows
         ]
 
+    # -- blame -----------------------------------------------------------------------------
+
+    async def blame(self, workspace: str, path: str, revision: int | None = None) -> list[BlameRun]:
+        """Who last changed each line of the file (at ``revision``, default current), as runs
+        of consecutive lines with the same changeset. Renames are followed.
+
+        The lineage is read newest first, BLAME_PAGE_ROWS revisions per query, each older
+        text rebuilt from the newer one by its reverse delta (history.py); the walk stops when
+        every line is attributed.
+        """
+        ws = await self._workspace_id(workspace)
+        validate.check_path(path)
+        if revision is None:
+            rows = await self._fetchall(
+                "SELECT revision FROM dbcode_file WHERE workspace_id = %s AND path = %s"
+                " AND NOT deleted",
+                (ws, path),
+            )
+            if not rows:
+                raise NotFound(f"no such file {path!r} in workspace {workspace!r}")
+            revision = int(rows[0][0])
+        elif revision < 1:
+            raise InvalidInput(f"invalid revision {revision}: revisions start at 1")
+        try:
+            text = await self._text_at(ws, path, revision)
+        except NotFound:
+            raise NotFound(f"{workspace}/{path} has no revision {revision}") from None
+        if text is None:
+            raise NotFound(f"revision {revision} of {workspace}/{path} is a deletion")
+        infos: dict[tuple[int, str, int], tuple[str, datetime, str | None, Any]] = {}
+        blame: Blame[tuple[int, str, int]] | None = None
+        cur_path, upper = path, revision
+        done = False
+        while not done:
+            rows = await self._fetchall(
+                "SELECT r.revision, r.seq, r.kind, r.old_path, r.content, r.delta,"
+                " c.agent, c.created_at, c.message, c.meta FROM dbcode_revision r"
+                " JOIN dbcode_changeset c ON c.workspace_id = r.workspace_id AND c.seq = r.seq"
+                " WHERE r.workspace_id = %s AND r.path = %s AND r.revision <= %s"
+                " AND r.revision > %s ORDER BY r.revision DESC",
+                (ws, cur_path, upper, upper - BLAME_PAGE_ROWS),
+            )
+            if not rows:
+                break
+            next_path: str | None = None
+            for rev, seq, kind, old_path, content, delta, agent, at, message, meta in rows:
+                key = (int(seq), cur_path, int(rev))
+                infos[key] = (agent, at, message, meta)
+                if kind in ("delete", "moved"):  # not reached in a lineage: history ends
+                    done = True
+                    break
+                if blame is None:
+                    blame = Blame(text, key)
+                else:
+                    if content is not None:
+                        text = content
+                    elif delta is not None:
+                        text = apply_delta(text, delta)
+                    else:
+                        raise StoreError(f"history of {cur_path} is broken at revision {rev}")
+                    if blame.step(text, key):
+                        done = True
+                        break
+                if kind == "create":
+                    done = True
+                    break
+                if kind == "rename" and old_path:
+                    moved = await self._fetchall(
+                        "SELECT revision FROM dbcode_revision WHERE workspace_id = %s"
+                        " AND path = %s AND seq = %s AND kind = 'moved'",
+                        (ws, old_path, seq),
+                    )
+                    if not moved:
+                        done = True
+                        break
+                    next_path, upper = old_path, int(moved[0][0]) - 1
+                    break
+            else:
+                upper -= BLAME_PAGE_ROWS
+            if next_path is not None:
+                cur_path = next_path
+            elif upper < 1:
+                break
+        if blame is None:
+            return []
+        keys = blame.finish()
+        runs: list[BlameRun] = []
+        start = 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                seq, at_path, rev = keys[start]
+                agent, at, message, meta = infos[keys[start]]
+                runs.append(BlameRun(start, i - 1, seq, at_path, rev, agent, at, message, meta))
+                start = i
+        return runs
+
+    # -- history compaction ----------------------------------------------------------------
+
+    def _note_superseded(self, workspace: str, path: str, revision: int) -> None:
+        """A commit made ``revision`` of ``path`` an old one: compact it soon."""
+        paths = self._dirty.setdefault(workspace, {})
+        if path not in paths:
+            if self._dirty_count >= COMPACT_PENDING_PATHS_MAX:
+                return
+            paths[path] = revision
+            self._dirty_count += 1
+        elif revision < paths[path]:
+            paths[path] = revision
+        if self._compactor is None:
+            self._compactor = asyncio.create_task(self._compact_later())
+            self._compactor.add_done_callback(self._compactor_done)
+
+    def _compactor_done(self, task: asyncio.Task[None]) -> None:
+        if self._compactor is task:
+            self._compactor = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("history compaction failed", exc_info=exc)
+
+    async def _compact_later(self) -> None:
+        while self._dirty:
+            await asyncio.sleep(COMPACT_DELAY_S)
+            try:
+                await self._compact_dirty()
+            except StoreError as exc:
+                log.warning("history compaction failed (retried after the next commit): %s", exc)
+                return
+
+    async def _compact_dirty(self) -> None:
+        dirty, self._dirty, self._dirty_count = self._dirty, {}, 0
+        for workspace, paths in dirty.items():
+            try:
+                ws = await self._workspace_id(workspace)
+            except NotFound:
+                continue
+            for path, revision in sorted(paths.items()):
+                await self._compact_path(ws, path, revision)
+
+    async def _compact_path(self, ws: int, path: str, first: int = 1) -> tuple[int, int, int]:
+        """Turn every old full revision of a path (but each K-th) into a reverse delta.
+
+        Touches only revisions that have a newer revision with text (an update): never the
+        current one, never a row a commit reads or writes, so it takes no workspace or file
+        lock; each batch is one statement, and a second compactor of the same rows finds them
+        done (``content IS NOT NULL`` in the UPDATE). Returns (revisions, text bytes, delta
+        bytes).
+        """
+        after, done, text_bytes, delta_bytes = first - 1, 0, 0, 0
+        while True:
+            rows = await self._fetchall(
+                "SELECT r.revision FROM dbcode_revision r JOIN dbcode_revision n"
+                " ON n.workspace_id = r.workspace_id AND n.path = r.path"
+                " AND n.revision = r.revision + 1 AND n.kind = 'update'"
+                " WHERE r.workspace_id = %s AND r.path = %s AND r.revision > %s"
+                " AND r.content IS NOT NULL AND mod(r.revision, %s) <> 0"
+                " ORDER BY r.revision LIMIT %s",
+                (ws, path, after, self.snapshot_every_revisions, COMPACT_BATCH_ROWS_MAX),
+            )
+            revs = [int(r[0]) for r in rows]
+            if not revs:
+                return done, text_bytes, delta_bytes
+            wanted = sorted(set(revs) | {r + 1 for r in revs})
+            texts: dict[int, str | None] = {
+                int(r): c
+                for r, c in await self._fetchall(
+                    "SELECT revision, content FROM dbcode_revision"
+                    " WHERE workspace_id = %s AND path = %s AND revision = ANY(%s)",
+                    (ws, path, wanted),
+                )
+            }
+            deltas: list[str] = []
+            done_revs: list[int] = []
+            for rev in reversed(revs):
+                older, newer = texts.get(rev), texts.get(rev + 1)
+                if older is None:
+                    continue  # compacted meanwhile by another process
+                if newer is None:
+                    newer = await self._text_at(ws, path, rev + 1)
+                    if newer is None:
+                        continue
+                delta = encode_delta(newer, older)
+                if apply_delta(newer, delta) != older:  # our bug: keep the full text
+                    log.error("delta of %s revision %d does not rebuild it; kept", path, rev)
+                    continue
+                deltas.append(delta)
+                done_revs.append(rev)
+                text_bytes += len(older.encode("utf-8"))
+                delta_bytes += len(delta.encode("utf-8"))
+            if done_revs:
+                try:
+                    async with self._pool.connection() as conn:
+                        cur = await conn.execute(
+                            "UPDATE dbcode_revision r SET delta = t.delta, content = NULL"
+                            " FROM unnest(%s::integer[], %s::text[]) AS t (rev, delta)"
+                            " WHERE r.workspace_id = %s AND r.path = %s"
+                            " AND r.revision = t.rev AND r.content IS NOT NULL",
+                            (done_revs, deltas, ws, path),
+                        )
+                        done += cur.rowcount
+                except psycopg.OperationalError as exc:
+                    raise DatabaseUnavailable(
+                        f"database error at {redact(self.dsn)}: {exc}"
+                    ) from None
+            after = revs[-1]
+
+    async def compact(
+        self,
+        workspace: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CompactResult:
+        """Turn the old full texts of a workspace's history (or every workspace's) into
+        deltas: the conversion of a history written before schema v4, and a catch-up for
+        anything the background compaction missed. Path by path, in short statements: commits
+        go on meanwhile. ``progress(done, total)`` after each path."""
+        if workspace is not None:
+            ws_ids = [await self._workspace_id(workspace)]
+        else:
+            ws_ids = [int(r[0]) for r in await self._fetchall("SELECT id FROM dbcode_workspace")]
+        todo: list[tuple[int, str]] = []
+        for ws in ws_ids:
+            rows = await self._fetchall(
+                "SELECT DISTINCT r.path FROM dbcode_revision r JOIN dbcode_revision n"
+                " ON n.workspace_id = r.workspace_id AND n.path = r.path"
+                " AND n.revision = r.revision + 1 AND n.kind = 'update'"
+                " WHERE r.workspace_id = %s AND r.content IS NOT NULL"
+                " AND mod(r.revision, %s) <> 0 ORDER BY r.path",
+                (ws, self.snapshot_every_revisions),
+            )
+            todo += [(ws, str(r[0])) for r in rows]
+        revisions = text_bytes = delta_bytes = 0
+        for i, (ws, path) in enumerate(todo):
+            n, tb, db = await self._compact_path(ws, path)
+            revisions, text_bytes, delta_bytes = revisions + n, text_bytes + tb, delta_bytes + db
+            if progress is not None:
+                progress(i + 1, len(todo))
+        return CompactResult(len(todo), revisions, text_bytes, delta_bytes)
+
     # -- writes ----------------------------------------------------------------------------
 
     def _check_change(self, change: Change) -> dict[str, Any]:
@@ -415,8 +749,11 @@ class Store:
         *,
         agent: str,
         message: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> CommitResult:
         """Commit all changes atomically, or none (Conflict / NotFound / InvalidInput).
+
+        ``meta``: a small JSON object kept with the changeset (validate.META_BYTES_MAX).
 
         Group commit: while a commit of this process is in flight for the workspace, the
         changesets that arrive queue up and then go to the database together, one call of
@@ -428,8 +765,9 @@ class Store:
             raise InvalidInput("a changeset needs at least one change")
         if not agent or len(agent) > 200:
             raise InvalidInput("invalid agent name: 1-200 characters")
+        meta = validate.check_meta(meta)
         items = [self._check_change(c) for c in changes]
-        pending = _Pending(agent, message, items, asyncio.get_running_loop().create_future())
+        pending = _Pending(agent, message, items, asyncio.get_running_loop().create_future(), meta)
         queue = self._commit_queues.get(workspace)
         if queue is None:
             queue = self._commit_queues[workspace] = _CommitQueue()
@@ -486,7 +824,7 @@ class Store:
         self.batched += len(batch)
         try:
             async with self._pool.connection() as conn:
-                if len(batch) == 1:
+                if len(batch) == 1 and batch[0].meta is None:
                     one = batch[0]
                     if len(one.items) == 1 and (item := one.items[0])["op"] == "write":
                         cur = await conn.execute(
@@ -510,7 +848,8 @@ class Store:
                     results = [row[0]]
                 else:
                     payload = [
-                        {"agent": p.agent, "message": p.message, "changes": p.items} for p in batch
+                        {"agent": p.agent, "message": p.message, "changes": p.items, "meta": p.meta}
+                        for p in batch
                     ]
                     cur = await conn.execute(
                         "SELECT dbcode_commit_many(%s, %s)", (workspace, Jsonb(payload))
@@ -552,6 +891,9 @@ class Store:
                 self.hub.offer(_own_changeset(workspace, p, result))
                 revisions = {k: int(v) for k, v in result["revisions"].items()}
                 _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
+                for f in result["files"] or ():
+                    if f[2] == "update":
+                        self._note_superseded(workspace, f[0], int(f[1]) - 1)
 
     def _commit_error(
         self, workspace: str, items: list[dict[str, Any]], exc: psycopg.Error
@@ -603,9 +945,10 @@ class Store:
         agent: str,
         base: int | None = None,
         message: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> CommitResult:
         return await self.commit(
-            workspace, [Change.write(path, text, base)], agent=agent, message=message
+            workspace, [Change.write(path, text, base)], agent=agent, message=message, meta=meta
         )
 
     async def import_files(
