@@ -420,3 +420,24 @@ async def test_meta_is_kept_logged_and_limited(store: Store, workspace: str) -> 
         with pytest.raises(InvalidInput):
             await store.write(workspace, "g", "z\n", agent="a", meta=bad)  # type: ignore[arg-type]
     assert await store.head(workspace) == head
+
+
+def test_time_travel_uris_parse_and_are_read_only() -> None:
+    from lsp_dbcode.uris import DocUri, make_uri, parse_doc_uri, parse_uri
+
+    uri = make_uri("ws", "src/a b.py", seq=12)
+    assert uri == "dbcode://ws@12/src/a%20b.py"
+    assert parse_doc_uri(uri) == DocUri("ws", "src/a b.py", 12)
+    assert parse_doc_uri("dbcode://ws/src/x.py") == DocUri("ws", "src/x.py", None)
+    with pytest.raises(InvalidInput, match="read-only"):
+        parse_uri(uri)
+    for bad in (
+        "dbcode://ws@/a",
+        "dbcode://ws@-1/a",
+        "dbcode://ws@x/a",
+        "dbcode://@3/a",
+        "dbcode://ws@99999999999999999999/a",
+        "dbcode://ws@1@2/a",
+    ):
+        with pytest.raises(InvalidInput):
+            parse_doc_uri(bad)
