@@ -18,11 +18,12 @@ every line is attributed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Hashable, Iterable
 from difflib import SequenceMatcher
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..text.diff import diff_edits
 from ..text.edits import Edit, apply_edits
@@ -51,6 +52,57 @@ def encode_delta(newer: str, older: str) -> str:
 def apply_delta(newer: str, delta: str) -> str:
     """The older text: ``delta`` (from ``encode_delta``) applied to ``newer``."""
     return apply_edits(newer, [Edit(s, e, t) for s, e, t in json.loads(delta)])
+
+
+def rebuild(full: str, deltas: Iterable[str]) -> str:
+    """The text ``deltas`` lead to from ``full``, newest delta first (``full`` is revision
+    r + n, the deltas those of r + n - 1 down to r).
+
+    The deltas are applied to a piece table (slices of ``full`` and inserted strings), not to
+    the text: each costs about its own size, and the text is joined once at the end. A read of
+    K deltas back then costs one join of the text, not K.
+    """
+    pieces: list[tuple[str, int, int]] = [(full, 0, len(full))]
+    length = len(full)
+    for delta in deltas:
+        pieces, length = _splice(pieces, length, json.loads(delta))
+    if len(pieces) == 1:
+        src, a, b = pieces[0]
+        return src if (a, b) == (0, len(src)) else src[a:b]
+    return "".join([src[a:b] for src, a, b in pieces])
+
+
+def _splice(
+    pieces: list[tuple[str, int, int]], length: int, edits: list[list[Any]]
+) -> tuple[list[tuple[str, int, int]], int]:
+    """The piece table with ``edits`` ([start, end, text], sorted, on the text it holds)."""
+    out: list[tuple[str, int, int]] = []
+    i = off = pos = 0  # piece i, offset inside it; pos: offset in the text
+
+    def move(n: int, keep: bool) -> None:
+        nonlocal i, off
+        while n > 0:
+            src, a, b = pieces[i]
+            take = min(b - a - off, n)
+            if keep:
+                out.append((src, a + off, a + off + take))
+            n -= take
+            off += take
+            if a + off == b:
+                i, off = i + 1, 0
+
+    new_length = length
+    for start, end, text in edits:
+        if not pos <= start <= end <= length:
+            raise ValueError(f"delta edit [{start}, {end}) out of order or past {length}")
+        move(start - pos, True)
+        move(end - start, False)
+        if text:
+            out.append((text, 0, len(text)))
+        new_length += len(text) - (end - start)
+        pos = end
+    move(length - pos, True)
+    return out, new_length
 
 
 def line_count(text: str) -> int:
@@ -140,20 +192,22 @@ class Blame(Generic[K]):
             n_old = line_count(old_text)
             pre, suf, blocks, mid0 = _line_matches(cur_text, old_text)
             n_cur = len(orig)
-            new_orig = [-1] * n_old
-            new_orig[:pre] = orig[:pre]
-            kept = [False] * n_cur
-            kept[:pre] = [True] * pre
+            # Prefix and suffix lines carry over by slices (C speed); only the middle, usually
+            # a few lines, is looked at one by one.
+            new_orig = orig[:pre]
+            new_orig.extend(itertools.repeat(-1, n_old - pre - suf))
             if suf:
-                new_orig[n_old - suf :] = orig[n_cur - suf :]
-                kept[n_cur - suf :] = [True] * suf
+                new_orig.extend(orig[n_cur - suf :])
+            mid_end = n_cur - suf
+            kept = [False] * (mid_end - pre)
             for i, j, size in blocks:
                 new_orig[mid0 + j : mid0 + j + size] = orig[mid0 + i : mid0 + i + size]
-                kept[mid0 + i : mid0 + i + size] = [True] * size
+                kept[i : i + size] = [True] * size
             result, key = self._result, self.key
-            for i in range(n_cur):
-                if not kept[i] and orig[i] >= 0:
-                    result[orig[i]] = key
+            for i, was_kept in enumerate(kept):
+                o = orig[pre + i]
+                if not was_kept and o >= 0:
+                    result[o] = key
                     self.pending -= 1
             self._orig = new_orig
         self.text, self.key = old_text, old_key

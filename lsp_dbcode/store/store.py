@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ from .history import (
     Blame,
     apply_delta,
     encode_delta,
+    rebuild,
 )
 from .hub import Hub
 from .model import (
@@ -180,8 +182,14 @@ class Store:
         max_size: int = 10,
         content_bytes_max: int | None = None,
         snapshot_every_revisions: int = SNAPSHOT_EVERY_REVISIONS,
+        compact_history: bool | None = None,
     ) -> None:
         self.dsn = dsn
+        # Compact what commits supersede (default; DBCODE_HISTORY_COMPACT=0 turns it off, e.g.
+        # for a bulk load: the history then stays whole until `dbcode compact`).
+        if compact_history is None:
+            compact_history = os.environ.get("DBCODE_HISTORY_COMPACT", "1") != "0"
+        self.compact_history = compact_history
         # history.py: a full text every this many revisions (reads apply fewer deltas).
         self.snapshot_every_revisions = max(1, snapshot_every_revisions)
         self.content_bytes_max = content_bytes_max or validate.content_bytes_max()
@@ -322,9 +330,7 @@ class Store:
             if len(rows) > 1:  # a delta whose newer neighbour has no text: our bug
                 raise StoreError(f"history of {path} is broken at revision {rows[1][0]}")
             return None
-        for _rev, _content, delta in rows[1:]:
-            text = apply_delta(text, delta)
-        return str(text)
+        return rebuild(str(text), [delta for _rev, _content, delta in rows[1:]])
 
     async def revision_text(self, workspace: str, path: str, revision: int) -> str:
         """Text of one revision (NotFound if missing or a deletion)."""
@@ -892,7 +898,7 @@ class Store:
                 revisions = {k: int(v) for k, v in result["revisions"].items()}
                 _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
                 for f in result["files"] or ():
-                    if f[2] == "update":
+                    if f[2] == "update" and self.compact_history:
                         self._note_superseded(workspace, f[0], int(f[1]) - 1)
 
     def _commit_error(

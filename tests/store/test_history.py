@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsp_dbcode.store import Change, InvalidInput, NotFound, Store
-from lsp_dbcode.store.history import apply_delta, blame_lines, encode_delta
+from lsp_dbcode.store.history import apply_delta, blame_lines, encode_delta, rebuild
 from lsp_dbcode.store.schema import MIGRATION_LOCK_KEY, MIGRATIONS
 
 
@@ -441,3 +441,15 @@ def test_time_travel_uris_parse_and_are_read_only() -> None:
     ):
         with pytest.raises(InvalidInput):
             parse_doc_uri(bad)
+
+
+@settings(max_examples=_examples(300), deadline=None)
+@given(st.lists(TEXTS, min_size=1, max_size=8))
+def test_rebuild_through_a_piece_table_equals_applying_each_delta(texts: list[str]) -> None:
+    """texts[0] is the newest; each delta leads one step further back."""
+    deltas = [encode_delta(texts[i], texts[i + 1]) for i in range(len(texts) - 1)]
+    assert rebuild(texts[0], deltas) == texts[-1]
+    step = texts[0]
+    for d in deltas:
+        step = apply_delta(step, d)
+    assert step == texts[-1]
