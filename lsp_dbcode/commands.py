@@ -252,11 +252,10 @@ async def cmd_compact(store: Store, args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     res = await store.compact(args.workspace, progress=step)
     progress.finish()
-    saved = res.text_bytes - res.delta_bytes
     sys.stdout.write(
         f"compacted {res.revisions} revision(s) of {res.paths} file(s): "
-        f"{res.text_bytes} bytes of full text now {res.delta_bytes} bytes of deltas "
-        f"({saved} saved) in {time.monotonic() - t0:.1f}s\n"
+        f"{res.text_bytes} bytes of full text now stored in {res.stored_bytes} "
+        f"in {time.monotonic() - t0:.1f}s\n"
     )
     return EXIT_OK
 

@@ -116,13 +116,13 @@ class BlameRun:
 
 @dataclass(frozen=True, slots=True)
 class CompactResult:
-    """What a compaction did: revisions turned into deltas, and the bytes of text they no
-    longer store in full."""
+    """What a compaction did: revisions turned into deltas (or packed), the bytes of text they
+    held, and the bytes stored for them instead."""
 
     paths: int
     revisions: int
     text_bytes: int
-    delta_bytes: int
+    stored_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -473,14 +473,23 @@ $fn$;
 # texts into deltas is not a schema step but the store's compaction (store/history.py), run in
 # short per-path transactions by every process that commits and by ``dbcode compact``.
 #
-# dbcode_revision.delta: NULL for a full text (``content``) or a deletion; else the revision as
-# a delta against revision + 1 of the same path (JSON edits, store/history.py), ``content``
-# NULL. The current revision of a file is always full, so reads of current texts, the feed,
-# renames and imports are as before. dbcode_changeset.meta: the changeset's metadata (a small
-# JSON object, or NULL). dbcode_commit_many takes it per changeset ("meta"); the other commit
-# functions are unchanged (a changeset with meta goes through dbcode_commit_many).
+# dbcode_revision.delta: NULL for a full text or a deletion; else the revision as a delta
+# against revision + 1 of the same path (JSON edits, store/history.py), ``content`` NULL.
+# dbcode_revision.packed: an old full text (each K-th revision) zlib-compressed by the store
+# (``content`` NULL; zlib packs source code about twice as tight as TOAST's pglz), stored as is
+# (STORAGE EXTERNAL: no second compression). The current revision of a file is always plain
+# ``content``, so reads of current texts, the feed, renames and imports are as before.
+# Each commit's compaction leaves the superseded full text dead in the TOAST table: vacuum the
+# TOAST table as soon as 1,000 chunks (~2 MB) are dead, not after 20% of it, so that the space
+# is reused within autovacuum's naptime and the table grows with the deltas, not the texts.
+# dbcode_changeset.meta: the changeset's metadata (a small JSON object, or NULL).
+# dbcode_commit_many takes it per changeset ("meta"); the other commit functions are unchanged
+# (a changeset with meta goes through dbcode_commit_many).
 _V4 = r"""
-ALTER TABLE dbcode_revision ADD COLUMN delta text;
+ALTER TABLE dbcode_revision ADD COLUMN delta text, ADD COLUMN packed bytea;
+ALTER TABLE dbcode_revision ALTER COLUMN packed SET STORAGE EXTERNAL;
+ALTER TABLE dbcode_revision SET (toast.autovacuum_vacuum_scale_factor = 0,
+                                 toast.autovacuum_vacuum_threshold = 1000);
 ALTER TABLE dbcode_changeset ADD COLUMN meta jsonb;
 
 CREATE OR REPLACE FUNCTION dbcode_commit_many(p_workspace text, p_batch jsonb)

@@ -33,7 +33,9 @@ from .history import (
     Blame,
     apply_delta,
     encode_delta,
+    pack,
     rebuild,
+    unpack,
 )
 from .hub import Hub
 from .model import (
@@ -75,7 +77,7 @@ BLAME_PAGE_ROWS = 256
 # The text of one revision: the first full text at or after it, and the reverse deltas down to
 # it (at most SNAPSHOT_EVERY_REVISIONS - 1 of them), in one statement (one snapshot).
 _TEXT_AT = """
-SELECT revision, content, delta FROM dbcode_revision
+SELECT revision, content, packed, delta FROM dbcode_revision
  WHERE workspace_id = %(ws)s AND path = %(path)s AND revision >= %(rev)s
    AND revision <= (SELECT min(revision) FROM dbcode_revision
                      WHERE workspace_id = %(ws)s AND path = %(path)s AND revision >= %(rev)s
@@ -325,24 +327,24 @@ class Store:
         rows = await self._fetchall(_TEXT_AT, {"ws": ws, "path": path, "rev": revision})
         if not rows or int(rows[-1][0]) != revision:
             raise NotFound(f"{path} has no revision {revision}")
-        text = rows[0][1]
+        text = rows[0][1] if rows[0][1] is not None else rows[0][2]
         if text is None:
             if len(rows) > 1:  # a delta whose newer neighbour has no text: our bug
                 raise StoreError(f"history of {path} is broken at revision {rows[1][0]}")
             return None
-        return rebuild(str(text), [delta for _rev, _content, delta in rows[1:]])
+        return rebuild(unpack(text), [row[3] for row in rows[1:]])
 
     async def revision_text(self, workspace: str, path: str, revision: int) -> str:
         """Text of one revision (NotFound if missing or a deletion)."""
         validate.check_workspace(workspace)
         rows = await self._fetchall(
-            "SELECT r.content, r.delta IS NULL FROM dbcode_revision r JOIN dbcode_workspace w"
+            "SELECT r.content, r.kind FROM dbcode_revision r JOIN dbcode_workspace w"
             " ON w.id = r.workspace_id WHERE w.name = %s AND r.path = %s AND r.revision = %s",
             (workspace, path, revision),
         )
         if rows and rows[0][0] is not None:
-            return str(rows[0][0])  # a full text: one round trip
-        if rows and not rows[0][1]:
+            return str(rows[0][0])  # a plain full text: one round trip
+        if rows and rows[0][1] not in ("delete", "moved"):
             text = await self._text_at(await self._workspace_id(workspace), path, revision)
             if text is not None:
                 return text
@@ -526,7 +528,7 @@ class Store:
         done = False
         while not done:
             rows = await self._fetchall(
-                "SELECT r.revision, r.seq, r.kind, r.old_path, r.content, r.delta,"
+                "SELECT r.revision, r.seq, r.kind, r.old_path, r.content, r.packed, r.delta,"
                 " c.agent, c.created_at, c.message, c.meta FROM dbcode_revision r"
                 " JOIN dbcode_changeset c ON c.workspace_id = r.workspace_id AND c.seq = r.seq"
                 " WHERE r.workspace_id = %s AND r.path = %s AND r.revision <= %s"
@@ -536,7 +538,7 @@ class Store:
             if not rows:
                 break
             next_path: str | None = None
-            for rev, seq, kind, old_path, content, delta, agent, at, message, meta in rows:
+            for rev, seq, kind, old_path, content, packed, delta, agent, at, message, meta in rows:
                 key = (int(seq), cur_path, int(rev))
                 infos[key] = (agent, at, message, meta)
                 if kind in ("delete", "moved"):  # not reached in a lineage: history ends
@@ -547,6 +549,8 @@ class Store:
                 else:
                     if content is not None:
                         text = content
+                    elif packed is not None:
+                        text = unpack(packed)
                     elif delta is not None:
                         text = apply_delta(text, delta)
                     else:
@@ -629,43 +633,54 @@ class Store:
                 await self._compact_path(ws, path, revision)
 
     async def _compact_path(self, ws: int, path: str, first: int = 1) -> tuple[int, int, int]:
-        """Turn every old full revision of a path (but each K-th) into a reverse delta.
+        """Turn every old full revision of a path into a reverse delta, but each K-th
+        (``snapshot_every_revisions``), which is packed (zlib) instead.
 
         Touches only revisions that have a newer revision with text (an update): never the
         current one, never a row a commit reads or writes, so it takes no workspace or file
         lock; each batch is one statement, and a second compactor of the same rows finds them
-        done (``content IS NOT NULL`` in the UPDATE). Returns (revisions, text bytes, delta
-        bytes).
+        done (``content IS NOT NULL`` in the UPDATE). Returns (revisions, text bytes, bytes
+        stored instead).
         """
-        after, done, text_bytes, delta_bytes = first - 1, 0, 0, 0
+        k = self.snapshot_every_revisions
+        after, done, text_bytes, stored_bytes = first - 1, 0, 0, 0
         while True:
             rows = await self._fetchall(
                 "SELECT r.revision FROM dbcode_revision r JOIN dbcode_revision n"
                 " ON n.workspace_id = r.workspace_id AND n.path = r.path"
                 " AND n.revision = r.revision + 1 AND n.kind = 'update'"
                 " WHERE r.workspace_id = %s AND r.path = %s AND r.revision > %s"
-                " AND r.content IS NOT NULL AND mod(r.revision, %s) <> 0"
-                " ORDER BY r.revision LIMIT %s",
-                (ws, path, after, self.snapshot_every_revisions, COMPACT_BATCH_ROWS_MAX),
+                " AND r.content IS NOT NULL ORDER BY r.revision LIMIT %s",
+                (ws, path, after, COMPACT_BATCH_ROWS_MAX),
             )
             revs = [int(r[0]) for r in rows]
             if not revs:
-                return done, text_bytes, delta_bytes
+                return done, text_bytes, stored_bytes
             wanted = sorted(set(revs) | {r + 1 for r in revs})
             texts: dict[int, str | None] = {
-                int(r): c
-                for r, c in await self._fetchall(
-                    "SELECT revision, content FROM dbcode_revision"
+                int(r): c if c is not None else (unpack(pk) if pk is not None else None)
+                for r, c, pk in await self._fetchall(
+                    "SELECT revision, content, packed FROM dbcode_revision"
                     " WHERE workspace_id = %s AND path = %s AND revision = ANY(%s)",
                     (ws, path, wanted),
                 )
             }
-            deltas: list[str] = []
             done_revs: list[int] = []
+            deltas: list[str | None] = []
+            packs: list[bytes | None] = []
             for rev in reversed(revs):
-                older, newer = texts.get(rev), texts.get(rev + 1)
+                older = texts.get(rev)
                 if older is None:
                     continue  # compacted meanwhile by another process
+                text_bytes += len(older.encode("utf-8"))
+                if rev % k == 0:
+                    packed = pack(older)
+                    done_revs.append(rev)
+                    deltas.append(None)
+                    packs.append(packed)
+                    stored_bytes += len(packed)
+                    continue
+                newer = texts.get(rev + 1)
                 if newer is None:
                     newer = await self._text_at(ws, path, rev + 1)
                     if newer is None:
@@ -674,19 +689,21 @@ class Store:
                 if apply_delta(newer, delta) != older:  # our bug: keep the full text
                     log.error("delta of %s revision %d does not rebuild it; kept", path, rev)
                     continue
-                deltas.append(delta)
                 done_revs.append(rev)
-                text_bytes += len(older.encode("utf-8"))
-                delta_bytes += len(delta.encode("utf-8"))
+                deltas.append(delta)
+                packs.append(None)
+                stored_bytes += len(delta.encode("utf-8"))
             if done_revs:
                 try:
                     async with self._pool.connection() as conn:
                         cur = await conn.execute(
-                            "UPDATE dbcode_revision r SET delta = t.delta, content = NULL"
-                            " FROM unnest(%s::integer[], %s::text[]) AS t (rev, delta)"
+                            "UPDATE dbcode_revision r"
+                            " SET delta = t.delta, packed = t.packed, content = NULL"
+                            " FROM unnest(%s::integer[], %s::text[], %s::bytea[])"
+                            " AS t (rev, delta, packed)"
                             " WHERE r.workspace_id = %s AND r.path = %s"
                             " AND r.revision = t.rev AND r.content IS NOT NULL",
-                            (done_revs, deltas, ws, path),
+                            (done_revs, deltas, packs, ws, path),
                         )
                         done += cur.rowcount
                 except psycopg.OperationalError as exc:
@@ -714,18 +731,17 @@ class Store:
                 "SELECT DISTINCT r.path FROM dbcode_revision r JOIN dbcode_revision n"
                 " ON n.workspace_id = r.workspace_id AND n.path = r.path"
                 " AND n.revision = r.revision + 1 AND n.kind = 'update'"
-                " WHERE r.workspace_id = %s AND r.content IS NOT NULL"
-                " AND mod(r.revision, %s) <> 0 ORDER BY r.path",
-                (ws, self.snapshot_every_revisions),
+                " WHERE r.workspace_id = %s AND r.content IS NOT NULL ORDER BY r.path",
+                (ws,),
             )
             todo += [(ws, str(r[0])) for r in rows]
-        revisions = text_bytes = delta_bytes = 0
+        revisions = text_bytes = stored_bytes = 0
         for i, (ws, path) in enumerate(todo):
-            n, tb, db = await self._compact_path(ws, path)
-            revisions, text_bytes, delta_bytes = revisions + n, text_bytes + tb, delta_bytes + db
+            n, tb, sb = await self._compact_path(ws, path)
+            revisions, text_bytes, stored_bytes = revisions + n, text_bytes + tb, stored_bytes + sb
             if progress is not None:
                 progress(i + 1, len(todo))
-        return CompactResult(len(todo), revisions, text_bytes, delta_bytes)
+        return CompactResult(len(todo), revisions, text_bytes, stored_bytes)
 
     # -- writes ----------------------------------------------------------------------------
 

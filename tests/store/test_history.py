@@ -186,16 +186,18 @@ async def test_long_history_stores_deltas_with_bounded_chains(
             assert (await store.read(workspace, "big.py", rev)).text == want
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute(
-            "SELECT r.revision, r.delta IS NOT NULL, octet_length(coalesce(r.delta, ''))"
+            "SELECT r.revision, r.delta IS NOT NULL, octet_length(coalesce(r.delta, '')),"
+            " r.packed IS NOT NULL, r.content IS NOT NULL"
             " FROM dbcode_revision r JOIN dbcode_workspace w ON w.id = r.workspace_id"
             " WHERE w.name = %s ORDER BY r.revision",
             (workspace,),
         )
         rows = await cur.fetchall()
-    full = [rev for rev, is_delta, _ in rows if not is_delta]
-    # Full: each 8th revision and the current one; every other one a small delta.
-    assert full == [8, 16, 24, 32, 40, 41]
-    assert max(size for _, is_delta, size in rows if is_delta) < 200
+    # Full: each 8th revision (packed) and the current one; every other one a small delta.
+    assert [r[0] for r in rows if not r[1]] == [8, 16, 24, 32, 40, 41]
+    assert [r[0] for r in rows if r[3]] == [8, 16, 24, 32, 40]
+    assert [r[0] for r in rows if r[4]] == [41]
+    assert max(r[2] for r in rows if r[1]) < 200
 
 
 # -- migration of a v3 history ----------------------------------------------------------------
