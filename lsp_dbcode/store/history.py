@@ -22,8 +22,7 @@ import itertools
 import json
 import re
 import zlib
-from collections.abc import Hashable, Iterable
-from difflib import SequenceMatcher
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..text.diff import diff_edits
@@ -54,7 +53,12 @@ def encode_delta(newer: str, older: str) -> str:
 
 def apply_delta(newer: str, delta: str) -> str:
     """The older text: ``delta`` (from ``encode_delta``) applied to ``newer``."""
-    return apply_edits(newer, [Edit(s, e, t) for s, e, t in json.loads(delta)])
+    return apply_parsed(newer, json.loads(delta))
+
+
+def apply_parsed(newer: str, edits: list[list[Any]]) -> str:
+    """``apply_delta`` of a delta already parsed (``json.loads``)."""
+    return apply_edits(newer, [Edit(s, e, t) for s, e, t in edits])
 
 
 def rebuild(full: str, deltas: Iterable[str]) -> str:
@@ -125,65 +129,55 @@ def line_count(text: str) -> int:
     return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
 
 
-def _common_prefix_len(a: str, b: str) -> int:
-    limit = min(len(a), len(b))
-    lo, step = 0, 64
-    while lo < limit:
-        hi = min(limit, lo + step)
-        if a[lo:hi] == b[lo:hi]:
-            lo, step = hi, step * 2
-            continue
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if a[lo:mid] == b[lo:mid]:
-                lo = mid
-            else:
-                hi = mid
-        return lo
-    return limit
+def line_hunks(cur: str, edits: Sequence[Sequence[Any]]) -> list[tuple[int, int, int]]:
+    """The changed lines of ``cur`` under ``edits`` ([start, end, text] on ``cur``, sorted,
+    disjoint: a delta, or ``diff_edits``), as hunks (first line, end line exclusive, number of
+    lines replacing them), sorted. Lines outside the hunks are unchanged, in order.
 
-
-def _common_suffix_len(a: str, b: str, limit: int) -> int:
-    la, lb = len(a), len(b)
-    lo, step = 0, 64
-    while lo < limit:
-        hi = min(limit, lo + step)
-        if a[la - hi : la - lo] == b[lb - hi : lb - lo]:
-            lo, step = hi, step * 2
-            continue
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
-                lo = mid
-            else:
-                hi = mid
-        return lo
-    return limit
-
-
-def _line_matches(new: str, old: str) -> tuple[int, int, list[tuple[int, int, int]], int]:
-    """How the lines of ``new`` map onto the lines of ``old``.
-
-    Returns (prefix lines, suffix lines, matching blocks of the middle as (i, j, n) relative to
-    the middle's first line on each side, middle start line). Lines outside prefix, suffix and
-    blocks are changed.
+    Each edit is widened to whole lines; edits whose lines touch are one hunk; lines equal at
+    the start and end of a hunk are taken out of it (an inserted line at the start of a line
+    changes no line). Costs about the size of the edits (line numbers by ``str.count``, in C).
     """
-    p = _common_prefix_len(new, old)
-    pl = new.rfind("\n", 0, p) + 1  # start of the first line that differs (same in both)
-    s = _common_suffix_len(new, old, min(len(new), len(old)) - p)
-    qn = len(new) - s
-    # First line start strictly inside the common suffix: a line start in both texts.
-    nl = new.find("\n", qn) if s else -1
-    kn = nl + 1 if nl >= 0 else len(new)
-    ko = kn - len(new) + len(old)
-    prefix_lines = new.count("\n", 0, pl)
-    suffix_lines = line_count(new[kn:])
-    mid_new = _LINE.findall(new, pl, kn)
-    mid_old = _LINE.findall(old, pl, ko)
-    if not mid_new or not mid_old:
-        return prefix_lines, suffix_lines, [], prefix_lines
-    blocks = SequenceMatcher(None, mid_new, mid_old, autojunk=True).get_matching_blocks()
-    return prefix_lines, suffix_lines, [(b.a, b.b, b.size) for b in blocks if b.size], prefix_lines
+    hunks: list[tuple[int, int, int]] = []
+    n = len(edits)
+    i = 0
+    line = 0  # line number of ``pos``
+    pos = 0
+    while i < n:
+        s, e, t = edits[i]
+        ls = cur.rfind("\n", 0, s) + 1
+        line += cur.count("\n", pos, ls)
+        first, pos = line, ls
+        old_parts = [cur[ls:s], t]
+        while True:
+            nl = cur.find("\n", e)
+            le = nl + 1 if nl >= 0 else len(cur)
+            if i + 1 < n and edits[i + 1][0] < le:  # the next edit touches these lines
+                i += 1
+                s2, e2, t2 = edits[i]
+                old_parts += [cur[e:s2], t2]
+                e = e2
+                continue
+            break
+        old_parts.append(cur[e:le])
+        cur_lines = _LINE.findall(cur, ls, le)
+        old_lines = _LINE.findall("".join(old_parts))
+        a = 0
+        while a < len(cur_lines) and a < len(old_lines) and cur_lines[a] == old_lines[a]:
+            a += 1
+        b = 0
+        while (
+            b < len(cur_lines) - a
+            and b < len(old_lines) - a
+            and cur_lines[-1 - b] == old_lines[-1 - b]
+        ):
+            b += 1
+        if len(cur_lines) - a - b or len(old_lines) - a - b:
+            hunks.append((first + a, first + len(cur_lines) - b, len(old_lines) - a - b))
+        line = first + cur.count("\n", ls, le)
+        pos = le
+        i += 1
+    return hunks
 
 
 class Blame(Generic[K]):
@@ -198,32 +192,31 @@ class Blame(Generic[K]):
         self._orig = list(range(n))
         self.pending = n
 
-    def step(self, old_text: str, old_key: K) -> bool:
-        """Go back to the predecessor; True when every line is attributed (stop)."""
+    def step(self, old_text: str, old_key: K, delta: Sequence[Sequence[Any]] | None = None) -> bool:
+        """Go back to the predecessor; True when every line is attributed (stop).
+
+        ``delta``: the edits that turn the current text into ``old_text``, when known (a
+        stored reverse delta); else they are computed (``diff_edits``).
+        """
         if self.pending == 0:
             return True
         cur_text, orig = self.text, self._orig
         if old_text is not cur_text and old_text != cur_text:
-            n_old = line_count(old_text)
-            pre, suf, blocks, mid0 = _line_matches(cur_text, old_text)
-            n_cur = len(orig)
-            # Prefix and suffix lines carry over by slices (C speed); only the middle, usually
-            # a few lines, is looked at one by one.
-            new_orig = orig[:pre]
-            new_orig.extend(itertools.repeat(-1, n_old - pre - suf))
-            if suf:
-                new_orig.extend(orig[n_cur - suf :])
-            mid_end = n_cur - suf
-            kept = [False] * (mid_end - pre)
-            for i, j, size in blocks:
-                new_orig[mid0 + j : mid0 + j + size] = orig[mid0 + i : mid0 + i + size]
-                kept[i : i + size] = [True] * size
+            if delta is None:
+                delta = [(x.start, x.end, x.text) for x in diff_edits(cur_text, old_text)]
+            # Unchanged runs carry over by slices (C speed); only changed lines are looked at.
+            new_orig: list[int] = []
             result, key = self._result, self.key
-            for i, was_kept in enumerate(kept):
-                o = orig[pre + i]
-                if not was_kept and o >= 0:
-                    result[o] = key
-                    self.pending -= 1
+            at = 0
+            for first, end, count in line_hunks(cur_text, delta):
+                new_orig += orig[at:first]
+                new_orig += itertools.repeat(-1, count)
+                for o in orig[first:end]:
+                    if o >= 0:
+                        result[o] = key
+                        self.pending -= 1
+                at = end
+            new_orig += orig[at:]
             self._orig = new_orig
         self.text, self.key = old_text, old_key
         return self.pending == 0

@@ -32,6 +32,7 @@ from .history import (
     SNAPSHOT_EVERY_REVISIONS,
     Blame,
     apply_delta,
+    apply_parsed,
     encode_delta,
     pack,
     rebuild,
@@ -547,15 +548,18 @@ class Store:
                 if blame is None:
                     blame = Blame(text, key)
                 else:
+                    edits = None
                     if content is not None:
                         text = content
                     elif packed is not None:
                         text = unpack(packed)
                     elif delta is not None:
-                        text = apply_delta(text, delta)
+                        # The stored reverse delta is also the diff the blame step needs.
+                        edits = json.loads(delta)
+                        text = apply_parsed(text, edits)
                     else:
                         raise StoreError(f"history of {cur_path} is broken at revision {rev}")
-                    if blame.step(text, key):
+                    if blame.step(text, key, edits):
                         done = True
                         break
                 if kind == "create":

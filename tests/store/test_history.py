@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsp_dbcode.store import Change, InvalidInput, NotFound, Store
-from lsp_dbcode.store.history import apply_delta, blame_lines, encode_delta, rebuild
+from lsp_dbcode.store.history import apply_delta, blame_lines, encode_delta, line_hunks, rebuild
 from lsp_dbcode.store.schema import MIGRATION_LOCK_KEY, MIGRATIONS
+from lsp_dbcode.text.diff import diff_edits
 
 
 def _examples(default: int) -> int:
@@ -455,3 +456,46 @@ def test_rebuild_through_a_piece_table_equals_applying_each_delta(texts: list[st
     for d in deltas:
         step = apply_delta(step, d)
     assert step == texts[-1]
+
+
+@settings(max_examples=_examples(500), deadline=None)
+@given(
+    st.lists(st.sampled_from(["a\n", "b\n", "\n", "c", "a", "ab\n"]), max_size=10),
+    st.lists(st.sampled_from(["a\n", "b\n", "\n", "c", "a", "ab\n"]), max_size=10),
+)
+def test_line_hunks_keep_exactly_the_unchanged_lines(cur_l: list[str], old_l: list[str]) -> None:
+    """Lines outside the hunks of a diff are equal, in order, on both sides, and the counts
+    add up to the old text's lines."""
+    cur, old = "".join(cur_l), "".join(old_l)
+    edits = [(x.start, x.end, x.text) for x in diff_edits(cur, old)]
+    hunks = line_hunks(cur, edits)
+    cur_lines = cur.splitlines(keepends=True)
+    old_lines = old.splitlines(keepends=True)
+    kept_cur, kept_old, at, at_old = [], [], 0, 0
+    for first, end, count in hunks:
+        assert at <= first <= end
+        kept_cur += cur_lines[at:first]
+        kept_old += old_lines[at_old : at_old + first - at]
+        at_old += first - at + count
+        at = end
+    kept_cur += cur_lines[at:]
+    kept_old += old_lines[at_old:]
+    assert kept_cur == kept_old
+    assert at_old + len(cur_lines) - at == len(old_lines)
+
+
+@settings(max_examples=_examples(200), deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["a\n", "b\n", "\n", "c"]), max_size=8), min_size=2, max_size=6
+    )
+)
+def test_blame_keeps_track_of_every_line(versions: list[list[str]]) -> None:
+    """Through any chain of versions, each line of the blamed text is placed on a version
+    that has it, and the step's line count matches the older text."""
+    texts = ["".join(v) for v in versions]
+    keys = blame_lines(reversed([(t, i) for i, t in enumerate(texts)]))
+    newest = texts[-1].splitlines(keepends=True)
+    assert len(keys) == len(newest)
+    for line, k in zip(newest, keys, strict=True):
+        assert line in texts[k].splitlines(keepends=True)
