@@ -22,6 +22,7 @@ from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, Store
 from ..text.merge import resolve
 from ..text.positions import Encoding
 from ..uris import make_uri
+from . import history as history_features
 from .analysis import to_lsp
 from .app import App
 from .protocol import DbcodeProtocol, make_converter
@@ -208,7 +209,10 @@ def create_server(
     async def write_file(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/writeFile")
         return await session.write_file(
-            _str(p, "uri"), _str(p, "text"), _int(p, "baseRevision", optional=True)
+            _str(p, "uri"),
+            _str(p, "text"),
+            _int(p, "baseRevision", optional=True),
+            p.get("meta"),
         )
 
     @lean("dbcode/commit")
@@ -230,7 +234,9 @@ def create_server(
                     "baseRevision": _int(c, "baseRevision", optional=True),
                 }
             )
-        return await session.commit(workspace, _str(p, "message", optional=True), checked)
+        return await session.commit(
+            workspace, _str(p, "message", optional=True), checked, p.get("meta")
+        )
 
     @lean("dbcode/log")
     async def log_(ls: DbcodeLanguageServer, params: Any) -> Any:
@@ -270,6 +276,8 @@ def create_server(
                 raise InvalidInput("mode must be 'save' or 'live'")
             session.mode = mode  # type: ignore[assignment]
         return {"agent": session.agent, "mode": session.mode}
+
+    history_features.register(server, session, lean, _request)
 
     @server.feature(types.WORKSPACE_TEXT_DOCUMENT_CONTENT)
     @_request

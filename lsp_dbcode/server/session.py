@@ -26,7 +26,7 @@ from ..store import (
 from ..text.edits import content_hash
 from ..text.merge import find_conflicts, merge3
 from ..text.positions import Encoding, LineIndex
-from ..uris import changeset_json, make_uri, parse_uri
+from ..uris import changeset_json, make_uri, parse_doc_uri, parse_uri
 from .analysis import DocAnalysis
 from .app import retrying
 from .documents import DocumentSync, OpenDoc
@@ -262,6 +262,8 @@ class Session:
         """didOpen. The document is registered at once (a didChange right behind the didOpen
         finds it); reading the database happens in a task that holds the document's lock."""
         try:
+            if parse_doc_uri(uri).seq is not None:
+                return  # a time-travel document: read-only, nothing to keep in step
             workspace, path = parse_uri(uri)
         except StoreError as exc:
             self.show(types.MessageType.Warning, f"dbcode: cannot open {uri}: {exc}")
@@ -503,7 +505,9 @@ class Session:
             if self.docs.get(doc.uri) is doc and doc.pending is None:
                 await self._commit_buffer(doc, reason="save")
 
-    async def commit_text(self, doc: OpenDoc, text: str) -> int | None:
+    async def commit_text(
+        self, doc: OpenDoc, text: str, meta: dict[str, Any] | None = None
+    ) -> int | None:
         """CAS-commit ``text`` (the buffer's text) for an open document (doc.lock held).
 
         A stale base is rebased onto the current revision by a 3-way merge; the workspace may
@@ -517,7 +521,7 @@ class Session:
             self.app.anticipate(doc.workspace, doc.path, stored)
             try:
                 res = await self.store.write(
-                    doc.workspace, doc.path, stored, agent=self.agent, base=base_rev
+                    doc.workspace, doc.path, stored, agent=self.agent, base=base_rev, meta=meta
                 )
             except Conflict as exc:
                 if exc.current_revision == 0:
@@ -625,6 +629,12 @@ class Session:
     # -- custom requests ----------------------------------------------------------------------
 
     async def read_file(self, uri: str, revision: int | None) -> dict[str, Any]:
+        at = parse_doc_uri(uri)
+        if at.seq is not None:  # dbcode://WS@SEQ/PATH: the file right after changeset SEQ
+            if revision is not None:
+                raise InvalidInput(f"{uri} names its revision by its seq: no 'revision' with it")
+            f = await self.store.read_at(at.workspace, at.path, at.seq)
+            return {"text": f.text, "revision": f.revision, "readOnly": True}
         workspace, path = parse_uri(uri)
         f = await self.store.read(workspace, path, revision)
         if revision is None:
@@ -632,8 +642,11 @@ class Session:
         self.app.remember(workspace, path, f.revision, f.text)
         return {"text": f.text, "revision": f.revision}
 
-    async def write_file(self, uri: str, text: str, base: int | None) -> dict[str, Any]:
+    async def write_file(
+        self, uri: str, text: str, base: int | None, meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         workspace, path = parse_uri(uri)
+        validate.check_meta(meta)
         doc = self.docs.get(uri)
         if doc is not None and base is None:
             # An open buffer's save (VS Code's FileSystemProvider): CAS on its base, rebased.
@@ -645,14 +658,14 @@ class Session:
                         f"{path} has unresolved conflict blocks: resolve them (code actions "
                         "on the red ranges), then save"
                     )
-                rev = await self.commit_text(doc, text)
+                rev = await self.commit_text(doc, text, meta)
                 if rev is None:
                     raise Conflict(workspace, path, doc.base_rev, doc.target_rev)
                 head = await self.store.head(workspace)
                 return {"revision": rev, "seq": head}
         text = await self.app.analyzer.format_for_commit(workspace, path, text)
         self.app.anticipate(workspace, path, text)
-        res = await self.store.write(workspace, path, text, agent=self.agent, base=base)
+        res = await self.store.write(workspace, path, text, agent=self.agent, base=base, meta=meta)
         rev = res.revisions[path]
         self.app.remember(workspace, path, rev, text)
         if doc is not None:
@@ -663,8 +676,13 @@ class Session:
         return {"revision": rev, "seq": res.seq}
 
     async def commit(
-        self, workspace: str, message: str | None, changes: list[dict[str, Any]]
+        self,
+        workspace: str,
+        message: str | None,
+        changes: list[dict[str, Any]],
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        validate.check_meta(meta)
         items: list[Change] = []
         uris: dict[str, str] = {}
         for ch in changes:
@@ -679,7 +697,9 @@ class Session:
                 text = await self.app.analyzer.format_for_commit(workspace, path, ch["text"])
                 items.append(Change.write(path, text, base))
                 self.app.anticipate(workspace, path, text)
-        res = await self.store.commit(workspace, items, agent=self.agent, message=message)
+        res = await self.store.commit(
+            workspace, items, agent=self.agent, message=message, meta=meta
+        )
         return {"seq": res.seq, "revisions": {uris[p]: r for p, r in res.revisions.items()}}
 
     async def log(self, workspace: str, path: str | None, limit: int) -> list[dict[str, Any]]:
