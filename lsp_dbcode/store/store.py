@@ -72,6 +72,9 @@ COMPACT_DELAY_S = 0.5
 # Paths waiting for that at most; more are left for the next commit of the path or for
 # `dbcode compact` (nothing is lost: a full text is only bigger than a delta).
 COMPACT_PENDING_PATHS_MAX = 10_000
+# At close, compacting what the last commits superseded may take this long at most (a CLI
+# write's previous revision; a dead database must not hold up an exit).
+COMPACT_AT_CLOSE_S_MAX = 5.0
 # Blame reads a lineage this many revisions per query (it stops when every line is placed).
 BLAME_PAGE_ROWS = 256
 
@@ -239,9 +242,9 @@ class Store:
                 await task
         # What the last commits superseded is compacted now (a CLI write's previous revision).
         try:
-            await self._compact_dirty()
-        except StoreError as exc:
-            log.warning("history compaction at close failed: %s", exc)
+            await asyncio.wait_for(self._compact_dirty(), COMPACT_AT_CLOSE_S_MAX)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("history compaction at close not done (dbcode compact does it): %r", exc)
         await self.hub.close()
         await self._pool.close()
 
