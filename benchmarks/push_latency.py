@@ -660,8 +660,17 @@ async def run_config(
         if trace is not None:
             await start_tcp(srv, dsn, n, logdir, trace)
         else:
-            start = {"tcp": start_tcp, "stdio": start_stdio}.get(setup, start_stdio_standalone)
-            await start(srv, dsn, n, logdir)
+            start = {"tcp": start_tcp, "tcp-whole": start_tcp, "stdio": start_stdio}.get(
+                setup, start_stdio_standalone
+            )
+            # tcp-whole: the server keeps every revision whole (no history compaction, as
+            # before schema v4): the anchor of issue 16's "push latency unchanged".
+            if setup.endswith("-whole"):
+                os.environ["DBCODE_HISTORY_COMPACT"] = "0"
+            try:
+                await start(srv, dsn, n, logdir)
+            finally:
+                os.environ.pop("DBCODE_HISTORY_COMPACT", None)
         res.start_s = time.perf_counter() - t_start
         bench = Bench()
         receivers = [Receiver(i, rpc, bench) for i, rpc in enumerate(srv.receivers)]
@@ -676,8 +685,8 @@ async def run_config(
         pg_pids = [p for p in await backend_pids(dsn) if p not in anchor.backend_pids]
         # stdio: the writer's process (its relay, or its own server when standalone) apart; the
         # shared server, serving the writer's session too, counts among "servers" as tcp's does.
-        writer_pids = srv.pids[:1] if setup != "tcp" else []
-        recv_pids = srv.pids[1:] if setup != "tcp" else srv.pids
+        writer_pids = srv.pids[:1] if not setup.startswith("tcp") else []
+        recv_pids = srv.pids[1:] if not setup.startswith("tcp") else srv.pids
         cpu0 = (0.0, 0.0, 0.0, 0.0, 0.0)
         anchor_cpu = 0.0
         t_measure = math.inf
@@ -860,7 +869,7 @@ async def start_profiler(
 ) -> asyncio.subprocess.Process:
     """py-spy record of the tcp server, or the shared stdio server, or of one receiving
     standalone stdio server (the last one)."""
-    pid = pids[0] if setup == "tcp" else pids[-1]
+    pid = pids[0] if setup.startswith("tcp") else pids[-1]
     out = Path(args.profile) / f"{setup}-{n}.txt"
     proc = await asyncio.create_subprocess_exec(
         args.py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
@@ -1008,8 +1017,8 @@ async def amain(args: argparse.Namespace) -> int:
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     for s in setups:
-        if s not in ("tcp", "stdio", "stdio-standalone"):
-            raise SystemExit(f"unknown set-up {s!r}: use tcp, stdio, stdio-standalone")
+        if s not in ("tcp", "tcp-whole", "stdio", "stdio-standalone"):
+            raise SystemExit(f"unknown set-up {s!r}: use tcp, tcp-whole, stdio, stdio-standalone")
     logdir = Path(tempfile.mkdtemp(prefix="pushbench-logs-"))
     async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT version()")
@@ -1096,7 +1105,8 @@ def main() -> int:
     parser.add_argument(
         "--setups",
         default="tcp,stdio",
-        help="any of tcp, stdio (relays to one shared server), stdio-standalone",
+        help="any of tcp, tcp-whole (tcp with history compaction off: the anchor of issue 16), "
+        "stdio (relays to one shared server), stdio-standalone",
     )
     parser.add_argument(
         "--gap-ms", type=float, default=5.0, help="pause after all receivers have commit k"
