@@ -214,6 +214,9 @@ class Store:
         self._dirty: dict[str, dict[str, int]] = {}
         self._dirty_count = 0
         self._compactor: asyncio.Task[None] | None = None
+        # The compaction's own connection: it never holds one that a commit or read of the
+        # pool needs (a pool of one connection halved commits/s when they shared it).
+        self._compact_conn: psycopg.AsyncConnection[Any] | None = None
         self.batches = 0  # commit calls sent (for benchmarks and tests)
         self.batched = 0  # changesets they carried
 
@@ -245,6 +248,9 @@ class Store:
             await asyncio.wait_for(self._compact_dirty(), COMPACT_AT_CLOSE_S_MAX)
         except (StoreError, TimeoutError) as exc:
             log.warning("history compaction at close not done (dbcode compact does it): %r", exc)
+        if self._compact_conn is not None:
+            await self._compact_conn.close()
+            self._compact_conn = None
         await self.hub.close()
         await self._pool.close()
 
@@ -632,12 +638,39 @@ class Store:
     async def _compact_dirty(self) -> None:
         dirty, self._dirty, self._dirty_count = self._dirty, {}, 0
         for workspace, paths in dirty.items():
-            try:
-                ws = await self._workspace_id(workspace)
-            except NotFound:
+            rows, _ = await self._compact_sql(
+                "SELECT id FROM dbcode_workspace WHERE name = %s", (workspace,)
+            )
+            if not rows:
                 continue
+            ws = int(rows[0][0])
             for path, revision in sorted(paths.items()):
                 await self._compact_path(ws, path, revision)
+
+    async def _compact_sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Run one statement on the compaction's connection: (rows, rowcount). A broken
+        connection is replaced once."""
+        for attempt in (1, 2):
+            try:
+                if self._compact_conn is None or self._compact_conn.closed:
+                    self._compact_conn = await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                    )
+                cur = self._compact_conn.cursor(row_factory=tuple_row)
+                await cur.execute(query, params)
+                rows = await cur.fetchall() if cur.description is not None else []
+                return rows, cur.rowcount
+            except psycopg.OperationalError as exc:
+                if self._compact_conn is not None:
+                    await self._compact_conn.close()
+                    self._compact_conn = None
+                if attempt == 2:
+                    raise DatabaseUnavailable(
+                        f"database error at {redact(self.dsn)}: {exc}"
+                    ) from None
+        raise AssertionError("unreachable")
 
     async def _compact_path(self, ws: int, path: str, first: int = 1) -> tuple[int, int, int]:
         """Turn every old full revision of a path into a reverse delta, but each K-th
@@ -652,7 +685,7 @@ class Store:
         k = self.snapshot_every_revisions
         after, done, text_bytes, stored_bytes = first - 1, 0, 0, 0
         while True:
-            rows = await self._fetchall(
+            rows, _ = await self._compact_sql(
                 "SELECT r.revision FROM dbcode_revision r JOIN dbcode_revision n"
                 " ON n.workspace_id = r.workspace_id AND n.path = r.path"
                 " AND n.revision = r.revision + 1 AND n.kind = 'update'"
@@ -666,11 +699,13 @@ class Store:
             wanted = sorted(set(revs) | {r + 1 for r in revs})
             texts: dict[int, str | None] = {
                 int(r): c if c is not None else (unpack(pk) if pk is not None else None)
-                for r, c, pk in await self._fetchall(
-                    "SELECT revision, content, packed FROM dbcode_revision"
-                    " WHERE workspace_id = %s AND path = %s AND revision = ANY(%s)",
-                    (ws, path, wanted),
-                )
+                for r, c, pk in (
+                    await self._compact_sql(
+                        "SELECT revision, content, packed FROM dbcode_revision"
+                        " WHERE workspace_id = %s AND path = %s AND revision = ANY(%s)",
+                        (ws, path, wanted),
+                    )
+                )[0]
             }
             done_revs: list[int] = []
             deltas: list[str | None] = []
@@ -701,22 +736,16 @@ class Store:
                 packs.append(None)
                 stored_bytes += len(delta.encode("utf-8"))
             if done_revs:
-                try:
-                    async with self._pool.connection() as conn:
-                        cur = await conn.execute(
-                            "UPDATE dbcode_revision r"
-                            " SET delta = t.delta, packed = t.packed, content = NULL"
-                            " FROM unnest(%s::integer[], %s::text[], %s::bytea[])"
-                            " AS t (rev, delta, packed)"
-                            " WHERE r.workspace_id = %s AND r.path = %s"
-                            " AND r.revision = t.rev AND r.content IS NOT NULL",
-                            (done_revs, deltas, packs, ws, path),
-                        )
-                        done += cur.rowcount
-                except psycopg.OperationalError as exc:
-                    raise DatabaseUnavailable(
-                        f"database error at {redact(self.dsn)}: {exc}"
-                    ) from None
+                _, count = await self._compact_sql(
+                    "UPDATE dbcode_revision r"
+                    " SET delta = t.delta, packed = t.packed, content = NULL"
+                    " FROM unnest(%s::integer[], %s::text[], %s::bytea[])"
+                    " AS t (rev, delta, packed)"
+                    " WHERE r.workspace_id = %s AND r.path = %s"
+                    " AND r.revision = t.rev AND r.content IS NOT NULL",
+                    (done_revs, deltas, packs, ws, path),
+                )
+                done += count
             after = revs[-1]
 
     async def compact(
