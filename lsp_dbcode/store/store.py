@@ -29,6 +29,7 @@ from .dsn import redact
 from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
 from .history import (
     COMPACT_BATCH_ROWS_MAX,
+    COMPACT_TEXT_BYTES_MIN,
     SNAPSHOT_EVERY_REVISIONS,
     Blame,
     apply_delta,
@@ -189,6 +190,7 @@ class Store:
         content_bytes_max: int | None = None,
         snapshot_every_revisions: int = SNAPSHOT_EVERY_REVISIONS,
         compact_history: bool | None = None,
+        compact_text_bytes_min: int = COMPACT_TEXT_BYTES_MIN,
     ) -> None:
         self.dsn = dsn
         # Compact what commits supersede (default; DBCODE_HISTORY_COMPACT=0 turns it off, e.g.
@@ -196,6 +198,7 @@ class Store:
         if compact_history is None:
             compact_history = os.environ.get("DBCODE_HISTORY_COMPACT", "1") != "0"
         self.compact_history = compact_history
+        self.compact_text_bytes_min = compact_text_bytes_min
         # history.py: a full text every this many revisions (reads apply fewer deltas).
         self.snapshot_every_revisions = max(1, snapshot_every_revisions)
         self.content_bytes_max = content_bytes_max or validate.content_bytes_max()
@@ -690,8 +693,8 @@ class Store:
                 " ON n.workspace_id = r.workspace_id AND n.path = r.path"
                 " AND n.revision = r.revision + 1 AND n.kind = 'update'"
                 " WHERE r.workspace_id = %s AND r.path = %s AND r.revision > %s"
-                " AND r.content IS NOT NULL ORDER BY r.revision LIMIT %s",
-                (ws, path, after, COMPACT_BATCH_ROWS_MAX),
+                " AND r.content IS NOT NULL AND r.size >= %s ORDER BY r.revision LIMIT %s",
+                (ws, path, after, self.compact_text_bytes_min, COMPACT_BATCH_ROWS_MAX),
             )
             revs = [int(r[0]) for r in rows]
             if not revs:
@@ -767,8 +770,9 @@ class Store:
                 "SELECT DISTINCT r.path FROM dbcode_revision r JOIN dbcode_revision n"
                 " ON n.workspace_id = r.workspace_id AND n.path = r.path"
                 " AND n.revision = r.revision + 1 AND n.kind = 'update'"
-                " WHERE r.workspace_id = %s AND r.content IS NOT NULL ORDER BY r.path",
-                (ws,),
+                " WHERE r.workspace_id = %s AND r.content IS NOT NULL AND r.size >= %s"
+                " ORDER BY r.path",
+                (ws, self.compact_text_bytes_min),
             )
             todo += [(ws, str(r[0])) for r in rows]
         revisions = text_bytes = stored_bytes = 0

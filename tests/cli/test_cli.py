@@ -303,7 +303,12 @@ def test_meta_blame_cat_at_and_compact(cli: Cli, workspace: str) -> None:
 def test_compact_converts_a_whole_history(cli: Cli, workspace: str) -> None:
     """Revisions written with compaction off (as before schema v4) become deltas with
     `dbcode compact`, and every revision still reads back exactly."""
-    texts = ["".join(f"row {i} {j if i == j else ''}\n" for i in range(50)) for j in range(12)]
+    texts = [
+        "".join(
+            f"row {i:4} of a file big enough to compact {j if i == j else ''}\n" for i in range(150)
+        )
+        for j in range(12)
+    ]
     off = {"DBCODE_HISTORY_COMPACT": "0"}
     for t in texts:
         assert cli("write", workspace, "h.txt", input=t, env=off).returncode == 0

@@ -155,7 +155,9 @@ def test_every_revision_reads_back_exactly_before_and_after_compaction(
 ) -> None:
     async def run() -> None:
         ws = f"h-{uuid.uuid4().hex[:10]}"
-        async with Store(database_url, snapshot_every_revisions=4) as store:
+        async with Store(
+            database_url, snapshot_every_revisions=4, compact_text_bytes_min=0
+        ) as store:
             model = await _play(store, ws, ops)
             await _check_all(store, ws, model)
             await store.compact(ws)
@@ -333,7 +335,7 @@ async def test_blame_matches_git_blame_across_agents_and_a_rename(
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
     seq_of_commit: dict[str, int] = {}
-    async with Store(database_url, snapshot_every_revisions=3) as store:
+    async with Store(database_url, snapshot_every_revisions=3, compact_text_bytes_min=0) as store:
         for agent, path, text in steps:
             if text is None:
                 res = await store.commit(workspace, [Change.rename("src/a.py", path)], agent=agent)
@@ -499,3 +501,12 @@ def test_blame_keeps_track_of_every_line(versions: list[list[str]]) -> None:
     assert len(keys) == len(newest)
     for line, k in zip(newest, keys, strict=True):
         assert line in texts[k].splitlines(keepends=True)
+
+
+async def test_small_revisions_stay_whole(database_url: str, workspace: str) -> None:
+    """Below COMPACT_TEXT_BYTES_MIN a revision is not worth an UPDATE: it stays whole."""
+    async with Store(database_url) as store:
+        for i in range(5):
+            await store.write(workspace, "small.txt", f"tiny {i}\n", agent="a")
+        assert (await store.compact(workspace)).revisions == 0
+        assert (await store.read(workspace, "small.txt", 2)).text == "tiny 1\n"
