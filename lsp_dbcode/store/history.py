@@ -157,7 +157,9 @@ def line_hunks(cur: str, edits: Sequence[Sequence[Any]]) -> list[tuple[int, int,
         while True:
             nl = cur.find("\n", e)
             le = nl + 1 if nl >= 0 else len(cur)
-            if i + 1 < n and edits[i + 1][0] < le:  # the next edit touches these lines
+            # The next edit touches these lines when its line starts before ``le`` (an edit at
+            # the end of a last line without a newline starts on that line).
+            if i + 1 < n and cur.rfind("\n", 0, edits[i + 1][0]) + 1 < le:
                 i += 1
                 s2, e2, t2 = edits[i]
                 old_parts += [cur[e:s2], t2]

@@ -73,6 +73,9 @@ COMPACT_DELAY_S = 0.5
 # Paths waiting for that at most; more are left for the next commit of the path or for
 # `dbcode compact` (nothing is lost: a full text is only bigger than a delta).
 COMPACT_PENDING_PATHS_MAX = 10_000
+# Texts of its own commits the store keeps for the next compaction (which then reads neither
+# the superseded text nor its successor back from the database), at most this many bytes.
+COMPACT_KNOWN_TEXT_BYTES_MAX = 32 * 2**20
 # At close, compacting what the last commits superseded may take this long at most (a CLI
 # write's previous revision; a dead database must not hold up an exit).
 COMPACT_AT_CLOSE_S_MAX = 5.0
@@ -216,6 +219,9 @@ class Store:
         # path's whole history).
         self._dirty: dict[str, dict[str, int]] = {}
         self._dirty_count = 0
+        # workspace -> (path, revision) -> text committed by this process, for the compaction.
+        self._known: dict[str, dict[tuple[str, int], str]] = {}
+        self._known_bytes = 0
         self._compactor: asyncio.Task[None] | None = None
         # The compaction's own connection: it never holds one that a commit or read of the
         # pool needs (a pool of one connection halved commits/s when they shared it).
@@ -609,6 +615,21 @@ class Store:
 
     # -- history compaction ----------------------------------------------------------------
 
+    def _remember_for_compaction(
+        self, workspace: str, pending: _Pending, result: dict[str, Any]
+    ) -> None:
+        """After a commit: the revisions it superseded are to compact; the texts it wrote
+        are kept for that (both sides of the next delta), within COMPACT_KNOWN_TEXT_BYTES_MAX."""
+        texts = {i["path"]: i["text"] for i in pending.items if i["op"] == "write"}
+        for path, rev, kind, _old in result["files"] or ():
+            text = texts.get(path)
+            if text is not None and len(text) >= self.compact_text_bytes_min:
+                if self._known_bytes + len(text) <= COMPACT_KNOWN_TEXT_BYTES_MAX:
+                    self._known.setdefault(workspace, {})[(path, int(rev))] = text
+                    self._known_bytes += len(text)
+            if kind == "update":
+                self._note_superseded(workspace, path, int(rev) - 1)
+
     def _note_superseded(self, workspace: str, path: str, revision: int) -> None:
         """A commit made ``revision`` of ``path`` an old one: compact it soon."""
         paths = self._dirty.setdefault(workspace, {})
@@ -640,7 +661,9 @@ class Store:
 
     async def _compact_dirty(self) -> None:
         dirty, self._dirty, self._dirty_count = self._dirty, {}, 0
+        known_all, self._known, self._known_bytes = self._known, {}, 0
         for workspace, paths in dirty.items():
+            known = known_all.get(workspace, {})
             rows, _ = await self._compact_sql(
                 "SELECT id FROM dbcode_workspace WHERE name = %s", (workspace,)
             )
@@ -648,7 +671,7 @@ class Store:
                 continue
             ws = int(rows[0][0])
             for path, revision in sorted(paths.items()):
-                await self._compact_path(ws, path, revision)
+                await self._compact_path(ws, path, revision, known)
 
     async def _compact_sql(
         self, query: str, params: Sequence[Any] | Mapping[str, Any]
@@ -675,7 +698,13 @@ class Store:
                     ) from None
         raise AssertionError("unreachable")
 
-    async def _compact_path(self, ws: int, path: str, first: int = 1) -> tuple[int, int, int]:
+    async def _compact_path(
+        self,
+        ws: int,
+        path: str,
+        first: int = 1,
+        known: Mapping[tuple[str, int], str] | None = None,
+    ) -> tuple[int, int, int]:
         """Turn every old full revision of a path into a reverse delta, but each K-th
         (``snapshot_every_revisions``), which is packed (zlib) instead.
 
@@ -700,16 +729,21 @@ class Store:
             if not revs:
                 return done, text_bytes, stored_bytes
             wanted = sorted(set(revs) | {r + 1 for r in revs})
-            texts: dict[int, str | None] = {
-                int(r): c if c is not None else (unpack(pk) if pk is not None else None)
-                for r, c, pk in (
-                    await self._compact_sql(
-                        "SELECT revision, content, packed FROM dbcode_revision"
-                        " WHERE workspace_id = %s AND path = %s AND revision = ANY(%s)",
-                        (ws, path, wanted),
-                    )
-                )[0]
-            }
+            # Texts this process committed need no read (``known``: the caller's own writes;
+            # contents never change, so they are what the rows hold).
+            texts: dict[int, str | None] = {}
+            for r in wanted:
+                if known and (path, r) in known:
+                    texts[r] = known[(path, r)]
+            missing = [r for r in wanted if r not in texts]
+            if missing:
+                rows, _ = await self._compact_sql(
+                    "SELECT revision, content, packed FROM dbcode_revision"
+                    " WHERE workspace_id = %s AND path = %s AND revision = ANY(%s)",
+                    (ws, path, missing),
+                )
+                for r, c, pk in rows:
+                    texts[int(r)] = c if c is not None else (unpack(pk) if pk is not None else None)
             done_revs: list[int] = []
             deltas: list[str | None] = []
             packs: list[bytes | None] = []
@@ -953,9 +987,8 @@ class Store:
                 self.hub.offer(_own_changeset(workspace, p, result))
                 revisions = {k: int(v) for k, v in result["revisions"].items()}
                 _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
-                for f in result["files"] or ():
-                    if f[2] == "update" and self.compact_history:
-                        self._note_superseded(workspace, f[0], int(f[1]) - 1)
+                if self.compact_history:
+                    self._remember_for_compaction(workspace, p, result)
 
     def _commit_error(
         self, workspace: str, items: list[dict[str, Any]], exc: psycopg.Error
