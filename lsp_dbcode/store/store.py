@@ -1063,6 +1063,7 @@ class Store:
         validate.check_workspace(workspace)
         seen: set[str] = set()
         limit = self.content_bytes_max
+        superseded: list[tuple[str, int]] = []
 
         def staged_row(
             path: str, text: str, data: bytes | None = None
@@ -1181,9 +1182,19 @@ class Store:
                         " FROM dbcode_plan p WHERE f.workspace_id = %s AND f.path = p.path",
                         (ws,),
                     )
+                    if updated and self.compact_history:
+                        cur = await conn.execute(
+                            "SELECT p.path, p.rev FROM dbcode_plan p JOIN dbcode_stage s"
+                            " ON s.path = p.path WHERE p.kind = 'update' AND s.size >= %s",
+                            (self.compact_text_bytes_min,),
+                        )
+                        superseded = [(str(p), int(r) - 1) for p, r in await cur.fetchall()]
                 await conn.execute("SELECT pg_notify('dbcode', %s)", (f"{workspace} {seq}",))
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
+        # The revisions the import superseded are compacted like a commit's.
+        for path, revision in superseded:
+            self._note_superseded(workspace, path, revision)
         return ImportResult(seq, created, updated, unchanged)
 
     # -- subscriptions ---------------------------------------------------------------------

@@ -510,3 +510,19 @@ async def test_small_revisions_stay_whole(database_url: str, workspace: str) -> 
             await store.write(workspace, "small.txt", f"tiny {i}\n", agent="a")
         assert (await store.compact(workspace)).revisions == 0
         assert (await store.read(workspace, "small.txt", 2)).text == "tiny 1\n"
+
+
+async def test_import_update_is_compacted_like_a_commit(database_url: str, workspace: str) -> None:
+    big = "".join(f"row {i} of an imported file\n" for i in range(400))
+    async with Store(database_url) as store:
+        await store.import_files(workspace, [("f.txt", big)], agent="imp")
+        await store.import_files(workspace, [("f.txt", big + "more\n")], agent="imp")
+    async with Store(database_url) as store:
+        rows = await store._fetchall(
+            "SELECT r.revision, r.delta IS NOT NULL FROM dbcode_revision r"
+            " JOIN dbcode_workspace w ON w.id = r.workspace_id WHERE w.name = %s"
+            " ORDER BY r.revision",
+            (workspace,),
+        )
+        assert rows == [(1, True), (2, False)]
+        assert (await store.read(workspace, "f.txt", 1)).text == big
