@@ -526,3 +526,18 @@ async def test_import_update_is_compacted_like_a_commit(database_url: str, works
         )
         assert rows == [(1, True), (2, False)]
         assert (await store.read(workspace, "f.txt", 1)).text == big
+
+
+async def test_two_processes_compacting_at_once_agree(database_url: str, workspace: str) -> None:
+    """Two stores (as two server processes) compact the same history at the same moment:
+    each revision is converted once, and every one still reads back exactly."""
+    base = "".join(f"line {i} of a shared history file\n" for i in range(300))
+    texts = [base.replace(f"line {j} ", f"LINE {j} ", 1) for j in range(60)]
+    async with Store(database_url, compact_history=False) as writer:
+        for t in texts:
+            await writer.write(workspace, "s.txt", t, agent="w")
+    async with Store(database_url) as a, Store(database_url) as b:
+        ra, rb = await asyncio.gather(a.compact(workspace), b.compact(workspace))
+        assert ra.revisions + rb.revisions == len(texts) - 1
+        for rev, t in enumerate(texts, start=1):
+            assert (await a.read(workspace, "s.txt", rev)).text == t
