@@ -25,6 +25,9 @@ CHANNEL = "dbcode"
 BUFFER_MAX = 2048
 FETCH_BATCH_MAX = 500
 SAFETY_POLL_S = 10.0
+# Feeds fetching at once (a safety poll wakes them all): the rest of the pool stays free for
+# commits and reads, and a process with many workspaces does not grow the pool to its maximum.
+FEED_FETCHES_MAX = 4
 RECONNECT_DELAY_MAX_S = 2.0
 HELD_MAX = 1024
 # A NOTIFY that comes while this process's own commit to the workspace is in flight is most
@@ -40,9 +43,13 @@ Head = Callable[[str], Awaitable[int]]
 class _Feed:
     """Changesets of one workspace as seen by this process."""
 
-    def __init__(self, workspace: str, last_seq: int, fetch: Fetch) -> None:
+    def __init__(
+        self, workspace: str, last_seq: int, fetch: Fetch, fetching: asyncio.Semaphore
+    ) -> None:
         self.workspace = workspace
         self.last_seq = last_seq
+        self.subscribers = 0  # the feed lives while it has one (Hub.subscribe)
+        self._fetching = fetching
         self.buffer: deque[Changeset] = deque(maxlen=BUFFER_MAX)
         self._fetch = fetch
         self._changed = asyncio.Event()
@@ -109,7 +116,8 @@ class _Feed:
             self._again = False
             try:
                 while True:
-                    rows = await self._fetch(self.workspace, self.last_seq, FETCH_BATCH_MAX)
+                    async with self._fetching:
+                        rows = await self._fetch(self.workspace, self.last_seq, FETCH_BATCH_MAX)
                     before = self.last_seq
                     for cs in rows:
                         if cs.seq > self.last_seq:  # offer() may have delivered some meanwhile
@@ -128,16 +136,26 @@ class _Feed:
         old, self._changed = self._changed, asyncio.Event()
         old.set()
 
+    def stop(self) -> None:
+        """No subscriber is left: no more fetches."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
+
 
 class Hub:
     """Per-process LISTEN connection and feeds."""
 
-    def __init__(self, dsn: str, fetch: Fetch, head: Head) -> None:
+    def __init__(self, dsn: str, fetch: Fetch, head: Head, application_name: str) -> None:
         self._dsn = dsn
+        self._application_name = application_name
         self._fetch = fetch
         self._head = head
         self._feeds: dict[str, _Feed] = {}
         self._feed_lock = asyncio.Lock()
+        self._fetching = asyncio.Semaphore(FEED_FETCHES_MAX)
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._closed = False
@@ -161,17 +179,17 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         for feed in self._feeds.values():
-            if feed._task is not None:
-                feed._task.cancel()
-            if feed._defer_timer is not None:
-                feed._defer_timer.cancel()
+            feed.stop()
 
     async def _run(self) -> None:
         delay = 0.05
         while not self._closed:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, connect_timeout=5
+                    self._dsn,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=self._application_name,
                 )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
@@ -240,13 +258,28 @@ class Hub:
             if found is not None:
                 return found
             await self.start()
-            feed = _Feed(workspace, await self._head(workspace), self._fetch)
+            feed = _Feed(workspace, await self._head(workspace), self._fetch, self._fetching)
             self._feeds[workspace] = feed
             feed.poke()  # anything committed between LISTEN and the head query
             return feed
 
     async def subscribe(self, workspace: str, since_seq: int) -> AsyncIterator[Changeset]:
+        """Every changeset of ``workspace`` after ``since_seq``, in seq order, forever. A
+        workspace's feed lives while it has subscribers: a process that served 1,000
+        workspaces once does not keep fetching for them (nor hold pool connections for it)."""
         feed = await self._feed(workspace)
+        feed.subscribers += 1
+        try:
+            async for cs in self._follow(feed, since_seq):
+                yield cs
+        finally:
+            feed.subscribers -= 1
+            if feed.subscribers == 0 and self._feeds.get(workspace) is feed:
+                del self._feeds[workspace]
+                feed.stop()
+
+    async def _follow(self, feed: _Feed, since_seq: int) -> AsyncIterator[Changeset]:
+        workspace = feed.workspace
         nxt = since_seq + 1
         while True:
             changed = feed.changed
