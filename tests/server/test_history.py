@@ -127,6 +127,15 @@ async def test_blame_meta_and_time_travel_over_lsp(
 
     assert "Not committed yet" in await hover_at(0)
     assert "**bob**" in await hover_at(2)
-    # A time-travel document opens read-only, without a warning.
+    # A time-travel document opens read-only, without a warning; typing in it and saving it
+    # change nothing (it is not tracked: nothing to commit).
+    head = await store.head(workspace)
     await editor.open(old)
+    editor.edit(old, (0, 0), (0, 0), "typed into the past\n")
+    editor.save(old)
     assert (await editor.request("dbcode/readFile", {"uri": uri}))["revision"] == 2
+    assert not [m.message for m in editor.client.messages if "cannot open" in m.message]
+    assert await store.head(workspace) == head
+    assert (await editor.request("dbcode/readFile", {"uri": old}))["text"] == body.replace(
+        "line 1\n", "line one\n"
+    )
