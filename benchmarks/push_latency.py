@@ -667,8 +667,17 @@ async def run_config(
         elif setup.startswith("tcp@"):  # another code tree's server (--code)
             await start_tcp(srv, dsn, n, logdir, python=args.pythons[setup.partition("@")[2]])
         else:
-            start = {"tcp": start_tcp, "stdio": start_stdio}.get(setup, start_stdio_standalone)
-            await start(srv, dsn, n, logdir)
+            start = {"tcp": start_tcp, "tcp-whole": start_tcp, "stdio": start_stdio}.get(
+                setup, start_stdio_standalone
+            )
+            # tcp-whole: the server keeps every revision whole (no history compaction, as
+            # before schema v4): the anchor of issue 16's "push latency unchanged".
+            if setup.endswith("-whole"):
+                os.environ["DBCODE_HISTORY_COMPACT"] = "0"
+            try:
+                await start(srv, dsn, n, logdir)
+            finally:
+                os.environ.pop("DBCODE_HISTORY_COMPACT", None)
         res.start_s = time.perf_counter() - t_start
         bench = Bench()
         receivers = [Receiver(i, rpc, bench) for i, rpc in enumerate(srv.receivers)]
@@ -1016,8 +1025,8 @@ async def amain(args: argparse.Namespace) -> int:
     setups = [s.strip() for s in args.setups.split(",") if s.strip()]
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     for s in setups:
-        if s not in ("tcp", "stdio", "stdio-standalone"):
-            raise SystemExit(f"unknown set-up {s!r}: use tcp, stdio, stdio-standalone")
+        if s not in ("tcp", "tcp-whole", "stdio", "stdio-standalone"):
+            raise SystemExit(f"unknown set-up {s!r}: use tcp, tcp-whole, stdio, stdio-standalone")
     args.pythons = {}
     for item in args.code or []:  # tcp rows of other code trees, right after this tree's
         label, _, folder = item.partition("=")
@@ -1117,7 +1126,8 @@ def main() -> int:
     parser.add_argument(
         "--setups",
         default="tcp,stdio",
-        help="any of tcp, stdio (relays to one shared server), stdio-standalone",
+        help="any of tcp, tcp-whole (tcp with history compaction off: the anchor of issue 16), "
+        "stdio (relays to one shared server), stdio-standalone",
     )
     parser.add_argument(
         "--gap-ms", type=float, default=5.0, help="pause after all receivers have commit k"

@@ -60,8 +60,10 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "dbcode_bench"
 PGBENCH_DB = "dbcode_pgbench"
 SAMPLE_INTERVAL_S = 0.02
-MODES = ("distinct", "shared", "pgbench", "perws", "sql")
+MODES = ("distinct", "shared", "pgbench", "perws", "sql", "distinct-whole", "shared-whole")
 LABELS = {
+    "distinct-whole": "dbcode, distinct files, history kept whole (no compaction)",
+    "shared-whole": "dbcode, shared file (CAS), history kept whole (no compaction)",
     "distinct": "dbcode, distinct files",
     "shared": "dbcode, shared file (CAS)",
     "pgbench": "pgbench -N",
@@ -178,7 +180,15 @@ async def perws_writer(
     return await distinct_writer(store, f"{ws}-{writer}", writer, state, start, end)
 
 
-WRITERS = {"distinct": distinct_writer, "shared": shared_writer, "perws": perws_writer}
+WRITERS = {
+    "distinct": distinct_writer,
+    "shared": shared_writer,
+    "perws": perws_writer,
+    # The same writers on a Store that keeps every revision whole, as before schema v4 (no
+    # compaction of what a commit supersedes): the anchor of the history change (issue 16).
+    "distinct-whole": distinct_writer,
+    "shared-whole": shared_writer,
+}
 
 
 # -- writer processes ------------------------------------------------------------------------
@@ -195,13 +205,17 @@ def _worker(dsn: str, writers: list[int], barrier: Any, tasks: Any, out: Any) ->
 async def _worker_loop(dsn: str, writers: list[int], barrier: Any, tasks: Any, out: Any) -> None:
     k = len(writers)
     state: dict[Any, int] = {}
-    async with Store(dsn, min_size=k, max_size=k) as store:
+    async with (
+        Store(dsn, min_size=k, max_size=k) as compacting,
+        Store(dsn, min_size=k, max_size=k, compact_history=False) as whole,
+    ):
         out.put({"ready": True})
         while True:
             task = await asyncio.to_thread(tasks.get)
             if task is None:
                 return
             mode, ws, warmup, seconds = task
+            store = whole if mode.endswith("-whole") else compacting
             await asyncio.to_thread(barrier.wait, 120)
             t0 = time.monotonic()
             start, end = t0 + warmup, t0 + warmup + seconds
@@ -516,8 +530,9 @@ def measure(
     args: argparse.Namespace, modes: list[str], n: int, bench_dsn: str, env: dict[str, str]
 ) -> dict[str, Point]:
     pts = {m: Point() for m in modes}
-    if "shared" in modes:
-        asyncio.run(_seed(bench_dsn, f"shared-{n}-p{args.procs}"))
+    for mode in ("shared", "shared-whole"):
+        if mode in modes:
+            asyncio.run(_seed(bench_dsn, f"{mode}-{n}-p{args.procs}"))
     writers = Writers(bench_dsn, n, args.procs) if set(modes) & set(WRITERS) else None
     try:
         for r, secs in enumerate(slices(args.seconds, args.rounds)):

@@ -177,19 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("cat", "print a file, or an old revision of it")
     sp.add_argument("workspace")
     sp.add_argument("path")
-    sp.add_argument("--rev", type=int)
+    group = sp.add_mutually_exclusive_group()
+    group.add_argument("--rev", type=int, help="this revision of the file")
+    group.add_argument(
+        "--at", type=int, metavar="SEQ", help="the file as it was right after changeset SEQ"
+    )
 
+    meta_help = "a small JSON object kept with the changeset (conversation, task, prompt, ...)"
     sp = add("write", "store stdin as the file's new content")
     sp.add_argument("workspace")
     sp.add_argument("path")
     sp.add_argument("--base", type=int, help="the revision your text was based on (0 = new file)")
     sp.add_argument("--message", "-m")
+    sp.add_argument("--meta", metavar="JSON", help=meta_help)
 
     sp = add("rm", "delete a file (one changeset)")
     sp.add_argument("workspace")
     sp.add_argument("path")
     sp.add_argument("--base", type=int)
     sp.add_argument("--message", "-m")
+    sp.add_argument("--meta", metavar="JSON", help=meta_help)
 
     sp = add("mv", "rename a file (one changeset)")
     sp.add_argument("workspace")
@@ -197,6 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("new")
     sp.add_argument("--base", type=int)
     sp.add_argument("--message", "-m")
+    sp.add_argument("--meta", metavar="JSON", help=meta_help)
+
+    sp = add("blame", "who last changed each line of a file, in which changeset (follows renames)")
+    sp.add_argument("workspace")
+    sp.add_argument("path")
+    sp.add_argument("--rev", type=int, help="blame this revision (default: the current one)")
+    sp.add_argument("--json", action="store_true", help="JSON lines, one object per run of lines")
+
+    sp = add(
+        "compact",
+        "store old revisions as deltas (converts a history written before schema v4; "
+        "commits go on meanwhile)",
+    )
+    sp.add_argument("workspace", nargs="?", help="only this workspace (default: all)")
 
     sp = add("log", "changesets, newest first")
     sp.add_argument("workspace")

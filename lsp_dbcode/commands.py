@@ -26,7 +26,7 @@ from .store import (
 )
 from .store.model import Changeset
 from .store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
-from .uris import changeset_json
+from .uris import blame_json, changeset_json
 
 
 async def cmd_ls(store: Store, args: argparse.Namespace) -> int:
@@ -44,8 +44,24 @@ async def cmd_workspaces(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _meta(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--meta JSON``: a JSON object (checked before anything is written)."""
+    raw = getattr(args, "meta", None)
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise CliError(f"invalid --meta: not JSON ({exc})") from None
+    validate.check_meta(meta)
+    return dict(meta)
+
+
 async def cmd_cat(store: Store, args: argparse.Namespace) -> int:
-    f = await store.read(args.workspace, args.path, args.rev)
+    if args.at is not None:
+        f = await store.read_at(args.workspace, args.path, args.at)
+    else:
+        f = await store.read(args.workspace, args.path, args.rev)
     sys.stdout.buffer.write(f.text.encode("utf-8"))
     sys.stdout.flush()
     return EXIT_OK
@@ -54,6 +70,7 @@ async def cmd_cat(store: Store, args: argparse.Namespace) -> int:
 async def cmd_write(store: Store, args: argparse.Namespace) -> int:
     validate.check_workspace(args.workspace)
     validate.check_path(args.path)
+    meta = _meta(args)
     data = sys.stdin.buffer.read()
     text = validate.decode_content(data, f"stdin for {args.path}", store.content_bytes_max)
     from .analysis import AnalysisError, RuffEngine
@@ -67,6 +84,7 @@ async def cmd_write(store: Store, args: argparse.Namespace) -> int:
             [Write(args.path, text, args.base)],
             agent=args.agent,
             message=args.message,
+            meta=meta,
         )
         text = done.texts[args.path]
         rev = done.revisions[args.path]
@@ -126,24 +144,28 @@ async def cmd_check(store: Store, args: argparse.Namespace) -> int:
 
 
 async def cmd_rm(store: Store, args: argparse.Namespace) -> int:
+    meta = _meta(args)
     await store._workspace_id(args.workspace)
     res = await store.commit(
         args.workspace,
         [Change.delete(args.path, args.base)],
         agent=args.agent,
         message=args.message,
+        meta=meta,
     )
     sys.stdout.write(f"deleted {args.workspace}/{args.path} (seq {res.seq})\n")
     return EXIT_OK
 
 
 async def cmd_mv(store: Store, args: argparse.Namespace) -> int:
+    meta = _meta(args)
     await store._workspace_id(args.workspace)
     res = await store.commit(
         args.workspace,
         [Change.rename(args.old, args.new, args.base)],
         agent=args.agent,
         message=args.message,
+        meta=meta,
     )
     sys.stdout.write(f"renamed {args.old} -> {args.new} in {args.workspace} (seq {res.seq})\n")
     return EXIT_OK
@@ -156,6 +178,8 @@ def _print_changeset(cs: Changeset, as_json: bool) -> None:
         when = cs.time.strftime("%Y-%m-%d %H:%M:%S")
         msg = f"  {cs.message}" if cs.message else ""
         sys.stdout.write(f"seq {cs.seq}  {when}  {cs.agent}{msg}\n")
+        if cs.meta:
+            sys.stdout.write(f"    meta {json.dumps(cs.meta, ensure_ascii=False)}\n")
         shown = cs.files[:20]
         for f in shown:
             extra = f" (from {f.old_path})" if f.old_path else ""
@@ -179,6 +203,51 @@ async def cmd_log(store: Store, args: argparse.Namespace) -> int:
             f"dbcode: showing the newest {limit} changesets; older ones: {shlex.join(rest)}"
             f" (or --limit up to {LOG_LIMIT_MAX})\n"
         )
+    return EXIT_OK
+
+
+async def cmd_blame(store: Store, args: argparse.Namespace) -> int:
+    f = await store.read(args.workspace, args.path, args.rev)
+    runs = await store.blame(args.workspace, args.path, f.revision)
+    out = sys.stdout
+    if args.json:
+        for r in runs:
+            out.write(json.dumps(blame_json(r, line_base=1), ensure_ascii=False) + "\n")
+        out.flush()
+        return EXIT_OK
+    # str.splitlines also splits at \r and other separators; blame counts "\n" like git.
+    lines = f.text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    width = len(str(len(lines)))
+    for r in runs:
+        when = r.time.strftime("%Y-%m-%d %H:%M:%S")
+        where = f" {r.path}" if r.path != args.path else ""
+        for n in range(r.start_line, r.end_line + 1):
+            text = lines[n] if n < len(lines) else ""
+            out.write(
+                f"{r.seq:>6} r{r.revision:<4} {r.agent[:16]:<16} {when}{where} "
+                f"{n + 1:>{width}}) {text}\n"
+            )
+    out.flush()
+    return EXIT_OK
+
+
+async def cmd_compact(store: Store, args: argparse.Namespace) -> int:
+    progress = Progress("compacting", 1)
+
+    def step(done: int, total: int) -> None:
+        progress.total = max(total, 1)
+        progress.update(done)
+
+    t0 = time.monotonic()
+    res = await store.compact(args.workspace, progress=step)
+    progress.finish()
+    sys.stdout.write(
+        f"compacted {res.revisions} revision(s) of {res.paths} file(s): "
+        f"{res.text_bytes} bytes of full text now stored in {res.stored_bytes} "
+        f"in {time.monotonic() - t0:.1f}s\n"
+    )
     return EXIT_OK
 
 
@@ -296,6 +365,8 @@ HANDLERS: dict[str, Handler] = {
     "rm": cmd_rm,
     "mv": cmd_mv,
     "log": cmd_log,
+    "blame": cmd_blame,
+    "compact": cmd_compact,
     "watch": cmd_watch,
     "check": cmd_check,
     "db": cmd_db,

@@ -7,7 +7,8 @@ the CLI's ``dbcode write``.
 2. **sending** hook: the server prepares, while the database works, the pushes to the clean
    buffers open on the paths (``Shared.anticipate``);
 3. **store**: one atomic, compare-and-swap changeset (``Store.commit``: group commit, CAS,
-   gap-free seq; raises ``Conflict`` for a stale base);
+   gap-free seq; raises ``Conflict`` for a stale base), with its ``meta`` if the caller gave
+   one (the conversation, task or prompt behind it: ``dbcode log``, blame and hover show it);
 4. **stored** hook: the server keeps the stored texts by revision (``Shared.remember``), so
    that no session reads them again.
 
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .analysis import RuffEngine, is_python_path
 from .check import format_for_commit
-from .store import Change, NotFound, Store
+from .store import Change, NotFound, Store, validate
 
 # (workspace, path, text) -> the text to store.
 Formatter = Callable[[str, str, str], Awaitable[str]]
@@ -60,8 +62,18 @@ class CommitPipeline:
         self.on_stored = on_stored  # (workspace, path, revision, text stored)
 
     async def commit(
-        self, workspace: str, writes: Sequence[Write], *, agent: str, message: str | None = None
+        self,
+        workspace: str,
+        writes: Sequence[Write],
+        *,
+        agent: str,
+        message: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Committed:
+        """``meta``: a small JSON object kept with the changeset (the conversation, task or
+        prompt that produced it), checked before anything is formatted or sent
+        (``validate.check_meta``: InvalidInput)."""
+        meta = validate.check_meta(meta)
         changes: list[Change] = []
         texts: dict[str, str] = {}
         for w in writes:
@@ -74,7 +86,7 @@ class CommitPipeline:
         if self.on_sending is not None:
             for path, text in texts.items():
                 self.on_sending(workspace, path, text)
-        res = await self.store.commit(workspace, changes, agent=agent, message=message)
+        res = await self.store.commit(workspace, changes, agent=agent, message=message, meta=meta)
         if self.on_stored is not None:
             for path, text in texts.items():
                 self.on_stored(workspace, path, res.revisions[path], text)

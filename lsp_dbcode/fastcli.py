@@ -286,6 +286,7 @@ def _changeset_json(workspace: str, cs: dict[str, Any]) -> dict[str, Any]:
         "message": cs["message"],
         "time": cs["time"],
         "files": files,
+        "meta": cs.get("meta"),
     }
 
 
@@ -296,6 +297,8 @@ def _print_changeset(cs: dict[str, Any], as_json: bool) -> None:
     else:
         msg = f"  {cs['message']}" if cs["message"] else ""
         lines = [f"seq {cs['seq']}  {_when(cs['time'])}  {cs['agent']}{msg}\n"]
+        if cs.get("meta"):
+            lines.append(f"    meta {json.dumps(cs['meta'], ensure_ascii=False)}\n")
         shown = cs["files"][:20]
         for f in shown:
             extra = f" (from {f['oldPath']})" if f.get("oldPath") else ""
@@ -360,9 +363,12 @@ HANDLERS = {
 
 
 def _direct_words_it(args: argparse.Namespace) -> bool:
-    """Arguments out of range: the direct path's checks word the error (exactly as now)."""
+    """Arguments out of range: the direct path's checks word the error (exactly as now); and
+    history's arguments (``cat --at``, ``write --meta``), which the direct path serves."""
+    if getattr(args, "meta", None) is not None:
+        return True
     if args.command == "cat":
-        return args.rev is not None and args.rev < 1
+        return (args.rev is not None and args.rev < 1) or args.at is not None
     if args.command == "log":
         limit_bad = args.limit is not None and not 1 <= args.limit <= LOG_LIMIT_MAX
         return limit_bad or (args.before is not None and args.before < 1)

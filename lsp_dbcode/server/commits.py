@@ -118,8 +118,11 @@ class Commits:
             if not doc.closed and doc.pending is None:
                 await self._commit_buffer(doc, "save")
 
-    async def commit_text(self, doc: OpenDoc, text: str) -> int | None:
-        """CAS-commit ``text`` (the buffer's text) for an open document (doc.lock held).
+    async def commit_text(
+        self, doc: OpenDoc, text: str, meta: dict[str, Any] | None = None
+    ) -> int | None:
+        """CAS-commit ``text`` (the buffer's text) for an open document (doc.lock held), with
+        the changeset's ``meta`` if any.
 
         A stale base is rebased onto the current revision by a 3-way merge; the workspace may
         ask for ruff formatting on commit. Whatever was stored beyond ``text`` (merged changes,
@@ -144,7 +147,10 @@ class Commits:
                 base_rev, base_text, ours = current.revision, current.text, merged.text
             try:
                 done = await self.pipeline.commit(
-                    doc.workspace, [Write(doc.path, ours, base_rev)], agent=self.identity.agent
+                    doc.workspace,
+                    [Write(doc.path, ours, base_rev)],
+                    agent=self.identity.agent,
+                    meta=meta,
                 )
             except Conflict as exc:
                 if exc.current_revision == 0:
@@ -196,9 +202,12 @@ class Commits:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def write_file(self, uri: str, text: str, base: int | None) -> dict[str, Any]:
+    async def write_file(
+        self, uri: str, text: str, base: int | None, meta: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """dbcode/writeFile. Without a base, for a document open in this session: its buffer's
-        save (VS Code's FileSystemProvider), CAS on its base and rebased."""
+        save (VS Code's FileSystemProvider), CAS on its base and rebased. A time-travel URI
+        (``dbcode://WS@SEQ/PATH``) is refused by ``parse_uri``: read-only."""
         workspace, path = parse_uri(uri)
         store = self.shared.store
         doc = self.docs.get(uri)
@@ -211,12 +220,12 @@ class Commits:
                         f"{path} has unresolved conflict blocks: resolve them (code actions "
                         "on the red ranges), then save"
                     )
-                rev = await self.commit_text(doc, text)
+                rev = await self.commit_text(doc, text, meta)
                 if rev is None:
                     raise Conflict(workspace, path, doc.base_rev, doc.target_rev)
                 return {"revision": rev, "seq": await store.head(workspace)}
         done = await self.pipeline.commit(
-            workspace, [Write(path, text, base)], agent=self.identity.agent
+            workspace, [Write(path, text, base)], agent=self.identity.agent, meta=meta
         )
         rev = done.revisions[path]
         if doc is not None:
@@ -228,9 +237,14 @@ class Commits:
         return {"revision": rev, "seq": done.seq}
 
     async def commit(
-        self, workspace: str, message: str | None, changes: list[dict[str, Any]]
+        self,
+        workspace: str,
+        message: str | None,
+        changes: list[dict[str, Any]],
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """dbcode/commit: ``changes`` checked by the handler ({uri, text | None, baseRevision})."""
+        """dbcode/commit: ``changes`` checked by the handler ({uri, text | None, baseRevision});
+        a time-travel URI among them is refused by ``parse_uri`` (read-only)."""
         writes: list[Write] = []
         uris: dict[str, str] = {}
         for ch in changes:
@@ -240,6 +254,6 @@ class Commits:
             uris[path] = ch["uri"]
             writes.append(Write(path, ch.get("text"), ch.get("baseRevision")))
         done = await self.pipeline.commit(
-            workspace, writes, agent=self.identity.agent, message=message
+            workspace, writes, agent=self.identity.agent, message=message, meta=meta
         )
         return {"seq": done.seq, "revisions": {uris[p]: r for p, r in done.revisions.items()}}

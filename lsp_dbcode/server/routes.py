@@ -82,8 +82,10 @@ ROUTES: dict[str, Route] = {
     "dbcode/subscribe": Route(dbcode.subscribe, "task", "json"),
     "dbcode/unsubscribe": Route(dbcode.unsubscribe, "task", "json"),
     "dbcode/configure": Route(dbcode.configure, "task", "json"),
+    "dbcode/blame": Route(dbcode.blame, "task", "json"),
     # language features
     types.WORKSPACE_TEXT_DOCUMENT_CONTENT: Route(language.text_document_content, "task", "lsp"),
+    types.TEXT_DOCUMENT_HOVER: Route(language.hover, "task", "lsp"),
     types.TEXT_DOCUMENT_CODE_ACTION: Route(language.code_action, "task", "lsp", _CODE_ACTIONS),
     types.TEXT_DOCUMENT_FORMATTING: Route(language.formatting, "task", "lsp"),
     types.TEXT_DOCUMENT_RANGE_FORMATTING: Route(language.range_formatting, "task", "lsp"),

@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from .dsn import redact, resolve_dsn
     from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
     from .model import (
+        BlameRun,
         Change,
         Changeset,
         CommitResult,
+        CompactResult,
         FileChange,
         FileInfo,
         FileText,
@@ -34,7 +36,9 @@ _WHERE = {
     "InvalidInput": "errors",
     "NotFound": "errors",
     "StoreError": "errors",
+    "BlameRun": "model",
     "Change": "model",
+    "CompactResult": "model",
     "Changeset": "model",
     "CommitResult": "model",
     "FileChange": "model",
@@ -57,9 +61,11 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BlameRun",
     "Change",
     "Changeset",
     "CommitResult",
+    "CompactResult",
     "Conflict",
     "DatabaseUnavailable",
     "FileChange",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 ChangeKind = Literal["create", "update", "delete", "rename"]
 
@@ -75,6 +75,7 @@ class Changeset:
     message: str | None
     time: datetime
     files: tuple[FileChange, ...] = field(default=())
+    meta: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,34 @@ class RevisionInfo:
     time: datetime
     size: int
     old_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlameRun:
+    """Lines ``start_line``..``end_line`` (0-based, inclusive) of the blamed text, last changed
+    by changeset ``seq``, where they were revision ``revision`` of ``path`` (an older name when
+    the file was renamed since)."""
+
+    start_line: int
+    end_line: int
+    seq: int
+    path: str
+    revision: int
+    agent: str
+    time: datetime
+    message: str | None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompactResult:
+    """What a compaction did: revisions turned into deltas (or packed), the bytes of text they
+    held, and the bytes stored for them instead."""
+
+    paths: int
+    revisions: int
+    text_bytes: int
+    stored_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -468,7 +468,71 @@ END
 $fn$;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3)]
+# v4: history that grows with the change, and changeset metadata. Instant on any size of
+# history (two nullable columns, no rewrite, no index build): the conversion of existing full
+# texts into deltas is not a schema step but the store's compaction (store/history.py), run in
+# short per-path transactions by every process that commits and by ``dbcode compact``.
+#
+# dbcode_revision.delta: NULL for a full text or a deletion; else the revision as a delta
+# against revision + 1 of the same path (JSON edits, store/history.py), ``content`` NULL.
+# dbcode_revision.packed: an old full text (each K-th revision) zlib-compressed by the store
+# (``content`` NULL; zlib packs source code about twice as tight as TOAST's pglz), stored as is
+# (STORAGE EXTERNAL: no second compression). The current revision of a file is always plain
+# ``content``, so reads of current texts, the feed, renames and imports are as before.
+# Each commit's compaction leaves the superseded full text dead in the TOAST table: vacuum the
+# TOAST table as soon as 1,000 chunks (~2 MB) are dead, not after 20% of it, so that the space
+# is reused within autovacuum's naptime and the table grows with the deltas, not the texts.
+# dbcode_changeset.meta: the changeset's metadata (a small JSON object, or NULL).
+# dbcode_commit_many takes it per changeset ("meta"); the other commit functions are unchanged
+# (a changeset with meta goes through dbcode_commit_many).
+_V4 = r"""
+ALTER TABLE dbcode_revision ADD COLUMN delta text, ADD COLUMN packed bytea;
+ALTER TABLE dbcode_revision ALTER COLUMN packed SET STORAGE EXTERNAL;
+ALTER TABLE dbcode_revision SET (toast.autovacuum_vacuum_scale_factor = 0,
+                                 toast.autovacuum_vacuum_threshold = 1000);
+ALTER TABLE dbcode_changeset ADD COLUMN meta jsonb;
+
+CREATE OR REPLACE FUNCTION dbcode_commit_many(p_workspace text, p_batch jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws      bigint := dbcode_workspace_id(p_workspace);
+    item    jsonb;
+    result  jsonb;
+    results jsonb := '[]';
+    last    bigint;
+    e_state text;
+    e_msg   text;
+    e_det   text;
+BEGIN
+    PERFORM dbcode_lock_paths(ws, (
+        SELECT coalesce(array_agg(DISTINCT x), '{}') FROM jsonb_array_elements(p_batch) b,
+            unnest(dbcode_changeset_paths(CASE WHEN jsonb_typeof(b -> 'changes') = 'array'
+                                               THEN b -> 'changes' ELSE '[]' END)) x
+         WHERE x IS NOT NULL));
+    FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
+        BEGIN
+            result := dbcode_apply(ws, item ->> 'agent', item ->> 'message', item -> 'changes');
+            IF jsonb_typeof(item -> 'meta') = 'object' THEN
+                UPDATE dbcode_changeset SET meta = item -> 'meta'
+                    WHERE workspace_id = ws AND seq = (result ->> 'seq')::bigint;
+            END IF;
+            last := (result ->> 'seq')::bigint;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT,
+                e_det = PG_EXCEPTION_DETAIL;
+            result := jsonb_build_object('error', e_state, 'message', e_msg, 'detail', e_det);
+        END;
+        results := results || jsonb_build_array(result);
+    END LOOP;
+    IF last IS NOT NULL THEN
+        PERFORM pg_notify('dbcode', p_workspace || ' ' || last);
+    END IF;
+    RETURN results;
+END
+$fn$;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,11 +27,25 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from . import validate
 from .dsn import redact
 from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
+from .history import (
+    COMPACT_BATCH_ROWS_MAX,
+    COMPACT_TEXT_BYTES_MIN,
+    SNAPSHOT_EVERY_REVISIONS,
+    Blame,
+    apply_delta,
+    apply_parsed,
+    encode_delta,
+    pack,
+    rebuild,
+    unpack,
+)
 from .hub import Hub
 from .model import (
+    BlameRun,
     Change,
     Changeset,
     CommitResult,
+    CompactResult,
     FileChange,
     FileInfo,
     FileText,
@@ -59,11 +74,36 @@ COMMIT_BATCH_MAX = 32
 # (two in flight measured no better: smaller batches, as many flushes).
 COMMIT_FLIGHTS_MAX = 1
 COMMIT_BATCH_BYTES = 4 * 2**20
+# History compaction (store/history.py): the revisions a commit superseded become deltas this
+# long after it, in one background task per Store (a typing burst compacts together).
+COMPACT_DELAY_S = 0.5
+# Paths waiting for that at most; more are left for the next commit of the path or for
+# `dbcode compact` (nothing is lost: a full text is only bigger than a delta).
+COMPACT_PENDING_PATHS_MAX = 10_000
+# Texts of its own commits the store keeps for the next compaction (which then reads neither
+# the superseded text nor its successor back from the database), at most this many bytes.
+COMPACT_KNOWN_TEXT_BYTES_MAX = 32 * 2**20
+# At close, compacting what the last commits superseded may take this long at most (a CLI
+# write's previous revision; a dead database must not hold up an exit).
+COMPACT_AT_CLOSE_S_MAX = 5.0
+# Blame reads a lineage this many revisions per query (it stops when every line is placed).
+BLAME_PAGE_ROWS = 256
+
+# The text of one revision: the first full text at or after it, and the reverse deltas down to
+# it (at most SNAPSHOT_EVERY_REVISIONS - 1 of them), in one statement (one snapshot).
+_TEXT_AT = """
+SELECT revision, content, packed, delta FROM dbcode_revision
+ WHERE workspace_id = %(ws)s AND path = %(path)s AND revision >= %(rev)s
+   AND revision <= (SELECT min(revision) FROM dbcode_revision
+                     WHERE workspace_id = %(ws)s AND path = %(path)s AND revision >= %(rev)s
+                       AND delta IS NULL)
+ ORDER BY revision DESC
+"""
 
 # A changeset row: seq, agent, message, time, and its files as JSON (path, revision, kind,
 # old path{extra}), one query for many changesets.
 _COLUMNS = """
-    c.seq, c.agent, c.message, c.created_at,
+    c.seq, c.agent, c.message, c.created_at, c.meta,
     (SELECT coalesce(json_agg(json_build_array(r.path, r.revision, r.kind, r.old_path{extra})
                               ORDER BY r.path), '[]')
        FROM dbcode_revision r
@@ -79,7 +119,7 @@ _FEED_COLUMNS = _COLUMNS.format(
 
 
 def _changeset(workspace: str, row: Sequence[Any]) -> Changeset:
-    seq, agent, message, created_at, files = row
+    seq, agent, message, created_at, meta, files = row
     return Changeset(
         workspace=workspace,
         seq=int(seq),
@@ -87,6 +127,7 @@ def _changeset(workspace: str, row: Sequence[Any]) -> Changeset:
         message=message,
         time=created_at,
         files=tuple(FileChange(f[0], int(f[1]), f[2], f[3], *f[4:]) for f in files),
+        meta=meta,
     )
 
 
@@ -102,6 +143,7 @@ def _own_changeset(workspace: str, pending: _Pending, result: dict[str, Any]) ->
         files=tuple(
             FileChange(p, int(r), k, o, texts.get(p)) for p, r, k, o in result["files"] or ()
         ),
+        meta=pending.meta,
     )
 
 
@@ -117,6 +159,7 @@ class _Pending:
     message: str | None
     items: list[dict[str, Any]]
     future: asyncio.Future[CommitResult]
+    meta: dict[str, Any] | None = None
     size: int = 0
 
     def __post_init__(self) -> None:
@@ -155,12 +198,23 @@ class Store:
         min_size: int = 1,
         max_size: int = 10,
         content_bytes_max: int | None = None,
+        snapshot_every_revisions: int = SNAPSHOT_EVERY_REVISIONS,
+        compact_history: bool | None = None,
+        compact_text_bytes_min: int = COMPACT_TEXT_BYTES_MIN,
         application_name: str = "dbcode",
     ) -> None:
         self.dsn = dsn
         # What pg_stat_activity shows for every connection of this process ("dbcode serve
         # 1234"): an operator (or a test) can tell which process holds which connections.
         self.application_name = f"{application_name} {os.getpid()}"
+        # Compact what commits supersede (default; DBCODE_HISTORY_COMPACT=0 turns it off, e.g.
+        # for a bulk load: the history then stays whole until `dbcode compact`).
+        if compact_history is None:
+            compact_history = os.environ.get("DBCODE_HISTORY_COMPACT", "1") != "0"
+        self.compact_history = compact_history
+        self.compact_text_bytes_min = compact_text_bytes_min
+        # history.py: a full text every this many revisions (reads apply fewer deltas).
+        self.snapshot_every_revisions = max(1, snapshot_every_revisions)
         self.content_bytes_max = content_bytes_max or validate.content_bytes_max()
         self._pool = AsyncConnectionPool(
             dsn,
@@ -176,6 +230,18 @@ class Store:
         )
         self.hub = Hub(dsn, self._changesets_since, self.head, self.application_name)
         self._commit_queues: dict[str, _CommitQueue] = {}
+        # workspace -> path -> the oldest revision a commit of this process superseded since
+        # the last compaction (the compaction looks from there on: an index range, not the
+        # path's whole history).
+        self._dirty: dict[str, dict[str, int]] = {}
+        self._dirty_count = 0
+        # workspace -> (path, revision) -> text committed by this process, for the compaction.
+        self._known: dict[str, dict[tuple[str, int], str]] = {}
+        self._known_bytes = 0
+        self._compactor: asyncio.Task[None] | None = None
+        # The compaction's own connection: it never holds one that a commit or read of the
+        # pool needs (a pool of one connection halved commits/s when they shared it).
+        self._compact_conn: psycopg.AsyncConnection[Any] | None = None
         self.batches = 0  # commit calls sent (for benchmarks and tests)
         self.batched = 0  # changesets they carried
 
@@ -199,6 +265,19 @@ class Store:
         await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
 
     async def close(self) -> None:
+        task, self._compactor = self._compactor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # What the last commits superseded is compacted now (a CLI write's previous revision).
+        try:
+            await asyncio.wait_for(self._compact_dirty(), COMPACT_AT_CLOSE_S_MAX)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("history compaction at close not done (dbcode compact does it): %r", exc)
+        if self._compact_conn is not None:
+            await self._compact_conn.close()
+            self._compact_conn = None
         await self.hub.close()
         await self._pool.close()
 
@@ -211,7 +290,9 @@ class Store:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _fetchall(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """Run a read-only query. A connection broken since its last use (a restarted server)
         is discarded by the pool; the read is then tried once more on a fresh connection, so
         the pool need not ping before every use."""
@@ -270,28 +351,71 @@ class Store:
         else:
             if revision < 1:
                 raise InvalidInput(f"invalid revision {revision}: revisions start at 1")
-            rows = await self._fetchall(
-                "SELECT revision, content FROM dbcode_revision"
-                " WHERE workspace_id = %s AND path = %s AND revision = %s",
-                (ws, path, revision),
-            )
-            if not rows:
-                raise NotFound(f"{workspace}/{path} has no revision {revision}")
-            if rows[0][1] is None:
+            text = await self._text_at(ws, path, revision)
+            if text is None:
                 raise NotFound(f"revision {revision} of {workspace}/{path} is a deletion")
+            return FileText(workspace, path, revision, text)
         rev, text = rows[0]
         return FileText(workspace, path, int(rev), text)
 
+    async def _text_at(self, ws: int, path: str, revision: int) -> str | None:
+        """The text of a revision (None: a deletion or the old name of a rename), rebuilt
+        from the nearest full text at or after it. NotFound if there is no such revision."""
+        rows = await self._fetchall(_TEXT_AT, {"ws": ws, "path": path, "rev": revision})
+        if not rows or int(rows[-1][0]) != revision:
+            raise NotFound(f"{path} has no revision {revision}")
+        text = rows[0][1] if rows[0][1] is not None else rows[0][2]
+        if text is None:
+            if len(rows) > 1:  # a delta whose newer neighbour has no text: our bug
+                raise StoreError(f"history of {path} is broken at revision {rows[1][0]}")
+            return None
+        return rebuild(unpack(text), [row[3] for row in rows[1:]])
+
     async def revision_text(self, workspace: str, path: str, revision: int) -> str:
-        """Text of one revision, in one round trip (NotFound if missing or a deletion)."""
+        """Text of one revision (NotFound if missing or a deletion)."""
+        validate.check_workspace(workspace)
         rows = await self._fetchall(
-            "SELECT r.content FROM dbcode_revision r JOIN dbcode_workspace w"
+            "SELECT r.content, r.kind FROM dbcode_revision r JOIN dbcode_workspace w"
             " ON w.id = r.workspace_id WHERE w.name = %s AND r.path = %s AND r.revision = %s",
             (workspace, path, revision),
         )
-        if not rows or rows[0][0] is None:
-            raise NotFound(f"{workspace}/{path} has no text at revision {revision}")
-        return str(rows[0][0])
+        if rows and rows[0][0] is not None:
+            return str(rows[0][0])  # a plain full text: one round trip
+        if rows and rows[0][1] not in ("delete", "moved"):
+            text = await self._text_at(await self._workspace_id(workspace), path, revision)
+            if text is not None:
+                return text
+        raise NotFound(f"{workspace}/{path} has no text at revision {revision}")
+
+    async def read_at(self, workspace: str, path: str, seq: int) -> FileText:
+        """The file as it was right after changeset ``seq`` (SPEC: History, time travel)."""
+        validate.check_path(path)
+        validate.check_workspace(workspace)
+        rows = await self._fetchall(
+            "SELECT id, head_seq FROM dbcode_workspace WHERE name = %s", (workspace,)
+        )
+        if not rows:
+            raise NotFound(f"unknown workspace {workspace!r}")
+        ws, head = int(rows[0][0]), int(rows[0][1])
+        if seq < 0:
+            raise InvalidInput(f"invalid seq {seq}: seqs start at 1")
+        if seq > head:
+            raise InvalidInput(f"seq {seq} is beyond the head of {workspace} (seq {head})")
+        rows = await self._fetchall(
+            "SELECT revision, kind FROM dbcode_revision"
+            " WHERE workspace_id = %s AND path = %s AND seq <= %s"
+            " ORDER BY revision DESC LIMIT 1",
+            (ws, path, seq),
+        )
+        if not rows:
+            raise NotFound(f"{workspace}/{path} did not exist at seq {seq}")
+        revision, kind = int(rows[0][0]), rows[0][1]
+        if kind in ("delete", "moved"):
+            gone = "deleted" if kind == "delete" else "renamed away"
+            raise NotFound(f"{workspace}/{path} was {gone} at seq {seq} (revision {revision})")
+        text = await self._text_at(ws, path, revision)
+        assert text is not None
+        return FileText(workspace, path, revision, text)
 
     async def list_files(self, workspace: str, prefix: str = "") -> list[FileInfo]:
         ws = await self._workspace_id(workspace)
@@ -422,6 +546,311 @@ class Store:
             for p, rv, s, k, a, m, t, sz, o in rows
         ]
 
+    # -- blame -----------------------------------------------------------------------------
+
+    async def blame(self, workspace: str, path: str, revision: int | None = None) -> list[BlameRun]:
+        """Who last changed each line of the file (at ``revision``, default current), as runs
+        of consecutive lines with the same changeset. Renames are followed.
+
+        The lineage is read newest first, BLAME_PAGE_ROWS revisions per query, each older
+        text rebuilt from the newer one by its reverse delta (history.py); the walk stops when
+        every line is attributed.
+        """
+        ws = await self._workspace_id(workspace)
+        validate.check_path(path)
+        if revision is None:
+            rows = await self._fetchall(
+                "SELECT revision FROM dbcode_file WHERE workspace_id = %s AND path = %s"
+                " AND NOT deleted",
+                (ws, path),
+            )
+            if not rows:
+                raise NotFound(f"no such file {path!r} in workspace {workspace!r}")
+            revision = int(rows[0][0])
+        elif revision < 1:
+            raise InvalidInput(f"invalid revision {revision}: revisions start at 1")
+        try:
+            text = await self._text_at(ws, path, revision)
+        except NotFound:
+            raise NotFound(f"{workspace}/{path} has no revision {revision}") from None
+        if text is None:
+            raise NotFound(f"revision {revision} of {workspace}/{path} is a deletion")
+        infos: dict[tuple[int, str, int], tuple[str, datetime, str | None, Any]] = {}
+        blame: Blame[tuple[int, str, int]] | None = None
+        cur_path, upper = path, revision
+        done = False
+        while not done:
+            rows = await self._fetchall(
+                "SELECT r.revision, r.seq, r.kind, r.old_path, r.content, r.packed, r.delta,"
+                " c.agent, c.created_at, c.message, c.meta FROM dbcode_revision r"
+                " JOIN dbcode_changeset c ON c.workspace_id = r.workspace_id AND c.seq = r.seq"
+                " WHERE r.workspace_id = %s AND r.path = %s AND r.revision <= %s"
+                " AND r.revision > %s ORDER BY r.revision DESC",
+                (ws, cur_path, upper, upper - BLAME_PAGE_ROWS),
+            )
+            if not rows:
+                break
+            next_path: str | None = None
+            for rev, seq, kind, old_path, content, packed, delta, agent, at, message, meta in rows:
+                key = (int(seq), cur_path, int(rev))
+                infos[key] = (agent, at, message, meta)
+                if kind in ("delete", "moved"):  # not reached in a lineage: history ends
+                    done = True
+                    break
+                if blame is None:
+                    blame = Blame(text, key)
+                else:
+                    edits = None
+                    if content is not None:
+                        text = content
+                    elif packed is not None:
+                        text = unpack(packed)
+                    elif delta is not None:
+                        # The stored reverse delta is also the diff the blame step needs.
+                        edits = json.loads(delta)
+                        text = apply_parsed(text, edits)
+                    else:
+                        raise StoreError(f"history of {cur_path} is broken at revision {rev}")
+                    if blame.step(text, key, edits):
+                        done = True
+                        break
+                if kind == "create":
+                    done = True
+                    break
+                if kind == "rename" and old_path:
+                    moved = await self._fetchall(
+                        "SELECT revision FROM dbcode_revision WHERE workspace_id = %s"
+                        " AND path = %s AND seq = %s AND kind = 'moved'",
+                        (ws, old_path, seq),
+                    )
+                    if not moved:
+                        done = True
+                        break
+                    next_path, upper = old_path, int(moved[0][0]) - 1
+                    break
+            else:
+                upper -= BLAME_PAGE_ROWS
+            if next_path is not None:
+                cur_path = next_path
+            elif upper < 1:
+                break
+        if blame is None:
+            return []
+        keys = blame.finish()
+        runs: list[BlameRun] = []
+        start = 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                seq, at_path, rev = keys[start]
+                agent, at, message, meta = infos[keys[start]]
+                runs.append(BlameRun(start, i - 1, seq, at_path, rev, agent, at, message, meta))
+                start = i
+        return runs
+
+    # -- history compaction ----------------------------------------------------------------
+
+    def _remember_for_compaction(
+        self, workspace: str, pending: _Pending, result: dict[str, Any]
+    ) -> None:
+        """After a commit: the revisions it superseded are to compact; the texts it wrote
+        are kept for that (both sides of the next delta), within COMPACT_KNOWN_TEXT_BYTES_MAX."""
+        texts = {i["path"]: i["text"] for i in pending.items if i["op"] == "write"}
+        for path, rev, kind, _old in result["files"] or ():
+            text = texts.get(path)
+            if text is not None and len(text) >= self.compact_text_bytes_min:
+                if self._known_bytes + len(text) <= COMPACT_KNOWN_TEXT_BYTES_MAX:
+                    self._known.setdefault(workspace, {})[(path, int(rev))] = text
+                    self._known_bytes += len(text)
+            if kind == "update":
+                self._note_superseded(workspace, path, int(rev) - 1)
+
+    def _note_superseded(self, workspace: str, path: str, revision: int) -> None:
+        """A commit made ``revision`` of ``path`` an old one: compact it soon."""
+        paths = self._dirty.setdefault(workspace, {})
+        if path not in paths:
+            if self._dirty_count >= COMPACT_PENDING_PATHS_MAX:
+                return
+            paths[path] = revision
+            self._dirty_count += 1
+        elif revision < paths[path]:
+            paths[path] = revision
+        if self._compactor is None:
+            self._compactor = asyncio.create_task(self._compact_later())
+            self._compactor.add_done_callback(self._compactor_done)
+
+    def _compactor_done(self, task: asyncio.Task[None]) -> None:
+        if self._compactor is task:
+            self._compactor = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("history compaction failed", exc_info=exc)
+
+    async def _compact_later(self) -> None:
+        while self._dirty:
+            await asyncio.sleep(COMPACT_DELAY_S)
+            try:
+                await self._compact_dirty()
+            except StoreError as exc:
+                log.warning("history compaction failed (retried after the next commit): %s", exc)
+                return
+
+    async def _compact_dirty(self) -> None:
+        dirty, self._dirty, self._dirty_count = self._dirty, {}, 0
+        known_all, self._known, self._known_bytes = self._known, {}, 0
+        for workspace, paths in dirty.items():
+            known = known_all.get(workspace, {})
+            rows, _ = await self._compact_sql(
+                "SELECT id FROM dbcode_workspace WHERE name = %s", (workspace,)
+            )
+            if not rows:
+                continue
+            ws = int(rows[0][0])
+            for path, revision in sorted(paths.items()):
+                await self._compact_path(ws, path, revision, known)
+
+    async def _compact_sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> tuple[list[tuple[Any, ...]], int]:
+        """Run one statement on the compaction's connection: (rows, rowcount). A broken
+        connection is replaced once."""
+        for attempt in (1, 2):
+            try:
+                if self._compact_conn is None or self._compact_conn.closed:
+                    self._compact_conn = await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                    )
+                cur = self._compact_conn.cursor(row_factory=tuple_row)
+                await cur.execute(query, params)
+                rows = await cur.fetchall() if cur.description is not None else []
+                return rows, cur.rowcount
+            except psycopg.OperationalError as exc:
+                if self._compact_conn is not None:
+                    await self._compact_conn.close()
+                    self._compact_conn = None
+                if attempt == 2:
+                    raise DatabaseUnavailable(
+                        f"database error at {redact(self.dsn)}: {exc}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    async def _compact_path(
+        self,
+        ws: int,
+        path: str,
+        first: int = 1,
+        known: Mapping[tuple[str, int], str] | None = None,
+    ) -> tuple[int, int, int]:
+        """Turn every old full revision of a path into a reverse delta, but each K-th
+        (``snapshot_every_revisions``), which is packed (zlib) instead.
+
+        Touches only revisions that have a newer revision with text (an update): never the
+        current one, never a row a commit reads or writes, so it takes no workspace or file
+        lock; each batch is one statement, and a second compactor of the same rows finds them
+        done (``content IS NOT NULL`` in the UPDATE). Returns (revisions, text bytes, bytes
+        stored instead).
+        """
+        k = self.snapshot_every_revisions
+        after, done, text_bytes, stored_bytes = first - 1, 0, 0, 0
+        while True:
+            rows, _ = await self._compact_sql(
+                "SELECT r.revision FROM dbcode_revision r JOIN dbcode_revision n"
+                " ON n.workspace_id = r.workspace_id AND n.path = r.path"
+                " AND n.revision = r.revision + 1 AND n.kind = 'update'"
+                " WHERE r.workspace_id = %s AND r.path = %s AND r.revision > %s"
+                " AND r.content IS NOT NULL AND r.size >= %s ORDER BY r.revision LIMIT %s",
+                (ws, path, after, self.compact_text_bytes_min, COMPACT_BATCH_ROWS_MAX),
+            )
+            revs = [int(r[0]) for r in rows]
+            if not revs:
+                return done, text_bytes, stored_bytes
+            wanted = sorted(set(revs) | {r + 1 for r in revs})
+            # Texts this process committed need no read (``known``: the caller's own writes;
+            # contents never change, so they are what the rows hold).
+            texts: dict[int, str | None] = {}
+            for r in wanted:
+                if known and (path, r) in known:
+                    texts[r] = known[(path, r)]
+            missing = [r for r in wanted if r not in texts]
+            if missing:
+                rows, _ = await self._compact_sql(
+                    "SELECT revision, content, packed FROM dbcode_revision"
+                    " WHERE workspace_id = %s AND path = %s AND revision = ANY(%s)",
+                    (ws, path, missing),
+                )
+                for r, c, pk in rows:
+                    texts[int(r)] = c if c is not None else (unpack(pk) if pk is not None else None)
+            done_revs: list[int] = []
+            deltas: list[str | None] = []
+            packs: list[bytes | None] = []
+            for rev in reversed(revs):
+                older = texts.get(rev)
+                if older is None:
+                    continue  # compacted meanwhile by another process
+                text_bytes += len(older.encode("utf-8"))
+                if rev % k == 0:
+                    packed = pack(older)
+                    done_revs.append(rev)
+                    deltas.append(None)
+                    packs.append(packed)
+                    stored_bytes += len(packed)
+                    continue
+                newer = texts.get(rev + 1)
+                if newer is None:
+                    newer = await self._text_at(ws, path, rev + 1)
+                    if newer is None:
+                        continue
+                delta = encode_delta(newer, older)
+                if apply_delta(newer, delta) != older:  # our bug: keep the full text
+                    log.error("delta of %s revision %d does not rebuild it; kept", path, rev)
+                    continue
+                done_revs.append(rev)
+                deltas.append(delta)
+                packs.append(None)
+                stored_bytes += len(delta.encode("utf-8"))
+            if done_revs:
+                _, count = await self._compact_sql(
+                    "UPDATE dbcode_revision r"
+                    " SET delta = t.delta, packed = t.packed, content = NULL"
+                    " FROM unnest(%s::integer[], %s::text[], %s::bytea[])"
+                    " AS t (rev, delta, packed)"
+                    " WHERE r.workspace_id = %s AND r.path = %s"
+                    " AND r.revision = t.rev AND r.content IS NOT NULL",
+                    (done_revs, deltas, packs, ws, path),
+                )
+                done += count
+            after = revs[-1]
+
+    async def compact(
+        self,
+        workspace: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CompactResult:
+        """Turn the old full texts of a workspace's history (or every workspace's) into
+        deltas: the conversion of a history written before schema v4, and a catch-up for
+        anything the background compaction missed. Path by path, in short statements: commits
+        go on meanwhile. ``progress(done, total)`` after each path."""
+        if workspace is not None:
+            ws_ids = [await self._workspace_id(workspace)]
+        else:
+            ws_ids = [int(r[0]) for r in await self._fetchall("SELECT id FROM dbcode_workspace")]
+        todo: list[tuple[int, str]] = []
+        for ws in ws_ids:
+            rows = await self._fetchall(
+                "SELECT DISTINCT r.path FROM dbcode_revision r JOIN dbcode_revision n"
+                " ON n.workspace_id = r.workspace_id AND n.path = r.path"
+                " AND n.revision = r.revision + 1 AND n.kind = 'update'"
+                " WHERE r.workspace_id = %s AND r.content IS NOT NULL AND r.size >= %s"
+                " ORDER BY r.path",
+                (ws, self.compact_text_bytes_min),
+            )
+            todo += [(ws, str(r[0])) for r in rows]
+        revisions = text_bytes = stored_bytes = 0
+        for i, (ws, path) in enumerate(todo):
+            n, tb, sb = await self._compact_path(ws, path)
+            revisions, text_bytes, stored_bytes = revisions + n, text_bytes + tb, stored_bytes + sb
+            if progress is not None:
+                progress(i + 1, len(todo))
+        return CompactResult(len(todo), revisions, text_bytes, stored_bytes)
+
     # -- writes ----------------------------------------------------------------------------
 
     def _check_change(self, change: Change) -> dict[str, Any]:
@@ -450,8 +879,11 @@ class Store:
         *,
         agent: str,
         message: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> CommitResult:
         """Commit all changes atomically, or none (Conflict / NotFound / InvalidInput).
+
+        ``meta``: a small JSON object kept with the changeset (validate.META_BYTES_MAX).
 
         Group commit: while a commit of this process is in flight for the workspace, the
         changesets that arrive queue up and then go to the database together, one call of
@@ -463,8 +895,9 @@ class Store:
             raise InvalidInput("a changeset needs at least one change")
         if not agent or len(agent) > 200:
             raise InvalidInput("invalid agent name: 1-200 characters")
+        meta = validate.check_meta(meta)
         items = [self._check_change(c) for c in changes]
-        pending = _Pending(agent, message, items, asyncio.get_running_loop().create_future())
+        pending = _Pending(agent, message, items, asyncio.get_running_loop().create_future(), meta)
         queue = self._commit_queues.get(workspace)
         if queue is None:
             queue = self._commit_queues[workspace] = _CommitQueue()
@@ -521,7 +954,7 @@ class Store:
         self.batched += len(batch)
         try:
             async with self._pool.connection() as conn:
-                if len(batch) == 1:
+                if len(batch) == 1 and batch[0].meta is None:
                     one = batch[0]
                     if len(one.items) == 1 and (item := one.items[0])["op"] == "write":
                         cur = await conn.execute(
@@ -545,7 +978,8 @@ class Store:
                     results = [row[0]]
                 else:
                     payload = [
-                        {"agent": p.agent, "message": p.message, "changes": p.items} for p in batch
+                        {"agent": p.agent, "message": p.message, "changes": p.items, "meta": p.meta}
+                        for p in batch
                     ]
                     cur = await conn.execute(
                         "SELECT dbcode_commit_many(%s, %s)", (workspace, Jsonb(payload))
@@ -587,6 +1021,8 @@ class Store:
                 self.hub.offer(_own_changeset(workspace, p, result))
                 revisions = {k: int(v) for k, v in result["revisions"].items()}
                 _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
+                if self.compact_history:
+                    self._remember_for_compaction(workspace, p, result)
 
     def _commit_error(
         self, workspace: str, items: list[dict[str, Any]], exc: psycopg.Error
@@ -638,9 +1074,10 @@ class Store:
         agent: str,
         base: int | None = None,
         message: str | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> CommitResult:
         return await self.commit(
-            workspace, [Change.write(path, text, base)], agent=agent, message=message
+            workspace, [Change.write(path, text, base)], agent=agent, message=message, meta=meta
         )
 
     async def import_files(
@@ -660,6 +1097,7 @@ class Store:
         validate.check_workspace(workspace)
         seen: set[str] = set()
         limit = self.content_bytes_max
+        superseded: list[tuple[str, int]] = []
 
         def staged_row(
             path: str, text: str, data: bytes | None = None
@@ -778,9 +1216,19 @@ class Store:
                         " FROM dbcode_plan p WHERE f.workspace_id = %s AND f.path = p.path",
                         (ws,),
                     )
+                    if updated and self.compact_history:
+                        cur = await conn.execute(
+                            "SELECT p.path, p.rev FROM dbcode_plan p JOIN dbcode_stage s"
+                            " ON s.path = p.path WHERE p.kind = 'update' AND s.size >= %s",
+                            (self.compact_text_bytes_min,),
+                        )
+                        superseded = [(str(p), int(r) - 1) for p, r in await cur.fetchall()]
                 await conn.execute("SELECT pg_notify('dbcode', %s)", (f"{workspace} {seq}",))
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
+        # The revisions the import superseded are compacted like a commit's.
+        for path, revision in superseded:
+            self._note_superseded(workspace, path, revision)
         return ImportResult(seq, created, updated, unchanged)
 
     # -- subscriptions ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -113,3 +114,28 @@ def text_bytes(
     if len(data) > limit:
         raise InvalidInput(f"{what}: {len(data)} bytes is over the limit of {limit} bytes")
     return data
+
+
+# A changeset's metadata: a JSON object of at most this many bytes (compact UTF-8 JSON).
+META_BYTES_MAX = 4096
+
+
+def check_meta(meta: object) -> dict[str, object] | None:
+    """A changeset's ``meta``: None, or a JSON object of at most META_BYTES_MAX bytes."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"invalid meta: a JSON object is needed, not {type(meta).__name__}")
+    try:
+        data = json.dumps(meta, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"invalid meta: not JSON ({exc})") from None
+    size = len(data.encode("utf-8"))
+    if size > META_BYTES_MAX:
+        raise InvalidInput(
+            f"meta too large: {size} bytes, at most {META_BYTES_MAX} (keep ids and links in it, "
+            "not whole conversations)"
+        )
+    if "\x00" in data or "\\u0000" in data:
+        raise InvalidInput("invalid meta: NUL characters cannot be stored")
+    return meta

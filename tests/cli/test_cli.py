@@ -81,6 +81,18 @@ BAD_CASES = [
     (["mv", "{ws}", "seed.txt", "../x"], None, "'..' segments"),
     (["cat", "{ws}", "seed.txt", "--rev", "9"], None, "has no revision 9"),
     (["log", "no-such-ws"], None, "unknown workspace"),
+    (["write", "{ws}", "seed.txt", "--meta", "{not json"], "new", "invalid --meta: not JSON"),
+    (["write", "{ws}", "seed.txt", "--meta", "[1, 2]"], "new", "a JSON object is needed"),
+    (["write", "{ws}", "m.txt", "--meta", '{"p": "' + "x" * 5000 + '"}'], "new", "meta too large"),
+    (["rm", "{ws}", "seed.txt", "--meta", "3"], None, "a JSON object is needed"),
+    (["mv", "{ws}", "seed.txt", "b.txt", "--meta", "nope"], None, "invalid --meta"),
+    (["cat", "{ws}", "seed.txt", "--at", "99"], None, "beyond the head"),
+    (["cat", "{ws}", "seed.txt", "--at", "-1"], None, "invalid seq -1"),
+    (["cat", "{ws}", "other.txt", "--at", "1"], None, "did not exist at seq 1"),
+    (["cat", "{ws}", "seed.txt", "--at", "1", "--rev", "1"], None, "not allowed with"),
+    (["blame", "{ws}", "seed.txt", "--rev", "9"], None, "has no revision 9"),
+    (["blame", "{ws}", "missing.txt"], None, "no such file"),
+    (["blame", "no-such-ws", "a.txt"], None, "unknown workspace"),
 ]
 
 
@@ -248,6 +260,68 @@ def test_write_formats_on_commit_when_asked(cli: Cli, workspace: str) -> None:
     r = cli("write", workspace, "g.py", input="def (:\n")
     assert r.returncode == 0 and "error(s)" in r.stderr and "invalid-syntax" in r.stderr
     assert cli("cat", workspace, "g.py").stdout == "def (:\n"  # stored as written
+
+
+def test_meta_blame_cat_at_and_compact(cli: Cli, workspace: str) -> None:
+    body = "".join(f"line {i}\n" for i in range(6))
+    meta = {"conversation": "conv-7", "task": "issue 16"}
+    r = cli("write", workspace, "a.txt", "--meta", json.dumps(meta), "-m", "first", input=body)
+    assert r.returncode == 0, r.stderr
+    changed = body.replace("line 2\n", "line two\n")
+    r = cli("write", workspace, "a.txt", input=changed, env={"DBCODE_AGENT": "bob"})
+    assert r.returncode == 0, r.stderr
+    assert cli("mv", workspace, "a.txt", "b.txt", "--meta", '{"why": "rename"}').returncode == 0
+    log = [json.loads(x) for x in cli("log", workspace, "--json").stdout.splitlines()]
+    assert [e["meta"] for e in log] == [{"why": "rename"}, None, meta]
+    assert '"conversation": "conv-7"' in cli("log", workspace).stdout
+    # Blame follows the rename: bob's line, the rest from the first write.
+    r = cli("blame", workspace, "b.txt", "--json")
+    assert r.returncode == 0, r.stderr
+    runs = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [(x["startLine"], x["endLine"], x["seq"], x["agent"]) for x in runs] == [
+        (1, 2, 1, "test-agent"),
+        (3, 3, 2, "bob"),
+        (4, 6, 1, "test-agent"),
+    ]
+    assert runs[0]["meta"] == meta and runs[0]["message"] == "first"
+    assert runs[0]["path"] == "a.txt" and runs[0]["revision"] == 1
+    text = cli("blame", workspace, "b.txt").stdout.splitlines()
+    assert len(text) == 6 and "bob" in text[2] and text[2].endswith("3) line two")
+    old = [
+        json.loads(x)
+        for x in cli("blame", workspace, "a.txt", "--rev", "1", "--json").stdout.splitlines()
+    ]
+    assert [(x["startLine"], x["endLine"], x["seq"]) for x in old] == [(1, 6, 1)]
+    # Time travel.
+    assert cli("cat", workspace, "a.txt", "--at", "1").stdout == body
+    assert cli("cat", workspace, "b.txt", "--at", "3").stdout == changed
+    r = cli("cat", workspace, "a.txt", "--at", "3")
+    assert r.returncode == 1 and "renamed away at seq 3" in r.stderr
+    # Nothing left to convert: the writes compacted what they superseded.
+    r = cli("compact", workspace)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("compacted 0 revision(s)")
+    assert cli("cat", workspace, "a.txt", "--rev", "1").stdout == body
+
+
+def test_compact_converts_a_whole_history(cli: Cli, workspace: str) -> None:
+    """Revisions written with compaction off (as before schema v4) become deltas with
+    `dbcode compact`, and every revision still reads back exactly."""
+    texts = [
+        "".join(
+            f"row {i:4} of a file big enough to compact {j if i == j else ''}\n" for i in range(150)
+        )
+        for j in range(12)
+    ]
+    off = {"DBCODE_HISTORY_COMPACT": "0"}
+    for t in texts:
+        assert cli("write", workspace, "h.txt", input=t, env=off).returncode == 0
+    r = cli("compact", workspace)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("compacted 11 revision(s) of 1 file(s)"), r.stdout
+    for rev, t in enumerate(texts, start=1):
+        assert cli("cat", workspace, "h.txt", "--rev", str(rev)).stdout == t
+    assert cli("compact", workspace).stdout.startswith("compacted 0 revision(s)")
 
 
 async def test_log_pages_and_says_when_the_default_limit_cut_it(

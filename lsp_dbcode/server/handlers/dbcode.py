@@ -11,7 +11,8 @@ from ...check import check_text, check_workspace, finding_json
 from ...store import InvalidInput, validate
 from ...store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from ...text.edits import content_hash
-from ...uris import changeset_json, make_uri, parse_uri
+from ...uris import blame_json, changeset_json, make_uri, parse_doc_uri
+from ..blame import target_of
 from ..session import Served
 
 if TYPE_CHECKING:
@@ -51,6 +52,12 @@ def _workspace(p: dict[str, Any]) -> str:
     return validate.check_workspace(_str(p, "workspace"))
 
 
+def _meta(p: dict[str, Any]) -> dict[str, Any] | None:
+    """``meta``: a small JSON object kept with the changeset (checked here, before anything is
+    read or written; the commit pipeline checks it again for its other callers)."""
+    return validate.check_meta(p.get("meta"))
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 
@@ -88,8 +95,16 @@ async def read_file(session: Session, params: Any) -> Any:
 
 async def read(session: Session, uri: str, revision: int | None) -> dict[str, Any]:
     """A file's text (and revision). The current one served is remembered: a didOpen of that
-    text is then known to be based on that revision."""
-    workspace, path = parse_uri(uri)
+    text is then known to be based on that revision. ``dbcode://WS@SEQ/PATH``: the file right
+    after changeset SEQ, marked ``readOnly`` (every write to that URI is refused by
+    ``uris.parse_uri``)."""
+    at = parse_doc_uri(uri)
+    if at.seq is not None:
+        if revision is not None:
+            raise InvalidInput(f"{uri} names its revision by its seq: no 'revision' with it")
+        old = await session.shared.store.read_at(at.workspace, at.path, at.seq)
+        return {"text": old.text, "revision": old.revision, "readOnly": True}
+    workspace, path = at.workspace, at.path
     f = await session.shared.store.read(workspace, path, revision)
     if revision is None:
         session.read_revisions[uri] = Served(f.revision, content_hash(f.text))
@@ -139,7 +154,8 @@ async def check(session: Session, params: Any) -> Any:
             "skipped": dict(sorted(report.skipped.items())),
         }
     uri = _str(p, "uri")
-    workspace, path = parse_uri(uri)
+    at = parse_doc_uri(uri)  # a current or an @SEQ document: both can be checked
+    workspace, path = at.workspace, at.path
     text = _str(p, "text", optional=True)
     revision = _int(p, "revision", optional=True)
     if text is not None:
@@ -166,13 +182,14 @@ async def check(session: Session, params: Any) -> Any:
 async def write_file(session: Session, params: Any) -> Any:
     p = _obj(params, "dbcode/writeFile")
     return await session.commits.write_file(
-        _str(p, "uri"), _str(p, "text"), _int(p, "baseRevision", optional=True)
+        _str(p, "uri"), _str(p, "text"), _int(p, "baseRevision", optional=True), _meta(p)
     )
 
 
 async def commit(session: Session, params: Any) -> Any:
     p = _obj(params, "dbcode/commit")
     workspace = _workspace(p)
+    meta = _meta(p)
     changes = p.get("changes")
     if not isinstance(changes, list) or not changes:
         raise InvalidInput("parameter 'changes' must be a non-empty list")
@@ -188,7 +205,25 @@ async def commit(session: Session, params: Any) -> Any:
                 "baseRevision": _int(c, "baseRevision", optional=True),
             }
         )
-    return await session.commits.commit(workspace, _str(p, "message", optional=True), checked)
+    return await session.commits.commit(workspace, _str(p, "message", optional=True), checked, meta)
+
+
+# -- history ---------------------------------------------------------------------------------
+
+
+async def blame(session: Session, params: Any) -> Any:
+    """{uri, revision?} -> [{startLine, endLine, seq, revision, path, agent, time, message,
+    meta}], lines 0-based inclusive (SPEC: History). Without a revision: the @seq of the URI,
+    else the base of the buffer open in this session, else the current revision."""
+    p = _obj(params, "dbcode/blame")
+    uri = _str(p, "uri")
+    rev = p.get("revision")
+    if rev is not None and (not isinstance(rev, int) or isinstance(rev, bool) or rev < 1):
+        raise InvalidInput("parameter 'revision' must be an integer >= 1")
+    store = session.shared.store
+    target = await target_of(store, session.docs, uri, rev)
+    runs = await store.blame(target.workspace, target.path, target.revision)
+    return [blame_json(r, line_base=0) for r in runs]
 
 
 # -- subscriptions ---------------------------------------------------------------------------

@@ -1,18 +1,20 @@
-"""Language features on open documents: code actions, formatting, symbols, folding, pulled
-diagnostics, and ``workspace/textDocumentContent``. Params and results are lsprotocol objects
-(pygls structures and serialises them); each handler gets the document and calls one function
-of the session's helpers."""
+"""Language features on open documents: hover (blame), code actions, formatting, symbols,
+folding, pulled diagnostics, and ``workspace/textDocumentContent``. Params and results are
+lsprotocol objects (pygls structures and serialises them); each handler gets the document and
+calls one function of the session's helpers."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
 from ...check import check_workspace
-from ...store import InvalidInput
+from ...store import InvalidInput, NotFound
 from ...text.merge import resolve
 from ...uris import make_uri
+from ..blame import NOT_COMMITTED_MARKDOWN, base_line, hover_markdown, target_of
 from ..client import workspace_edit
 from ..findings import as_objects, diagnostic_json, offsets_range_json, overlaps
 from .dbcode import read
@@ -43,6 +45,28 @@ async def text_document_content(
 ) -> types.TextDocumentContentResult:
     res = await read(session, params.uri, None)
     return types.TextDocumentContentResult(text=res["text"])
+
+
+async def hover(session: Session, params: types.HoverParams) -> types.Hover | None:
+    """Blame of the line: who last changed it, in which changeset, its message and meta, how
+    long ago (SPEC: History). A line of an open buffer is mapped onto the buffer's base
+    revision; a line the buffer itself changed is "not committed yet"."""
+    uri = params.text_document.uri
+    store = session.shared.store
+    try:
+        target = await target_of(store, session.docs, uri, None)
+    except (InvalidInput, NotFound):
+        return None  # not a dbcode document, or no such file (yet): nothing to say
+    line = base_line(session.docs.get(uri), params.position.line)
+    if line is None:
+        value = NOT_COMMITTED_MARKDOWN
+    else:
+        runs = await store.blame(target.workspace, target.path, target.revision)
+        run = next((r for r in runs if r.start_line <= line <= r.end_line), None)
+        if run is None:
+            return None
+        value = hover_markdown(run, target.path, datetime.now(UTC))
+    return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=value))
 
 
 async def code_action(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ...store import NotFound, StoreError
 from ...text.edits import content_hash
 from ...text.positions import LineIndex
-from ...uris import parse_uri
+from ...uris import parse_doc_uri, parse_uri
 from ..client import ERROR, WARNING
 from ..documents import OpenDoc
 
@@ -67,8 +67,12 @@ def did_open(session: Session, params: Any) -> bool:
 
 def open_document(session: Session, uri: str, language_id: str, version: int, text: str) -> None:
     """The document is registered at once (a didChange right behind the didOpen finds it);
-    reading the database happens in a task that holds the document's lock."""
+    reading the database happens in a task that holds the document's lock. A time-travel
+    document (``dbcode://WS@SEQ/PATH``) is read-only: nothing to keep in step or commit, so it
+    is not tracked (and opens without a warning)."""
     try:
+        if parse_doc_uri(uri).seq is not None:
+            return
         workspace, path = parse_uri(uri)
     except StoreError as exc:
         session.client.show(WARNING, f"dbcode: cannot open {uri}: {exc}")
