@@ -483,7 +483,10 @@ $fn$;
 # (DB423) a change by another agent inside an exclusive claim, records warnings for
 # non-exclusive ones in the transaction-local setting dbcode.claim_warnings, and moves the
 # claims' ranges with the change, so a claim's offsets always refer to the file's current
-# revision. A claim and a commit of its file serialise on the dbcode_file row lock.
+# revision. What a change touches is the stretch between the texts' common prefix and suffix;
+# when that stretch spans a claim (changes above and below it), the claim is untouched if its
+# text is still in the new text, and moves there. All of this runs only for a path that has
+# live claims: for the others the trigger costs one index probe. A claim and a commit of its file serialise on the dbcode_file row lock.
 #
 # A session belongs to a holder (one per process); the holder is alive while its connection
 # holds the advisory lock (HOLDER_LOCK_CLASS, holder id): PostgreSQL drops it when the process
@@ -679,6 +682,31 @@ BEGIN
 END
 $fn$;
 
+-- The offset (0-based, code points) of the occurrence of p_needle in p_text nearest to p_near,
+-- or NULL; at most CLAIM_FIND_MAX (64) occurrences are looked at.
+CREATE FUNCTION dbcode_find_near(p_text text, p_needle text, p_near integer) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    base integer := 0;
+    pos  integer;
+    best integer;
+    n    integer := 0;
+BEGIN
+    LOOP
+        pos := strpos(substr(p_text, base + 1), p_needle);
+        EXIT WHEN pos = 0 OR n >= 64;
+        n := n + 1;
+        pos := base + pos - 1;
+        IF best IS NULL OR abs(pos - p_near) < abs(best - p_near) THEN
+            best := pos;
+        END IF;
+        EXIT WHEN pos > p_near;
+        base := pos + 1;
+    END LOOP;
+    RETURN best;
+END
+$fn$;
+
 -- The claims check of every committed revision (statement trigger, transition table).
 CREATE FUNCTION dbcode_claims_on_commit() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -692,6 +720,7 @@ DECLARE
     hl       integer;
     pre      integer;
     touched  boolean;
+    found    integer;
     warn     jsonb;
     warns    jsonb;
 BEGIN
@@ -729,6 +758,15 @@ BEGIN
             touched := cl.whole OR r.kind <> 'update'
                 OR (hs < cl.end_off AND he > cl.start_off)
                 OR (hs = he AND cl.start_off < hs AND hs < cl.end_off);
+            found := NULL;
+            IF touched AND r.kind = 'update' AND NOT cl.whole AND cl.end_off > cl.start_off THEN
+                -- One stretch spans changes above and below the claim: it is untouched if its
+                -- text is still there (the occurrence nearest to where it would be).
+                found := dbcode_find_near(r.content,
+                    substr(old_text, cl.start_off + 1, cl.end_off - cl.start_off),
+                    cl.start_off + CASE WHEN hs < cl.start_off THEN hl - (he - hs) ELSE 0 END);
+                touched := found IS NULL;
+            END IF;
             IF touched AND cl.agent IS DISTINCT FROM who THEN
                 IF cl.exclusive THEN
                     RAISE EXCEPTION 'claimed by %: %', cl.agent, cl.note USING ERRCODE = 'DB423',
@@ -737,7 +775,11 @@ BEGIN
                 END IF;
                 warn := warn || jsonb_build_array(dbcode_claim_json(cl));
             END IF;
-            IF r.kind = 'update' AND NOT cl.whole THEN
+            IF found IS NOT NULL THEN
+                UPDATE dbcode_claim SET start_off = found,
+                    end_off = found + cl.end_off - cl.start_off, revision = r.revision
+                 WHERE id = cl.id;
+            ELSIF r.kind = 'update' AND NOT cl.whole THEN
                 IF he <= cl.start_off THEN
                     UPDATE dbcode_claim SET start_off = start_off + hl - (he - hs),
                         end_off = end_off + hl - (he - hs), revision = r.revision
