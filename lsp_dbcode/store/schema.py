@@ -486,7 +486,8 @@ $fn$;
 # revision. What a change touches is the stretch between the texts' common prefix and suffix;
 # when that stretch spans a claim (changes above and below it), the claim is untouched if its
 # text is still in the new text, and moves there. All of this runs only for a path that has
-# live claims: for the others the trigger costs one index probe. A claim and a commit of its file serialise on the dbcode_file row lock.
+# live claims: for the others the trigger costs one index probe. A claim and a commit of its
+# file serialise on the dbcode_file row lock.
 #
 # A session belongs to a holder (one per process); the holder is alive while its connection
 # holds the advisory lock (HOLDER_LOCK_CLASS, holder id): PostgreSQL drops it when the process
