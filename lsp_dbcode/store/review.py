@@ -22,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from ..text.anchors import line_span, map_range, span_lines
+from ..text.anchors import line_span, line_starts, map_range, span_lines
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from . import validate
@@ -288,10 +288,16 @@ class ReviewStore:
             for r in rows
         ]
         texts = await self._move(ws, anchors)
+        starts: dict[tuple[str, int], list[int]] = {}
         out: list[Thread] = []
         for r, a in zip(rows, anchors, strict=True):
             text = texts.get((a.path, a.rev))
-            lines = span_lines(text, a.start, a.end) if text is not None else None
+            lines = None
+            if text is not None:
+                at = starts.get((a.path, a.rev))
+                if at is None:
+                    at = starts[(a.path, a.rev)] = line_starts(text)
+                lines = span_lines(text, a.start, a.end, at)
             out.append(
                 Thread(
                     id=a.id,

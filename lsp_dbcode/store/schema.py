@@ -651,35 +651,80 @@ LANGUAGE sql STABLE AS $fn$
         'revision', c.revision, 'since', c.since, 'expiresAt', c.expires_at)
 $fn$;
 
--- Length of the common prefix / suffix (code points) of two texts, by bisection on left() /
--- right() (memcmp in C; O(n log n)): only run for a file that has live claims.
-CREATE FUNCTION dbcode_common_prefix(a text, b text) RETURNS integer
+-- Common prefix and suffix (in code points) of two texts, for a file that has live claims.
+-- On bytes: chunks that double in size are compared from each end (bytea substrings are O(1)
+-- to reach, text ones walk every character), then the last chunk is bisected; the ends are
+-- moved back to character boundaries. O(length of the common parts).
+CREATE FUNCTION dbcode_common_ends(a text, b text, OUT pre integer, OUT suf integer)
 LANGUAGE plpgsql IMMUTABLE AS $fn$
 DECLARE
-    lo  integer := 0;
-    hi  integer := least(length(a), length(b));
+    ba  bytea := convert_to(a, 'UTF8');
+    bb  bytea := convert_to(b, 'UTF8');
+    la  integer := length(ba);
+    lb  integer := length(bb);
+    lim integer := least(la, lb);
+    lo  integer := 0;   -- bytes known equal
+    k   integer := 64;
+    hi  integer;
     mid integer;
 BEGIN
-    WHILE lo < hi LOOP
-        mid := (lo + hi + 1) / 2;
-        IF left(a, mid) = left(b, mid) THEN lo := mid; ELSE hi := mid - 1; END IF;
+    LOOP  -- prefix: gallop
+        hi := least(lim, lo + k);
+        EXIT WHEN hi = lo
+            OR substring(ba FROM lo + 1 FOR hi - lo) <> substring(bb FROM lo + 1 FOR hi - lo);
+        lo := hi;
+        k := k * 2;
     END LOOP;
-    RETURN lo;
-END
-$fn$;
-
-CREATE FUNCTION dbcode_common_suffix(a text, b text, lim integer) RETURNS integer
-LANGUAGE plpgsql IMMUTABLE AS $fn$
-DECLARE
-    lo  integer := 0;
-    hi  integer := lim;
-    mid integer;
-BEGIN
-    WHILE lo < hi LOOP
-        mid := (lo + hi + 1) / 2;
-        IF right(a, mid) = right(b, mid) THEN lo := mid; ELSE hi := mid - 1; END IF;
+    WHILE hi - lo > 1 LOOP  -- the first difference is in (lo, hi]: bisect
+        mid := (lo + hi) / 2;
+        IF substring(ba FROM lo + 1 FOR mid - lo) = substring(bb FROM lo + 1 FOR mid - lo) THEN
+            lo := mid;
+        ELSE
+            hi := mid;
+        END IF;
     END LOOP;
-    RETURN lo;
+    IF hi = lo + 1 AND hi <= lim AND get_byte(ba, lo) = get_byte(bb, lo) THEN
+        lo := hi;
+    END IF;
+    WHILE lo > 0 AND lo < la AND (get_byte(ba, lo) & 192) = 128 LOOP
+        lo := lo - 1;  -- not inside a character
+    END LOOP;
+    pre := length(convert_from(substring(ba FROM 1 FOR lo), 'UTF8'));
+    lim := lim - lo;
+    hi := 0;
+    k := 64;
+    mid := 0;
+    -- suffix: bytes equal from the end, at most lim
+    DECLARE
+        s_lo integer := 0;
+        s_hi integer;
+    BEGIN
+        LOOP
+            s_hi := least(lim, s_lo + k);
+            EXIT WHEN s_hi = s_lo
+                OR substring(ba FROM la - s_hi + 1 FOR s_hi - s_lo)
+                   <> substring(bb FROM lb - s_hi + 1 FOR s_hi - s_lo);
+            s_lo := s_hi;
+            k := k * 2;
+        END LOOP;
+        WHILE s_hi - s_lo > 1 LOOP
+            mid := (s_lo + s_hi) / 2;
+            IF substring(ba FROM la - mid + 1 FOR mid - s_lo)
+               = substring(bb FROM lb - mid + 1 FOR mid - s_lo) THEN
+                s_lo := mid;
+            ELSE
+                s_hi := mid;
+            END IF;
+        END LOOP;
+        IF s_hi = s_lo + 1 AND s_hi <= lim
+           AND get_byte(ba, la - s_hi) = get_byte(bb, lb - s_hi) THEN
+            s_lo := s_hi;
+        END IF;
+        WHILE s_lo > 0 AND (get_byte(ba, la - s_lo) & 192) = 128 LOOP
+            s_lo := s_lo - 1;
+        END LOOP;
+        suf := length(convert_from(substring(ba FROM la - s_lo + 1), 'UTF8'));
+    END;
 END
 $fn$;
 
@@ -715,11 +760,13 @@ DECLARE
     cl       dbcode_claim;
     who      text;
     old_text text;
+    new_text text;
     old_len  integer;
     hs       integer;  -- the changed stretch: old text [hs, he) became [hs, hs + hl)
     he       integer;
     hl       integer;
     pre      integer;
+    suf      integer;
     touched  boolean;
     found    integer;
     warn     jsonb;
@@ -741,12 +788,12 @@ BEGIN
              WHERE workspace_id = r.workspace_id AND path = r.path
                AND revision = r.revision - 1;
             IF old_text IS NOT NULL THEN
+                new_text := r.content;
                 old_len := length(old_text);
-                pre := dbcode_common_prefix(old_text, r.content);
+                SELECT e.pre, e.suf INTO pre, suf FROM dbcode_common_ends(old_text, new_text) e;
                 hs := pre;
-                he := old_len - dbcode_common_suffix(old_text, r.content,
-                                                     least(old_len, length(r.content)) - pre);
-                hl := length(r.content) - (old_len - he) - hs;
+                he := old_len - suf;
+                hl := length(new_text) - suf - hs;
             END IF;
         END IF;
         warn := '[]';
@@ -763,7 +810,7 @@ BEGIN
             IF touched AND r.kind = 'update' AND NOT cl.whole AND cl.end_off > cl.start_off THEN
                 -- One stretch spans changes above and below the claim: it is untouched if its
                 -- text is still there (the occurrence nearest to where it would be).
-                found := dbcode_find_near(r.content,
+                found := dbcode_find_near(new_text,
                     substr(old_text, cl.start_off + 1, cl.end_off - cl.start_off),
                     cl.start_off + CASE WHEN hs < cl.start_off THEN hl - (he - hs) ELSE 0 END);
                 touched := found IS NULL;

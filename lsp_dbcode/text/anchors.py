@@ -25,13 +25,21 @@ Pure functions on ``str`` offsets; property-tested in tests/text/test_anchors.py
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lsp_dbcode.text.edits import Edit
 from lsp_dbcode.text.positions import _line_starts
 
-__all__ = ["SURVIVOR_RUN_CHARS_MIN", "Mapped", "line_span", "map_range", "span_lines"]
+__all__ = [
+    "SURVIVOR_RUN_CHARS_MIN",
+    "Mapped",
+    "line_span",
+    "line_starts",
+    "map_range",
+    "span_lines",
+]
 
 # An unchanged run with this many non-blank characters keeps a range alive.
 SURVIVOR_RUN_CHARS_MIN = 3
@@ -131,13 +139,18 @@ def line_span(text: str, first: int, last: int) -> tuple[int, int]:
     return starts[first - 1], end
 
 
-def span_lines(text: str, start: int, end: int) -> tuple[int, int]:
+def span_lines(text: str, start: int, end: int, starts: list[int] | None = None) -> tuple[int, int]:
     """Lines (1-based, inclusive) that ``[start, end)`` of ``text`` covers; a range that ends
-    at the start of a line does not cover that line."""
-    from bisect import bisect_right
-
-    starts = _line_starts(text)
+    at the start of a line does not cover that line. ``starts``: ``line_starts(text)``, when
+    the caller has it (many ranges of one text)."""
+    if starts is None:
+        starts = _line_starts(text)
     first = bisect_right(starts, min(start, len(text)))
     last_offset = max(start, end - 1) if end > start else start
     last = bisect_right(starts, min(last_offset, len(text)))
     return first, max(first, last)
+
+
+def line_starts(text: str) -> list[int]:
+    """Offsets where the lines of ``text`` start (for ``span_lines``)."""
+    return _line_starts(text)

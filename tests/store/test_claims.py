@@ -255,3 +255,31 @@ async def test_release_errors(store: Store, workspace: str) -> None:
     with pytest.raises(NotFound, match="no claim 999999"):
         await store.release(workspace, 999999, agent="ann")
     assert [c.id for c in await store.claims(workspace)] == [claim.id]
+
+
+def _common_ends(a: str, b: str) -> tuple[int, int]:
+    p = 0
+    while p < min(len(a), len(b)) and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < min(len(a), len(b)) - p and a[-1 - s] == b[-1 - s]:
+        s += 1
+    return p, s
+
+
+async def test_common_ends_in_sql_match_python(store: Store) -> None:
+    """dbcode_common_ends (bytes, galloping, character boundaries) against a plain loop."""
+    import random
+
+    rnd = random.Random(15)
+    alphabet = ["a", "b", "é", "😀", "中", "\n", "\r\n", "ab"]
+    cases = [("", ""), ("abc", "abc"), ("é", "è"), ("😀a", "😁a"), ("x" * 500, "x" * 501)]
+    for _ in range(400):
+        a = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))
+        b = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))
+        if rnd.random() < 0.6:
+            b = a[: rnd.randint(0, len(a))] + b[:3] + a[rnd.randint(0, len(a)) :]
+        cases.append((a, b))
+    for a, b in cases:
+        (got,) = await store._fetchall("SELECT pre, suf FROM dbcode_common_ends(%s, %s)", (a, b))
+        assert tuple(got) == _common_ends(a, b), (a, b)
