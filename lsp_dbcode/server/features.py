@@ -18,7 +18,15 @@ from pygls.protocol import lsp_method
 
 from .. import __version__
 from ..check import check_workspace
-from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError, validate
+from ..store import (
+    Claimed,
+    Conflict,
+    DatabaseUnavailable,
+    InvalidInput,
+    NotFound,
+    StoreError,
+    validate,
+)
 from ..text.merge import resolve
 from ..text.positions import Encoding
 from ..uris import make_uri
@@ -65,6 +73,14 @@ def rpc_error(exc: Exception) -> JsonRpcException:
                 "uri": make_uri(exc.workspace, exc.path),
                 "currentRevision": exc.current_revision,
             },
+        )
+    if isinstance(exc, Claimed):
+        from .review import CODE_CLAIMED, claim_lsp
+
+        return JsonRpcException(
+            code=CODE_CLAIMED,
+            message=str(exc),
+            data={"uri": make_uri(exc.workspace, exc.path), "claim": claim_lsp(exc.claim)},
         )
     if isinstance(exc, NotFound):
         return JsonRpcException(code=CODE_NOT_FOUND, message=str(exc))
@@ -142,6 +158,10 @@ def create_server(
             return wrapped
 
         return register
+
+    from .review import register as register_review
+
+    register_review(server, session, lean)
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: DbcodeLanguageServer, params: types.InitializeParams) -> None:
@@ -246,7 +266,9 @@ def create_server(
     async def subscribe(ls: DbcodeLanguageServer, params: Any) -> Any:
         p = _obj(params, "dbcode/subscribe")
         return await session.subscribe(
-            validate.check_workspace(_str(p, "workspace")), _int(p, "sinceSeq", optional=True)
+            validate.check_workspace(_str(p, "workspace")),
+            _int(p, "sinceSeq", optional=True),
+            _int(p, "sinceCommentSeq", optional=True),
         )
 
     @lean("dbcode/unsubscribe")

@@ -57,6 +57,15 @@ def _acquire_now(lock: asyncio.Lock) -> None:
     raise AssertionError("the lock was not free")
 
 
+def _warnings_lsp(warnings: tuple[Any, ...]) -> dict[str, Any]:
+    """A commit result's ``warnings``: other agents' non-exclusive claims it touched."""
+    if not warnings:
+        return {}
+    from .review import claim_lsp
+
+    return {"warnings": [claim_lsp(c) for c in warnings]}
+
+
 class Session:
     def __init__(self, app: App, ls: LanguageServer) -> None:
         self.app = app
@@ -177,6 +186,12 @@ class Session:
         for task in [*self._subscriptions.values(), *self._tasks]:
             task.cancel()
         self._subscriptions.clear()
+        from .review import end_session
+
+        try:
+            await end_session(self)
+        except Exception as exc:  # the holder's end (process exit) ends its claims anyway
+            log.warning("ending the session's claims failed: %s", exc)
 
     # -- initialize -------------------------------------------------------------------------
 
@@ -654,13 +669,14 @@ class Session:
         self.app.anticipate(workspace, path, text)
         res = await self.store.write(workspace, path, text, agent=self.agent, base=base)
         rev = res.revisions[path]
+        warnings = _warnings_lsp(res.warnings)
         self.app.remember(workspace, path, rev, text)
         if doc is not None:
             async with doc.lock:
                 doc.seen_rev = max(doc.seen_rev, rev)
                 doc.target_rev, doc.target_text, doc.target_agent = rev, text, self.agent
                 await self.sync.reconcile(doc)
-        return {"revision": rev, "seq": res.seq}
+        return {"revision": rev, "seq": res.seq, **warnings}
 
     async def commit(
         self, workspace: str, message: str | None, changes: list[dict[str, Any]]
@@ -680,7 +696,11 @@ class Session:
                 items.append(Change.write(path, text, base))
                 self.app.anticipate(workspace, path, text)
         res = await self.store.commit(workspace, items, agent=self.agent, message=message)
-        return {"seq": res.seq, "revisions": {uris[p]: r for p, r in res.revisions.items()}}
+        return {
+            "seq": res.seq,
+            "revisions": {uris[p]: r for p, r in res.revisions.items()},
+            **_warnings_lsp(res.warnings),
+        }
 
     async def log(self, workspace: str, path: str | None, limit: int) -> list[dict[str, Any]]:
         out = []
@@ -705,14 +725,28 @@ class Session:
             for f in await self.store.list_files(workspace, prefix)
         ]
 
-    async def subscribe(self, workspace: str, since: int | None) -> dict[str, Any]:
+    async def subscribe(
+        self, workspace: str, since: int | None, since_comment: int | None = None
+    ) -> dict[str, Any]:
+        from .review import notify_comments
+
         head = await self.store.head(workspace)
+        comment_head = await self.store.review_head(workspace)
         start = head if since is None else since
         old = self._subscriptions.pop(workspace, None)
         if old:
             old.cancel()
+        old = self._subscriptions.pop("\0review " + workspace, None)
+        if old:
+            old.cancel()
         self._subscriptions[workspace] = self.run_task(self._notify_commits(workspace, start))
-        return {"seq": head}
+        # dbcode/didComment: the review feed, from sinceCommentSeq (default: now).
+        self._subscriptions["\0review " + workspace] = self.run_task(
+            notify_comments(
+                self, workspace, comment_head if since_comment is None else since_comment
+            )
+        )
+        return {"seq": head, "commentSeq": comment_head}
 
     async def _notify_commits(self, workspace: str, since: int) -> None:
         await asyncio.sleep(0)  # the subscribe response goes out first
@@ -722,9 +756,10 @@ class Session:
             self.ls.protocol.notify("dbcode/didCommit", changeset_json(cs))
 
     def unsubscribe(self, workspace: str) -> None:
-        task = self._subscriptions.pop(workspace, None)
-        if task:
-            task.cancel()
+        for key in (workspace, "\0review " + workspace):
+            task = self._subscriptions.pop(key, None)
+            if task:
+                task.cancel()
 
     def _analyse(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None = None) -> None:
         if not doc.broken:

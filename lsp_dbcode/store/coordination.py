@@ -327,6 +327,15 @@ class CoordinationStore:
             )
         raise NotFound(f"no claim {claim_id} in workspace {workspace!r} (released or expired?)")
 
+    async def claim_workspace(self, claim_id: int) -> str | None:
+        """The workspace a claim is in (None: no such claim)."""
+        rows = await self._fetchall(
+            "SELECT w.name FROM dbcode_claim c JOIN dbcode_workspace w ON w.id = c.workspace_id"
+            " WHERE c.id = %s",
+            (claim_id,),
+        )
+        return str(rows[0][0]) if rows else None
+
     async def claims(self, workspace: str, path: str | None = None) -> list[Claim]:
         """The live claims of the workspace (or of one file), with their lines."""
         ws = await self._workspace_id(workspace)

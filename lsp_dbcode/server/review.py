@@ -1,0 +1,281 @@
+"""The LSP side of review threads, claims and presence (SPEC.md, Review and Coordination).
+
+Additive on purpose (the server is being re-cut): ``register(server, session, lean)`` adds the
+``dbcode/comment``, ``reply``, ``resolve``, ``comments``, ``claim``, ``release``, ``claims`` and
+``presence`` requests; ``notify_comments`` feeds ``dbcode/didComment`` to a subscriber;
+``Coordination`` is a session's row in ``dbcode_session`` (claims made by the session hang on
+it and end with it, also when the process is killed: store/coordination.py). Ranges come and
+go in the session's position encoding; the store works in code points.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..store import Claim, InvalidInput, ReviewEvent, Thread, validate
+from ..store.coordination import CLAIM_TTL_S_DEFAULT
+from ..text.positions import Encoding, LineIndex, PositionError
+from ..uris import make_uri, parse_uri
+
+CODE_CLAIMED = 423
+
+Lean = Callable[[str], Callable[[Callable[..., Awaitable[Any]]], Any]]
+
+
+def claim_lsp(c: Claim, index: LineIndex | None = None, encoding: Encoding = Encoding.UTF16) -> Any:
+    """A claim as LSP clients see it: ``range`` only for a ranged claim whose text we have."""
+    out: dict[str, Any] = {
+        "id": c.id,
+        "agent": c.agent,
+        "uri": make_uri(c.workspace, c.path),
+        "note": c.note,
+        "exclusive": c.exclusive,
+        "since": c.since.isoformat(),
+        "expiresAt": c.expires_at.isoformat(),
+    }
+    if not c.whole and index is not None:
+        out["range"] = _range(index, c.start, c.end, encoding)
+    return out
+
+
+def _range(index: LineIndex, start: int, end: int, encoding: Encoding) -> dict[str, Any]:
+    n = len(index.text)
+    (sl, sc), (el, ec) = (
+        index.position(min(start, n), encoding),
+        index.position(min(end, n), encoding),
+    )
+    return {"start": {"line": sl, "character": sc}, "end": {"line": el, "character": ec}}
+
+
+def _span(index: LineIndex, rng: Any, encoding: Encoding) -> tuple[int, int]:
+    """Offsets of an LSP range (strict: a range beyond the end of the text is refused)."""
+    try:
+        start = index.offset(int(rng["start"]["line"]), int(rng["start"]["character"]), encoding)
+        end = index.offset(int(rng["end"]["line"]), int(rng["end"]["character"]), encoding)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, PositionError):
+            raise InvalidInput(f"range {rng} is not within the file: {exc}") from None
+        raise InvalidInput(f"invalid range {rng!r}: use {{start, end}} positions") from None
+    if end < start:
+        raise InvalidInput(f"invalid range {rng!r}: it ends before it starts")
+    return start, end
+
+
+def thread_lsp(t: Thread, index: LineIndex | None, encoding: Encoding) -> dict[str, Any]:
+    return {
+        "thread": t.id,
+        "uri": make_uri(t.workspace, t.path),
+        "path": t.path,
+        "range": _range(index, t.start, t.end, encoding) if index is not None else None,
+        "revision": t.revision,
+        "kind": t.kind,
+        "state": t.state,
+        "outdated": t.outdated,
+        "replacement": t.replacement,
+        "comments": [
+            {"id": c.id, "agent": c.agent, "text": c.text, "time": c.time.isoformat()}
+            for c in t.comments
+        ],
+    }
+
+
+def event_lsp(e: ReviewEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "workspace": e.workspace,
+        "thread": e.thread,
+        "event": e.event,
+        "agent": e.agent,
+        "seq": e.seq,
+        "atSeq": e.at_seq,
+        "time": e.time.isoformat(),
+    }
+    if e.comment is not None:
+        out["comment"] = {
+            "id": e.comment.id,
+            "agent": e.comment.agent,
+            "text": e.comment.text,
+            "time": e.comment.time.isoformat(),
+        }
+    return out
+
+
+class Coordination:
+    """A session's row in dbcode_session, made on first use, ended with the session."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.id: int | None = None
+
+    async def session_id(self) -> int:
+        if self.id is None:
+            self.id = await self.session.store.open_session(self.session.agent, self.session.mode)
+        return self.id
+
+    async def close(self) -> None:
+        if self.id is not None:
+            sid, self.id = self.id, None
+            await self.session.store.close_session(sid)
+
+
+_coordination: weakref.WeakKeyDictionary[Any, Coordination] = weakref.WeakKeyDictionary()
+
+
+def coordination(session: Any) -> Coordination:
+    found = _coordination.get(session)
+    if found is None:
+        found = _coordination[session] = Coordination(session)
+    return found
+
+
+async def end_session(session: Any) -> None:
+    """The session ends: its claims and presence go (others are told)."""
+    found = _coordination.pop(session, None)
+    if found is not None:
+        await found.close()
+
+
+async def notify_comments(session: Any, workspace: str, since: int) -> None:
+    """``dbcode/didComment`` for every review event after ``since``, in order, once."""
+    async for e in session.store.subscribe_review(workspace, since):
+        if session.closed:
+            return
+        session.notify_raw("dbcode/didComment", event_lsp(e))
+
+
+def register(server: Any, session: Any, lean: Lean) -> None:
+    from .features import _int, _obj, _str  # features imports this module
+
+    store = session.store
+
+    async def index_of(workspace: str, path: str, revision: int | None = None) -> Any:
+        f = await store.read(workspace, path, revision)
+        return f, LineIndex(f.text)
+
+    @lean("dbcode/comment")
+    async def comment(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/comment")
+        uri = _str(p, "uri")
+        workspace, path = parse_uri(uri)
+        revision = _int(p, "revision", optional=True)
+        if revision is None:
+            doc = session.docs.get(uri)
+            if doc is not None and doc.base_rev > 0:
+                revision = doc.base_rev
+        f, index = await index_of(workspace, path, revision)
+        span = _span(index, p.get("range"), session.encoding)
+        made = await store.comment(
+            workspace,
+            path,
+            _str(p, "text"),
+            agent=session.agent,
+            span=span,
+            revision=f.revision,
+            kind=_str(p, "kind", optional=True) or "note",
+            replacement=_str(p, "replacement", optional=True),
+        )
+        return {"thread": made.thread, "id": made.id}
+
+    @lean("dbcode/reply")
+    async def reply(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/reply")
+        workspace = validate.check_workspace(_str(p, "workspace"))
+        cid = await store.reply(workspace, _int(p, "thread"), _str(p, "text"), agent=session.agent)
+        return {"id": cid}
+
+    @lean("dbcode/resolve")
+    async def resolve(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/resolve")
+        workspace = validate.check_workspace(_str(p, "workspace"))
+        resolved = p.get("resolved", True)
+        if not isinstance(resolved, bool):
+            raise InvalidInput("parameter 'resolved' must be true or false")
+        await store.resolve(workspace, _int(p, "thread"), agent=session.agent, resolved=resolved)
+        return None
+
+    @lean("dbcode/comments")
+    async def comments(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/comments")
+        workspace = validate.check_workspace(_str(p, "workspace"))
+        state = _str(p, "state", optional=True) or "open"
+        threads = await store.threads(workspace, _str(p, "path", optional=True), state)
+        indexes: dict[tuple[str, int], LineIndex | None] = {}
+        out = []
+        for t in threads:
+            key = (t.path, t.revision)
+            if key not in indexes:
+                try:
+                    indexes[key] = LineIndex(await store.revision_text(workspace, *key))
+                except Exception:  # a deleted file: no text, no range
+                    indexes[key] = None
+            out.append(thread_lsp(t, indexes[key], session.encoding))
+        return out
+
+    @lean("dbcode/claim")
+    async def claim(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/claim")
+        workspace, path = parse_uri(_str(p, "uri"))
+        span = None
+        if p.get("range") is not None:
+            _, index = await index_of(workspace, path)
+            span = _span(index, p["range"], session.encoding)
+        ttl = p.get("ttlSeconds", CLAIM_TTL_S_DEFAULT)
+        exclusive = p.get("exclusive", False)
+        if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+            raise InvalidInput("parameter 'ttlSeconds' must be a number")
+        if not isinstance(exclusive, bool):
+            raise InvalidInput("parameter 'exclusive' must be true or false")
+        made = await store.claim(
+            workspace,
+            path,
+            agent=session.agent,
+            span=span,
+            note=_str(p, "note", optional=True) or "",
+            exclusive=exclusive,
+            ttl_s=float(ttl),
+            claim_id=_int(p, "id", optional=True),
+            session=await coordination(session).session_id(),
+        )
+        return {"id": made.id, "expiresAt": made.expires_at.isoformat()}
+
+    @lean("dbcode/release")
+    async def release(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/release")
+        claim_id = _int(p, "id")
+        workspace = await store.claim_workspace(claim_id)
+        if workspace is None:
+            raise InvalidInput(f"no claim {claim_id} (released or expired?)")
+        await store.release(workspace, claim_id, agent=session.agent)
+        return None
+
+    @lean("dbcode/claims")
+    async def claims(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/claims")
+        workspace = validate.check_workspace(_str(p, "workspace"))
+        out = []
+        indexes: dict[tuple[str, int], LineIndex] = {}
+        for c in await store.claims(workspace, _str(p, "path", optional=True)):
+            index = None
+            if not c.whole:
+                key = (c.path, c.revision)
+                if key not in indexes:
+                    indexes[key] = LineIndex(await store.revision_text(workspace, *key))
+                index = indexes[key]
+            out.append(claim_lsp(c, index, session.encoding))
+        return out
+
+    @lean("dbcode/presence")
+    async def presence(ls: Any, params: Any) -> Any:
+        p = _obj(params, "dbcode/presence")
+        workspace = validate.check_workspace(_str(p, "workspace"))
+        return [
+            {
+                "agent": r.agent,
+                "path": r.path,
+                "uri": make_uri(workspace, r.path),
+                "mode": r.mode,
+                "since": r.since.isoformat(),
+            }
+            for r in await store.presence(workspace, _str(p, "path", optional=True))
+        ]

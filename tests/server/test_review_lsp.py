@@ -1,0 +1,138 @@
+"""Review threads and claims over LSP: real server processes, real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import pytest
+from pygls.exceptions import JsonRpcException
+
+from lsp_dbcode.store import Store
+from lsp_dbcode.uris import make_uri
+from tests.server.editor import Editor, wait_until
+
+CODE = "".join(f"x{i} = {i}\n" for i in range(10))
+
+STANDALONE = {"DBCODE_SERVE_STANDALONE": "1"}  # its own server process
+
+
+def rng(l1: int, c1: int, l2: int, c2: int) -> dict[str, Any]:
+    return {"start": {"line": l1, "character": c1}, "end": {"line": l2, "character": c2}}
+
+
+async def test_comment_reaches_another_process_and_follows_the_code(
+    database_url: str, store: Store, workspace: str
+) -> None:
+    await store.write(workspace, "m.py", CODE, agent="seed")
+    uri = make_uri(workspace, "m.py")
+    a = await Editor.start(database_url, "ann", env=STANDALONE)
+    b = await Editor.start(database_url, "bob", env=STANDALONE)
+    got: list[Any] = []
+    b.client.feature("dbcode/didComment")(lambda ls, params: got.append(params))
+    try:
+        sub = await b.request("dbcode/subscribe", {"workspace": workspace})
+        assert sub["commentSeq"] == 0
+        made = await a.request(
+            "dbcode/comment", {"uri": uri, "range": rng(4, 0, 5, 0), "text": "why 4?"}
+        )
+        await wait_until(lambda: len(got) == 1, what="didComment")
+        ev = got[0]
+        assert (ev["thread"], ev["event"], ev["agent"]) == (made["thread"], "created", "ann")
+        assert ev["comment"]["text"] == "why 4?"
+        # Another agent inserts lines above: the thread moves with its text.
+        await store.write(workspace, "m.py", "import os\nimport sys\n" + CODE, agent="carl")
+        (t,) = await b.request("dbcode/comments", {"workspace": workspace})
+        assert t["range"] == rng(6, 0, 7, 0) and t["uri"] == uri and not t["outdated"]
+        await b.request(
+            "dbcode/reply", {"workspace": workspace, "thread": t["thread"], "text": "ok"}
+        )
+        await b.request("dbcode/resolve", {"workspace": workspace, "thread": t["thread"]})
+        await wait_until(lambda: len(got) == 3, what="replied, resolved")
+        assert [e["event"] for e in got] == ["created", "replied", "resolved"]
+        assert await b.request("dbcode/comments", {"workspace": workspace}) == []
+        # Bad input: a JSON-RPC error, nothing written, the session goes on.
+        for params in (
+            {"uri": uri, "range": rng(40, 0, 41, 0), "text": "x"},
+            {"uri": make_uri(workspace, "nope.py"), "range": rng(0, 0, 0, 1), "text": "x"},
+            {"uri": uri, "range": rng(0, 0, 0, 1), "text": ""},
+        ):
+            with pytest.raises(JsonRpcException):
+                await a.request("dbcode/comment", params)
+        with pytest.raises(JsonRpcException, match="no thread 999999"):
+            await a.request("dbcode/reply", {"workspace": workspace, "thread": 999999, "text": "x"})
+        assert (
+            len(await a.request("dbcode/comments", {"workspace": workspace, "state": "all"})) == 1
+        )
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_exclusive_claim_423_warnings_and_session_end(
+    database_url: str, store: Store, workspace: str
+) -> None:
+    await store.write(workspace, "m.py", CODE, agent="seed")
+    uri = make_uri(workspace, "m.py")
+    a = await Editor.start(database_url, "ann", env=STANDALONE)
+    b = await Editor.start(database_url, "bob", env=STANDALONE)
+    try:
+        made = await a.request(
+            "dbcode/claim",
+            {"uri": uri, "range": rng(2, 0, 4, 0), "exclusive": True, "note": "mine"},
+        )
+        (c,) = await b.request("dbcode/claims", {"workspace": workspace})
+        assert (c["id"], c["agent"], c["note"], c["range"]) == (
+            made["id"],
+            "ann",
+            "mine",
+            rng(2, 0, 4, 0),
+        )
+        with pytest.raises(JsonRpcException) as info:
+            await b.request(
+                "dbcode/writeFile", {"uri": uri, "text": CODE.replace("x3 = 3", "x3 = 33")}
+            )
+        assert info.value.code == 423
+        assert info.value.data["uri"] == uri and info.value.data["claim"]["agent"] == "ann"
+        assert info.value.data["claim"]["note"] == "mine"
+        await b.request("dbcode/writeFile", {"uri": uri, "text": CODE.replace("x8 = 8", "x8 = 88")})
+        # A non-exclusive claim warns in the result.
+        await store.write(workspace, "n.py", "y = 1\n", agent="seed")
+        await a.request("dbcode/claim", {"uri": make_uri(workspace, "n.py"), "note": "reading"})
+        res = await b.request(
+            "dbcode/commit",
+            {
+                "workspace": workspace,
+                "changes": [{"uri": make_uri(workspace, "n.py"), "text": "y = 2\n"}],
+            },
+        )
+        assert [w["note"] for w in res["warnings"]] == ["reading"]
+        # A's session ends: its claims end with it.
+        await a.stop()
+        assert await store.claims(workspace) == []
+    finally:
+        await b.stop()
+
+
+async def test_claim_vanishes_when_its_server_is_killed(
+    database_url: str, store: Store, workspace: str
+) -> None:
+    await store.write(workspace, "m.py", CODE, agent="seed")
+    a = await Editor.start(database_url, "ann", env=STANDALONE)
+    await a.request(
+        "dbcode/claim",
+        {"uri": make_uri(workspace, "m.py"), "exclusive": True, "ttlSeconds": 600},
+    )
+    assert len(await store.claims(workspace)) == 1
+    server = a.client._server
+    assert server is not None
+    os.kill(server.pid, signal.SIGKILL)
+    await asyncio.wait_for(server.wait(), 10)
+    for _ in range(100):
+        if not await store.claims(workspace):
+            break
+        await asyncio.sleep(0.1)
+    assert await store.claims(workspace) == []
+    await store.write(workspace, "m.py", "free\n", agent="bob")
