@@ -10,14 +10,18 @@ go in the session's position encoding; the store works in code points.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..store import Claim, InvalidInput, ReviewEvent, Thread, validate
+from ..store import Claim, InvalidInput, ReviewEvent, StoreError, Thread, validate
 from ..store.coordination import CLAIM_TTL_S_DEFAULT
 from ..text.positions import Encoding, LineIndex, PositionError
 from ..uris import make_uri, parse_uri
+
+log = logging.getLogger(__name__)
 
 CODE_CLAIMED = 423
 
@@ -107,6 +111,8 @@ class Coordination:
     def __init__(self, session: Any) -> None:
         self.session = session
         self.id: int | None = None
+        # One session row however many requests race for it; presence changes in their order.
+        self.lock = asyncio.Lock()
 
     async def session_id(self) -> int:
         if self.id is None:
@@ -122,6 +128,12 @@ class Coordination:
 _coordination: weakref.WeakKeyDictionary[Any, Coordination] = weakref.WeakKeyDictionary()
 
 
+async def _locked_session_id(session: Any) -> int:
+    coord = coordination(session)
+    async with coord.lock:
+        return await coord.session_id()
+
+
 def coordination(session: Any) -> Coordination:
     found = _coordination.get(session)
     if found is None:
@@ -134,6 +146,28 @@ async def end_session(session: Any) -> None:
     found = _coordination.pop(session, None)
     if found is not None:
         await found.close()
+
+
+def presence_changed(session: Any, workspace: str, path: str, *, present: bool) -> None:
+    """didOpen / didClose: record who has the file open (a task: the document is not held up)."""
+
+    async def record() -> None:
+        coord = coordination(session)
+        try:
+            async with coord.lock:
+                sid = await coord.session_id()
+                await session.store.set_presence(sid, workspace, path, present=present)
+        except StoreError as exc:  # an unknown workspace (a new file's first buffer)
+            log.info("presence of %s/%s not recorded: %s", workspace, path, exc)
+
+    session.run_task(record())
+
+
+async def notify_presence(session: Any, workspace: str) -> None:
+    """``dbcode/didChangePresence`` whenever claims or presence of the workspace change."""
+    while not session.closed:
+        await session.store.hub.coordination_changed(workspace)
+        session.notify_raw("dbcode/didChangePresence", {"workspace": workspace})
 
 
 async def notify_comments(session: Any, workspace: str, since: int) -> None:
@@ -235,7 +269,7 @@ def register(server: Any, session: Any, lean: Lean) -> None:
             exclusive=exclusive,
             ttl_s=float(ttl),
             claim_id=_int(p, "id", optional=True),
-            session=await coordination(session).session_id(),
+            session=await _locked_session_id(session),
         )
         return {"id": made.id, "expiresAt": made.expires_at.isoformat()}
 

@@ -296,6 +296,10 @@ class Session:
         self.app.track(self, doc)
         _acquire_now(doc.lock)  # released by _load
         self.run_task(self._load(doc, text))
+        if old is None:
+            from .review import presence_changed
+
+            presence_changed(self, workspace, path, present=True)
 
     async def _load(self, doc: OpenDoc, opened_text: str) -> None:
         try:
@@ -457,6 +461,9 @@ class Session:
         if doc is None:
             return
         self._forget_doc(doc)
+        from .review import presence_changed
+
+        presence_changed(self, doc.workspace, doc.path, present=False)
         self.notify_raw("textDocument/publishDiagnostics", {"uri": uri, "diagnostics": []})
 
     def _forget_doc(self, doc: OpenDoc) -> None:
@@ -728,7 +735,7 @@ class Session:
     async def subscribe(
         self, workspace: str, since: int | None, since_comment: int | None = None
     ) -> dict[str, Any]:
-        from .review import notify_comments
+        from .review import notify_comments, notify_presence
 
         head = await self.store.head(workspace)
         comment_head = await self.store.review_head(workspace)
@@ -736,9 +743,13 @@ class Session:
         old = self._subscriptions.pop(workspace, None)
         if old:
             old.cancel()
-        old = self._subscriptions.pop("\0review " + workspace, None)
-        if old:
-            old.cancel()
+        for key in ("\0review " + workspace, "\0presence " + workspace):
+            old = self._subscriptions.pop(key, None)
+            if old:
+                old.cancel()
+        self._subscriptions["\0presence " + workspace] = self.run_task(
+            notify_presence(self, workspace)
+        )
         self._subscriptions[workspace] = self.run_task(self._notify_commits(workspace, start))
         # dbcode/didComment: the review feed, from sinceCommentSeq (default: now).
         self._subscriptions["\0review " + workspace] = self.run_task(
@@ -756,7 +767,7 @@ class Session:
             self.ls.protocol.notify("dbcode/didCommit", changeset_json(cs))
 
     def unsubscribe(self, workspace: str) -> None:
-        for key in (workspace, "\0review " + workspace):
+        for key in (workspace, "\0review " + workspace, "\0presence " + workspace):
             task = self._subscriptions.pop(key, None)
             if task:
                 task.cancel()

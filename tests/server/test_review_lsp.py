@@ -136,3 +136,38 @@ async def test_claim_vanishes_when_its_server_is_killed(
         await asyncio.sleep(0.1)
     assert await store.claims(workspace) == []
     await store.write(workspace, "m.py", "free\n", agent="bob")
+
+
+async def test_presence_across_two_server_processes(
+    database_url: str, store: Store, workspace: str
+) -> None:
+    await store.write(workspace, "m.py", CODE, agent="seed")
+    uri = make_uri(workspace, "m.py")
+    a = await Editor.start(database_url, "ann", env=STANDALONE, mode="live")
+    b = await Editor.start(database_url, "bob", env=STANDALONE)
+    changes: list[Any] = []
+    b.client.feature("dbcode/didChangePresence")(lambda ls, params: changes.append(params))
+    try:
+        await b.request("dbcode/subscribe", {"workspace": workspace})
+        await a.open(uri)
+
+        async def who() -> list[Any]:
+            return list(await b.request("dbcode/presence", {"workspace": workspace}))
+
+        for _ in range(100):
+            if await who():
+                break
+            await asyncio.sleep(0.05)
+        (p,) = await who()
+        assert (p["agent"], p["path"], p["uri"], p["mode"]) == ("ann", "m.py", uri, "live")
+        await wait_until(lambda: changes, what="didChangePresence")
+        assert changes[0]["workspace"] == workspace
+        a.close(uri)
+        for _ in range(100):
+            if not await who():
+                break
+            await asyncio.sleep(0.05)
+        assert await who() == []
+    finally:
+        await a.stop()
+        await b.stop()
