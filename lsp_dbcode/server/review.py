@@ -148,6 +148,186 @@ async def end_session(session: Any) -> None:
         await found.close()
 
 
+# -- diagnostics: open threads (source review) and others' claims (source claim) ----------
+
+# A burst of changesets, comments and claim changes is shown once, this long after it starts
+# (pushes to the buffers land meanwhile).
+REVIEW_REFRESH_DELAY_S = 0.1
+# Refreshes retried while a document is still loading, at most.
+REVIEW_LOAD_RETRIES_MAX = 50
+_SEVERITY = {"note": 3, "suggestion": 4, "blocking": 2}  # Information, Hint, Warning
+
+
+class ReviewWatch:
+    """Keeps the review and claim diagnostics of a session's open documents: one task per
+    workspace with open documents wakes on its changesets, review events and claim changes
+    (the hub's feeds, no extra connection), and republishes them, mapped onto each buffer."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.wake: dict[str, asyncio.Event] = {}
+
+    def ensure(self, workspace: str) -> None:
+        wake = self.wake.get(workspace)
+        if wake is None:
+            wake = self.wake[workspace] = asyncio.Event()
+            self.tasks[workspace] = self.session.run_task(self._run(workspace, wake))
+        wake.set()
+
+    async def _run(self, workspace: str, wake: asyncio.Event) -> None:
+        session, store = self.session, self.session.store
+
+        async def follow(items: Any) -> None:
+            async for _ in items:
+                wake.set()
+
+        async def coord() -> None:
+            while True:
+                await store.hub.coordination_changed(workspace)
+                wake.set()
+
+        helpers = [
+            session.run_task(follow(store.subscribe(workspace, await store.head(workspace)))),
+            session.run_task(
+                follow(store.subscribe_review(workspace, await store.review_head(workspace)))
+            ),
+            session.run_task(coord()),
+        ]
+        retries = 0
+        try:
+            while not session.closed:
+                await wake.wait()
+                await asyncio.sleep(REVIEW_REFRESH_DELAY_S)
+                wake.clear()
+                try:
+                    loading = await self.refresh(workspace)
+                except StoreError as exc:
+                    log.warning("review diagnostics of %s: %s", workspace, exc)
+                    loading = False
+                if loading and retries < REVIEW_LOAD_RETRIES_MAX:
+                    retries += 1
+                    wake.set()
+                elif not loading:
+                    retries = 0
+                if not any(d.workspace == workspace for d in session.docs.values()):
+                    return
+        finally:
+            for task in helpers:
+                task.cancel()
+            self.wake.pop(workspace, None)
+            self.tasks.pop(workspace, None)
+
+    async def refresh(self, workspace: str) -> bool:
+        """Publish the diagnostics of the workspace's open documents; True if one of them is
+        still loading (no revision yet)."""
+        session, store = self.session, self.session.store
+        from ..store.review import THREADS_PER_FILE_SHOWN_MAX
+
+        docs = [d for d in session.docs.values() if d.workspace == workspace]
+        loading = False
+        texts: dict[tuple[str, int], str] = {}
+        for path in sorted({d.path for d in docs}):
+            try:
+                threads = (await store.threads(workspace, path))[:THREADS_PER_FILE_SHOWN_MAX]
+                claims = [
+                    c for c in await store.claims(workspace, path) if c.agent != session.agent
+                ]
+            except StoreError:
+                threads, claims = [], []
+            for doc in [d for d in docs if d.path == path]:
+                if doc.base_rev == 0 and (threads or claims):
+                    loading = True
+                    continue
+                await self._publish(doc, threads, claims, texts)
+        return loading
+
+    async def _place(
+        self,
+        doc: Any,
+        rev: int,
+        start: int,
+        end: int,
+        texts: dict[tuple[str, int], str],
+        edits_of: dict[int, Any],
+    ) -> dict[str, Any] | None:
+        """The LSP range in ``doc``'s buffer of ``[start, end)`` of revision ``rev``."""
+        from ..text.anchors import map_range
+        from ..text.diff import diff_edits
+
+        buffer = doc.index.text
+        if rev not in edits_of:
+            key = (doc.path, rev)
+            if key not in texts:
+                texts[key] = await self.session.store.revision_text(doc.workspace, doc.path, rev)
+            edits_of[rev] = diff_edits(texts[key], buffer, cleanup=False)
+        m = map_range(edits_of[rev], start, end)
+        if m.end > len(buffer):
+            return None
+        return _range(doc.index, m.start, m.end, self.session.encoding)
+
+    async def _publish(
+        self,
+        doc: Any,
+        threads: list[Thread],
+        claims: list[Claim],
+        texts: dict[tuple[str, int], str],
+    ) -> None:
+        session = self.session
+        edits_of: dict[int, Any] = {}
+        review = []
+        for t in threads:
+            where = await self._place(doc, t.revision, t.start, t.end, texts, edits_of)
+            if where is None:
+                continue
+            first = t.comments[0] if t.comments else None
+            head = f"{first.agent}: {first.text}" if first else t.kind
+            more = f" (+{len(t.comments) - 1} replies)" if len(t.comments) > 1 else ""
+            stale = " [outdated]" if t.outdated else ""
+            review.append(
+                {
+                    "range": where,
+                    "severity": _SEVERITY.get(t.kind, 3),
+                    "source": "review",
+                    "message": f"{head}{more}{stale}",
+                    "data": {"thread": t.id, "kind": t.kind},
+                }
+            )
+        claimed = []
+        for c in claims:
+            if c.whole:
+                where = _range(doc.index, 0, 0, session.encoding)
+            else:
+                found = await self._place(doc, c.revision, c.start, c.end, texts, edits_of)
+                if found is None:
+                    continue
+                where = found
+            kind = "exclusively " if c.exclusive else ""
+            note = f": {c.note}" if c.note else ""
+            claimed.append(
+                {
+                    "range": where,
+                    "severity": 3,
+                    "source": "claim",
+                    "message": f"claimed {kind}by {c.agent}{note}"
+                    f" (until {c.expires_at:%H:%M:%S %Z})",
+                    "data": {"claim": c.id},
+                }
+            )
+        session.set_diagnostics(doc, "review", None, as_json=review)
+        session.set_diagnostics(doc, "claim", None, as_json=claimed)
+
+
+_watches: weakref.WeakKeyDictionary[Any, ReviewWatch] = weakref.WeakKeyDictionary()
+
+
+def watch(session: Any) -> ReviewWatch:
+    found = _watches.get(session)
+    if found is None:
+        found = _watches[session] = ReviewWatch(session)
+    return found
+
+
 def presence_changed(session: Any, workspace: str, path: str, *, present: bool) -> None:
     """didOpen / didClose: record who has the file open (a task: the document is not held up)."""
 
@@ -161,6 +341,8 @@ def presence_changed(session: Any, workspace: str, path: str, *, present: bool) 
             log.info("presence of %s/%s not recorded: %s", workspace, path, exc)
 
     session.run_task(record())
+    if present:
+        watch(session).ensure(workspace)
 
 
 async def notify_presence(session: Any, workspace: str) -> None:

@@ -171,3 +171,43 @@ async def test_presence_across_two_server_processes(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_review_and_claim_diagnostics_live(
+    database_url: str, store: Store, workspace: str
+) -> None:
+    """A comment by A shows in B's open document; another agent inserts lines above and it
+    moves; it is resolved and disappears. A's claim shows too, and goes when released."""
+    await store.write(workspace, "m.py", CODE, agent="seed")
+    uri = make_uri(workspace, "m.py")
+    a = await Editor.start(database_url, "ann", env=STANDALONE)
+    b = await Editor.start(database_url, "bob", env=STANDALONE)
+    try:
+        buf = await b.open(uri)
+        made = await a.request(
+            "dbcode/comment",
+            {"uri": uri, "range": rng(4, 0, 5, 0), "text": "stop", "kind": "blocking"},
+        )
+
+        def review() -> list[Any]:
+            return b.diagnostics(uri, "review")
+
+        await wait_until(lambda: len(review()) == 1, what="review diagnostic")
+        (d,) = review()
+        assert d.message.startswith("ann: stop") and d.severity == 2
+        assert (d.range.start.line, d.range.end.line) == (4, 5)
+        await store.write(workspace, "m.py", "# one\n# two\n" + CODE, agent="carl")
+        await wait_until(lambda: buf.text.startswith("# one"), what="push")
+        await wait_until(
+            lambda: [x.range.start.line for x in review()] == [6], what="diagnostic moved"
+        )
+        claim = await a.request("dbcode/claim", {"uri": uri, "note": "tidying"})
+        await wait_until(lambda: b.diagnostics(uri, "claim"), what="claim diagnostic")
+        assert "claimed by ann: tidying" in b.diagnostics(uri, "claim")[0].message
+        await a.request("dbcode/resolve", {"workspace": workspace, "thread": made["thread"]})
+        await wait_until(lambda: review() == [], what="resolved: gone")
+        await a.request("dbcode/release", {"id": claim["id"]})
+        await wait_until(lambda: b.diagnostics(uri, "claim") == [], what="released: gone")
+    finally:
+        await a.stop()
+        await b.stop()
