@@ -344,6 +344,9 @@ def create_server(
                     )
                 )
         actions.extend(await session.analysis.code_actions(doc, params))
+        from .review import code_actions as review_actions
+
+        actions.extend(review_actions(session, doc, params))
         return actions or None
 
     @server.feature(types.TEXT_DOCUMENT_FORMATTING)

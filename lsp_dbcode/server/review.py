@@ -290,7 +290,11 @@ class ReviewWatch:
                     "severity": _SEVERITY.get(t.kind, 3),
                     "source": "review",
                     "message": f"{head}{more}{stale}",
-                    "data": {"thread": t.id, "kind": t.kind},
+                    "data": {
+                        "thread": t.id,
+                        "kind": t.kind,
+                        **({"replacement": t.replacement} if t.replacement is not None else {}),
+                    },
                 }
             )
         claimed = []
@@ -360,10 +364,66 @@ async def notify_comments(session: Any, workspace: str, since: int) -> None:
         session.notify_raw("dbcode/didComment", event_lsp(e))
 
 
+RESOLVE_COMMAND = "dbcode.resolveThread"
+
+
+def code_actions(session: Any, doc: Any, params: Any) -> list[Any]:
+    """Resolve on every review diagnostic in the request's context; Apply suggestion on a
+    suggestion's (an edit of the buffer: the thread's range becomes its replacement)."""
+    from lsprotocol import types
+
+    from .features import _workspace_edit
+
+    actions: list[Any] = []
+    for d in params.context.diagnostics or ():
+        data = d.data if isinstance(d.data, dict) else None
+        if d.source != "review" or data is None or not isinstance(data.get("thread"), int):
+            continue
+        thread = data["thread"]
+        replacement = data.get("replacement")
+        if data.get("kind") == "suggestion" and isinstance(replacement, str):
+            edit = types.TextEdit(range=d.range, new_text=replacement)
+            actions.append(
+                types.CodeAction(
+                    title=f"dbcode: Apply suggestion (thread {thread})",
+                    kind=types.CodeActionKind.QuickFix,
+                    diagnostics=[d],
+                    edit=_workspace_edit(session, doc.uri, doc.version, [edit]),
+                    is_preferred=True,
+                )
+            )
+        actions.append(
+            types.CodeAction(
+                title=f"dbcode: Resolve (thread {thread})",
+                kind=types.CodeActionKind.QuickFix,
+                diagnostics=[d],
+                command=types.Command(
+                    title="Resolve", command=RESOLVE_COMMAND, arguments=[doc.workspace, thread]
+                ),
+            )
+        )
+    return actions
+
+
 def register(server: Any, session: Any, lean: Lean) -> None:
     from .features import _int, _obj, _str  # features imports this module
 
     store = session.store
+
+    @server.command(RESOLVE_COMMAND)
+    async def resolve_command(ls: Any, *args: Any) -> None:
+        """workspace/executeCommand from the Resolve code action: [workspace, thread]."""
+        from .features import rpc_error
+
+        try:
+            if not isinstance(args, (list, tuple)) or len(args) != 2:
+                raise InvalidInput(f"{RESOLVE_COMMAND} takes [workspace, thread]")
+            workspace, thread = args
+            if not isinstance(thread, int):
+                raise InvalidInput(f"invalid thread id {thread!r}")
+            await store.resolve(validate.check_workspace(workspace), thread, agent=session.agent)
+        except Exception as exc:
+            raise rpc_error(exc) from None
 
     async def index_of(workspace: str, path: str, revision: int | None = None) -> Any:
         f = await store.read(workspace, path, revision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import signal
@@ -208,6 +209,70 @@ async def test_review_and_claim_diagnostics_live(
         await wait_until(lambda: review() == [], what="resolved: gone")
         await a.request("dbcode/release", {"id": claim["id"]})
         await wait_until(lambda: b.diagnostics(uri, "claim") == [], what="released: gone")
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_code_actions_apply_suggestion_and_resolve(
+    database_url: str, store: Store, workspace: str
+) -> None:
+    from lsprotocol import types
+
+    await store.write(workspace, "m.py", CODE, agent="seed")
+    uri = make_uri(workspace, "m.py")
+    a = await Editor.start(database_url, "ann", env=STANDALONE)
+    b = await Editor.start(database_url, "bob", env=STANDALONE)
+    try:
+        buf = await b.open(uri)
+        made = await a.request(
+            "dbcode/comment",
+            {
+                "uri": uri,
+                "range": rng(2, 0, 3, 0),
+                "text": "name it",
+                "kind": "suggestion",
+                "replacement": "two = 2\n",
+            },
+        )
+        await wait_until(lambda: b.diagnostics(uri, "review"), what="suggestion shown")
+        (d,) = b.diagnostics(uri, "review")
+        assert d.severity == types.DiagnosticSeverity.Hint
+        actions = await b.client.text_document_code_action_async(
+            types.CodeActionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=d.range,
+                context=types.CodeActionContext(diagnostics=[d]),
+            )
+        )
+        titles = [x.title for x in actions or []]
+        apply = next(x for x in actions or [] if "Apply suggestion" in x.title)
+        resolve = next(x for x in actions or [] if "Resolve" in x.title)
+        assert len([t for t in titles if f"thread {made['thread']}" in t]) == 2
+        (change,) = apply.edit.document_changes
+        (edit,) = change.edits
+        assert edit.new_text == "two = 2\n" and edit.range == d.range
+        b.edit(uri, (2, 0), (3, 0), edit.new_text)
+        b.save(uri)
+        await wait_until(lambda: buf.text == CODE.replace("x2 = 2\n", "two = 2\n"), what="applied")
+        # pygls' client structures a CodeAction that carries only a command as a Command whose
+        # `command` is the nested command's repr (the union's first fit): read it back.
+        nested = resolve.command
+        if isinstance(resolve, types.Command):
+            nested = types.Command(**ast.literal_eval(resolve.command))
+        assert isinstance(nested, types.Command) and nested.command == "dbcode.resolveThread"
+        assert nested.arguments == [workspace, made["thread"]]
+        await b.client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=nested.command, arguments=nested.arguments)
+        )
+        await wait_until(lambda: b.diagnostics(uri, "review") == [], what="resolved")
+        (t,) = await store.threads(workspace, state="resolved")
+        assert t.id == made["thread"]
+        for _ in range(100):
+            if (await store.read(workspace, "m.py")).text != CODE:
+                break
+            await asyncio.sleep(0.05)
+        assert (await store.read(workspace, "m.py")).text == CODE.replace("x2 = 2\n", "two = 2\n")
     finally:
         await a.stop()
         await b.stop()
