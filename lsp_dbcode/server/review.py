@@ -150,9 +150,9 @@ async def end_session(session: Any) -> None:
 
 # -- diagnostics: open threads (source review) and others' claims (source claim) ----------
 
-# A burst of changesets, comments and claim changes is shown once, this long after it starts
-# (pushes to the buffers land meanwhile).
-REVIEW_REFRESH_DELAY_S = 0.1
+# After a changeset, the diagnostics are refreshed this much later: the push of the change to
+# the buffers lands meanwhile (a burst is shown once). Comments and claims show at once.
+REVIEW_AFTER_CHANGESET_S = 0.1
 # Refreshes retried while a document is still loading, at most.
 REVIEW_LOAD_RETRIES_MAX = 50
 _SEVERITY = {"note": 3, "suggestion": 4, "blocking": 2}  # Information, Hint, Warning
@@ -178,9 +178,14 @@ class ReviewWatch:
     async def _run(self, workspace: str, wake: asyncio.Event) -> None:
         session, store = self.session, self.session.store
 
-        async def follow(items: Any) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def follow(items: Any, delay: float) -> None:
             async for _ in items:
-                wake.set()
+                if delay:
+                    loop.call_later(delay, wake.set)
+                else:
+                    wake.set()
 
         async def coord() -> None:
             while True:
@@ -188,9 +193,14 @@ class ReviewWatch:
                 wake.set()
 
         helpers = [
-            session.run_task(follow(store.subscribe(workspace, await store.head(workspace)))),
             session.run_task(
-                follow(store.subscribe_review(workspace, await store.review_head(workspace)))
+                follow(
+                    store.subscribe(workspace, await store.head(workspace)),
+                    REVIEW_AFTER_CHANGESET_S,
+                )
+            ),
+            session.run_task(
+                follow(store.subscribe_review(workspace, await store.review_head(workspace)), 0)
             ),
             session.run_task(coord()),
         ]
@@ -198,7 +208,6 @@ class ReviewWatch:
         try:
             while not session.closed:
                 await wake.wait()
-                await asyncio.sleep(REVIEW_REFRESH_DELAY_S)
                 wake.clear()
                 try:
                     loading = await self.refresh(workspace)
@@ -207,7 +216,7 @@ class ReviewWatch:
                     loading = False
                 if loading and retries < REVIEW_LOAD_RETRIES_MAX:
                     retries += 1
-                    wake.set()
+                    loop.call_later(REVIEW_AFTER_CHANGESET_S, wake.set)
                 elif not loading:
                     retries = 0
                 if not any(d.workspace == workspace for d in session.docs.values()):
