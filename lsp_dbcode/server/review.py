@@ -448,15 +448,14 @@ def register(server: Any, session: Any, lean: Lean) -> None:
             doc = session.docs.get(uri)
             if doc is not None and doc.base_rev > 0:
                 revision = doc.base_rev
-        f, index = await index_of(workspace, path, revision)
-        span = _span(index, p.get("range"), session.encoding)
+        rng = p.get("range")
         made = await store.comment(
             workspace,
             path,
             _str(p, "text"),
             agent=session.agent,
-            span=span,
-            revision=f.revision,
+            locate=lambda text: _span(LineIndex(text), rng, session.encoding),
+            revision=revision,
             kind=_str(p, "kind", optional=True) or "note",
             replacement=_str(p, "replacement", optional=True),
         )

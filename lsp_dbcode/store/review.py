@@ -13,7 +13,7 @@ threads of what they commit right after, so ``outdated`` events follow their cha
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -27,7 +27,7 @@ from ..text.diff import diff_edits
 from ..text.edits import Edit
 from . import validate
 from .dsn import redact
-from .errors import DatabaseUnavailable, InvalidInput, NotFound
+from .errors import DatabaseUnavailable, InvalidInput, NotFound, StoreError
 from .model import Comment, CommentResult, ReviewEvent, Thread
 
 # Limits (SPEC.md: text size limits apply to comments as to files).
@@ -108,12 +108,15 @@ class ReviewStore:
         agent: str,
         lines: tuple[int, int] | None = None,
         span: tuple[int, int] | None = None,
+        locate: Callable[[str], tuple[int, int]] | None = None,
         revision: int | None = None,
         kind: str = "note",
         replacement: str | None = None,
     ) -> CommentResult:
-        """Open a thread on ``lines`` (1-based, inclusive) or ``span`` (code points) of the
-        file at ``revision`` (default: current). Nothing is written on bad input."""
+        """Open a thread on ``lines`` (1-based, inclusive), ``span`` (code points) or what
+        ``locate(text)`` finds (the LSP side: positions in its encoding) of the file at
+        ``revision`` (default: current). Two round trips; nothing is written on bad input."""
+        validate.check_workspace(workspace)
         validate.check_path(path)
         check_comment_text(text)
         if kind not in KINDS:
@@ -124,71 +127,50 @@ class ReviewStore:
             validate.check_text(replacement, "suggestion", self.content_bytes_max)
         elif replacement is not None:
             raise InvalidInput(f"only a suggestion carries a replacement, not a {kind}")
-        if (lines is None) == (span is None):
+        if sum(x is not None for x in (lines, span, locate)) != 1:
             raise InvalidInput("give the lines or the range the comment is about")
-        ws = await self._workspace_id(workspace)
         rows = await self._fetchall(
-            "SELECT f.revision, f.deleted, r.revision, r.content FROM dbcode_file f"
+            "SELECT w.id, f.deleted, r.revision, r.content FROM dbcode_workspace w"
+            " LEFT JOIN dbcode_file f ON f.workspace_id = w.id AND f.path = %s"
             " LEFT JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
             "  AND r.path = f.path AND r.revision = coalesce(%s, f.revision)"
-            " WHERE f.workspace_id = %s AND f.path = %s",
-            (revision, ws, path),
+            " WHERE w.name = %s",
+            (path, revision, workspace),
         )
-        if not rows or (rows[0][1] and revision is None):
+        if not rows:
+            raise NotFound(f"unknown workspace {workspace!r}")
+        ws, deleted, rev_found, content = rows[0]
+        if deleted is None or (deleted and revision is None):
             raise NotFound(f"no such file {path!r} in workspace {workspace!r}")
-        if rows[0][2] is None or rows[0][3] is None:
+        if rev_found is None or content is None:
             raise NotFound(f"{workspace}/{path} has no text at revision {revision}")
-        rev, content = int(rows[0][2]), str(rows[0][3])
+        rev = int(rev_found)
         if lines is not None:
             try:
                 start, end = line_span(content, *lines)
             except ValueError as exc:
                 raise InvalidInput(f"{workspace}/{path}: {exc}") from None
+        elif locate is not None:
+            start, end = locate(content)
         else:
             assert span is not None
             start, end = span
-            if not 0 <= start <= end <= len(content):
-                raise InvalidInput(
-                    f"{workspace}/{path}: range [{start}, {end}) is not within revision {rev}"
-                    f" ({len(content)} characters)"
-                )
+        if not 0 <= start <= end <= len(content):
+            raise InvalidInput(
+                f"{workspace}/{path}: range [{start}, {end}) is not within revision {rev}"
+                f" ({len(content)} characters)"
+            )
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                cur = await conn.execute(
-                    "SELECT count(*) FROM dbcode_thread"
-                    " WHERE workspace_id = %s AND path = %s AND state = 'open'",
-                    (ws, path),
-                )
-                count_row = await cur.fetchone()
-                if count_row and int(count_row[0]) >= THREADS_PER_FILE_OPEN_MAX:
-                    raise InvalidInput(
-                        f"{workspace}/{path} has {THREADS_PER_FILE_OPEN_MAX} open threads, the"
-                        " most a file may have; resolve some first"
-                    )
-                cur = await conn.execute(
-                    "INSERT INTO dbcode_thread (workspace_id, path, kind, replacement, anchor_rev,"
-                    " start_off, end_off, created_rev, agent)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (ws, path, kind, replacement, rev, start, end, rev, agent),
-                )
-                thread_row = await cur.fetchone()
-                assert thread_row is not None
-                thread = int(thread_row[0])
-                cur = await conn.execute(
-                    "INSERT INTO dbcode_comment (thread_id, agent, body) VALUES (%s, %s, %s)"
-                    " RETURNING id",
-                    (thread, agent, text),
-                )
-                comment_row = await cur.fetchone()
-                assert comment_row is not None
-                comment = int(comment_row[0])
-                await conn.execute(
-                    "SELECT dbcode_review_event_add(%s, %s, 'created', %s, %s)",
-                    (ws, thread, comment, agent),
-                )
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
-        return CommentResult(thread, comment)
+            made = await self._execute(
+                "SELECT dbcode_thread_open(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (ws, path, kind, replacement, rev, start, end, agent, text,
+                 THREADS_PER_FILE_OPEN_MAX),
+            )  # fmt: skip
+        except psycopg.Error as exc:
+            if exc.sqlstate == "DB400":
+                raise InvalidInput(f"{workspace}/{exc.diag.message_primary}") from None
+            raise StoreError(f"comment failed: {exc.diag.message_primary or exc}") from None
+        return CommentResult(int(made[0][0]["thread"]), int(made[0][0]["comment"]))
 
     async def _thread_ws(self, workspace: str, thread: int) -> int:
         ws = await self._workspace_id(workspace)

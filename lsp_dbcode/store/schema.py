@@ -559,6 +559,32 @@ BEGIN
 END
 $fn$;
 
+-- Open a thread with its first comment, in one call. p_open_max: the most open threads a file
+-- may have (DB400 beyond: a bound against runaway agents, not an exact quota under races).
+CREATE FUNCTION dbcode_thread_open(ws bigint, p_path text, p_kind text, p_replacement text,
+                                   p_rev integer, p_start integer, p_end integer, p_agent text,
+                                   p_body text, p_open_max integer)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    t bigint;
+    c bigint;
+BEGIN
+    IF (SELECT count(*) FROM dbcode_thread WHERE workspace_id = ws AND path = p_path
+          AND state = 'open') >= p_open_max THEN
+        RAISE EXCEPTION '% has % open threads, the most a file may have; resolve some first',
+            p_path, p_open_max USING ERRCODE = 'DB400';
+    END IF;
+    INSERT INTO dbcode_thread (workspace_id, path, kind, replacement, anchor_rev, start_off,
+                               end_off, created_rev, agent)
+        VALUES (ws, p_path, p_kind, p_replacement, p_rev, p_start, p_end, p_rev, p_agent)
+        RETURNING id INTO t;
+    INSERT INTO dbcode_comment (thread_id, agent, body) VALUES (t, p_agent, p_body)
+        RETURNING id INTO c;
+    PERFORM dbcode_review_event_add(ws, t, 'created', c, p_agent);
+    RETURN jsonb_build_object('thread', t, 'comment', c);
+END
+$fn$;
+
 -- Moves computed by a reader (store/review.py): p_moves [{id, from_rev, from_path, rev, path,
 -- start, end, outdated}]. Each applies only if the thread is still where the reader found it;
 -- a thread that becomes outdated by it gets its event (agent: who made the change).
