@@ -327,8 +327,13 @@ class ReviewWatch:
                     "data": {"claim": c.id},
                 }
             )
-        session.set_diagnostics(doc, "review", None, as_json=review)
-        session.set_diagnostics(doc, "claim", None, as_json=claimed)
+        # Publish only what changed: a document without threads or claims never gets a publish
+        # from here (it would interleave with the linters' publishes of a newer version).
+        for source, items in (("review", review), ("claim", claimed)):
+            shown = doc.extra.setdefault("coordination_shown", {})
+            if shown.get(source, []) != items:
+                shown[source] = items
+                session.set_diagnostics(doc, source, None, as_json=items)
 
 
 _watches: weakref.WeakKeyDictionary[Any, ReviewWatch] = weakref.WeakKeyDictionary()
