@@ -188,8 +188,7 @@ class ReviewWatch:
                     wake.set()
 
         async def coord() -> None:
-            while True:
-                await store.hub.coordination_changed(workspace)
+            async for _ in store.hub.coordination_changes(workspace):
                 wake.set()
 
         helpers = [
@@ -365,8 +364,9 @@ def presence_changed(session: Any, workspace: str, path: str, *, present: bool) 
 
 async def notify_presence(session: Any, workspace: str) -> None:
     """``dbcode/didChangePresence`` whenever claims or presence of the workspace change."""
-    while not session.closed:
-        await session.store.hub.coordination_changed(workspace)
+    async for _ in session.store.hub.coordination_changes(workspace):
+        if session.closed:
+            return
         session.notify_raw("dbcode/didChangePresence", {"workspace": workspace})
 
 

@@ -165,7 +165,8 @@ class Hub:
         self._review_head = review_head
         self._feeds: dict[str, _Feed[Changeset]] = {}
         self._review_feeds: dict[str, _Feed[ReviewEvent]] = {}
-        self._coord: dict[str, asyncio.Event] = {}
+        self._coord: dict[str, asyncio.Event] = {}  # set (and replaced) at each change
+        self._coord_gen: dict[str, int] = {}  # changes seen per workspace
         self._feed_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -249,7 +250,7 @@ class Hub:
         feeds: list[_Feed[Any]] = [*self._feeds.values(), *self._review_feeds.values()]
         for feed in feeds:
             feed.poke()
-        for workspace in list(self._coord):
+        for workspace in list(self._coord_gen):
             self._coord_changed(workspace)
 
     def _other(self, channel: str, payload: str) -> None:
@@ -262,17 +263,28 @@ class Hub:
             self._coord_changed(payload)
 
     def _coord_changed(self, workspace: str) -> None:
+        if workspace not in self._coord_gen:
+            return  # nobody follows it
+        self._coord_gen[workspace] += 1
         event = self._coord.pop(workspace, None)
         if event is not None:
             event.set()
 
-    async def coordination_changed(self, workspace: str) -> None:
-        """Return at the next change of the workspace's claims or presence (or a reconnect)."""
+    async def coordination_changes(self, workspace: str) -> AsyncIterator[int]:
+        """Yield at every change of the workspace's claims or presence (and after a reconnect,
+        when something may have been missed); changes that come while the caller is busy are
+        coalesced into one, never lost."""
         await self.start()
-        event = self._coord.get(workspace)
-        if event is None:
-            event = self._coord[workspace] = asyncio.Event()
-        await event.wait()
+        self._coord_gen.setdefault(workspace, 0)
+        seen = self._coord_gen[workspace]
+        while True:
+            while self._coord_gen[workspace] == seen:
+                event = self._coord.get(workspace)
+                if event is None:
+                    event = self._coord[workspace] = asyncio.Event()
+                await event.wait()
+            seen = self._coord_gen[workspace]
+            yield seen
 
     def committing(self, workspace: str) -> None:
         """This process sends a commit call for ``workspace`` (see DEFER_MAX_S)."""

@@ -167,7 +167,8 @@ async def test_session_end_releases_its_claims_and_presence(
         await other.set_presence(session, workspace, "f.txt", present=True)
         seen = await store.presence(workspace)
         assert [(p.agent, p.path, p.mode) for p in seen] == [("ann", "f.txt", "live")]
-        changed = asyncio.create_task(store.hub.coordination_changed(workspace))
+        changes = store.hub.coordination_changes(workspace)
+        changed = asyncio.create_task(anext(changes))
         await asyncio.sleep(0.2)
         await other.close_session(session)
         await asyncio.wait_for(changed, 5)  # others are told
@@ -283,3 +284,19 @@ async def test_common_ends_in_sql_match_python(store: Store) -> None:
     for a, b in cases:
         (got,) = await store._fetchall("SELECT pre, suf FROM dbcode_common_ends(%s, %s)", (a, b))
         assert tuple(got) == _common_ends(a, b), (a, b)
+
+
+async def test_a_change_while_the_follower_is_busy_is_not_lost(
+    store: Store, database_url: str, workspace: str
+) -> None:
+    await store.write(workspace, "f.txt", CODE, agent="ann")
+    changes = store.hub.coordination_changes(workspace)
+    first = asyncio.create_task(anext(changes))
+    await asyncio.sleep(0.2)
+    async with Store(database_url) as other:
+        await other.claim(workspace, "f.txt", agent="bob", lines=(1, 1))
+        await asyncio.wait_for(first, 5)
+        # The follower is busy (not waiting) when the next change comes.
+        await other.claim(workspace, "f.txt", agent="bob", lines=(2, 2))
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(anext(changes), 5)
