@@ -300,3 +300,21 @@ async def test_a_change_while_the_follower_is_busy_is_not_lost(
         await other.claim(workspace, "f.txt", agent="bob", lines=(2, 2))
         await asyncio.sleep(0.3)
         await asyncio.wait_for(anext(changes), 5)
+
+
+async def test_import_respects_claims(store: Store, workspace: str) -> None:
+    await store.write(workspace, "f.txt", CODE, agent="ann")
+    await store.write(workspace, "g.txt", CODE, agent="ann")
+    claim = await store.claim(workspace, "f.txt", agent="ann", lines=(3, 3), exclusive=True)
+    with pytest.raises(Claimed):
+        await store.import_files(
+            workspace, [("f.txt", edit_line(CODE, 3, "x\n")), ("h.txt", "new")], agent="bob"
+        )
+    with pytest.raises(NotFound):
+        await store.read(workspace, "h.txt")  # nothing of the import was written
+    await store.release(workspace, claim.id, agent="ann")
+    await store.claim(workspace, "g.txt", agent="ann", note="reading")
+    res = await store.import_files(
+        workspace, [("f.txt", edit_line(CODE, 3, "x\n")), ("g.txt", "changed\n")], agent="bob"
+    )
+    assert [w.note for w in res.warnings] == ["reading"] and res.updated == 2
