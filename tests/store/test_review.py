@@ -197,3 +197,11 @@ async def test_unknown_thread_and_workspace(store: Store, workspace: str) -> Non
         await store.resolve(workspace, 999999, agent="ann")
     with pytest.raises(NotFound, match="unknown workspace"):
         await store.comment("no-such-ws", "m.py", "x", agent="a", lines=(1, 1))
+
+
+async def test_anchor_follows_an_import(store: Store, workspace: str) -> None:
+    await store.write(workspace, "m.py", CODE, agent="ann")
+    await store.comment(workspace, "m.py", "here", agent="ann", lines=(2, 2))
+    await store.import_files(workspace, [("m.py", "# header\n\n" + CODE)], agent="importer")
+    (t,) = await store.threads(workspace)
+    assert t.lines == (4, 4) and not t.outdated and t.revision == 2
