@@ -111,12 +111,16 @@ class Coordination:
     def __init__(self, session: Any) -> None:
         self.session = session
         self.id: int | None = None
+        self.generation = 0  # the store's holder generation the row belongs to
         # One session row however many requests race for it; presence changes in their order.
         self.lock = asyncio.Lock()
 
     async def session_id(self) -> int:
-        if self.id is None:
-            self.id = await self.session.store.open_session(self.session.agent, self.session.mode)
+        store = self.session.store
+        await store.holder()  # replaced if its connection was lost: then a new row
+        if self.id is None or self.generation != store.holder_generation:
+            self.id = await store.open_session(self.session.agent, self.session.mode)
+            self.generation = store.holder_generation
         return self.id
 
     async def close(self) -> None:

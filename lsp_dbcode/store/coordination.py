@@ -102,6 +102,9 @@ class CoordinationStore:
     _holder_conn: psycopg.AsyncConnection[Any] | None = None
     _holder_id: int | None = None
     _holder_lock: asyncio.Lock | None = None
+    # Grows whenever the holder is replaced (its connection was lost): sessions made before
+    # are gone, their owners make new ones (server/review.py Coordination).
+    holder_generation = 0
 
     # -- holder and sessions ---------------------------------------------------------------
 
@@ -111,9 +114,12 @@ class CoordinationStore:
         if self._holder_lock is None:
             self._holder_lock = asyncio.Lock()
         async with self._holder_lock:
-            if self._holder_id is not None and self._holder_conn is not None:
+            old = self._holder_id
+            if old is not None and self._holder_conn is not None:
+                if not self._holder_conn.closed and not _still_connected(self._holder_conn):
+                    await self._holder_conn.close()
                 if not self._holder_conn.closed:
-                    return self._holder_id
+                    return old
             try:
                 conn = await psycopg.AsyncConnection.connect(
                     self.dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
@@ -129,6 +135,15 @@ class CoordinationStore:
             except psycopg.OperationalError as exc:
                 raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
             self._holder_conn, self._holder_id = conn, holder
+            if old is not None:
+                # Our lock went with the old connection: its sessions' claims and presence
+                # ended (others may have claimed meanwhile). Never revive them.
+                self.holder_generation += 1
+                log.warning("lost the holder connection; its sessions' claims have ended")
+                try:
+                    await conn.execute("DELETE FROM dbcode_session WHERE holder = %s", (old,))
+                except psycopg.Error as exc:
+                    log.warning("removing the old holder's sessions failed: %s", exc)
             return holder
 
     async def close_holder(self) -> None:
@@ -357,6 +372,18 @@ class CoordinationStore:
                 c = _with_lines(c, span_lines(text, c.start, c.end))
             out.append(c)
         return out
+
+
+def _still_connected(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Has the server ended this idle connection? Reads what has arrived without waiting (an
+    idle connection learns of a terminated backend only by reading)."""
+    pg = conn.pgconn
+    try:
+        for _ in range(2):  # a terminated backend's FATAL message first, then the EOF
+            pg.consume_input()
+    except psycopg.OperationalError:
+        return False
+    return bool(pg.status == psycopg.pq.ConnStatus.OK)
 
 
 def _with_lines(c: Claim, lines: tuple[int, int]) -> Claim:

@@ -318,3 +318,32 @@ async def test_import_respects_claims(store: Store, workspace: str) -> None:
         workspace, [("f.txt", edit_line(CODE, 3, "x\n")), ("g.txt", "changed\n")], agent="bob"
     )
     assert [w.note for w in res.warnings] == ["reading"] and res.updated == 2
+
+
+async def test_a_lost_holder_connection_ends_its_claims_for_good(
+    store: Store, database_url: str, workspace: str
+) -> None:
+    """The holder's backend is terminated (a database restart, a network cut): its sessions'
+    claims end at once for everyone, and are not revived when the process makes a new holder
+    (someone may have claimed meanwhile); new claims hang on a new session."""
+    await store.write(workspace, "f.txt", CODE, agent="ann")
+    async with Store(database_url) as mine:
+        session = await mine.open_session("ann")
+        await mine.claim(workspace, "f.txt", agent="ann", exclusive=True, session=session)
+        holder = await mine.holder()
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+            await c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = 1684234099 AND objid = %s AND granted",
+                (holder % 2147483647,),
+            )
+        for _ in range(50):
+            if not await store.claims(workspace):
+                break
+            await asyncio.sleep(0.1)
+        assert await store.claims(workspace) == []
+        await store.claim(workspace, "f.txt", agent="bob", exclusive=True, note="meanwhile")
+        assert await mine.holder() != holder
+        assert mine.holder_generation == 1
+        (c,) = await store.claims(workspace)
+        assert c.agent == "bob"  # ann's old claim did not come back
