@@ -45,6 +45,10 @@ CLAIMS_PER_AGENT_MAX = 100
 CLAIM_RETRIES_MAX = 5
 CONNECT_TIMEOUT_S = 5
 MODE_MAX_CHARS = 32
+# Garbage of dead processes and old claims, removed a batch at a time whenever a session opens:
+# sessions of holders that are gone, and claims that expired this long ago.
+GC_BATCH_MAX = 100
+CLAIM_GC_AFTER_S = 3600
 
 
 def claim_from_json(workspace: str, c: dict[str, Any]) -> Claim:
@@ -176,7 +180,23 @@ class CoordinationStore:
             "INSERT INTO dbcode_session (holder, agent, mode) VALUES (%s, %s, %s) RETURNING id",
             (holder, agent, mode),
         )
+        await self._collect_garbage()
         return int(rows[0][0])
+
+    async def _collect_garbage(self) -> None:
+        """Remove what dead processes and old claims left (their rows are ignored already:
+        this only keeps the tables small)."""
+        await self._execute(
+            "WITH dead AS (SELECT id FROM dbcode_session s WHERE NOT dbcode_holder_alive(s.holder)"
+            "  LIMIT %s)"
+            " DELETE FROM dbcode_session WHERE id IN (SELECT id FROM dead)",
+            (GC_BATCH_MAX,),
+        )
+        await self._execute(
+            "DELETE FROM dbcode_claim WHERE id IN (SELECT id FROM dbcode_claim"
+            " WHERE expires_at < now() - make_interval(secs => %s) LIMIT %s)",
+            (CLAIM_GC_AFTER_S, GC_BATCH_MAX),
+        )
 
     async def close_session(self, session: int) -> None:
         """End a session: its claims and presence go with it (and others are told)."""

@@ -221,6 +221,13 @@ async def test_claim_ends_when_its_process_is_killed(
         assert await store.claims(workspace) == []
         assert await store.presence(workspace) == []
         await store.write(workspace, "f.txt", "x\n", agent="bob")
+        # Its rows are ignored at once, and removed when a session opens somewhere.
+        q = "SELECT count(*) FROM dbcode_session s WHERE NOT dbcode_holder_alive(s.holder)"
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+            row = await (await c.execute(q)).fetchone()
+            assert row is not None and row[0] >= 1
+            await store.open_session("bob")
+            assert (await (await c.execute(q)).fetchone()) == (0,)
     finally:
         if proc.returncode is None:
             proc.kill()
