@@ -48,8 +48,8 @@ engine's processes (dbcode: the server plus its ruff children) and of this clien
 ``--trace`` runs the dbcode servers under a wrapper (this script, ``_traced_serve``) that
 timestamps each step of an edit from outside, by wrapping lsp_dbcode's and pygls' functions
 (nothing in lsp_dbcode is changed): the server reads the didChange (pygls, or its fast path),
-the change written to the ``ruff server`` child (``DocAnalysis.before_change``), the session
-applying it, ``DocAnalysis.on_change`` and ``Analyzer.check_soon`` (or, for the subprocess
+the change written to the ``ruff server`` child (``DocumentLint.before_change``), the session
+applying it, ``DocumentLint.on_change`` and ``Analyzer.check_soon`` (or, for the subprocess
 engine, the ruff task and ``Analyzer.check``), the child's publish read and decoded, the
 findings as JSON and our publish.
 ``perf_counter`` is CLOCK_MONOTONIC, shared by all processes, so the client's send and arrival
@@ -275,6 +275,7 @@ class Engine:
     start_s: float = 0.0
     sent: dict[int, tuple[float, float]] = field(default_factory=dict)  # version -> send, arrival
     trace: Path | None = None
+    python: str = sys.executable  # the interpreter (and so the lsp_dbcode) of a dbcode engine
 
     async def start(self, tmp: Path, dsn: str, log_dir: Path, log_level: str) -> None:
         log = (log_dir / f"{self.name.replace(' ', '_').replace(',', '')}.log").open("ab")
@@ -291,7 +292,7 @@ class Engine:
         else:
             env = {k: v for k, v in os.environ.items() if k != "DBCODE_AGENT"}
             env.update(DBCODE_DATABASE_URL=dsn, **self.env)
-            cmd = [sys.executable, "-m", "lsp_dbcode", "serve", "--log-level", log_level]
+            cmd = [self.python, "-m", "lsp_dbcode", "serve", "--log-level", log_level]
             if self.trace is not None:
                 cmd[1:3] = [str(SELF), "_traced_serve", str(self.trace)]
             if log_level.upper() == "DEBUG":
@@ -402,7 +403,9 @@ class Engine:
             await self.proc.wait()
 
 
-def make_engines(subprocess_engine: bool, relay: bool = False) -> list[Engine]:
+def make_engines(
+    subprocess_engine: bool, relay: bool = False, codes: list[str] | None = None
+) -> list[Engine]:
     # The session runs in the `dbcode serve` process the client started (--standalone), unless
     # --relay: then that process is the stdio relay to a shared server (the default of `dbcode
     # serve` over stdio), which neither --trace nor the CPU column can see.
@@ -411,6 +414,13 @@ def make_engines(subprocess_engine: bool, relay: bool = False) -> list[Engine]:
         Engine("ruff server", "ruff"),
         Engine("dbcode serve", "dbcode", env={"DBCODE_RUFF_ENGINE": "server", **mode}),
     ]
+    for item in codes or []:  # other code trees, each with its own venv, in the same turns
+        label, _, folder = item.partition("=")
+        python = Path(folder) / ".venv" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(f"--code {item!r}: no {python}")
+        env = {"DBCODE_RUFF_ENGINE": "server", **mode}
+        engines.append(Engine(f"dbcode serve {label}", "dbcode", env=env, python=str(python)))
     if subprocess_engine:
         env = {"DBCODE_RUFF_ENGINE": "subprocess", **mode}
         engines.append(Engine("dbcode serve, subprocess", "dbcode", env=env))
@@ -427,17 +437,17 @@ TRACE_CHAIN = [
     ("rx", "client -> server: pipe, read loop wakes, reads the didChange"),
     ("dispatch", "pygls: json.loads + structure (cattrs) of the didChange (not on a fast path)"),
     ("did_change_in", "didChange handler starts (pygls: handle_message, task; or a fast path)"),
-    ("child_sent", "DocAnalysis.before_change: the change for the child (offsets), one write"),
+    ("child_sent", "DocumentLint.before_change: the change for the child (offsets), one write"),
     ("on_change_in", "Session: offsets, LineIndex.replace, sync (the child lints meanwhile)"),
-    ("soon_in", "DocAnalysis.on_change: tree edits queued, change composed"),
+    ("soon_in", "DocumentLint.on_change: tree edits queued, change composed"),
     ("soon_out", "Analyzer.check_soon: hash, result cache; the engine adopts the exchange"),
-    ("on_change_out", "rest of DocAnalysis.on_change"),
+    ("on_change_out", "rest of DocumentLint.on_change"),
     ("did_change_out", "rest of the didChange handler"),
     ("child_rx", "ruff server child: apply the didChange, lint, publish; our read callback"),
     ("child_parsed", "decode of the child's publishDiagnostics (framing + JSON)"),
     ("engine_out", "the child's items as Findings (LSP JSON, sorted)"),
-    ("publish_in", "callbacks: Analyzer result cache, DocAnalysis, findings_json"),
-    ("publish_out", "Session.set_diagnostics: merge, JSON (orjson), write"),
+    ("publish_in", "callbacks: Analyzer result cache, DocumentLint, findings_json"),
+    ("publish_out", "Client.publish_diagnostics: JSON (orjson), write"),
     ("arrive", "server -> client: pipe, client reads"),
 ]
 # The subprocess engine: its check runs in a task.
@@ -447,12 +457,12 @@ TRACE_CHAIN_TASK = [
     ("dispatch", "pygls: json.loads + structure (cattrs) of the didChange (not on a fast path)"),
     ("did_change_in", "didChange handler starts (pygls: handle_message, task; or a fast path)"),
     ("on_change_in", "Session: offsets, LineIndex.replace, sync"),
-    ("on_change_out", "DocAnalysis.on_change: tree edits queued, change composed, task created"),
+    ("on_change_out", "DocumentLint.on_change: tree edits queued, change composed, task created"),
     ("did_change_out", "rest of the didChange handler"),
-    ("check_in", "ruff task starts (DocAnalysis._run_ruff)"),
+    ("check_in", "ruff task starts (DocumentLint._run_ruff)"),
     ("check_out", "Analyzer.check: configs + the whole `ruff check` run (subprocess engine)"),
-    ("publish_in", "DocAnalysis: the findings as JSON in the session's position encoding"),
-    ("publish_out", "Session.set_diagnostics: merge, JSON (orjson), write"),
+    ("publish_in", "DocumentLint: the findings as JSON in the session's position encoding"),
+    ("publish_out", "Client.publish_diagnostics: JSON (orjson), write"),
     ("arrive", "server -> client: pipe, client reads"),
 ]
 
@@ -466,9 +476,10 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
 
     from lsp_dbcode import cli
     from lsp_dbcode.analysis import _lsp_stdio
-    from lsp_dbcode.analysis import ruff as ruff_module
-    from lsp_dbcode.server.analysis import Analyzer, DocAnalysis
-    from lsp_dbcode.server.session import Session
+    from lsp_dbcode.analysis.ruff import server as ruff_server
+    from lsp_dbcode.server.client import Client
+    from lsp_dbcode.server.handlers import text_sync
+    from lsp_dbcode.server.lint import Analyzer, DocumentLint
 
     now = time.perf_counter
     events: list[tuple[str, float, int | None]] = []
@@ -493,13 +504,11 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
         tracing.wrap(owner, name, mark, before=before, after=after)
 
     around(JsonRPCProtocol, "handle_message", "dispatch", "dispatch_out")
-    around(Session, "did_change", "did_change_in", "did_change_out")
-    around(DocAnalysis, "on_change", "on_change_in", "on_change_out")
-    if hasattr(Session, "apply_changes"):  # the didChange fast path (no pygls dispatch)
-        around(Session, "apply_changes", "did_change_in", "did_change_out")
+    around(text_sync, "apply_changes", "did_change_in", "did_change_out")
+    around(DocumentLint, "on_change", "on_change_in", "on_change_out")
     around(Analyzer, "check", "check_in", "check_out")
     around(Analyzer, "check_soon", "soon_in", "soon_out")
-    around(Session, "set_diagnostics", "publish_in", "publish_out")
+    around(Client, "publish_diagnostics", "publish_in", "publish_out")
     around(_lsp_stdio.LspStdioClient, "_feed", "child_rx", "child_feed_out")
     tracing.wrap(
         _lsp_stdio.LspStdioClient,
@@ -509,7 +518,7 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
         when=lambda args: any(m.get("method") == "textDocument/didChange" for m in args[1:]),
     )
     tracing.wrap(_lsp_stdio, "_loads", mark, after="child_parsed")
-    tracing.wrap(ruff_module, "_server_findings", mark, after="engine_out")
+    tracing.wrap(ruff_server, "_server_findings", mark, after="engine_out")
 
     def dump() -> None:
         Path(trace_path).write_text(json.dumps(events))
@@ -648,7 +657,7 @@ async def run_size(
     async with Store(scratch) as store:
         await store.write(WORKSPACE, PATH, text, agent="diagbench")
     edits = make_edits(lines, blocks, WARMUP_EDITS + args.edits)
-    engines = make_engines(not args.no_subprocess, args.relay)
+    engines = make_engines(not args.no_subprocess, args.relay, args.code)
     if args.trace:
         for e in engines:
             if e.kind == "dbcode":
@@ -819,6 +828,14 @@ def main() -> int:
     )
     parser.add_argument(
         "--no-subprocess", action="store_true", help="skip DBCODE_RUFF_ENGINE=subprocess"
+    )
+    parser.add_argument(
+        "--code",
+        action="append",
+        metavar="LABEL=DIR",
+        help="also a dbcode serve of another code tree (DIR/.venv/bin/python), in the same "
+        "turns: e.g. the code before a change (git worktree add DIR REV; an editable install "
+        "into DIR/.venv)",
     )
     parser.add_argument("--log-dir", help="keep the servers' logs in this folder")
     parser.add_argument("--log-level", default="INFO", help="dbcode serve's --log-level")

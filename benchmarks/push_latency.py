@@ -46,8 +46,8 @@ server processes' CPU time and the PostgreSQL backends' CPU time are reported pe
 
 ``--trace`` (tcp rows) runs the server under a wrapper (this script, ``_traced_serve``) that
 timestamps the steps of each commit from outside, by wrapping lsp_dbcode's and psycopg's
-functions (nothing in lsp_dbcode is changed): the writeFile decoded, ``Session.write_file``,
-the commit call, its row fetched, the changeset offered to the hub, ``Session.deliver``, the
+functions (nothing in lsp_dbcode is changed): the writeFile decoded, ``Commits.write_file``,
+the commit call, its row fetched, the changeset offered to the hub, ``DocumentSync.deliver``, the
 applyEdit written. ``perf_counter`` is CLOCK_MONOTONIC, shared by all processes, so the writer's
 send and the receiver's arrival join the server's steps; it prints the median of every step.
 
@@ -365,10 +365,15 @@ async def _gather_all(coros: list[Any]) -> list[Any]:
 
 
 async def start_tcp(
-    srv: Servers, dsn: str, n: int, logdir: Path, trace: Path | None = None
+    srv: Servers,
+    dsn: str,
+    n: int,
+    logdir: Path,
+    trace: Path | None = None,
+    python: str = sys.executable,
 ) -> None:
-    log = logdir / f"tcp-{n}.log"
-    cmd = SERVER_CMD
+    log = logdir / f"tcp-{n}-{abs(hash(python))}.log"
+    cmd = [python, *SERVER_CMD[1:]]
     if trace is not None:
         cmd = [sys.executable, str(SELF), "_traced_serve", str(trace), "serve"]
     proc = await asyncio.create_subprocess_exec(
@@ -647,7 +652,7 @@ async def run_config(
     setup: str, n: int, dsn: str, server_label: str, args: argparse.Namespace, logdir: Path
 ) -> Result:
     res = Result(setup, n, server_label)
-    workspace = f"push-{setup}-{n}"
+    workspace = f"push-{setup.replace('@', '-')}-{n}"
     uri = make_uri(workspace, FILE_PATH)
     async with Store(dsn, min_size=1, max_size=1) as store:
         await store.write(workspace, FILE_PATH, version_text(0), agent="seed", base=0)
@@ -659,6 +664,8 @@ async def run_config(
         trace = logdir / f"trace-{setup}-{n}.txt" if args.trace and setup == "tcp" else None
         if trace is not None:
             await start_tcp(srv, dsn, n, logdir, trace)
+        elif setup.startswith("tcp@"):  # another code tree's server (--code)
+            await start_tcp(srv, dsn, n, logdir, python=args.pythons[setup.partition("@")[2]])
         else:
             start = {"tcp": start_tcp, "stdio": start_stdio}.get(setup, start_stdio_standalone)
             await start(srv, dsn, n, logdir)
@@ -676,8 +683,8 @@ async def run_config(
         pg_pids = [p for p in await backend_pids(dsn) if p not in anchor.backend_pids]
         # stdio: the writer's process (its relay, or its own server when standalone) apart; the
         # shared server, serving the writer's session too, counts among "servers" as tcp's does.
-        writer_pids = srv.pids[:1] if setup != "tcp" else []
-        recv_pids = srv.pids[1:] if setup != "tcp" else srv.pids
+        writer_pids = srv.pids[:1] if not setup.startswith("tcp") else []
+        recv_pids = srv.pids[1:] if not setup.startswith("tcp") else srv.pids
         cpu0 = (0.0, 0.0, 0.0, 0.0, 0.0)
         anchor_cpu = 0.0
         t_measure = math.inf
@@ -766,11 +773,11 @@ async def run_config(
 TRACE_CHAIN = [
     ("t0", "writer sends dbcode/writeFile"),
     ("rx", "to the server, read, decoded"),
-    ("write_file", "dispatched: Session.write_file starts"),
+    ("write_file", "dispatched: Commits.write_file starts"),
     ("commit_call", "checks, format-on-commit setting: the commit call starts"),
     ("fetched", "pool, SELECT dbcode_write (the database), row fetched"),
     ("offered", "result parsed, changeset offered to the hub"),
-    ("deliver", "the workspace watcher wakes: Session.deliver"),
+    ("deliver", "the workspace watcher wakes: DocumentSync.deliver"),
     ("pushed", "merge/diff, applyEdit JSON, written to the socket"),
     ("arrive", "to the receiving client, read"),
 ]
@@ -783,7 +790,8 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
 
     from lsp_dbcode import cli
     from lsp_dbcode.server import protocol as dbcode_protocol
-    from lsp_dbcode.server.session import Session
+    from lsp_dbcode.server.commits import Commits
+    from lsp_dbcode.server.documents import DocumentSync
     from lsp_dbcode.store.hub import Hub
     from lsp_dbcode.store.store import Store
 
@@ -798,14 +806,14 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
             mark("rx", t)
 
     dbcode_protocol.json = tracing.JsonProbe(seen)  # type: ignore[assignment]
-    tracing.wrap(Session, "write_file", mark, before="write_file")
+    tracing.wrap(Commits, "write_file", mark, before="write_file")
     tracing.wrap(Store, "_commit_batch", mark, before="commit_call")
     tracing.wrap(Hub, "offer", mark, before="offered")
-    tracing.wrap(Session, "deliver", mark, before="deliver")
+    tracing.wrap(DocumentSync, "deliver", mark, before="deliver")
     tracing.wrap(psycopg.AsyncCursor, "fetchone", mark, after="fetched")
     tracing.wrap(
         dbcode_protocol.DbcodeProtocol,
-        "request_raw",
+        "request_json",
         mark,
         after="pushed",
         when=lambda args: args[1] == "workspace/applyEdit",
@@ -860,7 +868,7 @@ async def start_profiler(
 ) -> asyncio.subprocess.Process:
     """py-spy record of the tcp server, or the shared stdio server, or of one receiving
     standalone stdio server (the last one)."""
-    pid = pids[0] if setup == "tcp" else pids[-1]
+    pid = pids[0] if setup.startswith("tcp") else pids[-1]
     out = Path(args.profile) / f"{setup}-{n}.txt"
     proc = await asyncio.create_subprocess_exec(
         args.py_spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
@@ -1010,6 +1018,19 @@ async def amain(args: argparse.Namespace) -> int:
     for s in setups:
         if s not in ("tcp", "stdio", "stdio-standalone"):
             raise SystemExit(f"unknown set-up {s!r}: use tcp, stdio, stdio-standalone")
+    args.pythons = {}
+    for item in args.code or []:  # tcp rows of other code trees, right after this tree's
+        label, _, folder = item.partition("=")
+        python = Path(folder) / ".venv" / "bin" / "python"
+        if not python.exists():
+            raise SystemExit(f"--code {item!r}: no {python}")
+        args.pythons[label] = str(python)
+    if args.pythons:
+        setups = [
+            x
+            for s in setups
+            for x in ([s, *(f"tcp@{k}" for k in args.pythons)] if s == "tcp" else [s])
+        ]
     logdir = Path(tempfile.mkdtemp(prefix="pushbench-logs-"))
     async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
         cur = await conn.execute("SELECT version()")
@@ -1023,8 +1044,8 @@ async def amain(args: argparse.Namespace) -> int:
     private_scratch = ""
     t_begin = time.perf_counter()
     try:
-        for setup in setups:
-            for n in clients:
+        for n in clients:  # the set-ups of one N one after the other: load drift hits them alike
+            for setup in setups:
                 dsn, label = scratch, "--dsn"
                 if setup == "stdio-standalone":
                     need = 2 * (n + 1) + CONNECTIONS_MARGIN
@@ -1103,6 +1124,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--trace", action="store_true", help="timestamp the steps inside the tcp server"
+    )
+    parser.add_argument(
+        "--code",
+        action="append",
+        metavar="LABEL=DIR",
+        help="tcp rows also for another code tree (DIR/.venv/bin/python), set-up tcp@LABEL: "
+        "e.g. the code before a change (git worktree add DIR REV; editable install in DIR/.venv)",
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the server(s) into DIR")
     parser.add_argument("--py-spy", default="py-spy", help="the py-spy executable")

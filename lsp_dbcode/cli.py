@@ -81,12 +81,14 @@ class Progress:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import relay
+    from .server.options import ServeOptions
 
-    if not relay.standalone_requested(args):
-        return relay.run(args)  # stdio: attach to the shared server
+    options = ServeOptions.from_args(args)
+    if not relay.standalone_requested(options):
+        return relay.run(options)  # stdio: attach to the shared server
     from .server.main import serve
 
-    return serve(args)
+    return serve(options)
 
 
 # -- plumbing -------------------------------------------------------------------------------
@@ -229,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("workspace")
     sp.add_argument("path", nargs="?")
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--limit", "-n", type=int, default=50)
+    sp.add_argument(
+        "--limit", "-n", type=int, help="at most N changesets (default 50, at most 10000)"
+    )
+    sp.add_argument(
+        "--before", type=int, metavar="SEQ", help="only changesets older than SEQ (the next page)"
+    )
 
     sp = add("watch", "stream changesets as they commit")
     sp.add_argument("workspace")

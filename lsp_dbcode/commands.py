@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,13 +21,13 @@ from .store import (
     Claimed,
     Conflict,
     InvalidInput,
-    NotFound,
     Store,
     StoreError,
     resolve_dsn,
     validate,
 )
 from .store.model import Changeset
+from .store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from .uris import changeset_json
 
 
@@ -57,28 +58,23 @@ async def cmd_write(store: Store, args: argparse.Namespace) -> int:
     validate.check_path(args.path)
     data = sys.stdin.buffer.read()
     text = validate.decode_content(data, f"stdin for {args.path}", store.content_bytes_max)
-    from .analysis import AnalysisError, RuffEngine, is_python_path
-    from .check import check_text, format_for_commit
+    from .analysis import AnalysisError, RuffEngine
+    from .check import check_text
+    from .commit import CommitPipeline, Write, standalone_formatter
 
     async with RuffEngine() as ruff:
-        if is_python_path(args.path):
-            try:
-                configs = await store.config_files(args.workspace)
-            except NotFound:
-                configs = {}
-            text = await format_for_commit(ruff, configs, args.path, text)
-        res = await store.write(
+        pipeline = CommitPipeline(store, standalone_formatter(store, ruff))
+        done = await pipeline.commit(
             args.workspace,
-            args.path,
-            text,
+            [Write(args.path, text, args.base)],
             agent=args.agent,
-            base=args.base,
             message=args.message,
         )
-        rev = res.revisions[args.path]
-        sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {res.seq})\n")
+        text = done.texts[args.path]
+        rev = done.revisions[args.path]
+        sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {done.seq})\n")
         sys.stdout.flush()
-        _report_warnings(res.warnings)
+        _report_warnings(done.warnings)
         await _move_threads(store, args.workspace, [args.path])
         try:
             problems = await check_text(store, ruff, args.workspace, args.path, text)
@@ -222,8 +218,19 @@ def _print_changeset(cs: Changeset, as_json: bool) -> None:
 
 
 async def cmd_log(store: Store, args: argparse.Namespace) -> int:
-    for cs in await store.log(args.workspace, args.path, limit=args.limit):
+    limit = LOG_LIMIT_DEFAULT if args.limit is None else args.limit
+    page = await store.log_page(args.workspace, args.path, limit=limit, before_seq=args.before)
+    for cs in page.changesets:
         _print_changeset(cs, args.json)
+    if page.more and args.limit is None:
+        # Never in stdout (a script reading --json must get only changesets there).
+        rest = ["dbcode", "log", args.workspace] + ([args.path] if args.path else [])
+        rest += ["--json"] if args.json else []
+        rest += ["--before", str(page.changesets[-1].seq)]
+        sys.stderr.write(
+            f"dbcode: showing the newest {limit} changesets; older ones: {shlex.join(rest)}"
+            f" (or --limit up to {LOG_LIMIT_MAX})\n"
+        )
     return EXIT_OK
 
 

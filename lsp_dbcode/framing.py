@@ -10,7 +10,10 @@ from __future__ import annotations
 
 HEADER_LINES_MAX = 32
 HEADER_LINE_BYTES_MAX = 8 * 1024
-MESSAGE_BYTES_MAX = 256 * 2**20
+# One message body: room for a file at the default size limit (10 MiB) JSON-escaped at worst
+# (\uXXXX pairs: 6 bytes a character, in practice far less), and a bound on what one message may
+# cost a shared server to read and parse (a bigger Content-Length closes the connection).
+MESSAGE_BYTES_MAX = 64 * 2**20
 
 
 class FramingError(Exception):

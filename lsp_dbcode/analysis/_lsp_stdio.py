@@ -93,16 +93,16 @@ class _Protocol(asyncio.SubprocessProtocol):
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
-            self.client._fail(f"{self.client.name} exited")
+            self.client.fail(f"{self.client.name} exited")
         elif fd == 0:
             self.resume_writing()  # nobody waits for a pipe that is gone
             if exc is not None:
-                self.client._fail(f"{self.client.name} stopped reading its input: {exc}")
+                self.client.fail(f"{self.client.name} stopped reading its input: {exc}")
 
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
-        self.client._fail(f"{self.client.name} exited")
+        self.client.fail(f"{self.client.name} exited")
 
     def pause_writing(self) -> None:
         if self._resumed is None:
@@ -288,7 +288,7 @@ class LspStdioClient:
         except Exception as exc:  # a protocol error from the child: it is unusable now
             reason = f"{self.name} sent something unreadable: {exc}"
             log.warning("%s", reason)
-            self._fail(reason)
+            self.fail(reason)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "method" not in message:  # a response
@@ -323,7 +323,7 @@ class LspStdioClient:
             for line in lines:
                 self._on_stderr(line.decode("utf-8", "replace").rstrip())
 
-    def _fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> None:
         """The child is unusable: fail every pending request, tell the owner (once)."""
         if self._dead is not None:
             return
@@ -342,7 +342,7 @@ class LspStdioClient:
 
     async def close(self) -> None:
         """Stop listening: fail what is pending (the caller ends the process)."""
-        self._fail(f"{self.name} client closed")
+        self.fail(f"{self.name} client closed")
 
 
 def _dumps(message: dict[str, Any]) -> bytes:

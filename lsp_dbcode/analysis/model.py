@@ -141,30 +141,29 @@ class Findings:
 
     - :attr:`diagnostics`: the :class:`Diagnostic` objects, sorted by position (built on first
       use when the engine got them in another form).
-    - :attr:`lsp`: the same diagnostics as LSP ``Diagnostic`` JSON objects (``range``,
-      ``message``, ``severity``, ``code``, ``codeDescription``, ``source``, ``tags``; no fix data)
-      with CODE POINT positions (= LSP's utf-32), in the same order; ``None`` when the engine
-      did not get them as LSP (the server then builds them from :attr:`diagnostics`). Shared:
-      never mutate them.
+    - :attr:`server_items`: the same diagnostics as ``ruff server`` gave them (its own items:
+      ``range`` in CODE POINTS, ``message`` without its ``help:`` suffix, ``code``,
+      ``codeDescription``, ``data``), in the same order; ``None`` from the CLI engine. The
+      language server relays them without building Diagnostic objects. Shared: never mutate.
     - :attr:`cache`: for consumers to keep what they derive from these findings (e.g. the JSON in
       another position encoding); it lives as long as the findings.
     """
 
-    __slots__ = ("_diagnostics", "_make", "cache", "count", "lsp")
+    __slots__ = ("_diagnostics", "_make", "cache", "count", "server_items")
 
     def __init__(
         self,
         diagnostics: list[Diagnostic] | None = None,
         *,
         make: Callable[[], list[Diagnostic]] | None = None,
-        lsp: list[dict[str, Any]] | None = None,
+        server_items: list[dict[str, Any]] | None = None,
     ) -> None:
         assert (diagnostics is None) != (make is None), "give diagnostics or make"
-        assert diagnostics is not None or lsp is not None, "make needs lsp (for the count)"
+        assert diagnostics is not None or server_items is not None, "make needs server_items"
         self._diagnostics = diagnostics
         self._make = make
-        self.lsp = lsp
-        self.count = len(diagnostics) if diagnostics is not None else len(lsp or ())
+        self.server_items = server_items
+        self.count = len(diagnostics) if diagnostics is not None else len(server_items or ())
         self.cache: dict[Any, Any] = {}
 
     @property

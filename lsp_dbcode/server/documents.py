@@ -22,15 +22,25 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from lsprotocol import types
 
+from ..store import Changeset, DatabaseUnavailable, FileChange
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from ..text.merge import Conflict, find_conflicts, merge3
 from ..text.positions import Encoding, LineIndex
+from ..uris import make_uri
+from .client import ERROR, WARNING, workspace_edit_json
+from .findings import offsets_range_json, set_diagnostics
+from .lint import LintState, TreeState
+from .shared import DB_RETRY_DELAY_S, retrying
 
 if TYPE_CHECKING:
-    from .session import Session
+    from .client import Client
+    from .identity import Identity
+    from .shared import Shared
+    from .tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +81,12 @@ class OpenDoc:
     conflicts: list[Conflict] = field(default_factory=list)
     broken: str | None = None  # why the buffer can no longer be trusted
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    diagnostics: dict[str, list[types.Diagnostic]] = field(default_factory=dict)
+    # LSP Diagnostic JSON by source (ruff, syntax, dbcode), published together (findings.py).
+    diagnostics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     live_task: asyncio.Task[None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    lint: LintState = field(default_factory=LintState)  # lint.py
+    tree: TreeState = field(default_factory=TreeState)  # lint.py
+    closed: bool = False  # closed, replaced by a new didOpen, or its session ended
 
     @property
     def text(self) -> str:
@@ -104,10 +117,82 @@ class OpenDoc:
 
 
 class DocumentSync:
-    """Drives open buffers toward the newest revision (one per session)."""
+    """Drives one session's open buffers toward the newest revision. Given what it needs: the
+    client port, the session's identity and tasks, and the process' shared push caches."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, client: Client, identity: Identity, shared: Shared, tasks: Tasks) -> None:
+        self.client = client
+        self.identity = identity
+        self.shared = shared
+        self.tasks = tasks
+
+    # -- others' changes (the Shared watcher calls deliver, in seq order) ---------------------
+
+    async def deliver(self, doc: OpenDoc, cs: Changeset, fc: FileChange) -> None:
+        """A changeset touched this open document.
+
+        Handled at once when the document is free; behind its lock otherwise (a save or an
+        open in progress), so that one busy document does not hold up every other session."""
+        if fc.path != doc.path:  # renamed away
+            work = self._on_gone(doc, cs, renamed_to=fc.path)
+        elif doc.lock.locked():
+            work = retrying(lambda: self._on_file_change(doc, cs, fc))
+        else:
+            # The common case, 1,000 times per changeset: no wrapper coroutine, no closure; the
+            # retries (the database went away while reading the revision) only when needed.
+            try:
+                await self._on_file_change(doc, cs, fc)
+            except DatabaseUnavailable as exc:
+                log.warning("database unavailable (%s); retrying", exc)
+                await asyncio.sleep(DB_RETRY_DELAY_S)
+                await retrying(lambda: self._on_file_change(doc, cs, fc))
+            return
+        if doc.lock.locked():
+            self.tasks.run(work)
+        else:
+            await work
+
+    async def _on_file_change(self, doc: OpenDoc, cs: Changeset, fc: FileChange) -> None:
+        async with doc.lock:
+            if doc.closed or fc.revision <= doc.seen_rev:
+                return
+            doc.seen_rev = fc.revision
+            if fc.kind == "delete":
+                self.gone(doc, cs, renamed_to=None)
+                return
+            text = fc.text
+            if text is None:
+                text = await self.shared.revision_text(doc.workspace, doc.path, fc.revision)
+            doc.target_rev, doc.target_text, doc.target_agent = fc.revision, text, cs.agent
+            client = self.client
+            client.cork()  # the edit and the log line in one write
+            try:
+                await self.reconcile(doc)
+                if cs.agent != self.identity.agent:  # after the edit: what the user waits for
+                    client.send_encoded(self.shared.author_line(doc.workspace, cs, fc))
+            finally:
+                client.uncork()
+
+    async def _on_gone(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
+        async with doc.lock:
+            self.gone(doc, cs, renamed_to)
+
+    def gone(self, doc: OpenDoc, cs: Changeset, renamed_to: str | None) -> None:
+        """The file was deleted or renamed away (doc.lock held): the buffer is kept."""
+        doc.base_rev = doc.target_rev = 0
+        doc.base_text = doc.target_text = ""
+        if renamed_to:
+            msg = (
+                f"dbcode: {cs.agent} renamed {doc.path} to {renamed_to} (seq {cs.seq}). Your "
+                f"buffer is kept; open {make_uri(doc.workspace, renamed_to)} to follow it — "
+                "saving this one would create the old path again."
+            )
+        else:
+            msg = (
+                f"dbcode: {cs.agent} deleted {doc.path} (seq {cs.seq}). Your buffer is kept; "
+                "saving it would create the file again."
+            )
+        self.client.show(WARNING, msg)
 
     # -- called with doc.lock held ----------------------------------------------------------
 
@@ -118,8 +203,8 @@ class DocumentSync:
         if doc.target_rev == doc.base_rev and doc.target_text == doc.base_text:
             return
         if doc.text == doc.base_text:  # a clean buffer: no merge, and the diff is shared
-            key = (doc.workspace, doc.path, doc.base_rev, doc.target_rev)
-            edits = self.session.app.diff(key, doc.base_text, doc.target_text)
+            key = PushKey(doc.workspace, doc.path, doc.base_rev, doc.target_rev)
+            edits = self.shared.diff(key, doc.base_text, doc.target_text)
             if not edits:
                 self._settled(doc, doc.target_rev, doc.target_text)
                 return
@@ -137,44 +222,25 @@ class DocumentSync:
         return f"{who} (revision {doc.target_rev})"
 
     def _push(
-        self,
-        doc: OpenDoc,
-        edits: list[Edit],
-        expected: str,
-        shared: tuple[str, str, int, int] | None = None,
+        self, doc: OpenDoc, edits: list[Edit], expected: str, shared: PushKey | None = None
     ) -> None:
         """Send ``edits`` (on the buffer as it is) as one workspace/applyEdit. ``shared``: the
         key under which clean buffers of one revision share the edits' JSON."""
-        session = self.session
-        enc = session.encoding
-
+        client = self.client
+        enc = client.encoding
         if shared is not None:
-            edits_json = session.app.edits_json(
-                (*shared, enc.value), expected, lambda: doc.lsp_edits(edits, enc)
+            edits_json = self.shared.edits_json(
+                shared, enc, expected, lambda: doc.lsp_edits(edits, enc)
             )
         else:
             edits_json = json.dumps(doc.lsp_edits(edits, enc), separators=(",", ":"))
         pending = Pending(expected, doc.target_rev, doc.target_text, doc.version)
         doc.pending = pending
-        uri = json.dumps(doc.uri)
-        if session.supports_document_changes:
-            edit = (
-                '{"documentChanges":[{"textDocument":{"uri":'
-                + uri
-                + ',"version":'
-                + str(doc.version)
-                + '},"edits":'
-                + edits_json
-                + "}]}"
-            )
-        else:
-            edit = '{"changes":{' + uri + ":" + edits_json + "}}"
-        label = json.dumps(f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}")
-        # Written now (not from a task that runs later): with 100 sessions on one loop the
+        edit = workspace_edit_json(client, doc.uri, doc.version, orjson.Fragment(edits_json))
+        label = f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}"
+        # Written now (not from a task that runs later): with 1,000 sessions on one loop the
         # first editor gets its edit before the last one's is even computed.
-        reply = session.protocol.request_raw(
-            "workspace/applyEdit", '{"label":' + label + ',"edit":' + edit + "}"
-        )
+        reply = client.apply_edit(label, edit)
         loop = asyncio.get_running_loop()
         timeout = loop.call_later(APPLY_EDIT_TIMEOUT_S, reply.cancel)
         reply.add_done_callback(lambda f: self._on_reply(doc, pending, f, timeout))
@@ -191,26 +257,26 @@ class DocumentSync:
             result = reply.result()
             applied = isinstance(result, dict) and result.get("applied") is True
             reason = str(result.get("failureReason")) if isinstance(result, dict) else "?"
-        if doc.pending is not pending or self.session.closed:
+        if doc.pending is not pending or self.client.closed:
             return  # settled by a didChange already
         pending.answered = True
         if applied:
             # Wait for the didChange that carries the edit (Neovim sends it later).
             pending.settle = asyncio.get_running_loop().call_later(
                 SETTLE_TIMEOUT_S,
-                lambda: self.session.run_task(self._settle_timeout(doc, pending)),
+                lambda: self.tasks.run(self._settle_timeout(doc, pending)),
             )
             return
         log.info("client refused the edit to %s (%s); merging again", doc.uri, reason)
         doc.pending = None
-        self.session.run_task(self._retry(doc))
+        self.tasks.run(self._retry(doc))
 
     async def _retry(self, doc: OpenDoc) -> None:
         doc.push_retries += 1
         if doc.push_retries > PUSH_RETRIES_MAX:
             doc.broken = "the editor kept refusing the server's edits"
-            self.session.show(
-                types.MessageType.Error,
+            self.client.show(
+                ERROR,
                 f"dbcode: {doc.path} could not be updated with another agent's change; "
                 "close and reopen it (your text is unchanged)",
             )
@@ -244,7 +310,7 @@ class DocumentSync:
         doc.push_retries = 0
         self.refresh_conflicts(doc)
         if doc.target_rev != rev:  # a newer revision arrived meanwhile
-            self.session.run_task(self._reconcile_locked(doc))
+            self.tasks.run(self._reconcile_locked(doc))
 
     async def _reconcile_locked(self, doc: OpenDoc) -> None:
         async with doc.lock:
@@ -256,19 +322,31 @@ class DocumentSync:
         doc.conflicts = find_conflicts(doc.text)
         if not doc.conflicts and not had:
             return
-        enc = self.session.encoding
-        diags = [
-            types.Diagnostic(
-                range=doc.lsp_range(c.start, c.end, enc),
-                message=(
-                    f"Conflict: your unsaved edit and {doc.target_agent or 'another agent'}'s "
-                    "change overlap. Choose: keep mine, take theirs, or keep both."
+        enc = self.client.encoding
+        who = doc.target_agent or "another agent"
+        items = [
+            {
+                "range": offsets_range_json(doc.index, c.start, c.end, enc),
+                "message": (
+                    f"Conflict: your unsaved edit and {who}'s change overlap. Choose: keep "
+                    "mine, take theirs, or keep both."
                 ),
-                severity=types.DiagnosticSeverity.Error,
-                source="dbcode",
-                code="conflict",
-                data={"conflict": i},
-            )
+                "severity": 1,
+                "code": "conflict",
+                "source": "dbcode",
+                "data": {"conflict": i},
+            }
             for i, c in enumerate(doc.conflicts)
         ]
-        self.session.set_diagnostics(doc, "dbcode", diags)
+        set_diagnostics(self.client, doc, "dbcode", items)
+
+
+@dataclass(frozen=True, slots=True)
+class PushKey:
+    """Clean buffers of ``path`` at ``base_rev`` moving to ``target_rev``: they share one diff
+    and, per position encoding, one edits' JSON."""
+
+    workspace: str
+    path: str
+    base_rev: int
+    target_rev: int

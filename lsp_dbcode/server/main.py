@@ -1,10 +1,10 @@
 """`dbcode serve`: transports. stdio (one session: ``--standalone``; by default a relay to a
 shared ``--unix`` server, see relay.py), or unix socket / TCP / WebSocket (many sessions in one
-process: one pygls server object per connection, all on one event loop, sharing one App)."""
+process: one pygls server object per connection, all on one event loop, sharing one Shared:
+the store, the watchers, the caches)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -23,8 +23,7 @@ from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdinAsyncReader, StdoutWriter
 
 from ..store import Store, StoreError, redact, resolve_dsn
-from .app import App
-from .features import create_server
+from .options import ServeOptions
 from .relay import (
     DEFAULT_IDLE_EXIT_S,
     PREAMBLE_MAX,
@@ -36,6 +35,8 @@ from .relay import (
     parse_preamble,
     preamble_brings_fds,
 )
+from .routes import create_server
+from .shared import Shared
 from .wire import (
     FramingError,
     open_read_pipe,
@@ -47,6 +48,9 @@ from .wire import (
 
 log = logging.getLogger("lsp_dbcode.server")
 
+# The shared pool of a server process: its idle minimum (one connection taken from two leaves
+# one idle, so the pool need not grow for every lone query) and its bound.
+POOL_SIZE_MIN = 2
 POOL_SIZE_MAX = 20
 # The cyclic garbage collector: a collection of the oldest generation walks every tracked
 # object and stops the event loop meanwhile: 110 to 220 ms measured in a server with 100
@@ -58,19 +62,20 @@ POOL_SIZE_MAX = 20
 GC_YOUNG_THRESHOLD = 20_000
 PREAMBLE_TIMEOUT_S = 10.0
 UNIX_BACKLOG = 1024
+WS_MESSAGE_BYTES_MAX = 64 * 2**20
 EXPECTED_ERROR_CODES = frozenset({-32602, -32601, 404, 409})
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
+def _setup_logging(options: ServeOptions) -> None:
     handler: logging.Handler
-    if getattr(args, "log_file", None):
-        handler = logging.FileHandler(args.log_file)
+    if options.log_file:
+        handler = logging.FileHandler(options.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO))
+    root.setLevel(getattr(logging, options.log_level.upper(), logging.INFO))
     # pygls logs every message body at INFO: far too costly on every keystroke.
     logging.getLogger("pygls").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)
@@ -91,15 +96,18 @@ def _host_port(value: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def serve(args: argparse.Namespace) -> int:
-    _setup_logging(args)
+_held_locks: list[int] = []  # file descriptors of locks held for the process' life
+
+
+def serve(options: ServeOptions) -> int:
+    _setup_logging(options)
     try:
-        if getattr(args, "unix", None):
-            # Held until the process exits: relays see a server alive (starting, serving or
-            # exiting) by this lock, never by a pid that may be stale.
-            args.server_lock_fd = hold_server_lock(ServerPaths(Path(args.unix)))
-        dsn = resolve_dsn(args.database_url)
-        return asyncio.run(_serve(dsn, args))
+        if options.unix:
+            # Held until the process exits (never closed): relays see a server alive
+            # (starting, serving or exiting) by this lock, never by a pid that may be stale.
+            _held_locks.append(hold_server_lock(ServerPaths(Path(options.unix))))
+        dsn = resolve_dsn(options.database_url)
+        return asyncio.run(_serve(dsn, options))
     except (StoreError, RelayError) as exc:
         sys.stderr.write(f"dbcode: {exc}\n")
         return 1
@@ -114,44 +122,49 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
-async def _serve(dsn: str, args: argparse.Namespace) -> int:
-    store = Store(dsn, min_size=1, max_size=POOL_SIZE_MAX)
+async def _serve(dsn: str, options: ServeOptions) -> int:
+    store = Store(
+        dsn, min_size=POOL_SIZE_MIN, max_size=POOL_SIZE_MAX, application_name="dbcode serve"
+    )
     await store.open()
-    app = App(store)
+    app = Shared(store)
     _tune_gc()
     log.info("dbcode serve: database %s", redact(dsn))
     try:
-        if args.tcp:
-            host, port = _host_port(args.tcp)
+        if options.tcp:
+            host, port = _host_port(options.tcp)
             server = await start_tcp_server(
-                lambda r, w: run_stream_session(app, args.agent, r, w), host, port
+                lambda r, w: run_stream_session(app, options.agent, r, w), host, port
             )
             addrs = ", ".join(str(s.getsockname()) for s in server.sockets)
             sys.stderr.write(f"dbcode: serving LSP over TCP on {addrs}\n")
             sys.stderr.flush()
             async with server:
                 await server.serve_forever()
-        elif args.ws:
+        elif options.ws:
             from websockets.asyncio.server import serve as ws_serve
 
-            host, port = _host_port(args.ws)
+            host, port = _host_port(options.ws)
             async with ws_serve(
-                lambda ws: run_ws_session(app, args.agent, ws), host, port, max_size=64 * 2**20
+                lambda ws: run_ws_session(app, options.agent, ws),
+                host,
+                port,
+                max_size=WS_MESSAGE_BYTES_MAX,
             ) as wss:
                 addrs = ", ".join(str(s.getsockname()) for s in wss.sockets)
                 sys.stderr.write(f"dbcode: serving LSP over WebSocket on {addrs}\n")
                 sys.stderr.flush()
                 await wss.serve_forever()
-        elif getattr(args, "unix", None):
-            await _serve_unix(app, args)
+        elif options.unix:
+            await _serve_unix(app, options)
         else:
             reader = await _stdin_reader()
             # SPEC precedence: --agent, else DBCODE_AGENT, else initializationOptions.agent.
             # Only for stdio: a TCP/WebSocket server serves many agents, each naming itself
             # (a relay's sessions on a unix socket bring theirs in the preamble).
-            forced = getattr(args, "agent_flag", None) or os.environ.get("DBCODE_AGENT")
+            forced = options.agent_flag or os.environ.get("DBCODE_AGENT")
             await _run_session(
-                app, args.agent, reader, StdoutWriter(sys.stdout.buffer), forced_agent=forced
+                app, options.agent, reader, StdoutWriter(sys.stdout.buffer), forced_agent=forced
             )
     finally:
         await app.close()
@@ -170,7 +183,7 @@ async def _stdin_reader() -> Any:
 
 
 async def run_stream_session(
-    app: App,
+    app: Shared,
     agent: str,
     reader: Any,
     writer: asyncio.StreamWriter,
@@ -182,12 +195,13 @@ async def run_stream_session(
         writer.close()
 
 
-async def _serve_unix(app: App, args: argparse.Namespace) -> None:
+async def _serve_unix(app: Shared, options: ServeOptions) -> None:
     """Sessions of stdio relays on a unix socket (relay.py): each connection starts with the
     relay's preamble (its agents), answered with our pid, then LSP. Exits after ``--idle-exit``
     seconds without a connection (0: never), and on SIGTERM / SIGINT; removes its socket."""
-    path = Path(args.unix)
-    idle = getattr(args, "idle_exit", None)
+    assert options.unix is not None
+    path = Path(options.unix)
+    idle = options.idle_exit_s
     idle_s = DEFAULT_IDLE_EXIT_S if idle is None else float(idle)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -261,10 +275,10 @@ async def _serve_unix(app: App, args: argparse.Namespace) -> None:
     with contextlib.suppress(OSError):  # a starting relay that died meanwhile: no reader
         sys.stderr.write(f"{READY} {path} (pid {os.getpid()})\n")
         sys.stderr.flush()
-    if getattr(args, "spawned", False) and getattr(args, "log_file", None):
+    if options.spawned and options.log_file:
         # Our stderr was the starting relay's pipe, for the line above or a start-up error;
         # from now on it is our log.
-        fd = os.open(args.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(options.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(fd, 2)
         os.close(fd)
     log.info("serving LSP over unix socket %s (idle exit after %g s)", path, idle_s)
@@ -343,7 +357,7 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 async def _run_handed_over(
-    app: App, default: str, forced: str | None, conn: socket.socket, fd_in: int, fd_out: int
+    app: Shared, default: str, forced: str | None, conn: socket.socket, fd_in: int, fd_out: int
 ) -> None:
     """A session on the editor's own pipes, handed over by its relay: we read its stdin and
     write its stdout directly. The relay's socket stays open for the session's life: its
@@ -387,7 +401,7 @@ async def _run_handed_over(
 
 
 async def _run_session(
-    app: App, agent: str, reader: Any, writer: Any, forced_agent: str | None = None
+    app: Shared, agent: str, reader: Any, writer: Any, forced_agent: str | None = None
 ) -> None:
     ls = create_server(app, agent, forced_agent)
     session = ls.session
@@ -398,12 +412,12 @@ async def _run_session(
 
     def on_exit() -> None:
         stop.set()
-        session.closed = True
+        session.client.closed = True
         loop = asyncio.get_running_loop()
         if task is not None:
             loop.call_soon(task.cancel)
 
-    ls.on_exit = on_exit
+    session.on_exit = on_exit
     log.info("session opened (%d in this process)", len(app.sessions))
     try:
         await read_stream(reader, ls.protocol, stop)
@@ -418,7 +432,7 @@ async def _run_session(
         log.info("session closed (%d left)", len(app.sessions))
 
 
-async def run_ws_session(app: App, agent: str, websocket: Any) -> None:
+async def run_ws_session(app: Shared, agent: str, websocket: Any) -> None:
     ls = create_server(app, agent)
     session = ls.session
     app.sessions.add(session)
@@ -427,11 +441,11 @@ async def run_ws_session(app: App, agent: str, websocket: Any) -> None:
 
     def on_exit() -> None:
         stop.set()
-        session.closed = True
+        session.client.closed = True
         if task is not None:
             asyncio.get_running_loop().call_soon(task.cancel)
 
-    ls.on_exit = on_exit
+    session.on_exit = on_exit
     try:
         await read_websocket(websocket, ls.protocol, stop)
     except asyncio.CancelledError:

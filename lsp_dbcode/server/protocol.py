@@ -1,7 +1,8 @@
 """pygls plumbing: our protocol class and converter.
 
-- Custom methods (``dbcode/*``) get their params as plain dicts (pygls would turn them into
-  namedtuples and silently rename keys that are not identifiers).
+- The rows of the route table (server/routes.py) marked ``json`` take the lean path here:
+  decoded once, handed to the handler as plain JSON, answered with plain JSON (pygls would turn
+  custom methods' params into namedtuples and silently rename keys that are not identifiers).
 - A request whose params fail validation, or that lacks params, is answered with a JSON-RPC
   error instead of being left unanswered (pygls drops them).
 - Text documents are kept by our own session (server/documents.py), not by pygls' workspace,
@@ -12,12 +13,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
@@ -32,6 +34,12 @@ from pygls.protocol import (
     default_converter,
     lsp_method,
 )
+
+from .errors import rpc_error
+
+if TYPE_CHECKING:
+    from .routes import Route
+    from .session import Session
 
 log = logging.getLogger(__name__)
 _sending: set[asyncio.Future[Any]] = set()
@@ -59,7 +67,12 @@ def _response_hook(obj: dict[str, Any], cls: type) -> Any:
     return cls(id=obj["id"], jsonrpc=obj["jsonrpc"], result=obj.get("result"))
 
 
+@functools.cache
 def make_converter() -> cattrs.Converter:
+    """The one converter of the process, shared by every connection's server object. cattrs
+    generates each type's (un)structure function on first use and keeps it in the converter: a
+    converter per connection generated them again for every session (~25 ms of CPU per session
+    open, most of it for InitializeParams and the initialize result)."""
     converter = default_converter()
     converter.register_structure_hook(JsonRPCRequestMessage, _request_hook)
     converter.register_structure_hook(JsonRPCNotification, _notification_hook)
@@ -74,73 +87,120 @@ def json_bytes(message: Any) -> bytes:
     try:
         return orjson.dumps(message)
     except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(message, separators=(",", ":")).encode()
+        return json.dumps(message, separators=(",", ":"), default=_fragment).encode()
+
+
+def _fragment(value: Any) -> Any:
+    """json's fallback for the pieces serialised once and shared (orjson.Fragment)."""
+    if isinstance(value, orjson.Fragment):
+        return json.loads(value.contents)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# Nesting of one message's JSON: orjson's own limit, which refuses deeper input as it reads it
+# (a message nested 100,000 deep costs microseconds, not a stall); tests hold the two equal.
+JSON_DEPTH_MAX = 1024
+NOT_JSON = object()
+
+
+def parse_message(body: bytes | str) -> Any:
+    """One message body as JSON data; NOT_JSON when it is not JSON or nested deeper than
+    JSON_DEPTH_MAX. Its size is bounded before it gets here (framing.MESSAGE_BYTES_MAX)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            return NOT_JSON
+    # What orjson refuses but JSON allows (a lone surrogate escape, as JavaScript strings hold):
+    # the standard parser, whose C scanner stops at Python's recursion limit as fast.
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return NOT_JSON
 
 
 class DbcodeProtocol(LanguageServerProtocol):
     """pygls' protocol, plus a lean path for the messages that come by the hundred per
     changeset when many editors share one server: didOpen / didChange / didClose, the
     ``dbcode/*`` requests and the answers to our own requests (``workspace/applyEdit``) are
-    decoded once with ``json.loads`` and handed to the session directly — no cattrs, no uuid,
-    no task per notification. Everything else takes pygls' path, in arrival order."""
+    decoded once (orjson, :func:`parse_message`) and handed to the session directly — no
+    cattrs, no uuid, no task per notification. Everything else takes pygls' path, in arrival
+    order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Set by the session: each takes a notification's raw params and returns False if it
-        # cannot (then pygls' path handles the message, with its validation).
-        self.fast_notifications: dict[str, Callable[[Any], bool]] = {}
-        # Set by create_server: plain JSON in and out.
-        self.fast_requests: dict[str, Callable[[Any], Awaitable[Any]]] = {}
+        self.session: Session | None = None
+        self.routes: dict[str, Route] = {}
         self._fast_tasks: set[asyncio.Task[Any]] = set()
         self._raw_requests: dict[str, asyncio.Future[Any]] = {}
         self._raw_ids = itertools.count(1)
         self._corked: list[bytes] | None = None
 
+    def attach(self, session: Session, routes: dict[str, Route]) -> None:
+        self.session, self.routes = session, routes
+
     def receive(self, body: bytes | str) -> None:
         """One message off the wire."""
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            log.error("unparsable message (%s): %.200r", exc, body)
+        data = parse_message(body)
+        if not isinstance(data, dict):
+            self._answer_unreadable(data is NOT_JSON, len(body))
             return
         try:
-            if isinstance(data, dict):
-                method = data.get("method")
-                if method is None:
-                    msg_id = data.get("id")
-                    future = self._raw_requests.pop(msg_id, None) if type(msg_id) is str else None
-                    if future is not None:
-                        if not future.done():
-                            if "error" in data:
-                                error = data["error"] if isinstance(data["error"], dict) else {}
-                                future.set_exception(
-                                    JsonRpcException(
-                                        code=error.get("code", -32603),
-                                        message=str(error.get("message", "error")),
-                                    )
+            method = data.get("method")
+            if method is None:
+                msg_id = data.get("id")
+                future = self._raw_requests.pop(msg_id, None) if type(msg_id) is str else None
+                if future is not None:
+                    if not future.done():
+                        if "error" in data:
+                            error = data["error"] if isinstance(data["error"], dict) else {}
+                            future.set_exception(
+                                JsonRpcException(
+                                    code=error.get("code", -32603),
+                                    message=str(error.get("message", "error")),
                                 )
-                            else:
-                                future.set_result(data.get("result"))
-                        return
-                elif "id" not in data:
-                    fast = self.fast_notifications.get(method)
-                    if fast is not None and fast(data.get("params")):
-                        return
-                elif (handler := self.fast_requests.get(method)) is not None and not getattr(
-                    self, "_shutdown", False
-                ):
-                    self._run_request(data["id"], handler, data.get("params"))
+                            )
+                        else:
+                            future.set_result(data.get("result"))
+                    return
+            elif (route := self.routes.get(method)) is not None and route.params == "json":
+                if "id" not in data:
+                    self._notification(method, route, data.get("params"))
+                    return
+                if not getattr(self, "_shutdown", False):
+                    self._run_request(data["id"], route.handler, data.get("params"))
                     return
             # pygls decodes with structure_message as json's object_hook; only the top-level
             # object carries "jsonrpc", so calling it once on that object is the same.
-            self.handle_message(self.structure_message(data) if isinstance(data, dict) else data)
+            self.handle_message(self.structure_message(data))
         except Exception:
             log.exception("unable to handle a message")
 
+    def _notification(self, method: str, route: Route, params: Any) -> None:
+        """A lean notification: inline (to the end, before the next message is read), or a
+        task of the session's. An inline handler returns False for params it cannot read."""
+        session = self.session
+        assert session is not None
+        if route.runs == "task":
+            session.tasks.run(route.handler(session, params))
+        elif route.handler(session, params) is False:
+            log.warning("%s with params it cannot read: ignored", method)
+
+    def _answer_unreadable(self, not_json: bool, size: int) -> None:
+        """JSON-RPC 2.0: a body that is not JSON is answered -32700, JSON that is not a message
+        object (LSP has no batches) -32600; both with id null. The session goes on."""
+        if not_json:
+            code = -32700
+            message = f"Parse error: the message is not JSON (or nested over {JSON_DEPTH_MAX} deep)"
+        else:
+            code, message = -32600, "Invalid Request: the message is not a JSON object"
+        log.warning("a message of %d bytes answered %d: %s", size, code, message)
+        self.send_raw({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
+
     def _run_request(
-        self, msg_id: Any, handler: Callable[[Any], Awaitable[Any]], params: Any
+        self, msg_id: Any, handler: Callable[..., Awaitable[Any]], params: Any
     ) -> None:
-        task = asyncio.ensure_future(handler(params))
+        task = asyncio.ensure_future(handler(self.session, params))
         self._fast_tasks.add(task)
         task.add_done_callback(lambda t: self._answer(msg_id, t))
 
@@ -150,8 +210,10 @@ class DbcodeProtocol(LanguageServerProtocol):
             error: dict[str, Any] = {"code": -32800, "message": "request cancelled"}
         elif (exc := task.exception()) is not None:
             if not isinstance(exc, JsonRpcException):
-                log.error("request %s failed", msg_id, exc_info=exc)
-                exc = JsonRpcException(message=f"internal error: {type(exc).__name__}")
+                if isinstance(exc, Exception):
+                    exc = rpc_error(exc)
+                else:
+                    exc = JsonRpcException(message=f"internal error: {type(exc).__name__}")
             error = {"code": exc.code, "message": exc.message}
             if exc.data is not None:
                 error["data"] = exc.data
@@ -160,22 +222,15 @@ class DbcodeProtocol(LanguageServerProtocol):
             return
         self.send_raw({"jsonrpc": "2.0", "id": msg_id, "error": error})
 
-    def request_raw(self, method: str, params_json: str) -> asyncio.Future[Any]:
-        """Send a request whose params are already serialised JSON; returns a future of the
-        result (an exception for an error answer; cancel it to stop waiting)."""
+    def request_json(self, method: str, params: Any) -> asyncio.Future[Any]:
+        """Send a request whose params are plain JSON (pieces may be orjson.Fragments); returns
+        a future of the result (an exception for an error answer; cancel it to stop
+        waiting)."""
         msg_id = f"dbcode-{next(self._raw_ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._raw_requests[msg_id] = future
         future.add_done_callback(lambda _: self._raw_requests.pop(msg_id, None))
-        self.send_text(
-            '{"jsonrpc":"2.0","id":"'
-            + msg_id
-            + '","method":'
-            + json.dumps(method)
-            + ',"params":'
-            + params_json
-            + "}"
-        )
+        self.send_raw({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
         return future
 
     def close_requests(self) -> None:
@@ -214,9 +269,9 @@ class DbcodeProtocol(LanguageServerProtocol):
         if corked:
             self._write(b"".join(corked))
 
-    def send_text(self, text: str) -> None:
-        """Write one JSON-RPC message already serialised (JSON text)."""
-        self._send_body(text.encode())
+    def send_body(self, body: bytes) -> None:
+        """Write one JSON-RPC message already encoded (JSON bytes)."""
+        self._send_body(body)
 
     def _send_body(self, body: bytes) -> None:
         if self._include_headers:
@@ -242,6 +297,16 @@ class DbcodeProtocol(LanguageServerProtocol):
             self._send_response(message.id, None, message.error.to_response_error())
             return
         super().handle_message(message)
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, Any]:
+        """pygls' answer, plus workspace/textDocumentContent for dbcode:// (pygls never
+        advertises it)."""
+        result = yield from super().lsp_initialize(params)
+        ws = result.capabilities.workspace or types.WorkspaceOptions()
+        ws.text_document_content = types.TextDocumentContentOptions(schemes=["dbcode"])
+        result.capabilities.workspace = ws
+        return result
 
     # Text documents: our session keeps them; skip pygls' workspace.
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)

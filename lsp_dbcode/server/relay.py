@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import __version__
+from .options import ServeOptions
 
 MAGIC = "dbcode-relay"
 PROTOCOL = 1
@@ -75,12 +76,10 @@ class RelayError(Exception):
 # -- what to attach to ----------------------------------------------------------------------
 
 
-def standalone_requested(args: Any) -> bool:
+def standalone_requested(options: ServeOptions) -> bool:
     """True when ``dbcode serve`` must run the session in-process (``--standalone``, or
     ``DBCODE_SERVE_STANDALONE=1``) or is a network/unix server itself."""
-    if getattr(args, "tcp", None) or getattr(args, "ws", None) or getattr(args, "unix", None):
-        return True
-    if getattr(args, "standalone", False):
+    if options.tcp or options.ws or options.unix or options.standalone:
         return True
     return os.environ.get(STANDALONE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -597,34 +596,34 @@ def wait_handed_over(attached: Attached) -> int:
 # -- the command ------------------------------------------------------------------------------
 
 
-def _log(args: Any, message: str) -> None:
-    path = getattr(args, "log_file", None)
+def _log(options: ServeOptions, message: str) -> None:
+    path = options.log_file
     if not path:
         return
     with contextlib.suppress(OSError), open(path, "a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} relay[{os.getpid()}]: {message}\n")
 
 
-def relay_for(args: Any, env: Mapping[str, str] | None = None) -> Relay:
-    """The relay for ``dbcode serve`` with these arguments and this environment."""
+def relay_for(options: ServeOptions, env: Mapping[str, str] | None = None) -> Relay:
+    """The relay for ``dbcode serve`` with these options and this environment."""
     env = dict(os.environ if env is None else env)
-    dsn = getattr(args, "database_url", None) or env.get("DBCODE_DATABASE_URL") or None
+    dsn = options.database_url or env.get("DBCODE_DATABASE_URL") or None
     paths = paths_for(server_key(dsn, env), env)
-    forced = getattr(args, "agent_flag", None) or env.get("DBCODE_AGENT") or None
+    forced = options.agent_flag or env.get("DBCODE_AGENT") or None
     server_env = {k: v for k, v in env.items() if k not in ("DBCODE_AGENT", STANDALONE_ENV)}
     if dsn:
         server_env["DBCODE_DATABASE_URL"] = dsn  # never on a command line
     else:
         server_env.pop("DBCODE_DATABASE_URL", None)
         server_env["DBCODE_HOME"] = str(embedded_home(env))
-    idle = getattr(args, "idle_exit", None)
+    idle = options.idle_exit_s
     idle_s = DEFAULT_IDLE_EXIT_S if idle is None else float(idle)
     argv = [
         sys.executable, "-m", "lsp_dbcode", "serve",
         "--unix", os.fspath(paths.socket),
         "--idle-exit", f"{idle_s:g}",
         "--log-file", os.fspath(paths.log),
-        "--log-level", str(getattr(args, "log_level", None) or "INFO"),
+        "--log-level", options.log_level,
         "--spawned",
     ]  # fmt: skip
     # The package's parent as cwd: `-m lsp_dbcode` then runs this very package (the one the
@@ -632,7 +631,7 @@ def relay_for(args: Any, env: Mapping[str, str] | None = None) -> Relay:
     hand_over = pipes_can_be_handed_over()
     return Relay(
         paths,
-        preamble(forced, str(getattr(args, "agent", None) or "lsp-client"), fds=hand_over),
+        preamble(forced, options.agent, fds=hand_over),
         argv,
         server_env,
         os.fspath(PACKAGE_DIR.parent),
@@ -640,23 +639,23 @@ def relay_for(args: Any, env: Mapping[str, str] | None = None) -> Relay:
     )
 
 
-def run(args: Any) -> int:
+def run(options: ServeOptions) -> int:
     """``dbcode serve`` over stdio, relayed to the shared server."""
     try:
-        relay = relay_for(args)
+        relay = relay_for(options)
         attached = relay.attach()
     except RelayError as exc:
         msg = str(exc)
         sys.stderr.write(msg if msg.startswith("dbcode: ") else f"dbcode: {msg}")
         sys.stderr.write("\n")
         sys.stderr.flush()
-        _log(args, msg)
+        _log(options, msg)
         return 1
     except KeyboardInterrupt:
         return 130
     started = " (started it)" if relay.started == attached.pid else ""
     _log(
-        args,
+        options,
         f"attached to shared server pid {attached.pid}{started}: socket {relay.paths.socket}, "
         f"log {relay.paths.log}",
     )

@@ -40,6 +40,9 @@ HELD_MAX = 1024
 # fetch waits until the commit's answer is in (then usually nothing is left to fetch), at most
 # this long.
 DEFER_MAX_S = 0.1
+# Feeds fetching at once (a safety poll wakes them all): the rest of the pool stays free for
+# commits and reads, and a process with many workspaces does not grow the pool to its maximum.
+FEED_FETCHES_MAX = 4
 
 
 class _Seq(Protocol):
@@ -57,10 +60,16 @@ class _Feed(Generic[T]):
     """Changesets (or review events) of one workspace as seen by this process."""
 
     def __init__(
-        self, workspace: str, last_seq: int, fetch: Callable[[str, int, int], Awaitable[list[T]]]
+        self,
+        workspace: str,
+        last_seq: int,
+        fetch: Callable[[str, int, int], Awaitable[list[T]]],
+        fetching: asyncio.Semaphore,
     ) -> None:
         self.workspace = workspace
         self.last_seq = last_seq
+        self.subscribers = 0  # the feed lives while it has one (Hub._follow)
+        self._fetching = fetching
         self.buffer: deque[T] = deque(maxlen=BUFFER_MAX)
         self._fetch = fetch
         self._changed = asyncio.Event()
@@ -127,7 +136,8 @@ class _Feed(Generic[T]):
             self._again = False
             try:
                 while True:
-                    rows = await self._fetch(self.workspace, self.last_seq, FETCH_BATCH_MAX)
+                    async with self._fetching:
+                        rows = await self._fetch(self.workspace, self.last_seq, FETCH_BATCH_MAX)
                     before = self.last_seq
                     for cs in rows:
                         if cs.seq > self.last_seq:  # offer() may have delivered some meanwhile
@@ -146,6 +156,14 @@ class _Feed(Generic[T]):
         old, self._changed = self._changed, asyncio.Event()
         old.set()
 
+    def stop(self) -> None:
+        """No subscriber is left: no more fetches."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
+
 
 class Hub:
     """Per-process LISTEN connection and feeds."""
@@ -155,10 +173,12 @@ class Hub:
         dsn: str,
         fetch: Fetch,
         head: Head,
+        application_name: str,
         review_fetch: ReviewFetch | None = None,
         review_head: Head | None = None,
     ) -> None:
         self._dsn = dsn
+        self._application_name = application_name
         self._fetch = fetch
         self._head = head
         self._review_fetch = review_fetch
@@ -168,6 +188,7 @@ class Hub:
         self._coord: dict[str, asyncio.Event] = {}  # set (and replaced) at each change
         self._coord_gen: dict[str, int] = {}  # changes seen per workspace
         self._feed_lock = asyncio.Lock()
+        self._fetching = asyncio.Semaphore(FEED_FETCHES_MAX)
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._closed = False
@@ -192,17 +213,17 @@ class Hub:
                 await self._task
         feeds: list[_Feed[Any]] = [*self._feeds.values(), *self._review_feeds.values()]
         for feed in feeds:
-            if feed._task is not None:
-                feed._task.cancel()
-            if feed._defer_timer is not None:
-                feed._defer_timer.cancel()
+            feed.stop()
 
     async def _run(self) -> None:
         delay = 0.05
         while not self._closed:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._dsn, autocommit=True, connect_timeout=5
+                    self._dsn,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=self._application_name,
                 )
                 async with conn:
                     # The changesets' channel last: pg_stat_activity shows the connection as
@@ -316,7 +337,9 @@ class Hub:
             if found is not None:
                 return found
             await self.start()
-            feed = _Feed[Changeset](workspace, await self._head(workspace), self._fetch)
+            feed = _Feed[Changeset](
+                workspace, await self._head(workspace), self._fetch, self._fetching
+            )
             self._feeds[workspace] = feed
             feed.poke()  # anything committed between LISTEN and the head query
             return feed
@@ -332,28 +355,51 @@ class Hub:
                 return found
             await self.start()
             feed = _Feed[ReviewEvent](
-                workspace, await self._review_head(workspace), self._review_fetch
+                workspace, await self._review_head(workspace), self._review_fetch, self._fetching
             )
             self._review_feeds[workspace] = feed
             feed.poke()
             return feed
 
     def subscribe(self, workspace: str, since_seq: int) -> AsyncIterator[Changeset]:
-        return self._follow(workspace, self._feed, self._fetch, since_seq)
+        """Every changeset of ``workspace`` after ``since_seq``, in seq order, forever. A
+        workspace's feed lives while it has subscribers: a process that served 1,000
+        workspaces once does not keep fetching for them (nor hold pool connections for it)."""
+        return self._subscribed(workspace, self._feeds, self._feed, self._fetch, since_seq)
 
     def subscribe_review(self, workspace: str, since: int) -> AsyncIterator[ReviewEvent]:
         """Every review event after ``since``, in order, exactly once; then live ones."""
         assert self._review_fetch is not None
-        return self._follow(workspace, self._review_feed, self._review_fetch, since)
+        return self._subscribed(
+            workspace, self._review_feeds, self._review_feed, self._review_fetch, since
+        )
 
-    async def _follow(
+    async def _subscribed(
         self,
         workspace: str,
+        feeds: dict[str, _Feed[T]],
         get_feed: Callable[[str], Awaitable[_Feed[T]]],
         fetch: Callable[[str, int, int], Awaitable[list[T]]],
         since_seq: int,
     ) -> AsyncIterator[T]:
         feed = await get_feed(workspace)
+        feed.subscribers += 1
+        try:
+            async for item in self._follow(feed, fetch, since_seq):
+                yield item
+        finally:
+            feed.subscribers -= 1
+            if feed.subscribers == 0 and feeds.get(workspace) is feed:
+                del feeds[workspace]
+                feed.stop()
+
+    async def _follow(
+        self,
+        feed: _Feed[T],
+        fetch: Callable[[str, int, int], Awaitable[list[T]]],
+        since_seq: int,
+    ) -> AsyncIterator[T]:
+        workspace = feed.workspace
         nxt = since_seq + 1
         while True:
             changed = feed.changed

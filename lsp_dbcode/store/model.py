@@ -99,6 +99,14 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class LogPage:
+    """One page of a workspace's log, newest first; ``more``: older changesets remain."""
+
+    changesets: list[Changeset]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CommitResult:
     seq: int
     revisions: dict[str, int]

@@ -12,6 +12,7 @@ import collections
 import hashlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ from .model import (
     FileInfo,
     FileText,
     ImportResult,
+    LogPage,
     RevisionInfo,
     WorkspaceInfo,
 )
@@ -45,7 +47,13 @@ from .schema import migrate
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
+# A pool connection unused for this long is closed (one per period, down to min_size): a burst
+# of 1,000 sessions opening grows the pool up to its max_size, and its end gives them back.
+POOL_IDLE_S = 1.0
 FEED_BATCH_MAX = 500
+# dbcode log / dbcode/log: changesets in one listing (page on with before_seq).
+LOG_LIMIT_DEFAULT = 50
+LOG_LIMIT_MAX = 10_000
 # Group commit: at most this many changesets (and about this much text) per database call.
 # Each changeset of a batch is a subtransaction; PostgreSQL caches 64 per backend.
 COMMIT_BATCH_MAX = 32
@@ -157,20 +165,30 @@ class Store(ReviewStore, CoordinationStore):
         min_size: int = 1,
         max_size: int = 10,
         content_bytes_max: int | None = None,
+        application_name: str = "dbcode",
     ) -> None:
         self.dsn = dsn
+        # What pg_stat_activity shows for every connection of this process ("dbcode serve
+        # 1234"): an operator (or a test) can tell which process holds which connections.
+        self.application_name = f"{application_name} {os.getpid()}"
         self.content_bytes_max = content_bytes_max or validate.content_bytes_max()
         self._pool = AsyncConnectionPool(
             dsn,
             min_size=min_size,
             max_size=max_size,
+            max_idle=POOL_IDLE_S,
             open=False,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "application_name": self.application_name,
+            },
         )
         self.hub = Hub(
             dsn,
             self._changesets_since,
             self.head,
+            self.application_name,
             review_fetch=self._review_events_since,
             review_head=self.review_head,
         )
@@ -184,7 +202,9 @@ class Store(ReviewStore, CoordinationStore):
         """Connect, migrate the schema if needed, open the pool."""
         try:
             conn = await psycopg.AsyncConnection.connect(
-                self.dsn, connect_timeout=CONNECT_TIMEOUT_S
+                self.dsn,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name=self.application_name,
             )
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -364,13 +384,27 @@ class Store(ReviewStore, CoordinationStore):
         self,
         workspace: str,
         path: str | None = None,
-        limit: int = 50,
+        limit: int = LOG_LIMIT_DEFAULT,
         before_seq: int | None = None,
     ) -> list[Changeset]:
         """Changesets, newest first; with ``path``, those that touched it."""
+        return (await self.log_page(workspace, path, limit, before_seq)).changesets
+
+    async def log_page(
+        self,
+        workspace: str,
+        path: str | None = None,
+        limit: int = LOG_LIMIT_DEFAULT,
+        before_seq: int | None = None,
+    ) -> LogPage:
+        """One page of the log: at most ``limit`` changesets with seq < ``before_seq`` (all
+        when None), newest first, and whether older ones remain (the next page starts before
+        the last one's seq)."""
         ws = await self._workspace_id(workspace)
-        if limit < 1 or limit > 10_000:
-            raise InvalidInput(f"invalid limit {limit}: use 1..10000")
+        if limit < 1 or limit > LOG_LIMIT_MAX:
+            raise InvalidInput(f"invalid limit {limit}: use 1..{LOG_LIMIT_MAX}")
+        if before_seq is not None and before_seq < 1:
+            raise InvalidInput(f"invalid before seq {before_seq}: must be >= 1")
         params: list[Any] = [ws, before_seq if before_seq is not None else 2**62]
         where = ""
         if path is not None:
@@ -380,13 +414,15 @@ class Store(ReviewStore, CoordinationStore):
                 " WHERE workspace_id = %s AND (path = %s OR old_path = %s))"
             )
             params += [ws, path, path]
-        params.append(limit)
+        params.append(limit + 1)  # one more: tells whether the page was cut
         rows = await self._fetchall(
             f"SELECT {_CHANGESET_COLUMNS} FROM dbcode_changeset c"  # noqa: S608 - constant text
             f" WHERE c.workspace_id = %s AND c.seq < %s{where} ORDER BY c.seq DESC LIMIT %s",
             params,
         )
-        return [_changeset(workspace, r) for r in rows]
+        return LogPage(
+            changesets=[_changeset(workspace, r) for r in rows[:limit]], more=len(rows) > limit
+        )
 
     async def _changesets_since(self, workspace: str, since: int, limit: int) -> list[Changeset]:
         rows = await self._fetchall(

@@ -59,6 +59,14 @@ def diff_edits(old: str, new: str, *, cleanup: bool = True) -> list[Edit]:
     return edits
 
 
+def common_span(old: str, new: str) -> tuple[int, int, str]:
+    """One change ``(start, end, new_text)`` on ``old`` that gives ``new``: the span between
+    their common prefix and suffix (``(n, n, "")`` when they are equal)."""
+    prefix = _common_prefix_len(old, new)
+    suffix = _common_suffix_len(old, new, min(len(old), len(new)) - prefix)
+    return prefix, len(old) - suffix, new[prefix : len(new) - suffix]
+
+
 def _common_prefix_len(a: str, b: str) -> int:
     limit = min(len(a), len(b))
     lo = 0

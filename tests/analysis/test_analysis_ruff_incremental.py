@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsp_dbcode.analysis.model import AnalysisError, TextChange
-from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine, text_diff
+from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine
+from lsp_dbcode.text.diff import common_span
 from lsp_dbcode.text.positions import LineIndex
 
 ONLY_F = {"pyproject.toml": '[tool.ruff.lint]\nselect = ["F", "E", "W", "UP"]\n'}
@@ -173,8 +174,8 @@ async def test_the_child_may_choose_utf16_positions() -> None:
         assert server.child_encoding == "utf-16"
         (unused,) = [d for d in found.diagnostics if d.code == "F401"]
         assert text[unused.span.start.col : unused.span.end.col] == "os"  # code points
-        assert found.lsp is not None
-        (item,) = [d for d in found.lsp if d["code"] == "F401"]
+        assert found.server_items is not None
+        (item,) = [d for d in found.server_items if d["code"] == "F401"]
         assert item["range"]["start"] == {"line": 0, "character": 17}
 
 
@@ -186,9 +187,9 @@ def _pairs(text: str) -> Iterator[tuple[str, str]]:
 
 @given(old=st.text(max_size=30), new=st.text(max_size=30))
 def test_text_diff_gives_one_change_that_makes_the_new_text(old: str, new: str) -> None:
-    start, end, new_text = text_diff(old, new)
+    start, end, new_text = common_span(old, new)
     assert old[:start] + new_text + old[end:] == new
     assert 0 <= start <= end <= len(old)
     for a, b in _pairs(old):
-        s, e, t = text_diff(a, b)
+        s, e, t = common_span(a, b)
         assert a[:s] + t + a[e:] == b

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lsp_dbcode.store import Change, Store
+from lsp_dbcode.store.store import LOG_LIMIT_DEFAULT
 from tests.conftest import Cli
 
 
@@ -244,3 +246,34 @@ def test_write_formats_on_commit_when_asked(cli: Cli, workspace: str) -> None:
     r = cli("write", workspace, "g.py", input="def (:\n")
     assert r.returncode == 0 and "error(s)" in r.stderr and "invalid-syntax" in r.stderr
     assert cli("cat", workspace, "g.py").stdout == "def (:\n"  # stored as written
+
+
+async def test_log_pages_and_says_when_the_default_limit_cut_it(
+    cli: Cli, store: Store, workspace: str
+) -> None:
+    """Issue 13.2: `log --json` cut by the default limit says so on stderr (never in the JSON on
+    stdout), with the command that gets the rest; `--before SEQ` pages through all of it."""
+    for i in range(LOG_LIMIT_DEFAULT + 5):
+        await store.commit(workspace, [Change.write(f"f{i % 3}.txt", f"v{i}", None)], agent="a")
+    total = LOG_LIMIT_DEFAULT + 5
+
+    first = cli("log", workspace, "--json")
+    assert first.returncode == 0, first.stderr
+    seqs = [json.loads(line)["seq"] for line in first.stdout.splitlines()]
+    assert seqs == list(range(total, total - LOG_LIMIT_DEFAULT, -1))
+    hint = first.stderr.strip()
+    assert len(hint.splitlines()) == 1
+    rest_cmd = f"dbcode log {workspace} --json --before {seqs[-1]}"
+    assert rest_cmd in hint
+
+    rest = cli("log", workspace, "--json", "--before", str(seqs[-1]))
+    assert rest.returncode == 0 and rest.stderr == ""
+    assert [json.loads(x)["seq"] for x in rest.stdout.splitlines()] == [5, 4, 3, 2, 1]
+
+    # An explicit limit is what the caller asked for: no hint; a path's log pages the same way.
+    assert cli("log", workspace, "--json", "-n", "3").stderr == ""
+    by_path = cli("log", workspace, "f0.txt", "--before", "10")
+    assert by_path.returncode == 0 and by_path.stderr == ""
+    shown = [ln.split()[1] for ln in by_path.stdout.splitlines() if ln.startswith("seq ")]
+    assert shown == ["7", "4", "1"]  # f0.txt was written by seqs 1, 4, 7, 10, ...
+    assert cli("log", workspace, "--before", "0").returncode == 1

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from lsp_dbcode.text.merge import find_conflicts
 from lsp_dbcode.uris import make_uri
 from tests.conftest import Cli
 
@@ -463,3 +466,264 @@ def test_nvim_commands_and_health(nvim: Nvim, cli: Cli, workspace: str) -> None:
     assert "database:" in report and "dbname=" in report, report
     assert "Neovim 0." in report and "dbcode.nvim 0.1.0" in report, report
     assert "ERROR" not in report, report
+
+
+# -- conflict blocks never reach the database ----------------------------------------------------
+
+
+def make_conflict(nvim: Nvim, cli: Cli, workspace: str, path: str) -> tuple[str, list[str]]:
+    """Open ``path``, edit line 6 unsaved while another agent changes the same line: returns the
+    database's text (theirs) and the buffer's lines, which hold a conflict block."""
+    put(cli, workspace, path, SOURCE)
+    open_file(nvim, cli, workspace, path)
+    nvim.command("normal! 6G^Creturn sys.path")
+    theirs = SOURCE.replace("return sys.argv", "return sys.modules")
+    put(cli, workspace, path, theirs)
+    nvim.wait(
+        "a conflict block in the buffer",
+        lambda: (
+            any(line.startswith("<<<<<<<") for line in nvim.lines())
+            and any(line.startswith(">>>>>>>") for line in nvim.lines())
+        ),
+    )
+    nvim.wait("the conflict diagnostic", lambda: nvim.diagnostics("dbcode"))
+    return theirs, nvim.lines()
+
+
+def changesets(cli: Cli, workspace: str) -> int:
+    res = cli("log", workspace, "--json")
+    assert res.returncode == 0, res.stderr
+    return len(res.stdout.splitlines())
+
+
+def refused(nvim: Nvim, command: str) -> str:
+    """Run a write command that must be refused; returns the one new error notification."""
+    before = len(nvim.notes())
+    with contextlib.suppress(Exception):  # the refusal is an error message
+        nvim.command(command)
+    new = [n for n in nvim.lua("return _G.test_notes")[before:] if n["level"] >= 4]
+    assert len(new) == 1, f"{command}: expected one error notification, got {new!r}"
+    return str(new[0]["msg"])
+
+
+def test_nvim_conflict_block_is_never_written(nvim: Nvim, cli: Cli, workspace: str) -> None:
+    path = "pkg/mod.py"
+    theirs, block = make_conflict(nvim, cli, workspace, path)
+    count = changesets(cli, workspace)
+    first = next(i for i, line in enumerate(block, 1) if line.startswith("<<<<<<<"))
+    last = next(i for i, line in enumerate(block, 1) if line.startswith(">>>>>>>"))
+
+    for command in ("write", "write!", "update!"):
+        msg = refused(nvim, command)
+        assert f"{path} not saved" in msg, msg
+        assert f"lines {first}-{last}" in msg, msg
+        for action in ("dbcode: Keep mine", "Take theirs", "Keep both"):
+            assert action in msg, f"{command}: the message does not name {action!r}: {msg}"
+        assert "not even by :write!" in msg, msg
+        assert nvim.lines() == block, f"{command} changed the buffer"
+        assert nvim.modified(), f"{command} marked the buffer saved"
+    assert db(cli, workspace, path) == theirs
+    assert changesets(cli, workspace) == count, "a refused write made a changeset"
+
+    # A copy is refused too, with or without !, and is not created.
+    copy = make_uri(workspace, "pkg/copy.py")
+    for command in (f"write {copy}", f"write! {copy}"):
+        msg = refused(nvim, command)
+        assert f"{copy} not saved" in msg and "Keep mine" in msg, msg
+    assert cli("cat", workspace, "pkg/copy.py").returncode == 1, "the copy was written"
+
+    # :wq does not quit: the buffer and its unsaved conflict stay.
+    with contextlib.suppress(Exception):
+        nvim.command("wq")
+    assert nvim.proc.poll() is None, ":wq quit Neovim although the write was refused"
+    assert nvim.lines() == block and nvim.modified()
+    assert changesets(cli, workspace) == count
+
+    # The server restarts (it no longer tracks the buffer): :write! would be a blind overwrite,
+    # and still refuses the block, now saying to resolve it by hand.
+    nvim.lua(
+        """
+        for _, c in ipairs(vim.lsp.get_clients({ name = 'dbcode' })) do c:stop(true) end
+        vim.wait(5000, function() return #vim.lsp.get_clients({ name = 'dbcode' }) == 0 end)
+        """
+    )
+    msg = refused(nvim, "write!")
+    assert "by hand" in msg and "not even by :write!" in msg, msg
+    assert nvim.lines() == block
+    assert db(cli, workspace, path) == theirs
+    assert changesets(cli, workspace) == count
+
+    # Resolved by hand, :write! commits it (no base: the server was restarted).
+    nvim.lua(
+        """
+        local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+        local out, side = {}, nil
+        for _, l in ipairs(lines) do
+          if l:match('^<<<<<<<') then side = 'mine'
+          elseif l:match('^=======') then side = 'theirs'
+          elseif l:match('^>>>>>>>') then side = nil
+          elseif side ~= 'theirs' then table.insert(out, l) end
+        end
+        vim.api.nvim_buf_set_lines(0, 0, -1, false, out)
+        """
+    )
+    nvim.command("write!")
+    mine = SOURCE.replace("return sys.argv", "return sys.path")
+    assert db(cli, workspace, path) == mine
+    assert not nvim.modified()
+
+
+MARKERISH = [
+    "<<<<<<<", "<<<<<<< mine", "<<<<<<<\tx", "<<<<<<<<", " <<<<<<<", "|||||||", "||||||| base",
+    "=======", "======= x", "========", ">>>>>>>", ">>>>>>> b (revision 2)", ">>>>>>>x", "code",
+    "",
+]  # fmt: skip
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    lines=st.lists(
+        st.tuples(st.sampled_from(MARKERISH), st.sampled_from(["\n", "\r\n", "\r", ""])),
+        max_size=12,
+    )
+)
+def test_nvim_finds_conflict_blocks_as_the_server_does(
+    nvim: Nvim, lines: list[tuple[str, str]]
+) -> None:
+    """The plugin refuses to write exactly when the server would see a conflict block in the
+    text it would receive: the buffer's lines, loaded as a read does, then joined as sent."""
+    text = "".join(line + br for line, br in lines)
+    sent, blocks = nvim.lua(
+        """
+        local b = vim.api.nvim_create_buf(false, true)
+        local buffer = require('dbcode.buffer')
+        buffer.set_text(b, ..., false)
+        local out = { buffer.text(b), #require('dbcode.conflict').in_buffer(b) }
+        vim.api.nvim_buf_delete(b, { force = true })
+        return out
+        """,
+        text,
+    )
+    assert blocks == len(find_conflicts(sent)), (text, sent)
+
+
+# -- the plugin's public surface ----------------------------------------------------------------
+
+
+PUBLIC = [
+    "setup", "request", "subscribe", "client", "client_config", "default_lsp_config",
+    "cli_prefix", "make_uri", "parse_uri", "buf_text", "read", "write", "open", "workspaces",
+    "log", "configure", "command", "_define",
+]  # fmt: skip
+
+
+def test_nvim_public_api_lsp_config_and_subscribe(
+    nvim: Nvim, cli: Cli, workspace: str, database_url: str
+) -> None:
+    kinds = nvim.lua(
+        "local d = require('dbcode'); local out = {}; "
+        "for _, k in ipairs(...) do out[k] = type(d[k]) end; return out",
+        PUBLIC,
+    )
+    assert kinds == dict.fromkeys(PUBLIC, "function"), kinds
+    assert nvim.lua("return require('dbcode').version") == "0.1.0"
+    assert nvim.lua("return require('dbcode').options.agent") == AGENT
+    assert nvim.lua("return require('dbcode').options.timeout_ms") == 15000
+
+    # setup() refuses bad options, naming them.
+    errors = nvim.lua(
+        """
+        local out = {}
+        for _, o in ipairs({ { mode = 'fast' }, { timeout_ms = 'soon' } }) do
+          local ok, err = pcall(require('dbcode').setup, o)
+          table.insert(out, ok and 'accepted' or tostring(err))
+        end
+        return out
+        """
+    )
+    assert "mode must be 'save' or 'live'" in errors[0], errors
+    assert "setup option timeout_ms must be a number" in errors[1], errors
+    assert nvim.lua("return require('dbcode').options.mode") == "save"
+
+    # URIs agree with the server's, both ways.
+    for ws, path in [("w", "a.py"), ("my-ws", "dir one/ü 100%.py"), ("x.y_z", "a/b/c#d?.txt")]:
+        uri = nvim.lua("return require('dbcode').make_uri(...)", ws, path)
+        assert uri == make_uri(ws, path)
+        assert nvim.lua("return { require('dbcode').parse_uri(...) }", uri) == [ws, path]
+    assert nvim.lua("return require('dbcode').parse_uri('file:///tmp/x')") is None
+
+    # The client configuration: setup's command and database; lsp/dbcode.lua for vim.lsp.config.
+    cfg = nvim.lua(
+        """
+        local c = require('dbcode').client_config()
+        local l = vim.lsp.config.dbcode
+        local plain = vim.api.nvim_create_buf(true, false)
+        vim.api.nvim_buf_set_name(plain, '/tmp/plain.py')
+        local hits = {}
+        l.root_dir(plain, function() table.insert(hits, 'plain') end)
+        local ours = vim.api.nvim_create_buf(true, false)
+        vim.api.nvim_buf_set_name(ours, 'dbcode://w/x.py')
+        l.root_dir(ours, function() table.insert(hits, 'dbcode') end)
+        return { cmd = c.cmd, db = c.cmd_env.DBCODE_DATABASE_URL, agent = c.init_options.agent,
+                 handlers = vim.tbl_keys(l.handlers), hits = hits,
+                 prefix = require('dbcode').cli_prefix(c.cmd) }
+        """
+    )
+    assert cfg["cmd"][1:4] == ["-m", "lsp_dbcode", "serve"], cfg
+    assert cfg["db"] == database_url and cfg["agent"] == AGENT
+    assert sorted(cfg["handlers"]) == [
+        "dbcode/didCommit",
+        "window/logMessage",
+        "workspace/applyEdit",
+    ]
+    assert cfg["hits"] == ["dbcode"], "lsp/dbcode.lua's root_dir accepted a non-dbcode buffer"
+    assert cfg["prefix"] == cfg["cmd"][:3]
+
+    # subscribe: another agent's commit arrives as `User DbcodeDidCommit` with the changeset.
+    put(cli, workspace, "a.py", "A = 1\n")
+    nvim.lua(
+        """
+        _G.test_commits = {}
+        vim.api.nvim_create_autocmd('User', { pattern = 'DbcodeDidCommit', callback = function(ev)
+          table.insert(_G.test_commits, ev.data)
+        end })
+        """
+    )
+    res = nvim.lua("return { require('dbcode').subscribe(...) }", workspace)
+    assert len(res) == 1 and res[0]["seq"] >= 1, res
+    put(cli, workspace, "b.py", "B = 2\n")
+    got = nvim.wait("a DbcodeDidCommit autocommand", lambda: nvim.lua("return _G.test_commits"))
+    assert got[0]["workspace"] == workspace and got[0]["agent"] == "test-agent", got
+    assert [f["path"] for f in got[0]["files"]] == ["b.py"], got
+    assert got[0]["seq"] == res[0]["seq"] + 1
+
+
+def test_nvim_log_view_opens_revisions_and_files(nvim: Nvim, cli: Cli, workspace: str) -> None:
+    put(cli, workspace, "pkg/a.py", "A = 1\n")
+    put(cli, workspace, "pkg/a.py", "A = 2\n")
+    nvim.command(f"Dbcode log {workspace} pkg/a.py")
+    assert nvim.lua("return vim.bo.filetype") == "dbcodelog"
+    lines = nvim.lines()
+    rev1 = next(i for i, line in enumerate(lines, 1) if "pkg/a.py  rev 1" in line)
+    log_win = nvim.lua("return vim.api.nvim_get_current_win()")
+
+    # r: revision 1, read-only, in a window of its own.
+    nvim.command(f"{rev1}")
+    nvim.nv.feedkeys("r", "x", False)
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)").endswith(f"{workspace}/pkg/a.py@1")
+    assert nvim.lines() == ["A = 1"]
+    assert nvim.lua("return vim.bo.modifiable") is False
+    assert nvim.lua("return vim.bo.filetype") == "python"
+
+    # <CR> on the log: the file itself, as it is now, in the previous window.
+    nvim.command("close")
+    nvim.lua("vim.api.nvim_set_current_win(...)", log_win)
+    nvim.command(f"{rev1}")
+    nvim.nv.feedkeys(nvim.nv.replace_termcodes("<CR>", True, False, True), "x", False)
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == make_uri(workspace, "pkg/a.py")
+    assert nvim.lines() == ["A = 2"]
+    assert nvim.lua("return vim.bo.buftype") == "acwrite"

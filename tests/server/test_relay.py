@@ -4,7 +4,6 @@ gives each test a socket directory of its own and ends its servers afterwards.""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -21,7 +20,8 @@ import psycopg
 import pytest
 
 from lsp_dbcode.server import relay
-from lsp_dbcode.store import Store
+from lsp_dbcode.server.options import ServeOptions
+from lsp_dbcode.store import Store, hub
 from lsp_dbcode.uris import make_uri
 from tests.server import editor as editor_module
 from tests.server.editor import Editor, wait_until
@@ -73,7 +73,9 @@ def relay_pid(ed: Editor) -> int:
 
 
 def attached_pids(log: Path) -> list[int]:
-    """The shared server pids the relays logging to ``log`` attached to."""
+    """The shared server pids the relays logging to ``log`` attached to. A relay that handed its
+    pipes over writes its line after the server's answer to its preamble, while the server may
+    already be answering the editor: wait for the lines, do not expect them with the answer."""
     if not log.exists():
         return []
     return [
@@ -88,10 +90,7 @@ def server_log(directory: Path) -> str:
 
 
 def paths_for_env(env: dict[str, str]) -> relay.ServerPaths:
-    args = argparse.Namespace(
-        database_url=None, agent="a", agent_flag=None, log_file=None, log_level=None, idle_exit=None
-    )
-    return relay.relay_for(args, env).paths
+    return relay.relay_for(ServeOptions(agent="a"), env).paths
 
 
 def with_param(url: str, **params: str) -> str:
@@ -109,6 +108,7 @@ async def test_two_relays_one_server_push_and_agents(
     bob = await editors.start("ed-b", before=["--agent", "bob"], after=["--log-file", str(log)])
     servers = relay.live_servers(shared_servers)
     assert len(servers) == 1
+    await wait_until(lambda: len(attached_pids(log)) >= 2, what="both relays' log lines")
     assert attached_pids(log) == servers * 2
     assert relay_pid(alice) not in servers and relay_pid(bob) not in servers
 
@@ -257,6 +257,7 @@ async def test_concurrent_first_start_is_one_server(
     editors.started += eds
     servers = relay.live_servers(shared_servers)
     assert len(servers) == 1
+    await wait_until(lambda: len(attached_pids(log)) >= 5, what="the relays' log lines")
     assert attached_pids(log) == servers * 5
     for ed in eds:
         assert (await ed.request("dbcode/configure", {}))["agent"] == ed.name
@@ -437,3 +438,62 @@ async def test_handed_over_pipes_are_not_inherited_by_children(
     own = {os.readlink(f"/proc/{relay_pid(ed)}/fd/{n}") for n in (0, 1)}
     assert own == {os.devnull}  # handed over: the server holds the editor's pipes
     await asyncio.wait_for(ed.stop(), 15)
+
+
+def _connections(database_url: str, server_pid: int) -> list[tuple[str, str]]:
+    """The connections of the `dbcode serve` process ``server_pid``: (state, last query)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT coalesce(state, ''), left(query, 80) FROM pg_stat_activity"
+            " WHERE application_name = %s",
+            (f"dbcode serve {server_pid}",),
+        ).fetchall()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+async def test_connections_return_to_their_level_after_many_sessions_end(
+    editors: Editors, shared_servers: Path, database_url: str, store: Store, workspace: str
+) -> None:
+    """Issue 13.4: 60 stdio sessions on one shared server, each on a workspace of its own, work
+    and exit; the database's connections come back to their level before within a few
+    seconds (the pool may keep its idle minimum) and stay there through the LISTEN safety poll.
+    Before the fix every workspace ever served kept a feed that the safety poll refreshed, all
+    at once: 10 s after the sessions had ended the pool grew to its maximum."""
+    spaces = [f"{workspace}-{i}" for i in range(60)]
+    for ws in [workspace, *spaces]:
+        await store.write(ws, "m.py", "x = 1\n", agent="seed")
+    first = await editors.start("first")  # starts the shared server
+    await first.open(make_uri(workspace, "m.py"))
+    [server_pid] = relay.live_servers(shared_servers)
+    await asyncio.sleep(1)
+    before = len(_connections(database_url, server_pid))
+    assert before >= 2  # the pool's minimum and the LISTEN connection
+
+    sessions = await asyncio.gather(*(editors.start(f"s{i}") for i in range(len(spaces))))
+    for i, (ed, ws) in enumerate(zip(sessions, spaces, strict=True)):
+        await ed.open(make_uri(ws, "m.py"))
+        await ed.request("dbcode/subscribe", {"workspace": ws})
+        if i % 6 == 0:
+            await ed.request(
+                "dbcode/writeFile",
+                {"uri": make_uri(ws, "n.py"), "text": f"y = {i}\n", "baseRevision": 0},
+            )
+    await asyncio.gather(*(asyncio.wait_for(ed.stop(), 30) for ed in sessions))
+    editors.started = [first]
+
+    def settled() -> bool:
+        return len(_connections(database_url, server_pid)) <= before + POOL_IDLE_MIN_ALLOWANCE
+
+    try:
+        await wait_until(settled, timeout=CONNECTIONS_SETTLE_S, what="connections settle")
+        # ... and they stay settled past the LISTEN connection's safety poll.
+        deadline = asyncio.get_running_loop().time() + hub.SAFETY_POLL_S + 3
+        while asyncio.get_running_loop().time() < deadline:
+            assert settled()
+            await asyncio.sleep(0.25)
+    except AssertionError:
+        pytest.fail(f"{before} connections before, now: {_connections(database_url, server_pid)}")
+
+
+POOL_IDLE_MIN_ALLOWANCE = 2
+CONNECTIONS_SETTLE_S = 5.0

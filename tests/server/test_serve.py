@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
@@ -17,6 +20,8 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from lsp_dbcode.framing import MESSAGE_BYTES_MAX
+from lsp_dbcode.server.protocol import JSON_DEPTH_MAX, parse_message
 from lsp_dbcode.store import Change, Store
 from lsp_dbcode.uris import make_uri
 from tests.server.editor import SERVER_CMD, Editor, wait_until
@@ -129,6 +134,8 @@ async def test_requests_round_trip(editor: Editor, workspace: str) -> None:
     ]
     log = await editor.request("dbcode/log", {"workspace": workspace})
     assert [e["seq"] for e in log] == [c["seq"], w["seq"]] and log[0]["message"] == "two files"
+    older = await editor.request("dbcode/log", {"workspace": workspace, "beforeSeq": c["seq"]})
+    assert [e["seq"] for e in older] == [w["seq"]]
     old = await editor.request("dbcode/readFile", {"uri": uri, "revision": 1})
     assert old == {"text": "x = 1\n", "revision": 1}
     content = await editor.client.workspace_text_document_content_async(
@@ -153,6 +160,7 @@ BAD_REQUESTS = [
     ("dbcode/writeFile", {"uri": "dbcode://{ws}/b.bin", "text": "a\x00b"}, "binary"),
     ("dbcode/commit", {"workspace": "{ws}", "changes": []}, "non-empty list"),
     ("dbcode/log", {"workspace": "{ws}", "limit": "ten"}, "'limit'"),
+    ("dbcode/log", {"workspace": "{ws}", "beforeSeq": -3}, "'beforeSeq'"),
     ("dbcode/listFiles", {"workspace": "nope-nope"}, "unknown workspace"),
     ("dbcode/subscribe", {"workspace": "bad/name"}, "invalid workspace name"),
 ]
@@ -191,6 +199,8 @@ class RawClient:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
+        self._messages: queue.Queue[dict[str, object]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
 
     def send(self, message: dict[str, object]) -> None:
         body = json.dumps(message).encode()
@@ -216,16 +226,35 @@ class RawClient:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
-    def receive(self, msg_id: int) -> dict[str, object]:
-        assert self.proc.stdout is not None
+    def send_body(self, body: bytes) -> None:
+        """One message whose body is given as bytes, whatever they hold."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.proc.stdin.flush()
+
+    def receive(self, msg_id: int | None, timeout_s: float = 30) -> dict[str, object]:
+        """The next message with id ``msg_id`` (None: an answer with id null); fails the test
+        after ``timeout_s`` without one (the session stalled)."""
+        deadline = time.monotonic() + timeout_s
         while True:
-            length = 0
-            while (line := self.proc.stdout.readline()) not in (b"\r\n", b""):
+            try:
+                msg = self._messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no answer with id {msg_id} within {timeout_s} s")
+            if msg.get("id") == msg_id and "method" not in msg:
+                return msg
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        while True:
+            length = -1
+            while (line := stdout.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
-            msg = json.loads(self.proc.stdout.read(length))
-            if msg.get("id") == msg_id:
-                return msg
+            if length < 0:
+                return
+            self._messages.put(json.loads(stdout.read(length)))
 
     def close(self) -> None:
         self.proc.kill()
@@ -253,6 +282,52 @@ def test_malformed_and_unknown_requests(database_url: str) -> None:
         assert isinstance(raw.receive(99)["result"], list)  # the session survived
     finally:
         raw.close()
+
+
+def test_unparseable_messages_answer_parse_error_and_the_session_goes_on(
+    database_url: str,
+) -> None:
+    """Issue 13.3, JSON-RPC 2.0: a body that is not JSON, or nested too deep to parse, is
+    answered -32700 with id null at once; JSON that is not an object -32600; a body of the
+    maximum size is read and answered; the session answers the next request every time."""
+    deep_array = b"[" * 100_000 + b"]" * 100_000
+    deep_object = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    bodies = [
+        (b"{not json", -32700),
+        (deep_array, -32700),
+        (deep_object, -32700),
+        (b'{"jsonrpc": "2.0", "id": 7, "method": "x", "params": ' + b"[" * 5000, -32700),
+        (b"[1, 2]", -32600),
+        (b"null", -32600),
+        (b"x" * MESSAGE_BYTES_MAX, -32700),  # the largest body the framing takes
+    ]
+    raw = RawClient(database_url)
+    try:
+        raw.initialize()
+        raw.send({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+        for i, (body, code) in enumerate(bodies, start=100):
+            raw.send_body(body)
+            error = raw.receive(None)["error"]
+            assert error["code"] == code, (body[:40], error)  # type: ignore[index]
+            raw.send({"jsonrpc": "2.0", "id": i, "method": "dbcode/workspaces", "params": {}})
+            assert isinstance(raw.receive(i)["result"], list), body[:40]
+        # A well-formed request of the maximum size is served.
+        head = b'{"jsonrpc":"2.0","id":200,"method":"dbcode/workspaces","params":{"pad":"'
+        pad = MESSAGE_BYTES_MAX - len(head) - len(b'"}}')
+        raw.send_body(head + b" " * pad + b'"}}')
+        assert isinstance(raw.receive(200)["result"], list)
+    finally:
+        raw.close()
+
+
+def test_message_depth_limit_is_the_parsers() -> None:
+    """JSON_DEPTH_MAX names the depth the parser refuses beyond (orjson's own limit); a lone
+    surrogate escape, which JSON allows and orjson refuses, still parses."""
+    ok = b"[" * JSON_DEPTH_MAX + b"]" * JSON_DEPTH_MAX
+    assert isinstance(parse_message(ok), list)  # parsed, not refused
+    too_deep = b"[" * (JSON_DEPTH_MAX + 1) + b"]" * (JSON_DEPTH_MAX + 1)
+    assert not isinstance(parse_message(too_deep), list)
+    assert parse_message(b'{"t": "\\ud800"}') == {"t": "\ud800"}
 
 
 async def test_out_of_range_change_breaks_doc_not_session(

@@ -193,3 +193,29 @@ async def test_foreign_commit_notified_while_own_commit_waits(
         # Never the 10 s safety poll: the deferred fetch runs once our answer is in.
         await asyncio.wait_for(reader, 5)
     assert seen == [base + 1, base + 2, base + 3]
+
+
+async def test_a_feed_lives_while_it_has_subscribers(store: Store, workspace: str) -> None:
+    """Issue 13.4: when a workspace's last subscriber leaves (cancelled, as a session that ends
+    cancels its watcher), its feed goes: the LISTEN safety poll no longer fetches for it. A
+    later subscriber gets every changeset since its seq all the same."""
+    await store.write(workspace, "a.txt", "1", agent="a")
+    seen: list[int] = []
+    readers = [
+        asyncio.create_task(_collect(store, workspace, 0, 99, seen)),
+        asyncio.create_task(_collect(store, workspace, 0, 99, [])),
+    ]
+    await asyncio.sleep(0.2)
+    assert workspace in store.hub._feeds and seen == [1]
+    readers[0].cancel()
+    await asyncio.sleep(0.05)
+    assert workspace in store.hub._feeds  # one subscriber is left
+    readers[1].cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    assert workspace not in store.hub._feeds
+
+    await store.write(workspace, "a.txt", "2", agent="a")
+    await store.write(workspace, "a.txt", "3", agent="a")
+    again: list[int] = []
+    await asyncio.wait_for(_collect(store, workspace, 1, 2, again), 10)
+    assert again == [2, 3]

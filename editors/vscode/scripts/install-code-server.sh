@@ -13,7 +13,11 @@
 #   2. @vscode/ripgrep downloads rg from GitHub in its postinstall: pre-seed its download cache
 #      with Debian's rg, packed the way it expects;
 #   3. npm_config_unsafe_perm=true (root runs the install scripts);
-#   4. npm_config_yes=true (node-pty's postinstall runs npx).
+#   4. npm_config_yes=true (node-pty's postinstall runs npx);
+#   5. npm_config_nodedir=/usr: argon2's prebuilt binary cannot be downloaded, so it builds from
+#      source, and node-gyp would fetch Node's headers from the web unless pointed at the
+#      installed ones (/usr/include/node, from Debian's nodejs). A machine that kept an earlier
+#      install in its cache hides this; .ci/run installs into a cache of its own run.
 set -euo pipefail
 
 VERSION=4.100.3
@@ -40,6 +44,11 @@ if ((${#missing[@]})); then
 fi
 
 command -v node >/dev/null || die "node is not installed (code-server $VERSION needs Node 20)"
+# Fix 5: the headers node-gyp builds argon2 against, from the installed Node (never the web).
+NODEDIR="${npm_config_nodedir:-$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")}"
+[ -f "$NODEDIR/include/node/node.h" ] \
+    || die "Node's headers are missing ($NODEDIR/include/node/node.h): install Debian's nodejs \
+(or set npm_config_nodedir to a Node install that has include/node)"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" = 20 ] || log "warning: Node $node_major found; code-server $VERSION wants Node 20"
 
@@ -70,7 +79,7 @@ fi
     > "$DIR/package.json"
 (
     cd "$DIR"
-    export npm_config_unsafe_perm=true npm_config_yes=true
+    export npm_config_unsafe_perm=true npm_config_yes=true npm_config_nodedir="$NODEDIR"
     export npm_config_fund=false npm_config_audit=false npm_config_update_notifier=false
     npm install --save-exact "code-server@$VERSION" >&2
 ) || die "npm install code-server@$VERSION failed (see above)"

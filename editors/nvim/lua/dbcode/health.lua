@@ -1,4 +1,6 @@
 --- :checkhealth dbcode
+local util = require("dbcode.util")
+
 local M = {}
 
 local function run(argv, env, timeout_ms)
@@ -77,11 +79,7 @@ function M.check()
     local n = vim.tbl_count(client.attached_buffers or {})
     local state = client.initialized and "running" or "starting"
     local res = client.initialized
-        and (vim.fn.has("nvim-0.11") == 1 and client:request_sync(
-          "dbcode/configure",
-          vim.empty_dict(),
-          2000
-        ) or client.request_sync("dbcode/configure", vim.empty_dict(), 2000))
+        and util.call(client, "request_sync", "dbcode/configure", vim.empty_dict(), 2000)
       or nil
     local who = res and res.result
         and (", agent %s, mode %s"):format(res.result.agent, res.result.mode)

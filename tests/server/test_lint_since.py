@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lsp_dbcode.server.analysis import _Since
+from lsp_dbcode.server.lint import _Since
 from lsp_dbcode.text.positions import LineIndex
 
 one_edit = st.tuples(

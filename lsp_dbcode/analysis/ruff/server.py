@@ -1,35 +1,7 @@
-"""Ruff behind a small async interface: text + path + configs -> diagnostics, fixes, formatting.
-
-Two engines, one API (:class:`RuffEngine`):
-
-- :class:`RuffEngine` runs one ``ruff`` subprocess per call (``ruff check --stdin-filename ...
-  --output-format json -``, ``ruff format ... -``).
-- :class:`RuffServerEngine` answers :meth:`~RuffEngine.check` from one long-lived ``ruff server``
-  child driven over LSP stdio (didOpen/didChange; the child publishes the diagnostics of each
-  version), which is several times faster per check (see ``benchmarks/ruff_engines.py``);
-  fixes, formatting and :meth:`~RuffEngine.check_tree` stay on subprocesses. It sends the child
-  only what changed since the text it sent last (one ranged change), and keeps the child's
-  diagnostics as LSP JSON (:class:`~.model.Findings`) so that a language server can relay them
-  without converting them. For a language server's latency it can also start a check without
-  waiting (:meth:`~RuffServerEngine.lint_soon`: a callback, no task) and send an editor's change
-  before the server has applied it (:meth:`~RuffServerEngine.send_ahead`).
-
-:func:`make_ruff_engine` picks the server engine unless told otherwise.
-
-Settings: ``configs`` maps workspace-relative paths of the workspace's ``pyproject.toml`` /
-``ruff.toml`` / ``.ruff.toml`` files to their text. They are written to a private folder tree (see
-``_configtree``) and ruff is asked about ``<tree>/<path>``, so it resolves them exactly as on
-disk: nearest folder wins, ``pyproject.toml`` without ``[tool.ruff]`` is skipped, relative
-``extend`` works. Nothing above the tree and no user-level config is read. Files a config excludes
-get no diagnostics and are left alone by fixes and formatting (``--force-exclude``).
-
-Limits: every run is bounded by ``timeout_s`` and input by ``file_bytes_max``; at most
-``max_concurrent`` ruff runs at once. Failures raise :class:`AnalysisError` with one line.
-
-Severity (as ruff's own server): syntax errors (code ``"invalid-syntax"``), F821 undefined name and
-E902 I/O error are errors, every other rule a warning -- the user's config decides which rules
-matter, not us. Tags: see :data:`UNNECESSARY_CODES` and :data:`DEPRECATED_CODES`.
-"""
+"""The ``ruff server`` engine: one long-lived child driven over LSP stdio (didOpen/didChange;
+the child publishes the diagnostics of each version), sent only what changed since the text it
+has. It can start a check without waiting (``lint_soon``: a callback, no task) and send an
+editor's change before the language server has applied it (``send_ahead``)."""
 
 from __future__ import annotations
 
@@ -37,539 +9,35 @@ import asyncio
 import collections
 import contextlib
 import functools
-import json
 import logging
 import os
-import re
-import shutil
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
-from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from ..text.positions import Encoding, LineIndex, PositionError
-from ._configtree import (
+from ...text.diff import common_span
+from ...text.positions import Encoding, LineIndex, PositionError
+from .._configtree import (
     ConfigTree,
-    ConfigTrees,
-    check_configs,
-    check_relpath,
-    is_python_path,
     ruff_env,
-    write_tree,
 )
-from ._lsp_stdio import ChildProcess, LspStdioClient
-from .model import (
+from .._lsp_stdio import ChildProcess, LspStdioClient
+from ..model import (
     AnalysisError,
-    Diagnostic,
     Findings,
-    Fix,
-    Pos,
-    Severity,
-    Span,
-    Tag,
     TextChange,
-    TextEditCP,
 )
-
-__all__ = [
-    "DEPRECATED_CODES",
-    "ERROR_CODES",
-    "UNNECESSARY_CODES",
-    "AnalysisError",
-    "RuffEngine",
-    "RuffServerEngine",
-    "is_python_path",
-    "make_ruff_engine",
-]
+from .cli import (
+    STDERR_LINES_KEPT,
+    TREES_OF_CONFIGS_MAX,
+    LintCallback,
+    RuffEngine,
+)
+from .rules import (
+    _server_findings,
+)
 
 log = logging.getLogger(__name__)
-
-SYNTAX_CODE = "invalid-syntax"
-# Rules whose range is code that does nothing (editors grey it out).
-UNNECESSARY_CODES = frozenset(
-    {"F401", "F841", "F842", "RUF059", "RUF100", "ARG001", "ARG002", "ARG003", "ARG004", "ARG005"}
-)
-# Rules whose range uses something deprecated (editors strike it through).
-DEPRECATED_CODES = frozenset({"UP005", "UP006", "UP019", "UP023", "UP026", "UP035"})
-# Rules reported as errors, as ruff's own language server does.
-ERROR_CODES = frozenset({SYNTAX_CODE, "F821", "E902"})
-
-# The same as LSP JSON (``DiagnosticSeverity``, ``DiagnosticTag``).
-LSP_SEVERITY = {"error": 1, "warning": 2, "information": 3, "hint": 4}
-LSP_TAGS = {"unnecessary": 1, "deprecated": 2}
-
-FILE_BYTES_MAX = 2 * 1024 * 1024
-TREE_BYTES_MAX = 256 * 1024 * 1024
-STDERR_LINES_KEPT = 20
-PATHS_OK_MAX = 4096
-TREES_OF_CONFIGS_MAX = 64
-
-# How :meth:`RuffServerEngine.lint_soon` reports: (findings, None) or (None, the error).
-LintCallback = Callable[["Findings | None", "AnalysisError | None"], None]
-
-
-def _find_ruff() -> str:
-    import ruff  # the ruff package's locator, not this module
-
-    return str(ruff.find_ruff_bin())
-
-
-def _severity(code: str | None) -> Severity:
-    return "error" if code is None or code in ERROR_CODES else "warning"
-
-
-def _tags(code: str | None) -> tuple[Tag, ...]:
-    if code in UNNECESSARY_CODES:
-        return ("unnecessary",)
-    if code in DEPRECATED_CODES:
-        return ("deprecated",)
-    return ()
-
-
-def _cli_pos(loc: Mapping[str, Any]) -> Pos:
-    """ruff JSON location (1-based row, 1-based code point column) -> 0-based Pos."""
-    return Pos(int(loc["row"]) - 1, int(loc["column"]) - 1)
-
-
-def diagnostic_from_cli(entry: Mapping[str, Any]) -> Diagnostic:
-    """One entry of ``ruff check --output-format json`` as a Diagnostic."""
-    code = entry.get("code") or SYNTAX_CODE
-    fix: Fix | None = None
-    raw_fix = entry.get("fix")
-    if raw_fix and raw_fix.get("edits") and raw_fix.get("applicability") != "display-only":
-        edits = tuple(
-            TextEditCP(
-                Span(_cli_pos(e["location"]), _cli_pos(e["end_location"])), e.get("content") or ""
-            )
-            for e in raw_fix["edits"]
-        )
-        title = raw_fix.get("message") or entry.get("name") or code
-        fix = Fix(title, edits, str(raw_fix.get("applicability") or "unsafe"))
-    noqa_row = entry.get("noqa_row")
-    return Diagnostic(
-        span=Span(_cli_pos(entry["location"]), _cli_pos(entry["end_location"])),
-        severity=_severity(code),
-        message=entry.get("message") or "",
-        source="ruff",
-        code=code,
-        code_url=entry.get("url") or None,
-        tags=_tags(code),
-        fix=fix,
-        noqa_line=None if noqa_row is None else int(noqa_row) - 1,
-    )
-
-
-def _lsp_span(rng: Mapping[str, Any]) -> Span:
-    s, e = rng["start"], rng["end"]
-    return Span(Pos(int(s["line"]), int(s["character"])), Pos(int(e["line"]), int(e["character"])))
-
-
-def diagnostic_from_server(item: Mapping[str, Any]) -> Diagnostic:
-    """One item of ``ruff server``'s pulled diagnostics (utf-32 positions) as a Diagnostic.
-
-    Made to equal :func:`diagnostic_from_cli` for the same finding: the ``help:`` suffix the
-    server appends to messages is dropped; ``is_preferred`` tells a safe fix from an unsafe one.
-    """
-    code = str(item.get("code") or SYNTAX_CODE)
-    data = item.get("data") or {}
-    message = str(item.get("message") or "")
-    cut = message.find("\n\nhelp: ")
-    if cut >= 0:
-        message = message[:cut]
-    fix: Fix | None = None
-    edits = data.get("edits") or []
-    if edits:
-        fix = Fix(
-            str(data.get("title") or code),
-            tuple(TextEditCP(_lsp_span(e["range"]), e.get("newText") or "") for e in edits),
-            "safe" if data.get("is_preferred") else "unsafe",
-        )
-    noqa_edit = data.get("noqa_edit")
-    description = item.get("codeDescription") or {}
-    return Diagnostic(
-        span=_lsp_span(item["range"]),
-        severity=_severity(code),
-        message=message,
-        source="ruff",
-        code=code,
-        code_url=description.get("href") or None,
-        tags=_tags(code),
-        fix=fix,
-        noqa_line=int(noqa_edit["range"]["start"]["line"]) if noqa_edit else None,
-    )
-
-
-def _server_findings(items: list[dict[str, Any]]) -> Findings:
-    """``ruff server``'s pulled diagnostics (code point positions) as Findings: sorted as
-    :func:`_sorted`, each as our LSP JSON (as :func:`diagnostic_from_server` + the server's
-    ``to_lsp`` would give), the Diagnostic objects built only if someone asks for them."""
-    entries: list[tuple[tuple[int, int, int, int, str, str], dict[str, Any], Any]] = []
-    for item in items:
-        code = str(item.get("code") or SYNTAX_CODE)
-        message = str(item.get("message") or "")
-        cut = message.find("\n\nhelp: ")
-        if cut >= 0:
-            message = message[:cut]
-        rng = item["range"]
-        start, end = rng["start"], rng["end"]
-        lsp: dict[str, Any] = {
-            "range": rng,
-            "message": message,
-            "severity": 1 if code in ERROR_CODES else 2,
-            "code": code,
-            "source": "ruff",
-        }
-        href = (item.get("codeDescription") or {}).get("href")
-        if href:
-            lsp["codeDescription"] = {"href": href}
-        tags = _LSP_TAGS_BY_CODE.get(code)
-        if tags:
-            lsp["tags"] = [*tags]
-        key = (start["line"], start["character"], end["line"], end["character"], code, message)
-        entries.append((key, lsp, item))
-    entries.sort(key=itemgetter(0))
-    return Findings(
-        make=lambda: [diagnostic_from_server(item) for _, _, item in entries],
-        lsp=[lsp for _, lsp, _ in entries],
-    )
-
-
-_LSP_TAGS_BY_CODE = {
-    **{code: [LSP_TAGS["unnecessary"]] for code in UNNECESSARY_CODES},
-    **{code: [LSP_TAGS["deprecated"]] for code in DEPRECATED_CODES},
-}
-
-_SNIPPET_LINE = re.compile(r"^\d*\s*\|")
-
-
-def _sorted(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
-    """Both engines return diagnostics in this order: by position, then code."""
-    return sorted(diagnostics, key=lambda d: (d.span.start, d.span.end, d.code or "", d.message))
-
-
-def _one_line(stderr: bytes, tree_dir: Path | None) -> str:
-    """ruff's error output as one line, with private paths made workspace-relative."""
-    text = stderr.decode("utf-8", "replace")
-    if tree_dir is not None:
-        text = text.replace(str(tree_dir) + os.sep, "").replace(str(tree_dir), ".")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    lines = [line for line in lines if not _SNIPPET_LINE.match(line) and line != "ruff failed"]
-    parts = [line.removeprefix("error:").removeprefix("Cause:").strip() for line in lines]
-    message = ": ".join(part for part in parts if part and not part.startswith("^"))
-    return message[:500] or "no error message"
-
-
-class RuffEngine:
-    """Ruff through one subprocess per call. Use as ``async with RuffEngine() as ruff:``."""
-
-    def __init__(
-        self,
-        *,
-        ruff_bin: str | None = None,
-        timeout_s: float = 10.0,
-        tree_timeout_s: float = 300.0,
-        file_bytes_max: int = FILE_BYTES_MAX,
-        tree_bytes_max: int = TREE_BYTES_MAX,
-        max_concurrent: int = 4,
-        trees_max: int = 16,
-    ) -> None:
-        assert timeout_s > 0 and tree_timeout_s > 0 and max_concurrent >= 1
-        self.ruff_bin = ruff_bin or _find_ruff()
-        self.timeout_s = timeout_s
-        self.tree_timeout_s = tree_timeout_s
-        self.file_bytes_max = file_bytes_max
-        self.tree_bytes_max = tree_bytes_max
-        self._slots = asyncio.Semaphore(max_concurrent)
-        self._trees = ConfigTrees(trees_max=trees_max, on_evict=self._tree_evicted)
-        self._closed = False
-        self._paths_ok: set[str] = set()  # paths that passed the checks of _check_path
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    # -- public API ------------------------------------------------------------------------
-
-    async def check(
-        self,
-        text: str,
-        path: str,
-        configs: Mapping[str, str],
-        *,
-        layout: Iterable[str] | None = None,
-    ) -> list[Diagnostic]:
-        """Ruff's diagnostics for the Python file ``path`` whose content is ``text``.
-
-        ``layout`` (optional): the workspace's file paths; ruff's isort looks at which modules
-        exist to tell first-party from third-party imports. Pass the same immutable collection
-        (e.g. a frozenset) while it is unchanged: it is then not compared again.
-        """
-        return (await self.lint(text, path, configs, layout=layout)).diagnostics
-
-    async def lint(
-        self,
-        text: str,
-        path: str,
-        configs: Mapping[str, str],
-        *,
-        layout: Iterable[str] | None = None,
-        index: LineIndex | None = None,
-        change: TextChange | None = None,
-    ) -> Findings:
-        """As :meth:`check`, as :class:`~.model.Findings`.
-
-        Hints (optional) for the server engine, which then sends ruff only what changed:
-        ``index``, a LineIndex of ``text``; ``change``, how ``text`` was made from an earlier
-        text of ``path`` (best: the one of the previous check). Other engines ignore them.
-        """
-        data = self._input(text, path)
-        async with self._trees.use(configs, layout) as tree:
-            out = await self._run(
-                ["check", *self._check_flags(), *self._stdin_flags(tree, path)],
-                data,
-                tree,
-                what=f"ruff check on {path}",
-                ok_codes=(0, 1),
-            )
-        return Findings(_sorted(diagnostic_from_cli(entry) for entry in self._json(out, path)))
-
-    async def fix_all(
-        self,
-        text: str,
-        path: str,
-        configs: Mapping[str, str],
-        *,
-        layout: Iterable[str] | None = None,
-    ) -> str:
-        """The text after every fix ruff would apply (``ruff check --fix``, the config's rules)."""
-        return await self._fix(text, path, configs, layout, [], "fix-all")
-
-    async def organize_imports(
-        self,
-        text: str,
-        path: str,
-        configs: Mapping[str, str],
-        *,
-        layout: Iterable[str] | None = None,
-    ) -> str:
-        """The text with imports organised: only isort's fixes (I001, I002), as ruff's server."""
-        return await self._fix(text, path, configs, layout, ["--select", "I"], "organize-imports")
-
-    async def format(
-        self,
-        text: str,
-        path: str,
-        configs: Mapping[str, str],
-        line_range: tuple[int, int] | Span | None = None,
-    ) -> str:
-        """``ruff format`` of ``text``; a text that does not parse raises AnalysisError.
-
-        ``line_range``: ``(start_line, end_line)``, 0-based, END EXCLUSIVE (lines ``start`` up to
-        ``end - 1``), or a code point :class:`Span`. Ruff widens it to whole logical lines; text
-        outside it is left as is.
-        """
-        data = self._input(text, path)
-        extra: list[str] = []
-        if line_range is not None:
-            extra.append(f"--range={_range_arg(line_range)}")
-        async with self._trees.use(configs) as tree:
-            out = await self._run(
-                ["format", "--no-cache", *extra, *self._stdin_flags(tree, path)],
-                data,
-                tree,
-                what=f"ruff format on {path}",
-                ok_codes=(0,),
-            )
-        return out.decode("utf-8", "surrogateescape")
-
-    async def check_tree(
-        self, files: Mapping[str, str], configs: Mapping[str, str]
-    ) -> dict[str, list[Diagnostic]]:
-        """Lint many Python files in one ``ruff check`` run (for ``dbcode check``).
-
-        Every ``.py``/``.pyi`` file of ``files`` gets an entry (an empty list when clean), except
-        files above ``file_bytes_max``, which are left out. Files the configs exclude are not
-        linted, as with ``ruff check .`` on disk. Bounded by ``tree_timeout_s``.
-        """
-        self._check_open()
-        kept_configs = check_configs(configs)
-        written: dict[str, str] = {}
-        total = 0
-        for path, text in files.items():
-            check_relpath(path)
-            if not is_python_path(path) or path in kept_configs:
-                continue
-            size = len(text.encode("utf-8", "surrogatepass"))
-            if size > self.file_bytes_max:
-                log.info("check_tree: %s skipped, %d bytes > %d", path, size, self.file_bytes_max)
-                continue
-            total += size
-            if total > self.tree_bytes_max:
-                raise AnalysisError(
-                    f"files to check exceed {self.tree_bytes_max // (1024 * 1024)} MiB"
-                )
-            written[path] = text
-        run_dir = self._trees.root / f"run-{uuid.uuid4().hex[:12]}"
-        try:
-            await asyncio.to_thread(write_tree, run_dir, {**kept_configs, **written})
-            out = await self._run(
-                ["check", *self._check_flags(), "--force-exclude", "."],
-                b"",
-                None,
-                cwd=run_dir,
-                what=f"ruff check on {len(written)} files",
-                ok_codes=(0, 1),
-                timeout_s=self.tree_timeout_s,
-            )
-            results: dict[str, list[Diagnostic]] = {path: [] for path in written}
-            for entry in self._json(out, "the files"):
-                try:
-                    rel = Path(entry["filename"]).relative_to(run_dir).as_posix()
-                except (KeyError, ValueError):
-                    continue
-                results.setdefault(rel, []).append(diagnostic_from_cli(entry))
-            return {path: _sorted(diagnostics) for path, diagnostics in results.items()}
-        finally:
-            await asyncio.to_thread(shutil.rmtree, run_dir, True)
-
-    async def close(self) -> None:
-        """End every run's resources and remove the private folders. Idempotent."""
-        self._closed = True
-        await self._trees.close()
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _tree_evicted(self, tree: ConfigTree) -> None:
-        """Called (synchronously) when a config tree leaves the cache."""
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise AnalysisError("the ruff engine is closed")
-
-    def _check_path(self, path: str) -> None:
-        self._check_open()
-        if path in self._paths_ok:
-            return
-        check_relpath(path)
-        if not is_python_path(path):
-            raise AnalysisError(f"{path} is not a Python file (.py or .pyi)")
-        if len(self._paths_ok) >= PATHS_OK_MAX:
-            self._paths_ok.clear()
-        self._paths_ok.add(path)
-
-    def _check_size(self, text: str, path: str) -> None:
-        """:meth:`_input`'s checks without encoding ``text`` unless its size is in doubt (UTF-8
-        takes 1 to 4 bytes per code point)."""
-        self._check_path(path)
-        if len(text) * 4 > self.file_bytes_max:
-            self._input(text, path)
-
-    def _input(self, text: str, path: str) -> bytes:
-        self._check_path(path)
-        data = text.encode("utf-8", "surrogatepass")
-        if len(data) > self.file_bytes_max:
-            raise AnalysisError(
-                f"{path} is too big for ruff here: {len(data)} bytes, limit {self.file_bytes_max}"
-            )
-        return data
-
-    @staticmethod
-    def _check_flags() -> list[str]:
-        # A config may say fix = true, fix-only or another output format: the CLI flags win.
-        return ["--output-format", "json", "--no-fix", "--no-fix-only", "--no-cache"]
-
-    @staticmethod
-    def _stdin_flags(tree: ConfigTree, path: str) -> list[str]:
-        return ["--force-exclude", "--stdin-filename", str(tree.file(path)), "-"]
-
-    async def _fix(
-        self,
-        text: str,
-        path: str,
-        configs: Mapping[str, str],
-        layout: Iterable[str] | None,
-        extra: list[str],
-        what: str,
-    ) -> str:
-        data = self._input(text, path)
-        async with self._trees.use(configs, layout) as tree:
-            out = await self._run(
-                ["check", "--fix-only", "--no-cache", *extra, *self._stdin_flags(tree, path)],
-                data,
-                tree,
-                what=f"ruff {what} on {path}",
-                ok_codes=(0,),
-            )
-        return out.decode("utf-8", "surrogateescape")
-
-    @staticmethod
-    def _json(out: bytes, where: str) -> list[dict[str, Any]]:
-        try:
-            entries = json.loads(out or b"[]")
-        except ValueError as exc:
-            raise AnalysisError(f"ruff printed something that is not JSON for {where}") from exc
-        if not isinstance(entries, list):
-            raise AnalysisError(f"ruff printed unexpected JSON for {where}")
-        return entries
-
-    async def _run(
-        self,
-        args: list[str],
-        stdin: bytes,
-        tree: ConfigTree | None,
-        *,
-        what: str,
-        ok_codes: tuple[int, ...],
-        cwd: Path | None = None,
-        timeout_s: float | None = None,
-    ) -> bytes:
-        """Run ruff with ``args``; return its stdout or raise AnalysisError. Bounded in time."""
-        timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        workdir = cwd or (tree.dir if tree is not None else self._trees.root)
-        async with self._slots:
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    self.ruff_bin,
-                    *args,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    cwd=workdir,
-                    env=ruff_env(self._trees.xdg_dir),
-                )
-            except OSError as exc:
-                raise AnalysisError(f"cannot start ruff ({self.ruff_bin}): {exc}") from exc
-            try:
-                async with asyncio.timeout(timeout_s):
-                    out, err = await proc.communicate(stdin)
-            except TimeoutError:
-                raise AnalysisError(f"{what} timed out after {timeout_s:g} s") from None
-            finally:
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
-        if proc.returncode not in ok_codes:
-            detail = _one_line(err, workdir)
-            raise AnalysisError(f"{what} failed (exit {proc.returncode}): {detail}")
-        return out
-
-
-def _range_arg(line_range: tuple[int, int] | Span) -> str:
-    """Our 0-based range as ruff's ``--range`` (1-based lines and code point columns)."""
-    if isinstance(line_range, Span):
-        s, e = line_range.start, line_range.end
-        if (e.line, e.col) < (s.line, s.col) or s.line < 0 or s.col < 0:
-            raise AnalysisError(f"invalid range {line_range}")
-        return f"{s.line + 1}:{s.col + 1}-{e.line + 1}:{e.col + 1}"
-    start, end = line_range
-    if start < 0 or end < start:
-        raise AnalysisError(f"invalid line range {line_range}")
-    return f"{start + 1}:1-{max(end, start + 1) + 1}:1"
 
 
 @dataclass(eq=False)
@@ -663,39 +131,6 @@ def _change_holds(old: str, new: str, start: int, end: int, new_text: str) -> bo
         and new.startswith(old[:start])
         and new.endswith(old[end:])
     )
-
-
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the longest common prefix (binary search over slices: O(n) copying, in C)."""
-    lo, hi = 0, min(len(a), len(b))  # a[:lo] == b[:lo]; the answer is in [lo, hi]
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a.startswith(b[lo:mid], lo):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    """Length of the longest common suffix, at most ``limit``."""
-    la, lb = len(a), len(b)
-    lo, hi = 0, limit
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a.startswith(b[lb - mid : lb - lo], la - mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def text_diff(old: str, new: str) -> tuple[int, int, str]:
-    """One change ``(start, end, new_text)`` on ``old`` that gives ``new``: the span between
-    their common prefix and suffix (``(n, n, "")`` when they are equal)."""
-    prefix = _common_prefix(old, new)
-    suffix = _common_suffix(old, new, min(len(old), len(new)) - prefix)
-    return prefix, len(old) - suffix, new[prefix : len(new) - suffix]
 
 
 def _codepoint_ranges(
@@ -1116,7 +551,7 @@ class RuffServerEngine(RuffEngine):
 
     def _kill_child(self, client: LspStdioClient) -> None:
         """Stop trusting ``client``'s child and kill it; the next check starts another."""
-        client._fail(f"{client.name} was stopped")
+        client.fail(f"{client.name} was stopped")
         if client is self._client and self._proc is not None:
             self._proc.kill()
 
@@ -1192,9 +627,9 @@ class RuffServerEngine(RuffEngine):
             old_index = change.old
             if not _change_holds(old, text, start, end, new_text):
                 log.warning("ignoring a change hint that does not hold for %s", doc.uri)
-                start, end, new_text = text_diff(old, text)
+                start, end, new_text = common_span(old, text)
         else:
-            start, end, new_text = text_diff(old, text)
+            start, end, new_text = common_span(old, text)
             old_index = doc.sent_index if doc.sent_index is not None else LineIndex(old)
         # No position names the point between "\r" and "\n": take the break into the change.
         if 0 < start < len(old) and old[start - 1] == "\r" and old[start] == "\n":

@@ -20,17 +20,15 @@ session's buffers and lsp_dbcode.analysis (ruff + tree-sitter).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
 from ..analysis import (
     AnalysisError,
-    Diagnostic,
-    Pos,
     Span,
     SyntaxTree,
     is_config_path,
@@ -39,32 +37,32 @@ from ..analysis import (
     make_ruff_engine,
 )
 from ..analysis.model import SYMBOL_KINDS, Findings, TextChange
-from ..analysis.ruff import LSP_SEVERITY, LSP_TAGS, RuffServerEngine
 from ..check import format_for_commit
 from ..store import Store, StoreError
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from ..text.positions import Encoding, LineIndex
+from .cache import BoundedCache
+from .client import WARNING, workspace_edit
+from .findings import (
+    as_objects,
+    diagnostic_json,
+    findings_json,
+    overlaps,
+    range_json,
+    set_diagnostics,
+)
 
 if TYPE_CHECKING:
+    from .client import Client
     from .documents import OpenDoc
-    from .session import Session
+    from .tasks import Tasks
 
 log = logging.getLogger(__name__)
 
 PULL_WAIT_S = 5.0
 TREE_EDITS_MAX = 200
 RESULTS_MAX = 256
-SEVERITY = {
-    "error": types.DiagnosticSeverity.Error,
-    "warning": types.DiagnosticSeverity.Warning,
-    "information": types.DiagnosticSeverity.Information,
-    "hint": types.DiagnosticSeverity.Hint,
-}
-TAGS = {
-    "unnecessary": types.DiagnosticTag.Unnecessary,
-    "deprecated": types.DiagnosticTag.Deprecated,
-}
 
 
 _Key = tuple[str, str, int, int, int]  # workspace, path, len(text), hash(text), id(configs)
@@ -76,6 +74,37 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+@dataclass(slots=True)
+class LintResult:
+    """The ruff findings of one version of a document's text."""
+
+    version: int
+    index: LineIndex
+    found: Findings
+
+
+@dataclass(slots=True)
+class LintState:
+    """A document's ruff runs: at most one in flight; an edit meanwhile asks for one more."""
+
+    result: LintResult | None = None  # the newest published
+    running: asyncio.Future[None] | None = None  # done when the run in flight has ended
+    again: bool = False  # an edit came during the run: run once more on the newest text
+    since: _Since | None = None  # how the text changed since the last run started
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None and not self.running.done()
+
+
+@dataclass(slots=True)
+class TreeState:
+    """A document's tree-sitter tree and the edits not applied to it yet."""
+
+    tree: SyntaxTree | None = None
+    edits: list[tuple[int, int, str]] = field(default_factory=list)
+
+
 class Analyzer:
     """Process-wide: the ruff engine and the workspaces' config files."""
 
@@ -84,7 +113,7 @@ class Analyzer:
         self.ruff = make_ruff_engine()
         self._configs: dict[str, dict[str, str]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
-        self._results: dict[_Key, Findings] = {}
+        self._results: BoundedCache[_Key, Findings] = BoundedCache(RESULTS_MAX)
         self._running: dict[_Key, asyncio.Future[Findings]] = {}
         self.on_config_change: list[Callable[[str], None]] = []
 
@@ -145,9 +174,7 @@ class Analyzer:
             del self._running[key]
             if not shared.done():  # cancelled (or worse): the waiters run it themselves
                 shared.cancel()
-        self._results[key] = found
-        if len(self._results) > RESULTS_MAX:
-            self._results.pop(next(iter(self._results)))
+        self._results.put(key, found)
         return found
 
     def check_soon(
@@ -165,7 +192,7 @@ class Analyzer:
         text = index.text
         configs = self._configs.get(workspace)
         engine = self.ruff
-        if configs is None or not isinstance(engine, RuffServerEngine):
+        if configs is None:
             return False
         key = (workspace, path, len(text), hash(text), id(configs))
         found = self._results.get(key)
@@ -180,7 +207,7 @@ class Analyzer:
             if self._running.get(key) is shared:
                 del self._running[key]
             if found is not None:
-                self._results[key] = found
+                self._results.put(key, found)
             try:
                 done(found, error)  # first the caller (it publishes), then the bookkeeping
             finally:
@@ -189,8 +216,6 @@ class Analyzer:
                 else:
                     assert found is not None
                     shared.set_result(found)
-                    if len(self._results) > RESULTS_MAX:
-                        self._results.pop(next(iter(self._results)))
 
         if not engine.lint_soon(text, path, configs, finished, index=index, change=change):
             return False
@@ -211,7 +236,7 @@ class Analyzer:
         :meth:`RuffServerEngine.send_ahead`); the :meth:`check_soon` of the new text takes the
         result. False: nothing was sent."""
         configs = self._configs.get(workspace)
-        if configs is None or not isinstance(self.ruff, RuffServerEngine):
+        if configs is None:
             return False
         return self.ruff.send_ahead(path, configs, old, span, new_text, encoding)
 
@@ -244,109 +269,21 @@ class Analyzer:
         await self.ruff.close()
 
 
-def _offset(index: LineIndex, pos: Pos) -> int:
-    if pos.line >= index.line_count:
-        return len(index.text)
-    start = index.line_start(pos.line)
-    return min(start + pos.col, index.line_end(pos.line))
+def _range(index: LineIndex, span: Span, encoding: Encoding) -> types.Range:
+    r = range_json(index, span, encoding)
+    return types.Range(types.Position(**r["start"]), types.Position(**r["end"]))
 
 
-def lsp_range(index: LineIndex, span: Span, encoding: Encoding) -> types.Range:
-    s = index.position(_offset(index, span.start), encoding)
-    e = index.position(_offset(index, span.end), encoding)
-    return types.Range(types.Position(*s), types.Position(*e))
+class DocumentLint:
+    """Diagnostics, fixes, formatting and structure of one session's open documents.
 
+    Given what it needs (the client port, the process-wide Analyzer, the session's tasks); it
+    keeps each document's state in the document (``doc.lint``, ``doc.tree``)."""
 
-def to_lsp(index: LineIndex, d: Diagnostic, encoding: Encoding) -> types.Diagnostic:
-    return types.Diagnostic(
-        range=lsp_range(index, d.span, encoding),
-        message=d.message,
-        severity=SEVERITY.get(d.severity, types.DiagnosticSeverity.Warning),
-        code=d.code,
-        code_description=types.CodeDescription(href=d.code_url) if d.code_url else None,
-        source=d.source,
-        tags=[TAGS[t] for t in d.tags if t in TAGS] or None,
-    )
-
-
-@functools.cache
-def _converter() -> Any:
-    from pygls.protocol import default_converter
-
-    return default_converter()
-
-
-def diagnostics_json(diags: list[types.Diagnostic]) -> list[dict[str, Any]]:
-    """lsprotocol diagnostics as the JSON pygls would send for them."""
-    return _converter().unstructure(diags, list[types.Diagnostic])  # type: ignore[no-any-return]
-
-
-def _json_position(index: LineIndex, pos: Pos, encoding: Encoding) -> dict[str, int]:
-    line, character = index.position(_offset(index, pos), encoding)
-    return {"line": line, "character": character}
-
-
-def to_lsp_json(index: LineIndex, d: Diagnostic, encoding: Encoding) -> dict[str, Any]:
-    """:func:`to_lsp` as the JSON pygls would send for it."""
-    out: dict[str, Any] = {
-        "range": {
-            "start": _json_position(index, d.span.start, encoding),
-            "end": _json_position(index, d.span.end, encoding),
-        },
-        "message": d.message,
-        "severity": LSP_SEVERITY.get(d.severity, 2),
-    }
-    if d.code is not None:
-        out["code"] = d.code
-    if d.code_url:
-        out["codeDescription"] = {"href": d.code_url}
-    out["source"] = d.source
-    tags = [LSP_TAGS[t] for t in d.tags if t in LSP_TAGS]
-    if tags:
-        out["tags"] = tags
-    return out
-
-
-def findings_json(found: Findings, index: LineIndex, encoding: Encoding) -> list[dict[str, Any]]:
-    """``found`` (the findings for ``index.text``) as LSP JSON in ``encoding``, built once per
-    findings and encoding. The engine's code point JSON is used as it is where code points are
-    the encoding's units (utf-32, or an ASCII text); otherwise the positions are converted
-    (per line: only non-ASCII lines differ)."""
-    cached = found.cache.get(encoding)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    if found.lsp is None:
-        out = [to_lsp_json(index, d, encoding) for d in found.diagnostics]
-    elif encoding == Encoding.UTF32 or index.text.isascii():
-        out = found.lsp
-    else:
-
-        def position(p: dict[str, int]) -> dict[str, int]:
-            line, character = index.position(
-                _offset(index, Pos(p["line"], p["character"])), encoding
-            )
-            return {"line": line, "character": character}
-
-        out = [
-            {
-                **item,
-                "range": {
-                    "start": position(item["range"]["start"]),
-                    "end": position(item["range"]["end"]),
-                },
-            }
-            for item in found.lsp
-        ]
-    found.cache[encoding] = out
-    return out
-
-
-class DocAnalysis:
-    """Per-session glue: runs analyses for the session's open documents and answers requests."""
-
-    def __init__(self, session: Session, analyzer: Analyzer) -> None:
-        self.session = session
+    def __init__(self, client: Client, analyzer: Analyzer, tasks: Tasks) -> None:
+        self.client = client
         self.analyzer = analyzer
+        self.tasks = tasks
 
     # -- on every edit ---------------------------------------------------------------------
 
@@ -359,19 +296,21 @@ class DocAnalysis:
         that does not fit is caught here or by the session, and its result is then dropped)."""
         if len(changes) != 1 or (span := changes[0][0]) is None:
             return
-        task: asyncio.Future[None] | None = doc.extra.get("ruff_task")
-        if (task is not None and not task.done()) or not is_python_path(doc.path):
+        if doc.lint.busy or not is_python_path(doc.path):
             return
         self.analyzer.send_ahead(
-            doc.workspace, doc.path, doc.index, span, changes[0][1], self.session.encoding
+            doc.workspace, doc.path, doc.index, span, changes[0][1], self.client.encoding
         )
 
     def on_change(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
+        """The buffer changed (``edits``, applied in order; None: replaced or just opened)."""
+        if doc.broken:
+            return
         self._update_tree(doc, edits)
         if is_python_path(doc.path):
-            since: _Since | None = doc.extra.get("ruff_since")
-            if since is None or edits is None or not since.add(edits, doc.index):
-                doc.extra["ruff_since"] = _Since(doc.index)
+            lint = doc.lint
+            if lint.since is None or edits is None or not lint.since.add(edits, doc.index):
+                lint.since = _Since(doc.index)
             self.schedule_ruff(doc)
 
     def _update_tree(self, doc: OpenDoc, edits: list[tuple[int, int, str]] | None) -> None:
@@ -381,39 +320,35 @@ class DocAnalysis:
         python = is_python_path(doc.path)  # .py and .pyi are tree-sitter's Python too
         if not python and language_for_path(doc.path) is None:
             return
+        state = doc.tree
         if edits is None:
-            doc.extra.pop("tree", None)
-            doc.extra["tree_edits"] = []
+            state.tree = None
+            state.edits = []
         else:
-            pending = doc.extra.setdefault("tree_edits", [])
-            pending.extend(edits)
-            if len(pending) > TREE_EDITS_MAX:  # cheaper to parse afresh
-                doc.extra.pop("tree", None)
-                pending.clear()
+            state.edits.extend(edits)
+            if len(state.edits) > TREE_EDITS_MAX:  # cheaper to parse afresh
+                state.tree = None
+                state.edits.clear()
         if python:
             return
         tree = self._tree(doc)
-        diags = (
-            []
-            if tree is None
-            else [to_lsp(doc.index, d, self.session.encoding) for d in tree.errors()]
-        )
-        self.session.set_diagnostics(doc, "syntax", diags)
+        enc = self.client.encoding
+        items = [] if tree is None else [diagnostic_json(doc.index, d, enc) for d in tree.errors()]
+        set_diagnostics(self.client, doc, "syntax", items)
 
     def schedule_ruff(self, doc: OpenDoc) -> None:
         """Lint the document's current text: at once, if the engine can start without waiting
         (the child gets the change before this returns, and its answer is published from the
         callback that reads it: no task, no loop turn); else in a task. One run at a time per
         document: an edit meanwhile marks it "again"."""
-        task: asyncio.Future[None] | None = doc.extra.get("ruff_task")
-        if task is not None and not task.done():
-            doc.extra["ruff_again"] = True
+        if doc.lint.busy:
+            doc.lint.again = True
             return
         if not self._ruff_now(doc):
-            doc.extra["ruff_task"] = self.session.run_task(self._run_ruff(doc))
+            doc.lint.running = self.tasks.run(self._run_ruff(doc))
 
     def _ruff_change(self, doc: OpenDoc) -> TextChange | None:
-        since: _Since | None = doc.extra.get("ruff_since")
+        since = doc.lint.since
         if since is not None and since.index is doc.index:
             return since.change()
         return None
@@ -427,19 +362,19 @@ class DocAnalysis:
             running.set_result(None)
             self._ruff_done(doc, version, index, found, error)
 
-        doc.extra["ruff_again"] = False
+        doc.lint.again = False
         try:
             started = self.analyzer.check_soon(
                 doc.workspace, doc.path, index, self._ruff_change(doc), done
             )
         except AnalysisError as exc:
             started = Findings([])
-            self.session.log_message(f"ruff: {doc.path}: {exc}")
+            self.client.log(f"ruff: {doc.path}: {exc}")
         if started is False:
             return False
-        doc.extra["ruff_since"] = _Since(index)  # the next run's changes start here
+        doc.lint.since = _Since(index)  # the next run's changes start here
         if started is True:
-            doc.extra["ruff_task"] = running
+            doc.lint.running = running
         else:  # known already
             assert isinstance(started, Findings)
             self._ruff_done(doc, version, index, started, None)
@@ -454,55 +389,48 @@ class DocAnalysis:
         error: AnalysisError | None,
     ) -> None:
         """The end of a run started by :meth:`_ruff_now`: publish, or run again."""
-        session = self.session
         if error is not None or found is None:
             found = Findings([])
-            session.log_message(f"ruff: {doc.path}: {error}")
-        if session.docs.get(doc.uri) is not doc:
+            self.client.log(f"ruff: {doc.path}: {error}")
+        if doc.closed:
             return
-        if doc.extra.get("ruff_again"):
+        if doc.lint.again:
             self.schedule_ruff(doc)
         elif doc.version == version:
             self._publish_ruff(doc, version, index, found)
 
     def _publish_ruff(self, doc: OpenDoc, version: int, index: LineIndex, found: Findings) -> None:
-        session = self.session
-        doc.extra["ruff"] = (version, index, found)
-        enc = session.encoding
-        if session.pull_diagnostics:
-            lsp = [to_lsp(index, d, enc) for d in found.diagnostics]
-            session.set_diagnostics(doc, "ruff", lsp)
-        else:  # relayed as JSON; the objects are built if a request needs them
-            session.set_diagnostics(doc, "ruff", None, findings_json(found, index, enc))
+        doc.lint.result = LintResult(version, index, found)
+        set_diagnostics(self.client, doc, "ruff", findings_json(found, index, self.client.encoding))
 
     async def _run_ruff(self, doc: OpenDoc) -> None:
-        session = self.session
-        while True:
-            doc.extra["ruff_again"] = False
-            version, index = doc.version, doc.index
-            change = self._ruff_change(doc)
-            doc.extra["ruff_since"] = _Since(index)  # the next run's changes start here
-            try:
-                found = await self.analyzer.check(doc.workspace, doc.path, index, change)
-            except AnalysisError as exc:
-                found = Findings([])
-                session.log_message(f"ruff: {doc.path}: {exc}")
-            if session.docs.get(doc.uri) is not doc:
-                return
-            if doc.version == version and not doc.extra.get("ruff_again"):
-                self._publish_ruff(doc, version, index, found)
-            if not doc.extra.get("ruff_again"):
-                return
+        """A run that could not start at once (:meth:`_ruff_now`): the same run in a task. Its
+        end is the same as a run without a task: :meth:`_ruff_done` publishes, or starts the
+        next run (one state machine for both ways)."""
+        lint = doc.lint
+        lint.again = False
+        version, index = doc.version, doc.index
+        change = self._ruff_change(doc)
+        lint.since = _Since(index)  # the next run's changes start here
+        found: Findings | None = None
+        error: AnalysisError | None = None
+        try:
+            found = await self.analyzer.check(doc.workspace, doc.path, index, change)
+        except AnalysisError as exc:
+            error = exc
+        if lint.running is asyncio.current_task():
+            lint.running = None  # this run has ended: _ruff_done may start the next
+        self._ruff_done(doc, version, index, found, error)
 
     async def wait_idle(self, doc: OpenDoc) -> None:
         """Until the newest edit of ``doc`` has been analysed (bounded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PULL_WAIT_S
         while loop.time() < deadline:
-            task: asyncio.Future[None] | None = doc.extra.get("ruff_task")
-            if task is None or task.done():
+            running = doc.lint.running
+            if running is None or running.done():
                 return
-            await asyncio.wait({task}, timeout=deadline - loop.time())
+            await asyncio.wait({running}, timeout=deadline - loop.time())
 
     async def ready(self, doc: OpenDoc) -> None:
         """Until the document's diagnostics reflect its current text (for pulls: a pull can
@@ -513,36 +441,31 @@ class DocAnalysis:
             if "syntax" not in doc.diagnostics:
                 self._update_tree(doc, None)
             return
-        cached = doc.extra.get("ruff")
-        if cached is None or cached[0] != doc.version:
+        result = doc.lint.result
+        if result is None or result.version != doc.version:
             self.schedule_ruff(doc)
         await self.wait_idle(doc)
-        cached = doc.extra.get("ruff")
-        if "ruff" not in doc.diagnostics and cached is not None:  # published as JSON only
-            _, index, found = cached
-            enc = self.session.encoding
-            doc.diagnostics["ruff"] = [to_lsp(index, d, enc) for d in found.diagnostics]
 
-    def rerun_workspace(self, workspace: str) -> None:
-        """The workspace's ruff config changed: lint its open Python documents again."""
-        docs = [d for d in self.session.docs.values() if d.workspace == workspace]
+    def rerun(self, docs: list[OpenDoc]) -> None:
+        """The ruff config of these documents changed: lint the Python ones again."""
         for doc in docs:
             if is_python_path(doc.path):
                 self.schedule_ruff(doc)
-        if self.session.pull_diagnostics and docs:
-            self.session.run_task(self._refresh_after(docs))
+        if self.client.pull_diagnostics and docs:
+            self.tasks.run(self._refresh_after(docs))
 
     async def _refresh_after(self, docs: list[OpenDoc]) -> None:
         """Pull clients learn of new results only when asked to pull again."""
         for doc in docs:
             await self.wait_idle(doc)
-        if not self.session.closed:
-            self.session.ls.protocol.send_request("workspace/diagnostic/refresh", None)
+        if not self.client.closed:
+            reply = self.client.request("workspace/diagnostic/refresh", None)
+            reply.add_done_callback(_retrieved)
 
     # -- requests ----------------------------------------------------------------------------
 
     def _edits(self, doc: OpenDoc, old: str, new: str) -> list[types.TextEdit]:
-        return doc.text_edits(diff_edits(old, new), self.session.encoding)
+        return doc.text_edits(diff_edits(old, new), self.client.encoding)
 
     async def format(self, doc: OpenDoc, rng: types.Range | None) -> list[types.TextEdit] | None:
         if not is_python_path(doc.path):
@@ -556,7 +479,7 @@ class DocAnalysis:
         try:
             formatted = await self.analyzer.ruff.format(text, doc.path, configs, line_range)
         except AnalysisError as exc:
-            self.session.show(types.MessageType.Warning, f"dbcode: cannot format: {exc}")
+            self.client.show(WARNING, f"dbcode: cannot format: {exc}")
             return None
         if doc.text != text:
             return None  # the buffer moved on: an edit for an old text would be wrong
@@ -565,41 +488,38 @@ class DocAnalysis:
     async def code_actions(
         self, doc: OpenDoc, params: types.CodeActionParams
     ) -> list[types.CodeAction]:
-        from .features import _workspace_edit
-
         if not is_python_path(doc.path):
             return []
-        session = self.session
-        enc = session.encoding
+        client = self.client
+        enc = client.encoding
         only = params.context.only
         actions: list[types.CodeAction] = []
         want_quickfix = only is None or any(k.startswith("quickfix") for k in only)
-        cached = doc.extra.get("ruff")
-        if want_quickfix and (cached is None or cached[0] != doc.version):
+        result = doc.lint.result
+        if want_quickfix and (result is None or result.version != doc.version):
             await self.wait_idle(doc)  # the newest edit's diagnostics are on their way
-            cached = doc.extra.get("ruff")
-        if want_quickfix and cached is not None and cached[0] == doc.version:
-            _, index, found = cached
+            result = doc.lint.result
+        if want_quickfix and result is not None and result.version == doc.version:
+            index = result.index
             r = params.range
-            for d in found.diagnostics:
-                rng = lsp_range(index, d.span, enc)
-                if (rng.end.line, rng.end.character) < (r.start.line, r.start.character) or (
-                    rng.start.line,
-                    rng.start.character,
-                ) > (r.end.line, r.end.character):
+            want = {
+                "start": {"line": r.start.line, "character": r.start.character},
+                "end": {"line": r.end.line, "character": r.end.character},
+            }
+            for d in result.found.diagnostics:
+                if not overlaps(range_json(index, d.span, enc), want):
                     continue
-                diag = to_lsp(index, d, enc)
+                (diag,) = _diagnostic_objects(index, [d], enc)
                 if d.fix is not None and d.fix.applicability != "display-only":
                     edits = [
-                        types.TextEdit(lsp_range(index, e.span, enc), e.new_text)
-                        for e in d.fix.edits
+                        types.TextEdit(_range(index, e.span, enc), e.new_text) for e in d.fix.edits
                     ]
                     actions.append(
                         types.CodeAction(
                             title=f"Ruff ({d.code}): {d.fix.title}",
                             kind=types.CodeActionKind.QuickFix,
                             diagnostics=[diag],
-                            edit=_workspace_edit(session, doc.uri, doc.version, edits),
+                            edit=workspace_edit(client, doc.uri, doc.version, edits),
                             is_preferred=d.fix.applicability == "safe",
                         )
                     )
@@ -610,8 +530,8 @@ class DocAnalysis:
                             title=f"Ruff ({d.code}): Disable for this line",
                             kind=types.CodeActionKind.QuickFix,
                             diagnostics=[diag],
-                            edit=_workspace_edit(
-                                session, doc.uri, doc.version, doc.text_edits([edit], enc)
+                            edit=workspace_edit(
+                                client, doc.uri, doc.version, doc.text_edits([edit], enc)
                             ),
                         )
                     )
@@ -625,7 +545,7 @@ class DocAnalysis:
             try:
                 new = await run(text, doc.path, await self.analyzer.configs(doc.workspace))
             except AnalysisError as exc:
-                session.log_message(f"ruff: {exc}")
+                client.log(f"ruff: {exc}")
                 continue
             if doc.text != text:
                 continue
@@ -635,9 +555,7 @@ class DocAnalysis:
                     if "fixAll" in kind
                     else "Ruff: Organize imports",
                     kind=kind,
-                    edit=_workspace_edit(
-                        session, doc.uri, doc.version, self._edits(doc, text, new)
-                    ),
+                    edit=workspace_edit(client, doc.uri, doc.version, self._edits(doc, text, new)),
                 )
             )
         return actions
@@ -645,42 +563,44 @@ class DocAnalysis:
     def _tree(self, doc: OpenDoc) -> SyntaxTree | None:
         """The document's tree for its current text: queued edits applied incrementally
         (tree.edit + reparse), or parsed now if there is no tree yet."""
-        tree: SyntaxTree | None = doc.extra.get("tree")
-        pending = doc.extra.get("tree_edits") or []
-        if tree is not None and pending:
+        state = doc.tree
+        tree = state.tree
+        if tree is not None and state.edits:
             try:
-                for start, end, text in pending:
+                for start, end, text in state.edits:
                     tree.apply_edit(start, end, text)
             except (AnalysisError, ValueError) as exc:
                 log.info("dropping the syntax tree of %s: %s", doc.path, exc)
                 tree = None
-        pending.clear()
+        state.edits.clear()
         if tree is not None and tree.text != doc.text:
             log.warning("syntax tree of %s drifted; parsing afresh", doc.uri)
             tree = None
         if tree is None:
             language = language_for_path(doc.path)
             if language is None:
+                state.tree = None
                 return None
             try:
                 tree = SyntaxTree(language, doc.text)
             except AnalysisError:
+                state.tree = None
                 return None
-            doc.extra["tree"] = tree
+        state.tree = tree
         return tree
 
     def symbols(self, doc: OpenDoc) -> list[types.DocumentSymbol] | None:
         tree = self._tree(doc)
         if tree is None:
             return None
-        enc = self.session.encoding
+        enc = self.client.encoding
 
         def convert(sym: Any) -> types.DocumentSymbol:
             return types.DocumentSymbol(
                 name=sym.name or "<anonymous>",
                 kind=types.SymbolKind(SYMBOL_KINDS.get(sym.kind, 13)),
-                range=lsp_range(doc.index, sym.span, enc),
-                selection_range=lsp_range(doc.index, sym.selection_span, enc),
+                range=_range(doc.index, sym.span, enc),
+                selection_range=_range(doc.index, sym.selection_span, enc),
                 children=[convert(c) for c in sym.children] or None,
             )
 
@@ -703,6 +623,13 @@ class DocAnalysis:
             )
             for f in tree.folds()
         ]
+
+
+def _diagnostic_objects(
+    index: LineIndex, found: list[Any], enc: Encoding
+) -> list[types.Diagnostic]:
+
+    return as_objects([diagnostic_json(index, d, enc) for d in found])
 
 
 class _Since:

@@ -1,0 +1,138 @@
+--- The `dbcode` LSP client: its configuration, starting (or finding) it, synchronous requests.
+--- One client serves every dbcode:// buffer; it is started on first use, not per root.
+local config = require("dbcode.config")
+local handlers = require("dbcode.handlers")
+local util = require("dbcode.util")
+
+local M = {}
+
+local client_id = nil --- the client this plugin started or found
+
+--- The CLI prefix of a server command: {"dbcode", "serve"} -> {"dbcode"} (for --version, db).
+function M.cli_prefix(cmd)
+  local out = {}
+  for _, a in ipairs(cmd) do
+    if a == "serve" then
+      return out
+    end
+    out[#out + 1] = a
+  end
+  return { cmd[1] }
+end
+
+--- The base configuration (also returned by lsp/dbcode.lua for vim.lsp.config on 0.11+).
+function M.default_lsp_config()
+  return {
+    name = "dbcode",
+    cmd = vim.deepcopy(config.defaults.cmd),
+    init_options = { mode = config.defaults.mode },
+    handlers = handlers.table(),
+    on_exit = handlers.on_exit,
+  }
+end
+
+--- The vim.lsp.ClientConfig used to start the server: the defaults, then vim.lsp.config('dbcode')
+--- (0.11+), then setup()'s options, then :Dbcode agent/mode.
+function M.config()
+  local cfg = M.default_lsp_config()
+  if util.has_011 and vim.lsp.config then
+    local ok, user = pcall(function()
+      return vim.lsp.config.dbcode
+    end)
+    if ok and type(user) == "table" then
+      cfg = vim.tbl_deep_extend("force", cfg, vim.deepcopy(user))
+    end
+  end
+  local o = config.options
+  if o then
+    cfg.cmd = vim.deepcopy(o.cmd)
+    if o.database_url then
+      cfg.cmd_env = vim.tbl_extend("force", cfg.cmd_env or {}, {
+        DBCODE_DATABASE_URL = o.database_url,
+      })
+    end
+    cfg.init_options = vim.tbl_extend("force", cfg.init_options or {}, {
+      agent = o.agent,
+      mode = o.mode,
+    })
+  end
+  cfg.init_options = vim.tbl_extend("force", cfg.init_options or {}, config.overrides)
+  -- This client serves dbcode:// buffers only; the plugin attaches them itself.
+  cfg.name = "dbcode"
+  cfg.root_dir = nil
+  cfg.root_markers = nil
+  cfg.filetypes = nil
+  cfg.workspace_folders = nil
+  return cfg
+end
+
+local function usable(client)
+  return client and not util.call(client, "is_stopped")
+end
+
+--- The running dbcode client, started (and initialized) if needed. Raises on failure.
+function M.get()
+  local client = client_id and vim.lsp.get_client_by_id(client_id)
+  if not usable(client) then
+    client = nil
+    for _, c in ipairs(vim.lsp.get_clients({ name = "dbcode" })) do
+      if usable(c) then
+        client = c
+        break
+      end
+    end
+  end
+  if not client then
+    local cfg = M.config()
+    local id
+    if util.has_011 then
+      id = vim.lsp.start(cfg, { attach = false })
+    else
+      id = vim.lsp.start_client(cfg)
+    end
+    client = id and vim.lsp.get_client_by_id(id)
+    if not client then
+      error("dbcode: could not start the language server `" .. table.concat(
+        type(cfg.cmd) == "table" and cfg.cmd or { "<function>" },
+        " "
+      ) .. "` (see :checkhealth dbcode)", 0)
+    end
+  end
+  client_id = client.id
+  local start_timeout = config.get().start_timeout_ms
+  if not client.initialized then
+    vim.wait(start_timeout, function()
+      return client.initialized or util.call(client, "is_stopped")
+    end, 10)
+    if not client.initialized then
+      local why = util.call(client, "is_stopped") and "exited while starting"
+        or ("did not start within " .. start_timeout .. " ms")
+      error("dbcode: the language server " .. why .. " (see :LspLog and :checkhealth dbcode)", 0)
+    end
+  end
+  return client
+end
+
+--- A synchronous request: result, or nil and the error {code, message, data}.
+function M.request(method, params, bufnr)
+  local ok, client = pcall(M.get)
+  if not ok then
+    return nil, { message = (tostring(client):gsub("^dbcode: ", "")) }
+  end
+  local timeout_ms = config.get().timeout_ms
+  local resp, why = util.call(client, "request_sync", method, params, timeout_ms, bufnr)
+  if not resp then
+    return nil, { message = ("%s: %s"):format(method, why or "no answer from the server") }
+  end
+  if resp.err then
+    return nil, resp.err
+  end
+  return resp.result
+end
+
+--- Subscribe to a workspace's commits: each arrives as `User DbcodeDidCommit` (data: changeset).
+function M.subscribe(workspace, since_seq)
+  return M.request("dbcode/subscribe", { workspace = workspace, sinceSeq = since_seq })
+end
+
+return M
