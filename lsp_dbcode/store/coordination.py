@@ -49,6 +49,10 @@ MODE_MAX_CHARS = 32
 # sessions of holders that are gone, and claims that expired this long ago.
 GC_BATCH_MAX = 100
 CLAIM_GC_AFTER_S = 3600
+# Session ends sent at once by one process: each ends in a NOTIFY, and PostgreSQL commits
+# notifying transactions one at a time, so a burst of ends (a relay's 60 editors quitting) would
+# otherwise hold that many pool connections waiting, and grow the pool to its maximum.
+SESSION_CLOSES_MAX = 2
 
 
 def claim_from_json(workspace: str, c: dict[str, Any]) -> Claim:
@@ -106,8 +110,9 @@ class CoordinationStore:
     _holder_conn: psycopg.AsyncConnection[Any] | None = None
     _holder_id: int | None = None
     _holder_lock: asyncio.Lock | None = None
+    _closing: asyncio.Semaphore | None = None  # SESSION_CLOSES_MAX
     # Grows whenever the holder is replaced (its connection was lost): sessions made before
-    # are gone, their owners make new ones (server/review.py Coordination).
+    # are gone, their owners make new ones (server/coordination.py Coordination).
     holder_generation = 0
 
     # -- holder and sessions ---------------------------------------------------------------
@@ -200,6 +205,12 @@ class CoordinationStore:
 
     async def close_session(self, session: int) -> None:
         """End a session: its claims and presence go with it (and others are told)."""
+        if self._closing is None:
+            self._closing = asyncio.Semaphore(SESSION_CLOSES_MAX)
+        async with self._closing:
+            await self._close_session(session)
+
+    async def _close_session(self, session: int) -> None:
         await self._execute(
             "WITH gone AS (DELETE FROM dbcode_session WHERE id = %s RETURNING id),"
             " ws AS (SELECT DISTINCT w.name FROM dbcode_workspace w WHERE w.id IN ("
