@@ -34,6 +34,8 @@ class Rpc:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self.on_request: Callable[[dict[str, Any], float], None] | None = None
         self.on_publish: Callable[[dict[str, Any], float], None] | None = None
+        # Other notifications: (method, params, arrival time).
+        self.on_notify: Callable[[str, Any, float], None] | None = None
         self.server_requests: dict[str, int] = {}
         self.closed = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._read_loop())
@@ -91,6 +93,8 @@ class Rpc:
                     self.respond(msg["id"], result)
                 elif method == "textDocument/publishDiagnostics" and self.on_publish:
                     self.on_publish(msg["params"], t)
+                elif self.on_notify is not None:
+                    self.on_notify(method, msg.get("params"), t)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
         finally:

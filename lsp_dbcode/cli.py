@@ -1,6 +1,7 @@
 """The ``dbcode`` command (SPEC.md, Command line): arguments and dispatch.
 
-Exit codes: 0 done; 1 error (one line on stderr, nothing written); 3 conflict (stale --base).
+Exit codes: 0 done; 1 error (one line on stderr, nothing written); 3 conflict (stale --base);
+4 refused by another agent's exclusive claim (the message names its holder and note).
 
 This module stays light (no psycopg, pygls or asyncio): ``dbcode serve`` over stdio is a relay
 (server/relay.py) that must start fast and small. The commands that use the store are in
@@ -23,6 +24,7 @@ from . import __version__
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFLICT = 3
+EXIT_CLAIMED = 4
 
 
 class CliError(Exception):
@@ -107,6 +109,33 @@ def _seconds(value: str) -> float:
     if not 0 <= seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"invalid number of seconds: {value!r}")
     return seconds
+
+
+def _lines(value: str) -> tuple[int, int]:
+    """LINE or LINE-LINE, 1-based."""
+    first, sep, last = value.partition("-")
+    try:
+        a = int(first)
+        b = int(last) if sep else a
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid lines {value!r}: use LINE or FIRST-LAST (1-based)"
+        ) from None
+    if not 1 <= a <= b:
+        raise argparse.ArgumentTypeError(
+            f"invalid lines {value!r}: lines are 1-based and FIRST <= LAST"
+        )
+    return a, b
+
+
+def _positive_id(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"invalid id {value!r}: a positive number")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +273,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("mcp", "serve the workspaces over the Model Context Protocol (stdio), for agents")
     sp.add_argument("--workspace", "-w", help="the default workspace of every tool")
+
+    sp = add("comment", "open a review thread on lines of a file")
+    sp.add_argument("workspace")
+    sp.add_argument("path")
+    sp.add_argument("lines", type=_lines, metavar="LINE[-LINE]", help="1-based, inclusive")
+    sp.add_argument("text")
+    sp.add_argument("--kind", choices=["note", "suggestion", "blocking"], default=None)
+    sp.add_argument(
+        "--suggest",
+        metavar="FILE|-",
+        help="the replacement text for the lines (a suggestion), from FILE or stdin",
+    )
+    sp.add_argument("--rev", type=int, help="the revision the lines refer to (default: current)")
+
+    sp = add("reply", "reply to a review thread")
+    sp.add_argument("workspace")
+    sp.add_argument("thread", type=_positive_id)
+    sp.add_argument("text")
+
+    sp = add("resolve", "resolve a review thread (or reopen it)")
+    sp.add_argument("workspace")
+    sp.add_argument("thread", type=_positive_id)
+    sp.add_argument("--reopen", action="store_true")
+
+    sp = add("comments", "review threads, where they are now")
+    sp.add_argument("workspace")
+    sp.add_argument("path", nargs="?")
+    sp.add_argument("--all", action="store_true", help="resolved threads too")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("claim", "claim a file or lines of it (prints the claim id)")
+    sp.add_argument("workspace")
+    sp.add_argument("path")
+    sp.add_argument("lines", type=_lines, nargs="?", metavar="LINE[-LINE]")
+    sp.add_argument("--note", default="")
+    sp.add_argument(
+        "--exclusive", action="store_true", help="refuse other agents' commits that touch it"
+    )
+    sp.add_argument("--ttl", type=_seconds, default=300.0, help="seconds (default 300)")
+    sp.add_argument("--id", type=_positive_id, help="renew this claim of yours")
+
+    sp = add("release", "release a claim")
+    sp.add_argument("workspace")
+    sp.add_argument("id", type=_positive_id)
+
+    sp = add("claims", "live claims")
+    sp.add_argument("workspace")
+    sp.add_argument("path", nargs="?")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("who", "who has which file open, across all server processes")
+    sp.add_argument("workspace")
+    sp.add_argument("path", nargs="?")
+    sp.add_argument("--json", action="store_true")
     return p
 
 

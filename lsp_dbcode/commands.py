@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .cli import EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, CliError, Progress, fail
+from .cli import EXIT_CLAIMED, EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, CliError, Progress, fail
 from .store import (
     Change,
+    Claim,
+    Claimed,
     Conflict,
     InvalidInput,
     Store,
@@ -90,6 +92,8 @@ async def cmd_write(store: Store, args: argparse.Namespace) -> int:
         rev = done.revisions[args.path]
         sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {done.seq})\n")
         sys.stdout.flush()
+        _report_warnings(done.warnings)
+        await _move_threads(store, args.workspace, [args.path])
         try:
             problems = await check_text(store, ruff, args.workspace, args.path, text)
         except AnalysisError as exc:
@@ -97,6 +101,34 @@ async def cmd_write(store: Store, args: argparse.Namespace) -> int:
             return EXIT_OK
     _report_problems(args.path, rev, text, problems)
     return EXIT_OK
+
+
+def _claim_where(c: Claim) -> str:
+    if c.whole:
+        return c.path
+    if c.lines is not None:
+        first, last = c.lines
+        return f"{c.path}:{first}" + (f"-{last}" if last != first else "")
+    return f"{c.path}[{c.start}:{c.end}]"
+
+
+def _report_warnings(warnings: tuple[Claim, ...]) -> None:
+    """A changeset touched other agents' non-exclusive claims: say so (it is committed)."""
+    for c in warnings:
+        note = f": {c.note}" if c.note else ""
+        sys.stderr.write(
+            f"warning: {_claim_where(c)} is claimed by {c.agent}{note}"
+            f" (claim {c.id}, until {c.expires_at:%H:%M:%S %Z})\n"
+        )
+
+
+async def _move_threads(store: Store, workspace: str, paths: list[str]) -> None:
+    """Move the review threads of what we committed now (their outdated events follow the
+    changeset); a failure here is not the commit's."""
+    try:
+        await store.move_threads(workspace, paths)
+    except StoreError as exc:
+        sys.stderr.write(f"review threads not moved yet: {exc}\n")
 
 
 def _problem_line(path: str, d: Any) -> str:
@@ -154,6 +186,8 @@ async def cmd_rm(store: Store, args: argparse.Namespace) -> int:
         meta=meta,
     )
     sys.stdout.write(f"deleted {args.workspace}/{args.path} (seq {res.seq})\n")
+    _report_warnings(res.warnings)
+    await _move_threads(store, args.workspace, [args.path])
     return EXIT_OK
 
 
@@ -168,6 +202,8 @@ async def cmd_mv(store: Store, args: argparse.Namespace) -> int:
         meta=meta,
     )
     sys.stdout.write(f"renamed {args.old} -> {args.new} in {args.workspace} (seq {res.seq})\n")
+    _report_warnings(res.warnings)
+    await _move_threads(store, args.workspace, [args.old])
     return EXIT_OK
 
 
@@ -305,6 +341,12 @@ async def cmd_import(store: Store, args: argparse.Namespace) -> int:
                     f"skipped {len(paths)} {reason.replace('_', ' ')} file(s): {names}\n"
                 )
     took = time.monotonic() - t0
+    _report_warnings(res.warnings)
+    if res.seq is not None and res.updated:
+        try:  # reading the open threads moves them onto the imported revisions
+            await store.threads(args.workspace)
+        except StoreError as exc:
+            sys.stderr.write(f"review threads not moved yet: {exc}\n")
     if res.seq is None:
         sys.stdout.write(
             f"{args.workspace}: nothing changed ({res.unchanged} files unchanged, {took:.2f}s)\n"
@@ -346,6 +388,144 @@ async def cmd_export(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- review and coordination ----------------------------------------------------------------
+
+
+async def cmd_comment(store: Store, args: argparse.Namespace) -> int:
+    replacement = None
+    kind = args.kind or ("suggestion" if args.suggest is not None else "note")
+    if args.suggest is not None:
+        if kind != "suggestion":
+            raise CliError(f"--suggest makes a suggestion, not a {kind}")
+        if args.suggest == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            try:
+                data = Path(args.suggest).read_bytes()
+            except OSError as exc:
+                raise CliError(f"cannot read --suggest {args.suggest}: {exc.strerror}") from None
+        replacement = validate.decode_content(data, "suggestion", store.content_bytes_max)
+    elif kind == "suggestion":
+        raise CliError("a suggestion needs its replacement: --suggest FILE (or - for stdin)")
+    made = await store.comment(
+        args.workspace,
+        args.path,
+        args.text,
+        agent=args.agent,
+        lines=args.lines,
+        revision=args.rev,
+        kind=kind,
+        replacement=replacement,
+    )
+    sys.stdout.write(f"thread {made.thread} (comment {made.id})\n")
+    return EXIT_OK
+
+
+async def cmd_reply(store: Store, args: argparse.Namespace) -> int:
+    cid = await store.reply(args.workspace, args.thread, args.text, agent=args.agent)
+    sys.stdout.write(f"comment {cid} on thread {args.thread}\n")
+    return EXIT_OK
+
+
+async def cmd_resolve(store: Store, args: argparse.Namespace) -> int:
+    changed = await store.resolve(
+        args.workspace, args.thread, agent=args.agent, resolved=not args.reopen
+    )
+    state = "reopened" if args.reopen else "resolved"
+    sys.stdout.write(f"thread {args.thread} {state}" + ("" if changed else " already") + "\n")
+    return EXIT_OK
+
+
+async def cmd_comments(store: Store, args: argparse.Namespace) -> int:
+    from .store.review import thread_json
+
+    threads = await store.threads(args.workspace, args.path, "all" if args.all else "open")
+    out = sys.stdout
+    for t in threads:
+        if args.json:
+            out.write(json.dumps(thread_json(t), ensure_ascii=False) + "\n")
+            continue
+        if t.lines is None:
+            where = f"{t.path} (deleted)"
+        else:
+            first, last = t.lines
+            where = f"{t.path}:{first}" + (f"-{last}" if last != first else "")
+        flags = " outdated" if t.outdated else ""
+        out.write(f"#{t.id}  {where}  {t.kind}  {t.state}{flags}  (revision {t.revision})\n")
+        for c in t.comments:
+            when = c.time.strftime("%Y-%m-%d %H:%M")
+            body = c.text.replace("\n", "\n      ")
+            out.write(f"    {c.agent}  {when}: {body}\n")
+        if t.replacement is not None:
+            shown = t.replacement.rstrip("\n").replace("\n", "\n    | ")
+            out.write(f"    suggests:\n    | {shown}\n")
+    if not args.json:
+        sys.stderr.write(f"{len(threads)} thread(s)\n")
+    return EXIT_OK
+
+
+async def cmd_claim(store: Store, args: argparse.Namespace) -> int:
+    made = await store.claim(
+        args.workspace,
+        args.path,
+        agent=args.agent,
+        lines=args.lines,
+        note=args.note,
+        exclusive=args.exclusive,
+        ttl_s=args.ttl,
+        claim_id=args.id,
+    )
+    sys.stdout.write(f"{made.id}\n")
+    kind = "exclusive claim" if made.exclusive else "claim"
+    sys.stderr.write(
+        f"{kind} {made.id} on {_claim_where(made)} until"
+        f" {made.expires_at:%Y-%m-%d %H:%M:%S %Z} (release: dbcode release"
+        f" {args.workspace} {made.id})\n"
+    )
+    return EXIT_OK
+
+
+async def cmd_release(store: Store, args: argparse.Namespace) -> int:
+    await store.release(args.workspace, args.id, agent=args.agent)
+    sys.stdout.write(f"released claim {args.id}\n")
+    return EXIT_OK
+
+
+async def cmd_claims(store: Store, args: argparse.Namespace) -> int:
+    from .store.coordination import claim_json
+
+    for c in await store.claims(args.workspace, args.path):
+        if args.json:
+            sys.stdout.write(json.dumps(claim_json(c), ensure_ascii=False) + "\n")
+            continue
+        kind = "exclusive" if c.exclusive else "shared"
+        note = f"  {c.note}" if c.note else ""
+        sys.stdout.write(
+            f"{c.id:>5}  {c.agent:<20}  {kind:<9}  until {c.expires_at:%H:%M:%S}"
+            f"  {_claim_where(c)}{note}\n"
+        )
+    return EXIT_OK
+
+
+async def cmd_who(store: Store, args: argparse.Namespace) -> int:
+    from .uris import make_uri
+
+    for p in await store.presence(args.workspace, args.path):
+        if args.json:
+            row = {
+                "agent": p.agent,
+                "path": p.path,
+                "uri": make_uri(args.workspace, p.path),
+                "mode": p.mode,
+                "since": p.since.isoformat(),
+            }
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            since = p.since.strftime("%Y-%m-%d %H:%M:%S")
+            sys.stdout.write(f"{p.agent:<20}  {p.mode or '-':<5}  since {since}  {p.path}\n")
+    return EXIT_OK
+
+
 async def cmd_db(store: Store, args: argparse.Namespace) -> int:
     from .store import redact
 
@@ -370,6 +550,14 @@ HANDLERS: dict[str, Handler] = {
     "watch": cmd_watch,
     "check": cmd_check,
     "db": cmd_db,
+    "comment": cmd_comment,
+    "reply": cmd_reply,
+    "resolve": cmd_resolve,
+    "comments": cmd_comments,
+    "claim": cmd_claim,
+    "release": cmd_release,
+    "claims": cmd_claims,
+    "who": cmd_who,
 }
 
 
@@ -385,6 +573,8 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_run(HANDLERS[args.command], args))
     except Conflict as exc:
         fail(f"{exc} (current revision {exc.current_revision}; re-read and retry)", EXIT_CONFLICT)
+    except Claimed as exc:
+        fail(str(exc), EXIT_CLAIMED)
     except CliError as exc:
         fail(str(exc), exc.code)
     except StoreError as exc:  # NotFound, InvalidInput, DatabaseUnavailable, ...

@@ -7,8 +7,10 @@ the CLI's ``dbcode write``.
 2. **sending** hook: the server prepares, while the database works, the pushes to the clean
    buffers open on the paths (``Shared.anticipate``);
 3. **store**: one atomic, compare-and-swap changeset (``Store.commit``: group commit, CAS,
-   gap-free seq; raises ``Conflict`` for a stale base), with its ``meta`` if the caller gave
-   one (the conversation, task or prompt behind it: ``dbcode log``, blame and hover show it);
+   gap-free seq; raises ``Conflict`` for a stale base, ``Claimed`` for a change inside
+   another agent's exclusive claim; other agents' non-exclusive claims it touched come back
+   as ``Committed.warnings``), with its ``meta`` if the caller gave one (the conversation,
+   task or prompt behind it: ``dbcode log``, blame and hover show it);
 4. **stored** hook: the server keeps the stored texts by revision (``Shared.remember``), so
    that no session reads them again.
 
@@ -24,7 +26,7 @@ from typing import Any
 
 from .analysis import RuffEngine, is_python_path
 from .check import format_for_commit
-from .store import Change, NotFound, Store, validate
+from .store import Change, Claim, NotFound, Store, validate
 
 # (workspace, path, text) -> the text to store.
 Formatter = Callable[[str, str, str], Awaitable[str]]
@@ -45,6 +47,9 @@ class Committed:
     seq: int
     revisions: dict[str, int]  # path -> its new revision
     texts: dict[str, str]  # path -> the text stored (formatted), for the written paths
+    # Other agents' non-exclusive claims the changeset touched (an exclusive one refuses it:
+    # Store.commit raises Claimed, nothing is written).
+    warnings: tuple[Claim, ...] = ()
 
 
 class CommitPipeline:
@@ -90,7 +95,7 @@ class CommitPipeline:
         if self.on_stored is not None:
             for path, text in texts.items():
                 self.on_stored(workspace, path, res.revisions[path], text)
-        return Committed(res.seq, dict(res.revisions), texts)
+        return Committed(res.seq, dict(res.revisions), texts, res.warnings)
 
 
 def standalone_formatter(store: Store, ruff: RuffEngine) -> Formatter:

@@ -16,6 +16,7 @@ from ..store import Conflict, InvalidInput, StoreError
 from ..text.merge import find_conflicts, merge3
 from ..uris import parse_uri
 from .client import ERROR, WARNING
+from .coordination import warnings_json
 
 if TYPE_CHECKING:
     from .client import Client
@@ -234,7 +235,7 @@ class Commits:
                 doc.target_rev, doc.target_text = rev, done.texts[path]
                 doc.target_agent = self.identity.agent
                 await self.sync.reconcile(doc)
-        return {"revision": rev, "seq": done.seq}
+        return {"revision": rev, "seq": done.seq, **warnings_json(done.warnings)}
 
     async def commit(
         self,
@@ -256,4 +257,8 @@ class Commits:
         done = await self.pipeline.commit(
             workspace, writes, agent=self.identity.agent, message=message, meta=meta
         )
-        return {"seq": done.seq, "revisions": {uris[p]: r for p, r in done.revisions.items()}}
+        return {
+            "seq": done.seq,
+            "revisions": {uris[p]: r for p, r in done.revisions.items()},
+            **warnings_json(done.warnings),
+        }

@@ -1,5 +1,6 @@
 """Our errors as JSON-RPC errors: a clear message naming the thing and the fix, and for a
-conflict the data a client needs to recover (SPEC: 409 with uri and currentRevision)."""
+conflict the data a client needs to recover (SPEC: 409 with uri and currentRevision; 423 with
+uri and the claim for a change refused by another agent's exclusive claim)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import logging
 
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 
-from ..store import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
+from ..store import Claimed, Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
 from ..uris import make_uri
+from .coordination import claim_json
 
 log = logging.getLogger(__name__)
 
 CODE_CONFLICT = 409
 CODE_NOT_FOUND = 404
 CODE_UNAVAILABLE = 503
+CODE_CLAIMED = 423  # a change inside another agent's exclusive claim (SPEC: data {uri, claim})
 
 
 def rpc_error(exc: Exception) -> JsonRpcException:
@@ -29,6 +32,12 @@ def rpc_error(exc: Exception) -> JsonRpcException:
                 "uri": make_uri(exc.workspace, exc.path),
                 "currentRevision": exc.current_revision,
             },
+        )
+    if isinstance(exc, Claimed):
+        return JsonRpcException(
+            code=CODE_CLAIMED,
+            message=str(exc),
+            data={"uri": make_uri(exc.workspace, exc.path), "claim": claim_json(exc.claim)},
         )
     if isinstance(exc, NotFound):
         return JsonRpcException(code=CODE_NOT_FOUND, message=str(exc))

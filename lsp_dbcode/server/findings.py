@@ -1,5 +1,7 @@
 """Findings (lsp_dbcode.analysis: code point spans, severity names) as LSP JSON: the one place
-where analysis results become LSP.
+where analysis results become LSP. Review threads and others' claims become diagnostics here
+too (:func:`review_diagnostic_json`, :func:`claim_diagnostic_json`), published with the
+rest by :func:`set_diagnostics`.
 
 Positions: the analysis layer counts 0-based lines and 0-based code point columns; LSP counts in
 the session's position encoding (utf-16 by default). :func:`range_json` converts, through the
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from lsprotocol import types
 
     from ..analysis.model import Findings
+    from ..store import Claim, Thread
     from .client import Client
     from .documents import OpenDoc
 
@@ -140,6 +143,46 @@ def findings_json(found: Findings, index: LineIndex, encoding: Encoding) -> list
             ]
     found.cache[encoding] = out
     return out
+
+
+# -- review threads and claims (server/coordination.py places them on the buffer) -----------
+
+# A review thread's diagnostic severity by its kind: Information, Hint, Warning.
+REVIEW_SEVERITY = {"note": 3, "suggestion": 4, "blocking": 2}
+
+
+def review_diagnostic_json(t: Thread, where: RangeJson) -> dict[str, Any]:
+    """An open review thread as a diagnostic (source ``review``) at ``where`` in the buffer:
+    its first comment, the number of replies; ``data`` carries what the code actions need
+    (the thread, and a suggestion's replacement)."""
+    first = t.comments[0] if t.comments else None
+    head = f"{first.agent}: {first.text}" if first else t.kind
+    more = f" (+{len(t.comments) - 1} replies)" if len(t.comments) > 1 else ""
+    stale = " [outdated]" if t.outdated else ""
+    data: dict[str, Any] = {"thread": t.id, "kind": t.kind}
+    if t.replacement is not None:
+        data["replacement"] = t.replacement
+    return {
+        "range": where,
+        "severity": REVIEW_SEVERITY.get(t.kind, 3),
+        "source": "review",
+        "message": f"{head}{more}{stale}",
+        "data": data,
+    }
+
+
+def claim_diagnostic_json(c: Claim, where: RangeJson) -> dict[str, Any]:
+    """Another agent's live claim as a diagnostic (source ``claim``, Information) at
+    ``where`` (the start of the file for a whole-file claim)."""
+    kind = "exclusively " if c.exclusive else ""
+    note = f": {c.note}" if c.note else ""
+    return {
+        "range": where,
+        "severity": 3,
+        "source": "claim",
+        "message": f"claimed {kind}by {c.agent}{note} (until {c.expires_at:%H:%M:%S %Z})",
+        "data": {"claim": c.id},
+    }
 
 
 def as_objects(items: list[dict[str, Any]]) -> list[types.Diagnostic]:

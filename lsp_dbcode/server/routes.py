@@ -13,6 +13,8 @@ Every method the server handles is a row of :data:`ROUTES`:
 - ``options``: what the server advertises for it at ``initialize`` (pygls computes the
   capabilities from the features registered; every row but the ``dbcode/*`` ones is).
 
+:data:`COMMANDS` are the ``workspace/executeCommand`` commands (the Resolve code action's).
+
 :func:`create_server` builds one connection: the pygls server object (pygls serves one client
 per object), its protocol, and the Session, with the table's routes registered.
 """
@@ -30,7 +32,7 @@ from pygls.lsp.server import LanguageServer
 
 from .. import __version__
 from .errors import rpc_error
-from .handlers import dbcode, language, lifecycle, text_sync
+from .handlers import dbcode, language, lifecycle, review, text_sync
 from .protocol import DbcodeProtocol, make_converter
 from .session import Session
 
@@ -83,6 +85,15 @@ ROUTES: dict[str, Route] = {
     "dbcode/unsubscribe": Route(dbcode.unsubscribe, "task", "json"),
     "dbcode/configure": Route(dbcode.configure, "task", "json"),
     "dbcode/blame": Route(dbcode.blame, "task", "json"),
+    # dbcode/*: review threads, claims, presence
+    "dbcode/comment": Route(review.comment, "task", "json"),
+    "dbcode/reply": Route(review.reply, "task", "json"),
+    "dbcode/resolve": Route(review.resolve, "task", "json"),
+    "dbcode/comments": Route(review.comments, "task", "json"),
+    "dbcode/claim": Route(review.claim, "task", "json"),
+    "dbcode/release": Route(review.release, "task", "json"),
+    "dbcode/claims": Route(review.claims, "task", "json"),
+    "dbcode/presence": Route(review.presence, "task", "json"),
     # language features
     types.WORKSPACE_TEXT_DOCUMENT_CONTENT: Route(language.text_document_content, "task", "lsp"),
     types.TEXT_DOCUMENT_HOVER: Route(language.hover, "task", "lsp"),
@@ -96,6 +107,12 @@ ROUTES: dict[str, Route] = {
         language.document_diagnostic, "task", "lsp", _DIAGNOSTICS
     ),
     types.WORKSPACE_DIAGNOSTIC: Route(language.workspace_diagnostic, "task", "lsp"),
+}
+
+# workspace/executeCommand: command -> handler of (session, arguments). pygls answers the
+# method and advertises the commands (executeCommandProvider).
+COMMANDS: dict[str, Callable[..., Any]] = {
+    review.RESOLVE_COMMAND: review.resolve_thread,
 }
 
 
@@ -141,6 +158,16 @@ def _pygls_handler(session: Session, method: str, route: Route) -> Callable[...,
     return inline
 
 
+def _command_handler(session: Session, handler: Callable[..., Any]) -> Callable[..., Any]:
+    async def command(ls: Any, *args: Any) -> Any:
+        try:
+            return await handler(session, list(args))
+        except Exception as exc:
+            raise rpc_error(exc) from None
+
+    return command
+
+
 def create_server(
     shared: Shared, default_agent: str, forced_agent: str | None = None
 ) -> DbcodeLanguageServer:
@@ -161,4 +188,6 @@ def create_server(
         if method.startswith("dbcode/"):
             continue  # ours alone: not advertised, never on pygls' path
         server.feature(method, route.options)(_pygls_handler(session, method, route))
+    for name, handler in COMMANDS.items():
+        server.command(name)(_command_handler(session, handler))
     return server

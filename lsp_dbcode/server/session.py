@@ -7,7 +7,10 @@ helpers are built here and given what they need, never the session:
 
 - ``sync`` (documents.py): others' changes into the open buffers;
 - ``lint`` (lint.py): diagnostics, fixes, formatting, structure;
-- ``commits`` (commits.py): saves, live mode, writeFile and commit, through the one pipeline.
+- ``commits`` (commits.py): saves, live mode, writeFile and commit, through the one pipeline;
+- ``coordination`` (coordination.py): the session's row in dbcode_session (its claims hang on
+  it) and its presence; ended by :meth:`Session.close`;
+- ``review`` (coordination.py): the review and claim diagnostics of its open documents.
 
 The handlers (server/handlers/, one file per family) are flat functions of (session, params);
 server/routes.py is the table that says which handles what, and how it runs.
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import Client
 from .commits import Commits
+from .coordination import Coordination, ReviewWatch
 from .documents import DocumentSync, OpenDoc
 from .identity import Identity
 from .lint import DocumentLint
@@ -33,6 +37,20 @@ if TYPE_CHECKING:
     from .shared import Shared
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """``dbcode/subscribe`` of one workspace: the tasks feeding ``dbcode/didCommit``,
+    ``dbcode/didComment`` and ``dbcode/didChangePresence``."""
+
+    commits: asyncio.Task[None]
+    comments: asyncio.Task[None]
+    presence: asyncio.Task[None]
+
+    def cancel(self) -> None:
+        for task in (self.commits, self.comments, self.presence):
+            task.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +81,14 @@ class Session:
         self.format_on_save = False
         self.init_warnings: list[str] = []  # shown once the client is initialized
         self.read_revisions: dict[str, Served] = {}  # uri -> what dbcode/readFile served
-        self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        self.subscriptions: dict[str, Subscription] = {}
         self.on_exit: Callable[[], None] | None = None  # set by the transport
         self.server: Any = None  # the connection's pygls server object (initialize reads it)
         self.sync = DocumentSync(self.client, self.identity, shared, self.tasks)
         self.lint = DocumentLint(self.client, shared.analyzer, self.tasks)
         self.commits = Commits(self.client, self.identity, shared, self.sync, self.tasks, self.docs)
+        self.coordination = Coordination(shared.store, self.identity, self.tasks)
+        self.review = ReviewWatch(shared.store, self.client, self.identity, self.tasks, self.docs)
         shared.analyzer.on_config_change.append(self._config_changed)
 
     @property
@@ -101,7 +121,11 @@ class Session:
             self.shared.analyzer.on_config_change.remove(self._config_changed)
         for doc in self.docs.values():
             self.forget(doc)
-        for task in self.subscriptions.values():
-            task.cancel()
+        for sub in self.subscriptions.values():
+            sub.cancel()
         self.subscriptions.clear()
         self.tasks.cancel_all()
+        try:  # its claims and presence end (others are told)
+            await self.coordination.close()
+        except Exception as exc:  # the holder's end (process exit) ends its claims anyway
+            log.warning("ending the session's claims failed: %s", exc)

@@ -12,18 +12,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .dsn import redact, resolve_dsn
-    from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
+    from .errors import (
+        Claimed,
+        Conflict,
+        DatabaseUnavailable,
+        InvalidInput,
+        NotFound,
+        StoreError,
+    )
     from .model import (
         BlameRun,
         Change,
         Changeset,
+        Claim,
+        Comment,
+        CommentResult,
         CommitResult,
         CompactResult,
         FileChange,
         FileInfo,
         FileText,
         ImportResult,
+        Presence,
+        ReviewEvent,
         RevisionInfo,
+        Thread,
         WorkspaceInfo,
     )
     from .store import Store
@@ -31,6 +44,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "redact": "dsn",
     "resolve_dsn": "dsn",
+    "Claimed": "errors",
     "Conflict": "errors",
     "DatabaseUnavailable": "errors",
     "InvalidInput": "errors",
@@ -39,6 +53,12 @@ _WHERE = {
     "BlameRun": "model",
     "Change": "model",
     "CompactResult": "model",
+    "Claim": "model",
+    "Comment": "model",
+    "CommentResult": "model",
+    "Presence": "model",
+    "ReviewEvent": "model",
+    "Thread": "model",
     "Changeset": "model",
     "CommitResult": "model",
     "FileChange": "model",
@@ -64,6 +84,10 @@ __all__ = [
     "BlameRun",
     "Change",
     "Changeset",
+    "Claim",
+    "Claimed",
+    "Comment",
+    "CommentResult",
     "CommitResult",
     "CompactResult",
     "Conflict",
@@ -74,9 +98,12 @@ __all__ = [
     "ImportResult",
     "InvalidInput",
     "NotFound",
+    "Presence",
+    "ReviewEvent",
     "RevisionInfo",
     "Store",
     "StoreError",
+    "Thread",
     "WorkspaceInfo",
     "redact",
     "resolve_dsn",

@@ -5,6 +5,11 @@ workspace a ``_Feed`` fetches new changesets once (one query per wake-up, whatev
 of subscribers) into a bounded buffer; a subscriber behind the buffer reads the table itself.
 Because ``seq`` is gap-free and visible in commit order (schema.py), "seq > last" never
 skips a changeset, and after a lost connection a refresh of every feed catches up.
+
+The review feed (channel ``dbcode_review``, payload "<workspace> <review seq>") works the same
+way, with feeds of its own over ``dbcode_review_event`` and its own gap-free counter. Claims and
+presence (channel ``dbcode_coord``, payload "<workspace>") only signal a change: their state is
+read from the tables.
 """
 
 from __future__ import annotations
@@ -14,20 +19,20 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
-from .model import Changeset
+from .model import Changeset, ReviewEvent
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "dbcode"
+REVIEW_CHANNEL = "dbcode_review"
+COORD_CHANNEL = "dbcode_coord"
 BUFFER_MAX = 2048
 FETCH_BATCH_MAX = 500
 SAFETY_POLL_S = 10.0
-# Feeds fetching at once (a safety poll wakes them all): the rest of the pool stays free for
-# commits and reads, and a process with many workspaces does not grow the pool to its maximum.
-FEED_FETCHES_MAX = 4
 RECONNECT_DELAY_MAX_S = 2.0
 HELD_MAX = 1024
 # A NOTIFY that comes while this process's own commit to the workspace is in flight is most
@@ -35,27 +40,42 @@ HELD_MAX = 1024
 # fetch waits until the commit's answer is in (then usually nothing is left to fetch), at most
 # this long.
 DEFER_MAX_S = 0.1
+# Feeds fetching at once (a safety poll wakes them all): the rest of the pool stays free for
+# commits and reads, and a process with many workspaces does not grow the pool to its maximum.
+FEED_FETCHES_MAX = 4
 
+
+class _Seq(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+T = TypeVar("T", bound=_Seq)
 Fetch = Callable[[str, int, int], Awaitable[list[Changeset]]]
+ReviewFetch = Callable[[str, int, int], Awaitable[list[ReviewEvent]]]
 Head = Callable[[str], Awaitable[int]]
 
 
-class _Feed:
-    """Changesets of one workspace as seen by this process."""
+class _Feed(Generic[T]):
+    """Changesets (or review events) of one workspace as seen by this process."""
 
     def __init__(
-        self, workspace: str, last_seq: int, fetch: Fetch, fetching: asyncio.Semaphore
+        self,
+        workspace: str,
+        last_seq: int,
+        fetch: Callable[[str, int, int], Awaitable[list[T]]],
+        fetching: asyncio.Semaphore,
     ) -> None:
         self.workspace = workspace
         self.last_seq = last_seq
-        self.subscribers = 0  # the feed lives while it has one (Hub.subscribe)
+        self.subscribers = 0  # the feed lives while it has one (Hub._follow)
         self._fetching = fetching
-        self.buffer: deque[Changeset] = deque(maxlen=BUFFER_MAX)
+        self.buffer: deque[T] = deque(maxlen=BUFFER_MAX)
         self._fetch = fetch
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._again = False
-        self._held: dict[int, Changeset] = {}
+        self._held: dict[int, T] = {}
         self._deferred = 0  # highest seq notified while an own commit was in flight
         self._defer_timer: asyncio.TimerHandle | None = None
 
@@ -87,7 +107,7 @@ class _Feed:
             self.poke()
         self._deferred = 0
 
-    def offer(self, cs: Changeset) -> None:
+    def offer(self, cs: T) -> None:
         """A changeset this process committed: delivered now if it is the next one, else held
         until the ones before it have been fetched."""
         if cs.seq <= self.last_seq:
@@ -100,7 +120,7 @@ class _Feed:
         self._append(cs)
         self._signal()
 
-    def _append(self, cs: Changeset) -> None:
+    def _append(self, cs: T) -> None:
         assert cs.seq == self.last_seq + 1, "seq must be gap-free"
         self.buffer.append(cs)
         self.last_seq = cs.seq
@@ -148,12 +168,25 @@ class _Feed:
 class Hub:
     """Per-process LISTEN connection and feeds."""
 
-    def __init__(self, dsn: str, fetch: Fetch, head: Head, application_name: str) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        fetch: Fetch,
+        head: Head,
+        application_name: str,
+        review_fetch: ReviewFetch | None = None,
+        review_head: Head | None = None,
+    ) -> None:
         self._dsn = dsn
         self._application_name = application_name
         self._fetch = fetch
         self._head = head
-        self._feeds: dict[str, _Feed] = {}
+        self._review_fetch = review_fetch
+        self._review_head = review_head
+        self._feeds: dict[str, _Feed[Changeset]] = {}
+        self._review_feeds: dict[str, _Feed[ReviewEvent]] = {}
+        self._coord: dict[str, asyncio.Event] = {}  # set (and replaced) at each change
+        self._coord_gen: dict[str, int] = {}  # changes seen per workspace
         self._feed_lock = asyncio.Lock()
         self._fetching = asyncio.Semaphore(FEED_FETCHES_MAX)
         self._task: asyncio.Task[None] | None = None
@@ -178,7 +211,8 @@ class Hub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        for feed in self._feeds.values():
+        feeds: list[_Feed[Any]] = [*self._feeds.values(), *self._review_feeds.values()]
+        for feed in feeds:
             feed.stop()
 
     async def _run(self) -> None:
@@ -192,14 +226,20 @@ class Hub:
                     application_name=self._application_name,
                 )
                 async with conn:
+                    # The changesets' channel last: pg_stat_activity shows the connection as
+                    # "LISTEN dbcode" (tests and operators look for it).
+                    await conn.execute(f"LISTEN {REVIEW_CHANNEL}")
+                    await conn.execute(f"LISTEN {COORD_CHANNEL}")
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._listening.set()
                     delay = 0.05
                     # Catch up on anything committed while we were not listening.
-                    for feed in self._feeds.values():
-                        feed.poke()
+                    self._poke_all()
                     while not self._closed:
                         async for note in conn.notifies(timeout=SAFETY_POLL_S):
+                            if note.channel != CHANNEL:
+                                self._other(note.channel, note.payload)
+                                continue
                             workspace, _, seq = note.payload.rpartition(" ")
                             woken = self._feeds.get(workspace)
                             if woken is None:
@@ -214,8 +254,7 @@ class Hub:
                                 woken.poke()
                         if conn.closed:
                             raise psycopg.OperationalError("LISTEN connection closed")
-                        for feed in self._feeds.values():
-                            feed.poke()
+                        self._poke_all()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -227,6 +266,46 @@ class Hub:
                 self._listening.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
+
+    def _poke_all(self) -> None:
+        feeds: list[_Feed[Any]] = [*self._feeds.values(), *self._review_feeds.values()]
+        for feed in feeds:
+            feed.poke()
+        for workspace in list(self._coord_gen):
+            self._coord_changed(workspace)
+
+    def _other(self, channel: str, payload: str) -> None:
+        if channel == REVIEW_CHANNEL:
+            workspace = payload.rpartition(" ")[0]
+            feed = self._review_feeds.get(workspace)
+            if feed is not None:
+                feed.poke()
+        elif channel == COORD_CHANNEL:
+            self._coord_changed(payload)
+
+    def _coord_changed(self, workspace: str) -> None:
+        if workspace not in self._coord_gen:
+            return  # nobody follows it
+        self._coord_gen[workspace] += 1
+        event = self._coord.pop(workspace, None)
+        if event is not None:
+            event.set()
+
+    async def coordination_changes(self, workspace: str) -> AsyncIterator[int]:
+        """Yield at every change of the workspace's claims or presence (and after a reconnect,
+        when something may have been missed); changes that come while the caller is busy are
+        coalesced into one, never lost."""
+        await self.start()
+        self._coord_gen.setdefault(workspace, 0)
+        seen = self._coord_gen[workspace]
+        while True:
+            while self._coord_gen[workspace] == seen:
+                event = self._coord.get(workspace)
+                if event is None:
+                    event = self._coord[workspace] = asyncio.Event()
+                await event.wait()
+            seen = self._coord_gen[workspace]
+            yield seen
 
     def committing(self, workspace: str) -> None:
         """This process sends a commit call for ``workspace`` (see DEFER_MAX_S)."""
@@ -249,7 +328,7 @@ class Hub:
         if feed is not None:
             feed.offer(cs)
 
-    async def _feed(self, workspace: str) -> _Feed:
+    async def _feed(self, workspace: str) -> _Feed[Changeset]:
         found = self._feeds.get(workspace)
         if found is not None:
             return found
@@ -258,27 +337,68 @@ class Hub:
             if found is not None:
                 return found
             await self.start()
-            feed = _Feed(workspace, await self._head(workspace), self._fetch, self._fetching)
+            feed = _Feed[Changeset](
+                workspace, await self._head(workspace), self._fetch, self._fetching
+            )
             self._feeds[workspace] = feed
             feed.poke()  # anything committed between LISTEN and the head query
             return feed
 
-    async def subscribe(self, workspace: str, since_seq: int) -> AsyncIterator[Changeset]:
+    async def _review_feed(self, workspace: str) -> _Feed[ReviewEvent]:
+        assert self._review_fetch is not None and self._review_head is not None
+        found = self._review_feeds.get(workspace)
+        if found is not None:
+            return found
+        async with self._feed_lock:
+            found = self._review_feeds.get(workspace)
+            if found is not None:
+                return found
+            await self.start()
+            feed = _Feed[ReviewEvent](
+                workspace, await self._review_head(workspace), self._review_fetch, self._fetching
+            )
+            self._review_feeds[workspace] = feed
+            feed.poke()
+            return feed
+
+    def subscribe(self, workspace: str, since_seq: int) -> AsyncIterator[Changeset]:
         """Every changeset of ``workspace`` after ``since_seq``, in seq order, forever. A
         workspace's feed lives while it has subscribers: a process that served 1,000
         workspaces once does not keep fetching for them (nor hold pool connections for it)."""
-        feed = await self._feed(workspace)
+        return self._subscribed(workspace, self._feeds, self._feed, self._fetch, since_seq)
+
+    def subscribe_review(self, workspace: str, since: int) -> AsyncIterator[ReviewEvent]:
+        """Every review event after ``since``, in order, exactly once; then live ones."""
+        assert self._review_fetch is not None
+        return self._subscribed(
+            workspace, self._review_feeds, self._review_feed, self._review_fetch, since
+        )
+
+    async def _subscribed(
+        self,
+        workspace: str,
+        feeds: dict[str, _Feed[T]],
+        get_feed: Callable[[str], Awaitable[_Feed[T]]],
+        fetch: Callable[[str, int, int], Awaitable[list[T]]],
+        since_seq: int,
+    ) -> AsyncIterator[T]:
+        feed = await get_feed(workspace)
         feed.subscribers += 1
         try:
-            async for cs in self._follow(feed, since_seq):
-                yield cs
+            async for item in self._follow(feed, fetch, since_seq):
+                yield item
         finally:
             feed.subscribers -= 1
-            if feed.subscribers == 0 and self._feeds.get(workspace) is feed:
-                del self._feeds[workspace]
+            if feed.subscribers == 0 and feeds.get(workspace) is feed:
+                del feeds[workspace]
                 feed.stop()
 
-    async def _follow(self, feed: _Feed, since_seq: int) -> AsyncIterator[Changeset]:
+    async def _follow(
+        self,
+        feed: _Feed[T],
+        fetch: Callable[[str, int, int], Awaitable[list[T]]],
+        since_seq: int,
+    ) -> AsyncIterator[T]:
         workspace = feed.workspace
         nxt = since_seq + 1
         while True:
@@ -290,7 +410,7 @@ class Hub:
                 continue
             if nxt <= feed.last_seq:  # behind the buffer: read the table
                 try:
-                    rows = await self._fetch(workspace, nxt - 1, FETCH_BATCH_MAX)
+                    rows = await fetch(workspace, nxt - 1, FETCH_BATCH_MAX)
                 except Exception as exc:  # lost connection: retry after a pause
                     log.warning("subscriber %s: catch-up failed: %s", workspace, exc)
                     await asyncio.sleep(0.2)

@@ -79,6 +79,27 @@ class Changeset:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A claim: "I am working here". ``start``/``end``: code points of ``revision`` (the file's
+    current revision: every commit moves claims along); ``whole``: the whole file. ``lines``:
+    1-based first and last line, when the store read the text."""
+
+    id: int
+    workspace: str
+    path: str
+    agent: str
+    note: str
+    exclusive: bool
+    whole: bool
+    start: int
+    end: int
+    revision: int
+    since: datetime
+    expires_at: datetime
+    lines: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LogPage:
     """One page of a workspace's log, newest first; ``more``: older changesets remain."""
 
@@ -90,6 +111,8 @@ class LogPage:
 class CommitResult:
     seq: int
     revisions: dict[str, int]
+    # Non-exclusive claims of other agents that the changeset touched.
+    warnings: tuple[Claim, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +170,70 @@ class ImportResult:
     created: int
     updated: int
     unchanged: int
+    warnings: tuple[Claim, ...] = ()
+
+
+ThreadKind = Literal["note", "suggestion", "blocking"]
+ReviewEventKind = Literal["created", "replied", "resolved", "reopened", "outdated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    id: int
+    agent: str
+    text: str
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """A review thread, its range moved onto ``revision`` (the file's current revision when
+    listed). ``start``/``end``: code points of that revision; ``lines``: 1-based first and last
+    line (None when the file is deleted). An outdated thread is a point where its text was."""
+
+    id: int
+    workspace: str
+    path: str
+    kind: ThreadKind
+    state: Literal["open", "resolved"]
+    outdated: bool
+    revision: int
+    start: int
+    end: int
+    agent: str
+    created_at: datetime
+    replacement: str | None
+    comments: tuple[Comment, ...]
+    lines: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommentResult:
+    thread: int
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewEvent:
+    """One entry of a workspace's review feed. ``seq``: its place in that feed (gap-free, in
+    commit order, a counter of its own); ``at_seq``: the changesets committed when it happened
+    (its range refers to the file as of then)."""
+
+    workspace: str
+    seq: int
+    thread: int
+    event: ReviewEventKind
+    agent: str
+    at_seq: int
+    time: datetime
+    comment: Comment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    agent: str
+    workspace: str
+    path: str
+    mode: str | None
+    since: datetime
+    session: int

@@ -532,7 +532,507 @@ END
 $fn$;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4)]
+# v5: review threads, claims, sessions and presence (SPEC.md, Review and Coordination).
+#
+# Threads are anchored to [start_off, end_off) of revision anchor_rev of their file, in code
+# points. Commits never touch them: a reader moves them forward through the diffs of the later
+# revisions (store/review.py, text/anchors.py) and stores the result under compare-and-swap on
+# (anchor_rev, path), so whoever moves a thread first records its 'outdated' event, once.
+# Review events have their own gap-free, commit-ordered counter per workspace
+# (dbcode_review_head, same argument as changesets' seq) and NOTIFY on channel dbcode_review.
+#
+# Claims are few and short-lived, and must be enforced inside the committing transaction: a
+# statement trigger on dbcode_revision checks every committed revision (dbcode_commit,
+# dbcode_commit_many, dbcode_write and import alike) against the live claims of its path, refuses
+# (DB423) a change by another agent inside an exclusive claim, records warnings for
+# non-exclusive ones in the transaction-local setting dbcode.claim_warnings, and moves the
+# claims' ranges with the change, so a claim's offsets always refer to the file's current
+# revision. What a change touches is the stretch between the texts' common prefix and suffix;
+# when that stretch spans a claim (changes above and below it), the claim is untouched if its
+# text is still in the new text, and moves there. All of this runs only for a path that has
+# live claims: for the others the trigger costs one index probe. A claim and a commit of its
+# file serialise on the dbcode_file row lock.
+#
+# A session belongs to a holder (one per process); the holder is alive while its connection
+# holds the advisory lock (HOLDER_LOCK_CLASS, holder id): PostgreSQL drops it when the process
+# dies, even by SIGKILL, and with it every claim and presence row of its sessions.
+_V5 = r"""
+CREATE TABLE dbcode_thread (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workspace_id bigint NOT NULL REFERENCES dbcode_workspace (id),
+    path         text NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('note', 'suggestion', 'blocking')),
+    replacement  text,
+    state        text NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'resolved')),
+    outdated     boolean NOT NULL DEFAULT false,
+    anchor_rev   integer NOT NULL,
+    start_off    integer NOT NULL,
+    end_off      integer NOT NULL,
+    created_rev  integer NOT NULL,
+    agent        text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK (0 <= start_off AND start_off <= end_off)
+);
+CREATE INDEX dbcode_thread_file ON dbcode_thread (workspace_id, path, id);
+
+CREATE TABLE dbcode_comment (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    thread_id  bigint NOT NULL REFERENCES dbcode_thread (id),
+    agent      text NOT NULL,
+    body       text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dbcode_comment_thread ON dbcode_comment (thread_id, id);
+
+CREATE TABLE dbcode_review_head (
+    workspace_id bigint PRIMARY KEY REFERENCES dbcode_workspace (id),
+    head         bigint NOT NULL
+);
+
+CREATE TABLE dbcode_review_event (
+    workspace_id bigint NOT NULL REFERENCES dbcode_workspace (id),
+    rseq         bigint NOT NULL,
+    thread_id    bigint NOT NULL REFERENCES dbcode_thread (id),
+    event        text NOT NULL
+                 CHECK (event IN ('created', 'replied', 'resolved', 'reopened', 'outdated')),
+    comment_id   bigint REFERENCES dbcode_comment (id),
+    agent        text NOT NULL,
+    at_seq       bigint NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace_id, rseq)
+);
+
+-- Append one review event. Call it last in the transaction: the review head row lock it
+-- takes is held until COMMIT (events become visible in rseq order, as changesets do in seq).
+CREATE FUNCTION dbcode_review_event_add(ws bigint, p_thread bigint, p_event text,
+                                        p_comment bigint, p_agent text)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+DECLARE
+    r bigint;
+BEGIN
+    INSERT INTO dbcode_review_head AS h (workspace_id, head) VALUES (ws, 1)
+        ON CONFLICT (workspace_id) DO UPDATE SET head = h.head + 1
+        RETURNING head INTO r;
+    INSERT INTO dbcode_review_event (workspace_id, rseq, thread_id, event, comment_id, agent,
+                                     at_seq)
+        VALUES (ws, r, p_thread, p_event, p_comment, p_agent,
+                (SELECT head_seq FROM dbcode_workspace WHERE id = ws));
+    PERFORM pg_notify('dbcode_review',
+                      (SELECT name FROM dbcode_workspace WHERE id = ws) || ' ' || r);
+    RETURN r;
+END
+$fn$;
+
+-- Open a thread with its first comment, in one call. p_open_max: the most open threads a file
+-- may have (DB400 beyond: a bound against runaway agents, not an exact quota under races).
+CREATE FUNCTION dbcode_thread_open(ws bigint, p_path text, p_kind text, p_replacement text,
+                                   p_rev integer, p_start integer, p_end integer, p_agent text,
+                                   p_body text, p_open_max integer)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    t bigint;
+    c bigint;
+BEGIN
+    IF (SELECT count(*) FROM dbcode_thread WHERE workspace_id = ws AND path = p_path
+          AND state = 'open') >= p_open_max THEN
+        RAISE EXCEPTION '% has % open threads, the most a file may have; resolve some first',
+            p_path, p_open_max USING ERRCODE = 'DB400';
+    END IF;
+    INSERT INTO dbcode_thread (workspace_id, path, kind, replacement, anchor_rev, start_off,
+                               end_off, created_rev, agent)
+        VALUES (ws, p_path, p_kind, p_replacement, p_rev, p_start, p_end, p_rev, p_agent)
+        RETURNING id INTO t;
+    INSERT INTO dbcode_comment (thread_id, agent, body) VALUES (t, p_agent, p_body)
+        RETURNING id INTO c;
+    PERFORM dbcode_review_event_add(ws, t, 'created', c, p_agent);
+    RETURN jsonb_build_object('thread', t, 'comment', c);
+END
+$fn$;
+
+-- Moves computed by a reader (store/review.py): p_moves [{id, from_rev, from_path, rev, path,
+-- start, end, outdated}]. Each applies only if the thread is still where the reader found it;
+-- a thread that becomes outdated by it gets its event (agent: who made the change).
+CREATE FUNCTION dbcode_threads_move(ws bigint, p_moves jsonb) RETURNS integer
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    moved integer := 0;
+    m     record;
+BEGIN
+    FOR m IN
+        WITH u AS (
+            UPDATE dbcode_thread t
+               SET anchor_rev = x.rev, path = x.path, start_off = x.start, end_off = x."end",
+                   outdated = t.outdated OR x.outdated
+              FROM jsonb_to_recordset(p_moves) AS x (id bigint, from_rev integer,
+                   from_path text, rev integer, path text, start integer, "end" integer,
+                   outdated boolean, was_outdated boolean, agent text)
+             WHERE t.id = x.id AND t.workspace_id = ws AND t.anchor_rev = x.from_rev
+               AND t.path = x.from_path AND (x.rev <> x.from_rev OR x.path <> x.from_path)
+            RETURNING t.id, x.outdated AND NOT x.was_outdated AS newly, x.agent
+        )
+        SELECT * FROM u ORDER BY id
+    LOOP
+        moved := moved + 1;
+        IF m.newly THEN
+            PERFORM dbcode_review_event_add(ws, m.id, 'outdated', NULL, m.agent);
+        END IF;
+    END LOOP;
+    RETURN moved;
+END
+$fn$;
+
+CREATE SEQUENCE dbcode_holder_seq;
+
+CREATE TABLE dbcode_session (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    holder     bigint NOT NULL,
+    agent      text NOT NULL,
+    mode       text,
+    started_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dbcode_session_holder ON dbcode_session (holder);
+
+CREATE TABLE dbcode_claim (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    workspace_id bigint NOT NULL REFERENCES dbcode_workspace (id),
+    path         text NOT NULL,
+    whole        boolean NOT NULL,
+    start_off    integer NOT NULL DEFAULT 0,
+    end_off      integer NOT NULL DEFAULT 0,
+    revision     integer NOT NULL,
+    agent        text NOT NULL,
+    note         text NOT NULL DEFAULT '',
+    exclusive    boolean NOT NULL,
+    session_id   bigint REFERENCES dbcode_session (id) ON DELETE CASCADE,
+    since        timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL
+);
+CREATE INDEX dbcode_claim_file ON dbcode_claim (workspace_id, path);
+CREATE INDEX dbcode_claim_agent ON dbcode_claim (workspace_id, agent);
+
+CREATE TABLE dbcode_presence (
+    session_id   bigint NOT NULL REFERENCES dbcode_session (id) ON DELETE CASCADE,
+    workspace_id bigint NOT NULL REFERENCES dbcode_workspace (id),
+    path         text NOT NULL,
+    since        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session_id, workspace_id, path)
+);
+CREATE INDEX dbcode_presence_file ON dbcode_presence (workspace_id, path);
+
+-- Is the holder (a process) alive? Its connection holds the exclusive advisory lock
+-- (1684234099 = 'dbcs', id); if a shared try-lock succeeds, nobody holds it. A NULL holder (a
+-- claim made by the CLI, which outlives its process by design) counts as alive.
+CREATE FUNCTION dbcode_holder_alive(p_holder bigint) RETURNS boolean
+LANGUAGE sql VOLATILE AS $fn$
+    SELECT p_holder IS NULL
+        OR NOT pg_try_advisory_xact_lock_shared(1684234099, (p_holder % 2147483647)::integer)
+$fn$;
+
+CREATE FUNCTION dbcode_claim_live(c dbcode_claim) RETURNS boolean
+LANGUAGE sql VOLATILE AS $fn$
+    SELECT c.expires_at > now() AND (c.session_id IS NULL OR dbcode_holder_alive(
+        (SELECT s.holder FROM dbcode_session s WHERE s.id = c.session_id)))
+$fn$;
+
+CREATE FUNCTION dbcode_claim_json(c dbcode_claim) RETURNS jsonb
+LANGUAGE sql STABLE AS $fn$
+    SELECT jsonb_build_object('id', c.id, 'agent', c.agent, 'path', c.path, 'note', c.note,
+        'exclusive', c.exclusive, 'whole', c.whole, 'start', c.start_off, 'end', c.end_off,
+        'revision', c.revision, 'since', c.since, 'expiresAt', c.expires_at)
+$fn$;
+
+-- Common prefix and suffix (in code points) of two texts, for a file that has live claims.
+-- On bytes: chunks that double in size are compared from each end (bytea substrings are O(1)
+-- to reach, text ones walk every character), then the last chunk is bisected; the ends are
+-- moved back to character boundaries. O(length of the common parts).
+CREATE FUNCTION dbcode_common_ends(a text, b text, OUT pre integer, OUT suf integer)
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    ba  bytea := convert_to(a, 'UTF8');
+    bb  bytea := convert_to(b, 'UTF8');
+    la  integer := length(ba);
+    lb  integer := length(bb);
+    lim integer := least(la, lb);
+    lo  integer := 0;   -- bytes known equal
+    k   integer := 64;
+    hi  integer;
+    mid integer;
+BEGIN
+    LOOP  -- prefix: gallop
+        hi := least(lim, lo + k);
+        EXIT WHEN hi = lo
+            OR substring(ba FROM lo + 1 FOR hi - lo) <> substring(bb FROM lo + 1 FOR hi - lo);
+        lo := hi;
+        k := k * 2;
+    END LOOP;
+    WHILE hi - lo > 1 LOOP  -- the first difference is in (lo, hi]: bisect
+        mid := (lo + hi) / 2;
+        IF substring(ba FROM lo + 1 FOR mid - lo) = substring(bb FROM lo + 1 FOR mid - lo) THEN
+            lo := mid;
+        ELSE
+            hi := mid;
+        END IF;
+    END LOOP;
+    IF hi = lo + 1 AND hi <= lim AND get_byte(ba, lo) = get_byte(bb, lo) THEN
+        lo := hi;
+    END IF;
+    WHILE lo > 0 AND lo < la AND (get_byte(ba, lo) & 192) = 128 LOOP
+        lo := lo - 1;  -- not inside a character
+    END LOOP;
+    pre := length(convert_from(substring(ba FROM 1 FOR lo), 'UTF8'));
+    lim := lim - lo;
+    hi := 0;
+    k := 64;
+    mid := 0;
+    -- suffix: bytes equal from the end, at most lim
+    DECLARE
+        s_lo integer := 0;
+        s_hi integer;
+    BEGIN
+        LOOP
+            s_hi := least(lim, s_lo + k);
+            EXIT WHEN s_hi = s_lo
+                OR substring(ba FROM la - s_hi + 1 FOR s_hi - s_lo)
+                   <> substring(bb FROM lb - s_hi + 1 FOR s_hi - s_lo);
+            s_lo := s_hi;
+            k := k * 2;
+        END LOOP;
+        WHILE s_hi - s_lo > 1 LOOP
+            mid := (s_lo + s_hi) / 2;
+            IF substring(ba FROM la - mid + 1 FOR mid - s_lo)
+               = substring(bb FROM lb - mid + 1 FOR mid - s_lo) THEN
+                s_lo := mid;
+            ELSE
+                s_hi := mid;
+            END IF;
+        END LOOP;
+        IF s_hi = s_lo + 1 AND s_hi <= lim
+           AND get_byte(ba, la - s_hi) = get_byte(bb, lb - s_hi) THEN
+            s_lo := s_hi;
+        END IF;
+        WHILE s_lo > 0 AND (get_byte(ba, la - s_lo) & 192) = 128 LOOP
+            s_lo := s_lo - 1;
+        END LOOP;
+        suf := length(convert_from(substring(ba FROM la - s_lo + 1), 'UTF8'));
+    END;
+END
+$fn$;
+
+-- The offset (0-based, code points) of the occurrence of p_needle in p_text nearest to p_near,
+-- or NULL; at most CLAIM_FIND_MAX (64) occurrences are looked at.
+CREATE FUNCTION dbcode_find_near(p_text text, p_needle text, p_near integer) RETURNS integer
+LANGUAGE plpgsql IMMUTABLE AS $fn$
+DECLARE
+    base integer := 0;
+    pos  integer;
+    best integer;
+    n    integer := 0;
+BEGIN
+    LOOP
+        pos := strpos(substr(p_text, base + 1), p_needle);
+        EXIT WHEN pos = 0 OR n >= 64;
+        n := n + 1;
+        pos := base + pos - 1;
+        IF best IS NULL OR abs(pos - p_near) < abs(best - p_near) THEN
+            best := pos;
+        END IF;
+        EXIT WHEN pos > p_near;
+        base := pos + 1;
+    END LOOP;
+    RETURN best;
+END
+$fn$;
+
+-- The claims check of every committed revision (statement trigger, transition table).
+CREATE FUNCTION dbcode_claims_on_commit() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    r        record;
+    cl       dbcode_claim;
+    who      text;
+    old_text text;
+    new_text text;
+    old_len  integer;
+    hs       integer;  -- the changed stretch: old text [hs, he) became [hs, hs + hl)
+    he       integer;
+    hl       integer;
+    pre      integer;
+    suf      integer;
+    touched  boolean;
+    found    integer;
+    warn     jsonb;
+    warns    jsonb;
+BEGIN
+    FOR r IN
+        SELECT n.workspace_id, n.path, n.revision, n.seq, n.kind, n.old_path, n.content
+          FROM dbcode_new_revisions n
+         WHERE n.kind <> 'rename' AND EXISTS (
+               SELECT 1 FROM dbcode_claim c WHERE c.workspace_id = n.workspace_id
+                  AND c.path = n.path AND c.expires_at > now())
+         ORDER BY n.path
+    LOOP
+        SELECT agent INTO who FROM dbcode_changeset
+         WHERE workspace_id = r.workspace_id AND seq = r.seq;
+        hs := 0; he := 2147483647; hl := 0;
+        IF r.kind = 'update' THEN
+            SELECT content INTO old_text FROM dbcode_revision
+             WHERE workspace_id = r.workspace_id AND path = r.path
+               AND revision = r.revision - 1;
+            IF old_text IS NOT NULL THEN
+                new_text := r.content;
+                old_len := length(old_text);
+                SELECT e.pre, e.suf INTO pre, suf FROM dbcode_common_ends(old_text, new_text) e;
+                hs := pre;
+                he := old_len - suf;
+                hl := length(new_text) - suf - hs;
+            END IF;
+        END IF;
+        warn := '[]';
+        FOR cl IN
+            SELECT * FROM dbcode_claim x
+             WHERE x.workspace_id = r.workspace_id AND x.path = r.path
+               AND dbcode_claim_live(x)
+             ORDER BY x.id FOR UPDATE
+        LOOP
+            touched := cl.whole OR r.kind <> 'update'
+                OR (hs < cl.end_off AND he > cl.start_off)
+                OR (hs = he AND cl.start_off < hs AND hs < cl.end_off);
+            found := NULL;
+            IF touched AND r.kind = 'update' AND NOT cl.whole AND cl.end_off > cl.start_off THEN
+                -- One stretch spans changes above and below the claim: it is untouched if its
+                -- text is still there (the occurrence nearest to where it would be).
+                found := dbcode_find_near(new_text,
+                    substr(old_text, cl.start_off + 1, cl.end_off - cl.start_off),
+                    cl.start_off + CASE WHEN hs < cl.start_off THEN hl - (he - hs) ELSE 0 END);
+                touched := found IS NULL;
+            END IF;
+            IF touched AND cl.agent IS DISTINCT FROM who THEN
+                IF cl.exclusive THEN
+                    RAISE EXCEPTION 'claimed by %: %', cl.agent, cl.note USING ERRCODE = 'DB423',
+                        DETAIL = jsonb_build_object('path', r.path,
+                                                   'claim', dbcode_claim_json(cl))::text;
+                END IF;
+                warn := warn || jsonb_build_array(dbcode_claim_json(cl));
+            END IF;
+            IF found IS NOT NULL THEN
+                UPDATE dbcode_claim SET start_off = found,
+                    end_off = found + cl.end_off - cl.start_off, revision = r.revision
+                 WHERE id = cl.id;
+            ELSIF r.kind = 'update' AND NOT cl.whole THEN
+                IF he <= cl.start_off THEN
+                    UPDATE dbcode_claim SET start_off = start_off + hl - (he - hs),
+                        end_off = end_off + hl - (he - hs), revision = r.revision
+                     WHERE id = cl.id;
+                ELSIF hs >= cl.end_off THEN
+                    UPDATE dbcode_claim SET revision = r.revision WHERE id = cl.id;
+                ELSE
+                    UPDATE dbcode_claim
+                       SET start_off = least(cl.start_off, hs),
+                           end_off = CASE WHEN he >= cl.end_off THEN hs + hl
+                                          ELSE cl.end_off + hl - (he - hs) END,
+                           revision = r.revision
+                     WHERE id = cl.id;
+                END IF;
+            ELSIF r.kind = 'moved' THEN
+                UPDATE dbcode_claim SET path = r.old_path WHERE id = cl.id;
+            ELSIF r.kind = 'delete' THEN
+                DELETE FROM dbcode_claim WHERE id = cl.id;
+            ELSE
+                UPDATE dbcode_claim SET revision = r.revision WHERE id = cl.id;
+            END IF;
+        END LOOP;
+        IF jsonb_array_length(warn) > 0 THEN
+            warns := coalesce(nullif(current_setting('dbcode.claim_warnings', true), ''),
+                              '{}')::jsonb;
+            PERFORM set_config('dbcode.claim_warnings', (warns || jsonb_build_object(
+                r.seq::text, coalesce(warns -> (r.seq::text), '[]') || warn))::text, true);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER dbcode_claims_on_commit AFTER INSERT ON dbcode_revision
+    REFERENCING NEW TABLE AS dbcode_new_revisions
+    FOR EACH STATEMENT EXECUTE FUNCTION dbcode_claims_on_commit();
+
+-- Make or renew (p_id) a claim. The file row lock serialises it with commits of the file and
+-- with other claims on it: of two overlapping exclusive claims made at once, one waits for the
+-- other and then sees it. p_rev: the revision the range was computed on (DB409 if the file
+-- moved on meanwhile: the caller recomputes). Errors: DB404 (file, claim), DB423 (overlaps
+-- another agent's exclusive claim), DB400 (too many claims).
+CREATE FUNCTION dbcode_claim_make(p_workspace text, p_path text, p_rev integer,
+                                  p_start integer, p_end integer, p_note text,
+                                  p_exclusive boolean, p_ttl_s double precision, p_agent text,
+                                  p_session bigint, p_id bigint, p_claims_max integer)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws      bigint;
+    cur_rev integer;
+    cur_del boolean;
+    c       dbcode_claim;
+    made    dbcode_claim;
+    p_whole boolean := p_start IS NULL;
+BEGIN
+    SELECT id INTO ws FROM dbcode_workspace WHERE name = p_workspace;
+    IF ws IS NULL THEN
+        RAISE EXCEPTION 'unknown workspace %', p_workspace USING ERRCODE = 'DB404';
+    END IF;
+    SELECT revision, deleted INTO cur_rev, cur_del FROM dbcode_file
+     WHERE workspace_id = ws AND path = p_path FOR UPDATE;
+    IF NOT FOUND OR cur_del THEN
+        RAISE EXCEPTION 'no such file % in workspace %', p_path, p_workspace
+            USING ERRCODE = 'DB404';
+    END IF;
+    IF p_rev IS NOT NULL AND p_rev <> cur_rev THEN
+        RAISE EXCEPTION 'file moved on' USING ERRCODE = 'DB409',
+            DETAIL = jsonb_build_object('path', p_path, 'current', cur_rev)::text;
+    END IF;
+    DELETE FROM dbcode_claim WHERE workspace_id = ws AND path = p_path AND expires_at <= now()
+        AND id IS DISTINCT FROM p_id;
+    FOR c IN
+        SELECT * FROM dbcode_claim x
+         WHERE x.workspace_id = ws AND x.path = p_path AND x.exclusive
+           AND x.agent <> p_agent AND x.id IS DISTINCT FROM p_id AND dbcode_claim_live(x)
+           AND (p_whole OR x.whole OR (x.start_off < p_end AND p_start < x.end_off)
+                OR (p_start = p_end AND x.start_off <= p_start AND p_start < x.end_off))
+         ORDER BY x.id
+         LIMIT 1
+    LOOP
+        RAISE EXCEPTION 'claimed by %: %', c.agent, c.note USING ERRCODE = 'DB423',
+            DETAIL = jsonb_build_object('path', p_path, 'claim', dbcode_claim_json(c))::text;
+    END LOOP;
+    IF p_id IS NOT NULL THEN
+        UPDATE dbcode_claim SET whole = p_start IS NULL,
+               start_off = coalesce(p_start, 0), end_off = coalesce(p_end, 0),
+               revision = cur_rev, note = p_note, exclusive = p_exclusive,
+               expires_at = now() + make_interval(secs => p_ttl_s),
+               session_id = coalesce(p_session, session_id)
+         WHERE id = p_id AND workspace_id = ws AND path = p_path AND agent = p_agent
+         RETURNING * INTO made;
+        IF made.id IS NULL THEN
+            RAISE EXCEPTION 'no claim % of % on % in workspace % (released or expired?)',
+                p_id, p_agent, p_path, p_workspace USING ERRCODE = 'DB404';
+        END IF;
+    ELSE
+        IF (SELECT count(*) FROM dbcode_claim x WHERE x.workspace_id = ws
+              AND x.agent = p_agent AND x.expires_at > now()) >= p_claims_max THEN
+            RAISE EXCEPTION '% holds % claims in %, the most an agent may hold; release some',
+                p_agent, p_claims_max, p_workspace USING ERRCODE = 'DB400';
+        END IF;
+        INSERT INTO dbcode_claim (workspace_id, path, whole, start_off, end_off, revision, agent,
+                                  note, exclusive, session_id, expires_at)
+            VALUES (ws, p_path, p_whole, coalesce(p_start, 0), coalesce(p_end, 0), cur_rev,
+                    p_agent, p_note, p_exclusive, p_session,
+                    now() + make_interval(secs => p_ttl_s))
+            RETURNING * INTO made;
+    END IF;
+    PERFORM pg_notify('dbcode_coord', p_workspace);
+    RETURN dbcode_claim_json(made);
+END
+$fn$;
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import validate
+from .coordination import CoordinationStore, claim_from_json, claimed_error
 from .dsn import redact
 from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
 from .history import (
@@ -44,6 +45,7 @@ from .model import (
     BlameRun,
     Change,
     Changeset,
+    Claim,
     CommitResult,
     CompactResult,
     FileChange,
@@ -54,6 +56,7 @@ from .model import (
     RevisionInfo,
     WorkspaceInfo,
 )
+from .review import ReviewStore
 from .schema import migrate
 
 log = logging.getLogger(__name__)
@@ -188,7 +191,14 @@ def _settle(
         future.set_result(value)
 
 
-class Store:
+def _warnings(workspace: str, raw: str | None, seq: int) -> tuple[Claim, ...]:
+    """The non-exclusive claims a changeset touched (dbcode.claim_warnings, by seq)."""
+    if not raw:
+        return ()
+    return tuple(claim_from_json(workspace, c) for c in json.loads(raw).get(str(seq), ()))
+
+
+class Store(ReviewStore, CoordinationStore):
     """Async access to the code store. Use ``async with Store(dsn) as store:``."""
 
     def __init__(
@@ -228,7 +238,14 @@ class Store:
                 "application_name": self.application_name,
             },
         )
-        self.hub = Hub(dsn, self._changesets_since, self.head, self.application_name)
+        self.hub = Hub(
+            dsn,
+            self._changesets_since,
+            self.head,
+            self.application_name,
+            review_fetch=self._review_events_since,
+            review_head=self.review_head,
+        )
         self._commit_queues: dict[str, _CommitQueue] = {}
         # workspace -> path -> the oldest revision a commit of this process superseded since
         # the last compaction (the compaction looks from there on: an index range, not the
@@ -279,6 +296,7 @@ class Store:
             await self._compact_conn.close()
             self._compact_conn = None
         await self.hub.close()
+        await self.close_holder()
         await self._pool.close()
 
     async def __aenter__(self) -> Store:
@@ -308,6 +326,17 @@ class Store:
                         f"database error at {redact(self.dsn)}: {exc}"
                     ) from None
         raise AssertionError("unreachable")
+
+    async def _execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement in its own transaction (a write); its rows, if it returns any.
+        Errors other than a lost connection are the caller's to translate."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(row_factory=tuple_row)
+                await cur.execute(query, params)
+                return await cur.fetchall() if cur.description else []
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
 
     async def _workspace_id(self, workspace: str) -> int:
         validate.check_workspace(workspace)
@@ -958,7 +987,8 @@ class Store:
                     one = batch[0]
                     if len(one.items) == 1 and (item := one.items[0])["op"] == "write":
                         cur = await conn.execute(
-                            "SELECT dbcode_write(%s, %s, %s, %s, %s, %s)",
+                            "SELECT r, current_setting('dbcode.claim_warnings', true)"
+                            " FROM dbcode_write(%s, %s, %s, %s, %s, %s) r",
                             (
                                 workspace,
                                 one.agent,
@@ -970,23 +1000,28 @@ class Store:
                         )
                     else:
                         cur = await conn.execute(
-                            "SELECT dbcode_commit(%s, %s, %s, %s)",
+                            "SELECT r, current_setting('dbcode.claim_warnings', true)"
+                            " FROM dbcode_commit(%s, %s, %s, %s) r",
                             (workspace, one.agent, one.message, Jsonb(one.items)),
                         )
                     row = await cur.fetchone()
                     assert row is not None
                     results = [row[0]]
+                    warnings = row[1]
                 else:
                     payload = [
                         {"agent": p.agent, "message": p.message, "changes": p.items, "meta": p.meta}
                         for p in batch
                     ]
                     cur = await conn.execute(
-                        "SELECT dbcode_commit_many(%s, %s)", (workspace, Jsonb(payload))
+                        "SELECT r, current_setting('dbcode.claim_warnings', true)"
+                        " FROM dbcode_commit_many(%s, %s) r",
+                        (workspace, Jsonb(payload)),
                     )
                     row = await cur.fetchone()
                     assert row is not None
                     results = row[0]
+                    warnings = row[1]
         except psycopg.Error as exc:
             if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError):
                 # Not the connection: something in one changeset that the database refused as
@@ -1020,7 +1055,11 @@ class Store:
                 # the other editors wait for the push, the writer's answer can follow.
                 self.hub.offer(_own_changeset(workspace, p, result))
                 revisions = {k: int(v) for k, v in result["revisions"].items()}
-                _settle(p.future, value=CommitResult(int(result["seq"]), revisions))
+                seq = int(result["seq"])
+                _settle(
+                    p.future,
+                    value=CommitResult(seq, revisions, _warnings(workspace, warnings, seq)),
+                )
                 if self.compact_history:
                     self._remember_for_compaction(workspace, p, result)
 
@@ -1057,6 +1096,8 @@ class Store:
             return Conflict(workspace, path, int(base), int(detail.get("current", 0)))
         if state == "DB404":
             return NotFound(f"no such file {detail.get('path')!r} in workspace {workspace!r}")
+        if state == "DB423":
+            return claimed_error(workspace, detail_text)
         if state == "DB400":
             return InvalidInput(message)
         if operational or state.startswith(("08", "57")):
@@ -1223,13 +1264,23 @@ class Store:
                             (self.compact_text_bytes_min,),
                         )
                         superseded = [(str(p), int(r) - 1) for p, r in await cur.fetchall()]
-                await conn.execute("SELECT pg_notify('dbcode', %s)", (f"{workspace} {seq}",))
+                cur = await conn.execute(
+                    "SELECT current_setting('dbcode.claim_warnings', true),"
+                    " pg_notify('dbcode', %s)",
+                    (f"{workspace} {seq}",),
+                )
+                row = await cur.fetchone()
+                warnings = _warnings(workspace, row[0] if row else None, seq)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"database error at {redact(self.dsn)}: {exc}") from None
+        except psycopg.Error as exc:
+            if exc.sqlstate == "DB423":
+                raise claimed_error(workspace, exc.diag.message_detail) from None
+            raise
         # The revisions the import superseded are compacted like a commit's.
         for path, revision in superseded:
             self._note_superseded(workspace, path, revision)
-        return ImportResult(seq, created, updated, unchanged)
+        return ImportResult(seq, created, updated, unchanged, warnings)
 
     # -- subscriptions ---------------------------------------------------------------------
 

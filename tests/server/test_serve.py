@@ -387,7 +387,7 @@ async def test_subscribe_since_catches_up_then_live(
     for i in range(5):
         await store.write(workspace, f"f{i}.txt", str(i), agent="early")
     res = await editor.request("dbcode/subscribe", {"workspace": workspace, "sinceSeq": 2})
-    assert res == {"seq": 5}
+    assert res == {"seq": 5, "commentSeq": 0}  # commentSeq: the review feed (issue 15)
 
     async def committer(tag: str) -> None:
         for j in range(15):

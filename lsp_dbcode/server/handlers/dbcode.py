@@ -13,7 +13,8 @@ from ...store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from ...text.edits import content_hash
 from ...uris import blame_json, changeset_json, make_uri, parse_doc_uri
 from ..blame import target_of
-from ..session import Served
+from ..coordination import notify_comments, notify_presence
+from ..session import Served, Subscription
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -230,15 +231,32 @@ async def blame(session: Session, params: Any) -> Any:
 
 
 async def subscribe(session: Session, params: Any) -> Any:
+    """Changesets (``dbcode/didCommit``) after ``sinceSeq``, review events
+    (``dbcode/didComment``) after ``sinceCommentSeq`` (each by default: from now on), and
+    ``dbcode/didChangePresence`` at every change of claims or presence. Subscribing again
+    replaces the workspace's subscription."""
     p = _obj(params, "dbcode/subscribe")
-    workspace, since = _workspace(p), _int(p, "sinceSeq", optional=True)
-    head = await session.shared.store.head(workspace)
+    workspace = _workspace(p)
+    since = _int(p, "sinceSeq", optional=True)
+    since_comment = _int(p, "sinceCommentSeq", optional=True)
+    store, client = session.shared.store, session.client
+    head = await store.head(workspace)
+    comment_head = await store.review_head(workspace)
     old = session.subscriptions.pop(workspace, None)
     if old:
         old.cancel()
     start = head if since is None else since
-    session.subscriptions[workspace] = session.tasks.run(_notify_commits(session, workspace, start))
-    return {"seq": head}
+    run = session.tasks.run
+    session.subscriptions[workspace] = Subscription(
+        commits=run(_notify_commits(session, workspace, start)),
+        comments=run(
+            notify_comments(
+                store, client, workspace, comment_head if since_comment is None else since_comment
+            )
+        ),
+        presence=run(notify_presence(store, client, workspace)),
+    )
+    return {"seq": head, "commentSeq": comment_head}
 
 
 async def _notify_commits(session: Session, workspace: str, since: int) -> None:
@@ -251,9 +269,9 @@ async def _notify_commits(session: Session, workspace: str, since: int) -> None:
 
 async def unsubscribe(session: Session, params: Any) -> Any:
     p = _obj(params, "dbcode/unsubscribe")
-    task = session.subscriptions.pop(_workspace(p), None)
-    if task:
-        task.cancel()
+    sub = session.subscriptions.pop(_workspace(p), None)
+    if sub:
+        sub.cancel()
     return None
 
 

@@ -18,6 +18,7 @@ from ..blame import NOT_COMMITTED_MARKDOWN, base_line, hover_markdown, target_of
 from ..client import workspace_edit
 from ..findings import as_objects, diagnostic_json, offsets_range_json, overlaps
 from .dbcode import read
+from .review import code_actions as review_actions
 
 if TYPE_CHECKING:
     from ..documents import OpenDoc
@@ -97,6 +98,7 @@ async def code_action(
                 )
             )
     actions.extend(await session.lint.code_actions(doc, params))
+    actions.extend(review_actions(session, doc, params))
     return actions or None
 
 

@@ -92,6 +92,9 @@ def open_document(session: Session, uri: str, language_id: str, version: int, te
     session.shared.track(session.sync, doc)
     _acquire_now(doc.lock)  # released by _load
     session.tasks.run(_load(session, doc, text))
+    if old is None:  # who has the file open; its review threads and others' claims shown
+        session.coordination.presence(workspace, path, present=True)
+        session.review.ensure(workspace)
 
 
 async def _load(session: Session, doc: OpenDoc, opened_text: str) -> None:
@@ -247,6 +250,7 @@ def did_close(session: Session, params: Any) -> bool:
     doc = session.docs.pop(uri, None)
     if doc is not None:
         session.forget(doc)
+        session.coordination.presence(doc.workspace, doc.path, present=False)
         session.client.clear_diagnostics(uri)
     return True
 
