@@ -142,10 +142,10 @@ class ReviewStore:
         )
         if not rows:
             raise NotFound(f"unknown workspace {workspace!r}")
-        ws, deleted, rev_found, content, kind = rows[0]
+        ws, deleted, rev_found, content, rev_kind = rows[0]
         if deleted is None or (deleted and revision is None):
             raise NotFound(f"no such file {path!r} in workspace {workspace!r}")
-        if rev_found is not None and content is None and kind not in ("delete", "moved"):
+        if rev_found is not None and content is None and rev_kind not in ("delete", "moved"):
             # An older revision stored as a delta (store/history.py): rebuilt.
             content = await self._text_at(ws, path, int(rev_found))
         if rev_found is None or content is None:

@@ -205,3 +205,32 @@ async def test_anchor_follows_an_import(store: Store, workspace: str) -> None:
     await store.import_files(workspace, [("m.py", "# header\n\n" + CODE)], agent="importer")
     (t,) = await store.threads(workspace)
     assert t.lines == (4, 4) and not t.outdated and t.revision == 2
+
+
+async def test_threads_move_through_a_history_stored_as_deltas(
+    store: Store, database_url: str, workspace: str
+) -> None:
+    """Issues 15 and 16 together: the revisions a thread moves through are stored as deltas
+    (history compaction), not as whole texts; the thread still follows its text, and a comment
+    on an old revision reads that revision's text."""
+    filler = "".join(
+        f"# filler line {i:04d} of a file big enough to be compacted\n" for i in range(120)
+    )
+    code = CODE + filler  # over COMPACT_TEXT_BYTES_MIN: its old revisions become deltas
+    await store.write(workspace, "m.py", code, agent="ann")
+    made = await store.comment(workspace, "m.py", "why 2?", agent="ann", lines=(5, 6))
+    for n in range(3):  # lines inserted above, three times
+        text = (await store.read(workspace, "m.py")).text
+        await store.write(workspace, "m.py", f"import m{n}\n" + text, agent="bob")
+    await store.compact(workspace)
+    stored = await rows(
+        database_url,
+        "SELECT count(*) FROM dbcode_revision r JOIN dbcode_workspace w ON w.id = r.workspace_id"
+        f" WHERE w.name = '{workspace}' AND r.content IS NULL AND r.kind <> 'delete'",
+    )
+    assert stored >= 3  # the old revisions are deltas now
+    (t,) = await store.threads(workspace, "m.py")
+    assert (t.id, t.lines, t.outdated) == (made.thread, (8, 9), False)
+    old = await store.comment(workspace, "m.py", "on r1", agent="ann", lines=(1, 1), revision=1)
+    threads = {x.id: x for x in await store.threads(workspace, "m.py")}
+    assert threads[old.thread].lines == (4, 4) and not threads[old.thread].outdated
