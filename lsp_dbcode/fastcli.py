@@ -24,9 +24,10 @@ import socket
 import sys
 from collections import deque
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
-from .cli import EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, fail
+from .cli import EXIT_CLAIMED, EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, fail
 from .framing import FrameSplitter, FramingError
 from .rpc import (
     REQUEST_TIMEOUT_S,
@@ -41,6 +42,7 @@ from .rpc import (
     response,
 )
 
+CLAIMED_CODE = 423  # the server's JSON-RPC error for a change inside an exclusive claim
 FAST_COMMANDS = frozenset({"cat", "ls", "write", "log", "watch", "check"})
 DIRECT_ENV = "DBCODE_CLI_DIRECT"
 # As store/store.py (a test holds them equal; importing it would import psycopg).
@@ -214,6 +216,13 @@ def cmd_write(conn: Conn, args: argparse.Namespace) -> int:
         },
     )
     rev = res["revisions"][uri]
+    for c in res.get("warnings") or []:  # others' non-exclusive claims: as the direct path says
+        note = f": {c['note']}" if c.get("note") else ""
+        until = datetime.fromisoformat(c["expiresAt"]).strftime("%H:%M:%S %Z")
+        where = args.path if "range" not in c else f"{args.path} (a range of it)"
+        sys.stderr.write(
+            f"warning: {where} is claimed by {c['agent']}{note} (claim {c['id']}, until {until})\n"
+        )
     sys.stdout.write(f"{args.workspace}/{args.path}: revision {rev} (seq {res['seq']})\n")
     sys.stdout.flush()
     found = conn.call("dbcode/check", {"uri": uri, "revision": rev})
@@ -396,8 +405,8 @@ def run(args: argparse.Namespace) -> int | None:
             f"{exc.message} (current revision {exc.current_revision}; re-read and retry)",
             EXIT_CONFLICT,
         )
-    except ServerError as exc:
-        fail(exc.message)
+    except ServerError as exc:  # 423: a change inside another agent's exclusive claim
+        fail(exc.message, EXIT_CLAIMED if exc.code == CLAIMED_CODE else EXIT_ERROR)
     except ConnectionLost as exc:
         fail(str(exc))
     except KeyboardInterrupt:

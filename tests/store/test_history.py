@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from lsp_dbcode.store import Change, InvalidInput, NotFound, Store
 from lsp_dbcode.store.history import apply_delta, blame_lines, encode_delta, line_hunks, rebuild
-from lsp_dbcode.store.schema import MIGRATION_LOCK_KEY, MIGRATIONS
+from lsp_dbcode.store.schema import MIGRATION_LOCK_KEY, MIGRATIONS, SCHEMA_VERSION
 from lsp_dbcode.text.diff import diff_edits
 
 
@@ -259,7 +259,7 @@ async def test_v3_history_migrates_in_place_under_concurrent_commits(database_ur
             want[("g0.txt", 1)] = want[("f0.txt", 30)]
         async with Store(url, max_size=8) as store:
             cur_v = await store._fetchall("SELECT max(version) FROM dbcode_schema_version")
-            assert cur_v[0][0] == 4
+            assert cur_v[0][0] == SCHEMA_VERSION
             head0 = await store.head("w")
 
             # Agents keep committing to the same files while the history converts.
