@@ -727,3 +727,59 @@ def test_nvim_log_view_opens_revisions_and_files(nvim: Nvim, cli: Cli, workspace
     assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == make_uri(workspace, "pkg/a.py")
     assert nvim.lines() == ["A = 2"]
     assert nvim.lua("return vim.bo.buftype") == "acwrite"
+
+
+def seq_of_newest(cli: Cli, workspace: str, path: str) -> int:
+    res = cli("log", workspace, path, "--json")
+    assert res.returncode == 0, res.stderr
+    return int(json.loads(res.stdout.splitlines()[0])["seq"])
+
+
+def blame_marks(nvim: Nvim) -> dict[int, str]:
+    """Line (1-based) -> the blame's virtual text on it."""
+    marks = nvim.lua(
+        """
+        local ns = require('dbcode.blame').ns
+        local out = {}
+        for _, m in ipairs(vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })) do
+          local text = {}
+          for _, chunk in ipairs(m[4].virt_text or {}) do table.insert(text, chunk[1]) end
+          out[tostring(m[2] + 1)] = table.concat(text)
+        end
+        return out
+        """
+    )
+    if not marks:  # an empty Lua table arrives as a list
+        return {}
+    return {int(k): str(v) for k, v in marks.items()}
+
+
+def test_nvim_blame_shows_each_runs_author_and_toggles(
+    nvim: Nvim, cli: Cli, workspace: str
+) -> None:
+    path = "pkg/b.py"
+    put(cli, workspace, path, "A = 1\nB = 2\nC = 3\n")
+    first = seq_of_newest(cli, workspace, path)
+    res = cli(
+        "write", workspace, path, "--message", "bump B",
+        input="A = 1\nB = 20\nC = 3\n", env={"DBCODE_AGENT": "alice"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    second = seq_of_newest(cli, workspace, path)
+    open_file(nvim, cli, workspace, path)
+
+    nvim.command("Dbcode blame")
+    marks = blame_marks(nvim)
+    assert set(marks) == {1, 2, 3}, marks
+    assert marks[1].split(" · ")[:2] == ["  test-agent", f"seq {first}"], marks
+    assert marks[2].split(" · ")[:2] == ["  alice", f"seq {second}"], marks
+    assert "bump B" in marks[2] and "just now" in marks[2], marks
+    assert marks[3].split(" · ")[:2] == ["  test-agent", f"seq {first}"], marks
+    assert nvim.lines() == ["A = 1", "B = 20", "C = 3"], "blame changed the text"
+    assert not nvim.modified()
+
+    # Again: hidden. And a buffer that is not a dbcode:// file is refused, saying so.
+    nvim.command("Dbcode blame")
+    assert blame_marks(nvim) == {}
+    nvim.command("enew")
+    assert "blame needs a dbcode://" in refused(nvim, "Dbcode blame")

@@ -113,6 +113,10 @@ subcommands.log = function(args, bang)
   log.open(ws, (not bang and path ~= "") and path or nil)
 end
 
+subcommands.blame = function()
+  require("dbcode.blame").toggle(0)
+end
+
 subcommands.agent = function(args)
   M.configure(args[1] and { agent = table.concat(args, " ") } or vim.empty_dict())
 end
@@ -163,7 +167,7 @@ function M.complete(arglead, cmdline)
   return {}
 end
 
---- :Dbcode {open|workspaces|log|agent|mode} ...
+--- :Dbcode {open|workspaces|log|blame|agent|mode} ...
 function M.run(opts)
   local args = vim.deepcopy(opts.fargs)
   local sub = table.remove(args, 1)
@@ -174,13 +178,13 @@ function M.run(opts)
   local fn = sub and subcommands[sub]
   if not fn then
     notify(
-      "dbcode: usage: :Dbcode open WS [PATH] | workspaces | log[!] [WS [PATH]] | agent [NAME] "
-        .. "| mode [live|save]",
+      "dbcode: usage: :Dbcode open WS [PATH] | workspaces | log[!] [WS [PATH]] | blame "
+        .. "| agent [NAME] | mode [live|save]",
       levels.ERROR
     )
     return
   end
-  fn(args, bang)
+  fn(args, bang, opts)
 end
 
 return M

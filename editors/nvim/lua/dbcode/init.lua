@@ -15,6 +15,7 @@
 ---   dbcode.conflict  conflict blocks, found as the server finds them (never written)
 ---   dbcode.commands  :Dbcode and its pickers
 ---   dbcode.log       the log view and read-only revisions
+---   dbcode.blame     :Dbcode blame: who last changed each run of lines, as virtual text
 ---   dbcode.health    :checkhealth dbcode
 local config = require("dbcode.config")
 
@@ -110,12 +111,17 @@ function M.log(workspace, path, limit)
   return require("dbcode.log").open(workspace, path, limit)
 end
 
+--- Show the blame of a dbcode:// buffer as virtual text, or hide it; true when now shown.
+function M.blame(bufnr)
+  return require("dbcode.blame").toggle(bufnr)
+end
+
 --- Change this session's agent and/or mode (dbcode/configure); kept if the server restarts.
 function M.configure(params)
   return require("dbcode.commands").configure(params)
 end
 
---- :Dbcode {open|workspaces|log|agent|mode} ...
+--- :Dbcode {open|workspaces|log|blame|agent|mode} ...
 function M.command(opts)
   return require("dbcode.commands").run(opts)
 end
@@ -156,10 +162,11 @@ function M._define()
   api.nvim_create_user_command("Dbcode", M.command, {
     nargs = "+",
     bang = true,
+    range = true,
     complete = function(arglead, cmdline)
       return require("dbcode.commands").complete(arglead, cmdline)
     end,
-    desc = "dbcode: open WS [PATH] | workspaces | log[!] [WS [PATH]] | agent [NAME] | mode [MODE]",
+    desc = "dbcode: open | workspaces | log | blame | agent | mode",
   })
 end
 
