@@ -87,7 +87,9 @@ def _alive(pid: int) -> bool:
 class Nvim:
     """A headless Neovim with the plugin on its runtimepath."""
 
-    def __init__(self, binary: str, tmp: Path, cli: Cli, database_url: str) -> None:
+    def __init__(
+        self, binary: str, tmp: Path, cli: Cli, database_url: str, agent: str = AGENT
+    ) -> None:
         self.tmp = tmp
         self.nv: Any = None
         self.server_log = tmp / "server.log"
@@ -121,12 +123,12 @@ class Nvim:
         )
         self.pids: set[int] = {self.proc.pid}
         try:
-            self._connect(sock, database_url)
+            self._connect(sock, database_url, agent)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self, sock: Path, database_url: str) -> None:
+    def _connect(self, sock: Path, database_url: str, agent: str) -> None:
         import pynvim
 
         deadline = time.monotonic() + WAIT_S
@@ -155,7 +157,7 @@ class Nvim:
             """,
             [sys.executable, "-m", "lsp_dbcode", "serve", "--log-file", str(self.server_log)],
             database_url,
-            AGENT,
+            agent,
         )
 
     # -- helpers ------------------------------------------------------------------------------
@@ -783,3 +785,105 @@ def test_nvim_blame_shows_each_runs_author_and_toggles(
     assert blame_marks(nvim) == {}
     nvim.command("enew")
     assert "blame needs a dbcode://" in refused(nvim, "Dbcode blame")
+
+
+def quickfix(nvim: Nvim) -> list[dict[str, Any]]:
+    return list(
+        nvim.lua(
+            """
+            local out = {}
+            for _, e in ipairs(vim.fn.getqflist()) do
+              table.insert(out, { name = vim.api.nvim_buf_get_name(e.bufnr), lnum = e.lnum,
+                                  end_lnum = e.end_lnum, text = e.text })
+            end
+            return out
+            """
+        )
+    )
+
+
+def test_nvim_comment_on_a_visual_range_shows_in_the_list_and_diagnostics(
+    nvim: Nvim, cli: Cli, workspace: str
+) -> None:
+    path = "pkg/c.py"
+    put(cli, workspace, path, "A = 1\nB = 2\nC = 3\nD = 4\n")
+    put(cli, workspace, "pkg/other.py", "X = 1\n")
+    uri = open_file(nvim, cli, workspace, path)
+
+    # Lines 2-3 selected, then :'<,'>Dbcode comment — a thread on those lines.
+    nvim.command('exe "normal! 2GVj\\<Esc>"')
+    nvim.command("'<,'>Dbcode comment why  two names?")
+    # The CLI (another process) sees the thread, on lines 2-3, by this agent.
+    res = cli("comments", workspace, path, "--json")
+    assert res.returncode == 0, res.stderr
+    (thread,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert (thread["startLine"], thread["endLine"]) == (2, 3), thread
+    assert thread["comments"][0]["agent"] == AGENT, thread
+    review = nvim.wait("a review diagnostic on line 2", lambda: nvim.diagnostics("review"))
+    assert [d["lnum"] for d in review] == [1], review
+    assert "why  two names?" in review[0]["message"], review
+    assert not nvim.modified() and nvim.lines() == ["A = 1", "B = 2", "C = 3", "D = 4"]
+
+    # :Dbcode comments: the workspace's open threads in the quickfix list, "agent: text".
+    nvim.command("Dbcode comments")
+    items = quickfix(nvim)
+    assert len(items) == 1, items
+    assert items[0]["name"] == uri and items[0]["lnum"] == 2 and items[0]["end_lnum"] == 3
+    assert items[0]["text"] == f"{AGENT}: why  two names?", items
+    assert nvim.lua("return vim.bo.buftype") == "quickfix", "the list was not opened"
+
+    # An entry opens the place: from another file, :cc 1 is the commented file at line 2.
+    nvim.command("wincmd p")
+    nvim.command(f"Dbcode open {workspace} pkg/other.py")
+    nvim.command("cc 1")
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == uri
+    assert nvim.lua("return vim.api.nvim_win_get_cursor(0)[1]") == 2
+
+    # A comment on unsaved text is refused (its lines would not be the stored ones).
+    nvim.command("normal! 4GoE = 5")
+    assert ":write first" in refused(nvim, "Dbcode comment later")
+    res = cli("comments", workspace, "--json")
+    assert len(res.stdout.splitlines()) == 1, res.stdout
+
+
+def test_nvim_who_names_the_others_on_the_file(
+    nvim: Nvim, cli: Cli, workspace: str, tmp_path: Path, database_url: str
+) -> None:
+    path = "pkg/d.py"
+    put(cli, workspace, path, "A = 1\n")
+    put(cli, workspace, "pkg/e.py", "E = 1\n")
+    open_file(nvim, cli, workspace, path)
+    nvim.command("Dbcode who")
+    assert f"nobody else has {workspace}/{path} open" in nvim.notes()[-1], nvim.notes()
+
+    # Another Neovim, as bob, opens the same file, and a second one: who names bob on each.
+    (tmp_path / "bob").mkdir()
+    bob = Nvim(nvim_binary(), tmp_path / "bob", cli, database_url, agent="bob")
+    try:
+        bob.command(f"Dbcode open {workspace} {path}")
+        bob.command(f"Dbcode open {workspace} pkg/e.py")
+
+        def note_naming_bob() -> str | None:
+            nvim.command("Dbcode who")
+            note = nvim.notes()[-1]
+            return note if "bob" in note else None
+
+        note = nvim.wait("bob in :Dbcode who", note_naming_bob)
+        assert note.startswith(f"dbcode: 1 other on {workspace}/{path}:"), note
+        assert f"bob  {path}  save mode, since " in note, note
+        assert "pkg/e.py" not in note, "another file's presence in the file's list"
+        assert f"{AGENT} (you)  {path}" in note, note
+        # :Dbcode who! — the whole workspace: bob on both files.
+        nvim.command("Dbcode who!")
+        note = nvim.notes()[-1]
+        assert f"bob  {path}" in note and "bob  pkg/e.py" in note, note
+    finally:
+        bob.close()
+        leftover = [p for p in bob.pids if _alive(p)]
+        assert not leftover, f"bob's processes left running: {leftover}"
+
+    # Bob gone (his server ended): nobody else again.
+    nvim.wait(
+        "bob gone from :Dbcode who",
+        lambda: nvim.command("Dbcode who") or "nobody else" in nvim.notes()[-1],
+    )

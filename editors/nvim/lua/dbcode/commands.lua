@@ -117,6 +117,28 @@ subcommands.blame = function()
   require("dbcode.blame").toggle(0)
 end
 
+subcommands.comments = function(args)
+  if args[1] then
+    return require("dbcode.review").comments(args[1], args[2])
+  end
+  local ws = current_file()
+  if not ws then
+    notify("dbcode: not a dbcode buffer: use :Dbcode comments WORKSPACE [PATH]", levels.ERROR)
+    return
+  end
+  require("dbcode.review").comments(ws)
+end
+
+subcommands.comment = function(_, _, opts)
+  -- the text as typed (fargs would squeeze its spaces)
+  local text = (opts.args or ""):gsub("^%s*comment!?%s*", "")
+  require("dbcode.review").comment(0, opts.line1, opts.line2, text)
+end
+
+subcommands.who = function(args, bang)
+  require("dbcode.review").who(0, bang, args[1])
+end
+
 subcommands.agent = function(args)
   M.configure(args[1] and { agent = table.concat(args, " ") } or vim.empty_dict())
 end
@@ -147,7 +169,7 @@ function M.complete(arglead, cmdline)
   if sub == "mode" and #words == 2 then
     return filter({ "live", "save" })
   end
-  if (sub == "open" or sub == "log") and (#words == 2 or #words == 3) then
+  if (sub == "open" or sub == "log" or sub == "comments") and (#words == 2 or #words == 3) then
     local ok, c = pcall(client.get)
     if not ok or not c then
       return {}
@@ -167,7 +189,7 @@ function M.complete(arglead, cmdline)
   return {}
 end
 
---- :Dbcode {open|workspaces|log|blame|agent|mode} ...
+--- :Dbcode {open|workspaces|log|blame|comments|comment|who|agent|mode} ...
 function M.run(opts)
   local args = vim.deepcopy(opts.fargs)
   local sub = table.remove(args, 1)
@@ -179,7 +201,8 @@ function M.run(opts)
   if not fn then
     notify(
       "dbcode: usage: :Dbcode open WS [PATH] | workspaces | log[!] [WS [PATH]] | blame "
-        .. "| agent [NAME] | mode [live|save]",
+        .. "| comments [WS [PATH]] | [range]comment TEXT | who[!] [WS] | agent [NAME] "
+        .. "| mode [live|save]",
       levels.ERROR
     )
     return
