@@ -713,17 +713,31 @@ def test_nvim_log_view_opens_revisions_and_files(nvim: Nvim, cli: Cli, workspace
     rev1 = next(i for i, line in enumerate(lines, 1) if "pkg/a.py  rev 1" in line)
     log_win = nvim.lua("return vim.api.nvim_get_current_win()")
 
-    # r: revision 1, read-only, in a window of its own.
+    # r: the file right after revision 1's changeset, dbcode://WS@SEQ/PATH, read-only, in a
+    # window of its own.
+    first_seq = int(
+        json.loads(cli("log", workspace, "pkg/a.py", "--json").stdout.splitlines()[-1])["seq"]
+    )
     nvim.command(f"{rev1}")
     nvim.nv.feedkeys("r", "x", False)
-    assert nvim.lua("return vim.api.nvim_buf_get_name(0)").endswith(f"{workspace}/pkg/a.py@1")
+    at_uri = f"dbcode://{workspace}@{first_seq}/pkg/a.py"
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == at_uri
+    assert nvim.lua("return vim.api.nvim_get_current_win()") != log_win
     assert nvim.lines() == ["A = 1"]
     assert nvim.lua("return vim.bo.modifiable") is False
     assert nvim.lua("return vim.bo.filetype") == "python"
-
-    # <CR> on the log: the file itself, as it is now, in the previous window.
+    assert "read-only" in refused(nvim, "write!")
+    assert db(cli, workspace, "pkg/a.py") == "A = 2\n", "the old revision was written"
+    # Opened by name, the same; blame works on it.
+    nvim.command("close")
+    nvim.command(f"split {at_uri}")
+    assert nvim.lines() == ["A = 1"] and nvim.lua("return vim.bo.modifiable") is False
+    nvim.command("Dbcode blame")
+    assert blame_marks(nvim)[1].startswith(f"  test-agent · seq {first_seq}")
     nvim.command("close")
     nvim.lua("vim.api.nvim_set_current_win(...)", log_win)
+
+    # <CR> on the log: the file itself, as it is now, in the previous window.
     nvim.command(f"{rev1}")
     nvim.nv.feedkeys(nvim.nv.replace_termcodes("<CR>", True, False, True), "x", False)
     assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == make_uri(workspace, "pkg/a.py")
