@@ -901,3 +901,24 @@ def test_nvim_who_names_the_others_on_the_file(
         "bob gone from :Dbcode who",
         lambda: nvim.command("Dbcode who") or "nobody else" in nvim.notes()[-1],
     )
+
+
+def test_nvim_blame_ages_read_the_offset_not_the_local_zone(nvim: Nvim) -> None:
+    blame = "local b = require('dbcode.blame') "
+    # Epoch seconds of ISO times with offsets (as Python's datetime reads them), in any TZ.
+    assert nvim.lua(blame + "return b.epoch('2026-12-08T01:00:00.250+01:00')") == 1796688000
+    assert nvim.lua(blame + "return b.epoch('2024-02-29T23:59:59-05:30')") == 1709270999
+    now = 1796688000
+    ages = nvim.lua(
+        blame + "local n = ... return { b.age('2026-12-08T00:00:00+00:00', n), "
+        "b.age('2026-12-07T23:55:00+00:00', n), b.age('2026-12-07T21:00:00+00:00', n), "
+        "b.age('2026-12-05T00:00:00+00:00', n), b.age('not a time', n) }",
+        now,
+    )
+    assert ages == ["just now", "5 min ago", "3 h ago", "3 days ago", "not a time"], ages
+    label = nvim.lua(
+        blame + "return b.label({ agent = 'alice', seq = 7, time = '2026-12-07T23:55:00+00:00', "
+        "message = 'first line\\nsecond' }, ...)",
+        now,
+    )
+    assert label == "alice · seq 7 · 5 min ago · first line", label
