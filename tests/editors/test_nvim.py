@@ -397,9 +397,19 @@ def test_nvim_ruff_diagnostic(nvim: Nvim, cli: Cli, workspace: str) -> None:
         time.sleep(0.1)
     assert f401(), (
         f"no F401 diagnostic from source 'ruff' on line 1 (`import os`) within {WAIT_S:.0f} s: "
-        "the server reported no ruff diagnostics for the dbcode:// buffer (Neovim 0.11+ pulls "
-        "them with textDocument/diagnostic after didOpen, and again after each didChange). "
+        "the server reported no ruff diagnostics for the dbcode:// buffer (the plugin takes "
+        "them as pushes: pushDiagnostics, no pull capability). "
         f"Diagnostics seen: {nvim.diagnostics()!r}"
+    )
+    # Pushed only, never pulled as well (Neovim does not pull: the provider is dropped), so
+    # there is one diagnostic, not the same one in two namespaces.
+    assert len(f401()) == 1, nvim.diagnostics()
+    assert (
+        nvim.lua(
+            "return vim.lsp.get_clients({ name = 'dbcode' })[1].server_capabilities"
+            ".diagnosticProvider"
+        )
+        is None
     )
 
 
