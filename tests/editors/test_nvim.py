@@ -848,6 +848,27 @@ def test_nvim_comment_on_a_visual_range_shows_in_the_list_and_diagnostics(
     assert "why  two names?" in review[0]["message"], review
     assert not nvim.modified() and nvim.lines() == ["A = 1", "B = 2", "C = 3", "D = 4"]
 
+    # Its code action Resolve, as `gra` would list it (context: the diagnostics on line 2).
+    titles = nvim.lua(
+        """
+        local diags = {}
+        for _, d in ipairs(vim.diagnostic.get(0, { lnum = 1 })) do
+          table.insert(diags, d.user_data and d.user_data.lsp or d)
+        end
+        local res = vim.lsp.buf_request_sync(0, 'textDocument/codeAction', {
+          textDocument = { uri = vim.uri_from_bufnr(0) },
+          range = { start = { line = 1, character = 0 }, ['end'] = { line = 1, character = 0 } },
+          context = { diagnostics = diags },
+        }, 15000)
+        local out = {}
+        for _, r in pairs(res or {}) do
+          for _, a in ipairs(r.result or {}) do table.insert(out, a.title) end
+        end
+        return out
+        """
+    )
+    assert f"dbcode: Resolve (thread {thread['thread']})" in titles, titles
+
     # :Dbcode comments: the workspace's open threads in the quickfix list, "agent: text".
     nvim.command("Dbcode comments")
     items = quickfix(nvim)
