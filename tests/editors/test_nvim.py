@@ -87,7 +87,9 @@ def _alive(pid: int) -> bool:
 class Nvim:
     """A headless Neovim with the plugin on its runtimepath."""
 
-    def __init__(self, binary: str, tmp: Path, cli: Cli, database_url: str) -> None:
+    def __init__(
+        self, binary: str, tmp: Path, cli: Cli, database_url: str, agent: str = AGENT
+    ) -> None:
         self.tmp = tmp
         self.nv: Any = None
         self.server_log = tmp / "server.log"
@@ -121,12 +123,12 @@ class Nvim:
         )
         self.pids: set[int] = {self.proc.pid}
         try:
-            self._connect(sock, database_url)
+            self._connect(sock, database_url, agent)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self, sock: Path, database_url: str) -> None:
+    def _connect(self, sock: Path, database_url: str, agent: str) -> None:
         import pynvim
 
         deadline = time.monotonic() + WAIT_S
@@ -155,7 +157,7 @@ class Nvim:
             """,
             [sys.executable, "-m", "lsp_dbcode", "serve", "--log-file", str(self.server_log)],
             database_url,
-            AGENT,
+            agent,
         )
 
     # -- helpers ------------------------------------------------------------------------------
@@ -403,9 +405,19 @@ def test_nvim_ruff_diagnostic(nvim: Nvim, cli: Cli, workspace: str) -> None:
         time.sleep(0.1)
     assert f401(), (
         f"no F401 diagnostic from source 'ruff' on line 1 (`import os`) within {WAIT_S:.0f} s: "
-        "the server reported no ruff diagnostics for the dbcode:// buffer (Neovim 0.11+ pulls "
-        "them with textDocument/diagnostic after didOpen, and again after each didChange). "
+        "the server reported no ruff diagnostics for the dbcode:// buffer (the plugin takes "
+        "them as pushes: pushDiagnostics, no pull capability). "
         f"Diagnostics seen: {nvim.diagnostics()!r}"
+    )
+    # Pushed only, never pulled as well (Neovim does not pull: the provider is dropped), so
+    # there is one diagnostic, not the same one in two namespaces.
+    assert len(f401()) == 1, nvim.diagnostics()
+    assert (
+        nvim.lua(
+            "return vim.lsp.get_clients({ name = 'dbcode' })[1].server_capabilities"
+            ".diagnosticProvider"
+        )
+        is None
     )
 
 
@@ -719,19 +731,233 @@ def test_nvim_log_view_opens_revisions_and_files(nvim: Nvim, cli: Cli, workspace
     rev1 = next(i for i, line in enumerate(lines, 1) if "pkg/a.py  rev 1" in line)
     log_win = nvim.lua("return vim.api.nvim_get_current_win()")
 
-    # r: revision 1, read-only, in a window of its own.
+    # r: the file right after revision 1's changeset, dbcode://WS@SEQ/PATH, read-only, in a
+    # window of its own.
+    first_seq = int(
+        json.loads(cli("log", workspace, "pkg/a.py", "--json").stdout.splitlines()[-1])["seq"]
+    )
     nvim.command(f"{rev1}")
     nvim.nv.feedkeys("r", "x", False)
-    assert nvim.lua("return vim.api.nvim_buf_get_name(0)").endswith(f"{workspace}/pkg/a.py@1")
+    at_uri = f"dbcode://{workspace}@{first_seq}/pkg/a.py"
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == at_uri
+    assert nvim.lua("return vim.api.nvim_get_current_win()") != log_win
     assert nvim.lines() == ["A = 1"]
     assert nvim.lua("return vim.bo.modifiable") is False
     assert nvim.lua("return vim.bo.filetype") == "python"
-
-    # <CR> on the log: the file itself, as it is now, in the previous window.
+    assert "read-only" in refused(nvim, "write!")
+    assert db(cli, workspace, "pkg/a.py") == "A = 2\n", "the old revision was written"
+    # Opened by name, the same; blame works on it.
+    nvim.command("close")
+    nvim.command(f"split {at_uri}")
+    assert nvim.lines() == ["A = 1"] and nvim.lua("return vim.bo.modifiable") is False
+    nvim.command("Dbcode blame")
+    assert blame_marks(nvim)[1].startswith(f"  test-agent · seq {first_seq}")
     nvim.command("close")
     nvim.lua("vim.api.nvim_set_current_win(...)", log_win)
+
+    # <CR> on the log: the file itself, as it is now, in the previous window.
     nvim.command(f"{rev1}")
     nvim.nv.feedkeys(nvim.nv.replace_termcodes("<CR>", True, False, True), "x", False)
     assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == make_uri(workspace, "pkg/a.py")
     assert nvim.lines() == ["A = 2"]
     assert nvim.lua("return vim.bo.buftype") == "acwrite"
+
+
+def seq_of_newest(cli: Cli, workspace: str, path: str) -> int:
+    res = cli("log", workspace, path, "--json")
+    assert res.returncode == 0, res.stderr
+    return int(json.loads(res.stdout.splitlines()[0])["seq"])
+
+
+def blame_marks(nvim: Nvim) -> dict[int, str]:
+    """Line (1-based) -> the blame's virtual text on it."""
+    marks = nvim.lua(
+        """
+        local ns = require('dbcode.blame').ns
+        local out = {}
+        for _, m in ipairs(vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })) do
+          local text = {}
+          for _, chunk in ipairs(m[4].virt_text or {}) do table.insert(text, chunk[1]) end
+          out[tostring(m[2] + 1)] = table.concat(text)
+        end
+        return out
+        """
+    )
+    if not marks:  # an empty Lua table arrives as a list
+        return {}
+    return {int(k): str(v) for k, v in marks.items()}
+
+
+def test_nvim_blame_shows_each_runs_author_and_toggles(
+    nvim: Nvim, cli: Cli, workspace: str
+) -> None:
+    path = "pkg/b.py"
+    put(cli, workspace, path, "A = 1\nB = 2\nC = 3\n")
+    first = seq_of_newest(cli, workspace, path)
+    res = cli(
+        "write", workspace, path, "--message", "bump B",
+        input="A = 1\nB = 20\nC = 3\n", env={"DBCODE_AGENT": "alice"},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    second = seq_of_newest(cli, workspace, path)
+    open_file(nvim, cli, workspace, path)
+
+    nvim.command("Dbcode blame")
+    marks = blame_marks(nvim)
+    assert set(marks) == {1, 2, 3}, marks
+    assert marks[1].split(" · ")[:2] == ["  test-agent", f"seq {first}"], marks
+    assert marks[2].split(" · ")[:2] == ["  alice", f"seq {second}"], marks
+    assert "bump B" in marks[2] and "just now" in marks[2], marks
+    assert marks[3].split(" · ")[:2] == ["  test-agent", f"seq {first}"], marks
+    assert nvim.lines() == ["A = 1", "B = 20", "C = 3"], "blame changed the text"
+    assert not nvim.modified()
+
+    # Again: hidden. And a buffer that is not a dbcode:// file is refused, saying so.
+    nvim.command("Dbcode blame")
+    assert blame_marks(nvim) == {}
+    nvim.command("enew")
+    assert "blame needs a dbcode://" in refused(nvim, "Dbcode blame")
+
+
+def quickfix(nvim: Nvim) -> list[dict[str, Any]]:
+    return list(
+        nvim.lua(
+            """
+            local out = {}
+            for _, e in ipairs(vim.fn.getqflist()) do
+              table.insert(out, { name = vim.api.nvim_buf_get_name(e.bufnr), lnum = e.lnum,
+                                  end_lnum = e.end_lnum, text = e.text })
+            end
+            return out
+            """
+        )
+    )
+
+
+def test_nvim_comment_on_a_visual_range_shows_in_the_list_and_diagnostics(
+    nvim: Nvim, cli: Cli, workspace: str
+) -> None:
+    path = "pkg/c.py"
+    put(cli, workspace, path, "A = 1\nB = 2\nC = 3\nD = 4\n")
+    put(cli, workspace, "pkg/other.py", "X = 1\n")
+    uri = open_file(nvim, cli, workspace, path)
+
+    # Lines 2-3 selected, then :'<,'>Dbcode comment — a thread on those lines.
+    nvim.command('exe "normal! 2GVj\\<Esc>"')
+    nvim.command("'<,'>Dbcode comment why  two names?")
+    # The CLI (another process) sees the thread, on lines 2-3, by this agent.
+    res = cli("comments", workspace, path, "--json")
+    assert res.returncode == 0, res.stderr
+    (thread,) = [json.loads(line) for line in res.stdout.splitlines()]
+    assert (thread["startLine"], thread["endLine"]) == (2, 3), thread
+    assert thread["comments"][0]["agent"] == AGENT, thread
+    review = nvim.wait("a review diagnostic on line 2", lambda: nvim.diagnostics("review"))
+    assert [d["lnum"] for d in review] == [1], review
+    assert "why  two names?" in review[0]["message"], review
+    assert not nvim.modified() and nvim.lines() == ["A = 1", "B = 2", "C = 3", "D = 4"]
+
+    # Its code action Resolve, as `gra` would list it (context: the diagnostics on line 2).
+    titles = nvim.lua(
+        """
+        local diags = {}
+        for _, d in ipairs(vim.diagnostic.get(0, { lnum = 1 })) do
+          table.insert(diags, d.user_data and d.user_data.lsp or d)
+        end
+        local res = vim.lsp.buf_request_sync(0, 'textDocument/codeAction', {
+          textDocument = { uri = vim.uri_from_bufnr(0) },
+          range = { start = { line = 1, character = 0 }, ['end'] = { line = 1, character = 0 } },
+          context = { diagnostics = diags },
+        }, 15000)
+        local out = {}
+        for _, r in pairs(res or {}) do
+          for _, a in ipairs(r.result or {}) do table.insert(out, a.title) end
+        end
+        return out
+        """
+    )
+    assert f"dbcode: Resolve (thread {thread['thread']})" in titles, titles
+
+    # :Dbcode comments: the workspace's open threads in the quickfix list, "agent: text".
+    nvim.command("Dbcode comments")
+    items = quickfix(nvim)
+    assert len(items) == 1, items
+    assert items[0]["name"] == uri and items[0]["lnum"] == 2 and items[0]["end_lnum"] == 3
+    assert items[0]["text"] == f"{AGENT}: why  two names?", items
+    assert nvim.lua("return vim.bo.buftype") == "quickfix", "the list was not opened"
+
+    # An entry opens the place: from another file, :cc 1 is the commented file at line 2.
+    nvim.command("wincmd p")
+    nvim.command(f"Dbcode open {workspace} pkg/other.py")
+    nvim.command("cc 1")
+    assert nvim.lua("return vim.api.nvim_buf_get_name(0)") == uri
+    assert nvim.lua("return vim.api.nvim_win_get_cursor(0)[1]") == 2
+
+    # A comment on unsaved text is refused (its lines would not be the stored ones).
+    nvim.command("normal! 4GoE = 5")
+    assert ":write first" in refused(nvim, "Dbcode comment later")
+    res = cli("comments", workspace, "--json")
+    assert len(res.stdout.splitlines()) == 1, res.stdout
+
+
+def test_nvim_who_names_the_others_on_the_file(
+    nvim: Nvim, cli: Cli, workspace: str, tmp_path: Path, database_url: str
+) -> None:
+    path = "pkg/d.py"
+    put(cli, workspace, path, "A = 1\n")
+    put(cli, workspace, "pkg/e.py", "E = 1\n")
+    open_file(nvim, cli, workspace, path)
+    nvim.command("Dbcode who")
+    assert f"nobody else has {workspace}/{path} open" in nvim.notes()[-1], nvim.notes()
+
+    # Another Neovim, as bob, opens the same file, and a second one: who names bob on each.
+    (tmp_path / "bob").mkdir()
+    bob = Nvim(nvim_binary(), tmp_path / "bob", cli, database_url, agent="bob")
+    try:
+        bob.command(f"Dbcode open {workspace} {path}")
+        bob.command(f"Dbcode open {workspace} pkg/e.py")
+
+        def note_naming_bob() -> str | None:
+            nvim.command("Dbcode who")
+            note = nvim.notes()[-1]
+            return note if "bob" in note else None
+
+        note = nvim.wait("bob in :Dbcode who", note_naming_bob)
+        assert note.startswith(f"dbcode: 1 other on {workspace}/{path}:"), note
+        assert f"bob  {path}  save mode, since " in note, note
+        assert "pkg/e.py" not in note, "another file's presence in the file's list"
+        assert f"{AGENT} (you)  {path}" in note, note
+        # :Dbcode who! — the whole workspace: bob on both files.
+        nvim.command("Dbcode who!")
+        note = nvim.notes()[-1]
+        assert f"bob  {path}" in note and "bob  pkg/e.py" in note, note
+    finally:
+        bob.close()
+        leftover = [p for p in bob.pids if _alive(p)]
+        assert not leftover, f"bob's processes left running: {leftover}"
+
+    # Bob gone (his server ended): nobody else again.
+    nvim.wait(
+        "bob gone from :Dbcode who",
+        lambda: nvim.command("Dbcode who") or "nobody else" in nvim.notes()[-1],
+    )
+
+
+def test_nvim_blame_ages_read_the_offset_not_the_local_zone(nvim: Nvim) -> None:
+    blame = "local b = require('dbcode.blame') "
+    # Epoch seconds of ISO times with offsets (as Python's datetime reads them), in any TZ.
+    assert nvim.lua(blame + "return b.epoch('2026-12-08T01:00:00.250+01:00')") == 1796688000
+    assert nvim.lua(blame + "return b.epoch('2024-02-29T23:59:59-05:30')") == 1709270999
+    now = 1796688000
+    ages = nvim.lua(
+        blame + "local n = ... return { b.age('2026-12-08T00:00:00+00:00', n), "
+        "b.age('2026-12-07T23:55:00+00:00', n), b.age('2026-12-07T21:00:00+00:00', n), "
+        "b.age('2026-12-05T00:00:00+00:00', n), b.age('not a time', n) }",
+        now,
+    )
+    assert ages == ["just now", "5 min ago", "3 h ago", "3 days ago", "not a time"], ages
+    label = nvim.lua(
+        blame + "return b.label({ agent = 'alice', seq = 7, time = '2026-12-07T23:55:00+00:00', "
+        "message = 'first line\\nsecond' }, ...)",
+        now,
+    )
+    assert label == "alice · seq 7 · 5 min ago · first line", label

@@ -80,16 +80,21 @@ end
 function M.read(bufnr)
   bufnr = (bufnr == nil or bufnr == 0) and api.nvim_get_current_buf() or bufnr
   local name = api.nvim_buf_get_name(bufnr)
-  local workspace, path = uri.parse(name)
+  local workspace, path, seq = uri.parse(name)
   if not workspace then
     notify("dbcode: not a dbcode://<workspace>/<path> URI: " .. name, levels.ERROR)
+    return
+  end
+  if seq and uri.is_folder(path) then
+    notify(("dbcode: %s: a workspace at a seq has no listing: open a file of it"):format(name),
+      levels.ERROR)
     return
   end
   if uri.is_folder(path) then
     listing(bufnr, workspace, path)
     return
   end
-  local canonical = uri.make(workspace, path)
+  local canonical = uri.make(workspace, path, seq)
   if canonical ~= name then
     -- The server names documents with percent-encoded segments: use that name, or others'
     -- commits would not find this buffer.
@@ -117,7 +122,7 @@ function M.read(bufnr)
   local res, err = client.request("dbcode/readFile", { uri = name }, bufnr)
   local is_new = false
   if err then
-    if err.code ~= 404 then
+    if err.code ~= 404 or seq then
       notify(("dbcode: cannot read %s: %s"):format(name, err.message or vim.inspect(err)),
         levels.ERROR)
       return
@@ -127,9 +132,16 @@ function M.read(bufnr)
   end
   vim.bo[bufnr].buftype = "acwrite" -- :write goes through BufWriteCmd, never to the disk
   vim.bo[bufnr].swapfile = false
+  if seq then
+    vim.bo[bufnr].modifiable = true -- :edit! of a read-only revision: refill it
+  end
   local nlines = M.set_text(bufnr, res.text, is_new)
-  vim.b[bufnr].dbcode = { workspace = workspace, path = path, revision = res.revision }
+  vim.b[bufnr].dbcode = { workspace = workspace, path = path, revision = res.revision, seq = seq }
   vim.bo[bufnr].modified = false
+  if seq or res.readOnly then -- the file as it was: read-only, never kept in step
+    vim.bo[bufnr].modifiable = false
+    vim.bo[bufnr].readonly = true
+  end
   local ft = vim.filetype.match({ filename = path, buf = bufnr })
   if ft then
     api.nvim_buf_call(bufnr, function()
@@ -138,7 +150,12 @@ function M.read(bufnr)
   end
   vim.lsp.buf_attach_client(bufnr, c.id)
   local what = is_new and "[New]"
-    or ("revision %d, %dL, %dB"):format(res.revision, nlines, #res.text)
+    or ("revision %d%s, %dL, %dB"):format(
+      res.revision,
+      seq and (" at seq %d, read-only"):format(seq) or "",
+      nlines,
+      #res.text
+    )
   api.nvim_echo({ { ('"%s" %s'):format(name, what) } }, false, {})
 end
 
@@ -175,10 +192,15 @@ function M.write(bufnr, target, force)
   local own_uri = api.nvim_buf_get_name(bufnr)
   target = target or own_uri
   local own = target == own_uri
-  local workspace, path = uri.parse(target)
+  local workspace, path, seq = uri.parse(target)
   if not workspace or uri.is_folder(path) then
     notify("dbcode: cannot write to " .. target .. ": not a dbcode://<workspace>/<path> URI",
       levels.ERROR)
+    return false
+  end
+  if seq then
+    notify(("dbcode: %s is the file as it was at seq %d: read-only; write to %s instead (:w %s)")
+      :format(target, seq, uri.make(workspace, path), uri.make(workspace, path)), levels.ERROR)
     return false
   end
   local blocks = conflict.in_buffer(bufnr)

@@ -57,6 +57,22 @@ function M.config()
     })
   end
   cfg.init_options = vim.tbl_extend("force", cfg.init_options or {}, config.overrides)
+  -- Diagnostics are taken as pushes: the server then sends every source together (ruff, syntax,
+  -- conflicts, review threads, claims), each as soon as it changes. Pulled, it answers ruff and
+  -- syntax only, and Neovim would only ask again on the buffer's own edits.
+  local caps = vim.deepcopy(cfg.capabilities or vim.lsp.protocol.make_client_capabilities())
+  if caps.textDocument then
+    caps.textDocument.diagnostic = nil
+  end
+  cfg.capabilities = caps
+  cfg.init_options.pushDiagnostics = true
+  local user_init = cfg.on_init
+  cfg.on_init = function(c, result)
+    c.server_capabilities.diagnosticProvider = nil
+    if type(user_init) == "function" then
+      return user_init(c, result)
+    end
+  end
   -- This client serves dbcode:// buffers only; the plugin attaches them itself.
   cfg.name = "dbcode"
   cfg.root_dir = nil

@@ -113,6 +113,32 @@ subcommands.log = function(args, bang)
   log.open(ws, (not bang and path ~= "") and path or nil)
 end
 
+subcommands.blame = function()
+  require("dbcode.blame").toggle(0)
+end
+
+subcommands.comments = function(args)
+  if args[1] then
+    return require("dbcode.review").comments(args[1], args[2])
+  end
+  local ws = current_file()
+  if not ws then
+    notify("dbcode: not a dbcode buffer: use :Dbcode comments WORKSPACE [PATH]", levels.ERROR)
+    return
+  end
+  require("dbcode.review").comments(ws)
+end
+
+subcommands.comment = function(_, _, opts)
+  -- the text as typed (fargs would squeeze its spaces)
+  local text = (opts.args or ""):gsub("^%s*comment!?%s*", "")
+  require("dbcode.review").comment(0, opts.line1, opts.line2, text)
+end
+
+subcommands.who = function(args, bang)
+  require("dbcode.review").who(0, bang, args[1])
+end
+
 subcommands.agent = function(args)
   M.configure(args[1] and { agent = table.concat(args, " ") } or vim.empty_dict())
 end
@@ -143,7 +169,7 @@ function M.complete(arglead, cmdline)
   if sub == "mode" and #words == 2 then
     return filter({ "live", "save" })
   end
-  if (sub == "open" or sub == "log") and (#words == 2 or #words == 3) then
+  if (sub == "open" or sub == "log" or sub == "comments") and (#words == 2 or #words == 3) then
     local ok, c = pcall(client.get)
     if not ok or not c then
       return {}
@@ -163,7 +189,7 @@ function M.complete(arglead, cmdline)
   return {}
 end
 
---- :Dbcode {open|workspaces|log|agent|mode} ...
+--- :Dbcode {open|workspaces|log|blame|comments|comment|who|agent|mode} ...
 function M.run(opts)
   local args = vim.deepcopy(opts.fargs)
   local sub = table.remove(args, 1)
@@ -174,13 +200,14 @@ function M.run(opts)
   local fn = sub and subcommands[sub]
   if not fn then
     notify(
-      "dbcode: usage: :Dbcode open WS [PATH] | workspaces | log[!] [WS [PATH]] | agent [NAME] "
+      "dbcode: usage: :Dbcode open WS [PATH] | workspaces | log[!] [WS [PATH]] | blame "
+        .. "| comments [WS [PATH]] | [range]comment TEXT | who[!] [WS] | agent [NAME] "
         .. "| mode [live|save]",
       levels.ERROR
     )
     return
   end
-  fn(args, bang)
+  fn(args, bang, opts)
 end
 
 return M

@@ -15,6 +15,8 @@
 ---   dbcode.conflict  conflict blocks, found as the server finds them (never written)
 ---   dbcode.commands  :Dbcode and its pickers
 ---   dbcode.log       the log view and read-only revisions
+---   dbcode.blame     :Dbcode blame: who last changed each run of lines, as virtual text
+---   dbcode.review    :Dbcode comments / comment / who: review threads and presence
 ---   dbcode.health    :checkhealth dbcode
 local config = require("dbcode.config")
 
@@ -110,12 +112,32 @@ function M.log(workspace, path, limit)
   return require("dbcode.log").open(workspace, path, limit)
 end
 
+--- Show the blame of a dbcode:// buffer as virtual text, or hide it; true when now shown.
+function M.blame(bufnr)
+  return require("dbcode.blame").toggle(bufnr)
+end
+
+--- The open review threads of a workspace (or of one file) in the quickfix list.
+function M.comments(workspace, path)
+  return require("dbcode.review").comments(workspace, path)
+end
+
+--- Open a review thread on lines first..last (1-based) of a dbcode:// buffer: {thread, id}.
+function M.comment(bufnr, first, last, text, kind, replacement)
+  return require("dbcode.review").comment(bufnr, first, last, text, kind, replacement)
+end
+
+--- Notify who has the buffer's file (whole: any file of its workspace) open; the rows.
+function M.who(bufnr, whole)
+  return require("dbcode.review").who(bufnr, whole)
+end
+
 --- Change this session's agent and/or mode (dbcode/configure); kept if the server restarts.
 function M.configure(params)
   return require("dbcode.commands").configure(params)
 end
 
---- :Dbcode {open|workspaces|log|agent|mode} ...
+--- :Dbcode {open|workspaces|log|blame|comments|comment|who|agent|mode} ...
 function M.command(opts)
   return require("dbcode.commands").run(opts)
 end
@@ -156,10 +178,11 @@ function M._define()
   api.nvim_create_user_command("Dbcode", M.command, {
     nargs = "+",
     bang = true,
+    range = true,
     complete = function(arglead, cmdline)
       return require("dbcode.commands").complete(arglead, cmdline)
     end,
-    desc = "dbcode: open WS [PATH] | workspaces | log[!] [WS [PATH]] | agent [NAME] | mode [MODE]",
+    desc = "dbcode: open | workspaces | log | blame | comments | comment | who | agent | mode",
   })
 end
 

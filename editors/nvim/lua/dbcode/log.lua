@@ -1,6 +1,6 @@
 --- The log view (:Dbcode log): a workspace's or a file's changesets in a scratch buffer, newest
---- first; <CR> opens the file of the line, `r` shows that revision read-only, `q` closes.
-local buffer = require("dbcode.buffer")
+--- first; <CR> opens the file of the line, `r` opens the file as it was right after that
+--- changeset (`dbcode://WS@SEQ/PATH`, read-only), `q` closes.
 local client = require("dbcode.client")
 local uri = require("dbcode.uri")
 local util = require("dbcode.util")
@@ -26,31 +26,17 @@ local function scratch_window(name)
   return b
 end
 
---- One revision of a file, read-only, in a scratch window (`dbcode-rev://ws/path@N`).
-function M.show_revision(workspace, path, revision)
-  local res, err = client.request(
-    "dbcode/readFile",
-    { uri = uri.make(workspace, path), revision = revision }
-  )
-  if err then
-    notify("dbcode: " .. (err.message or "cannot read"), levels.ERROR)
-    return
-  end
-  local b = scratch_window(("dbcode-rev://%s/%s@%d"):format(workspace, path, revision))
-  buffer.set_text(b, res.text, false)
-  local ft = vim.filetype.match({ filename = path, buf = b })
-  if ft then
-    vim.bo[b].filetype = ft
-  end
-  vim.bo[b].modifiable = false
-  vim.bo[b].modified = false
-  return b
+--- The file as it was right after changeset `seq`: `dbcode://WS@SEQ/PATH`, read-only
+--- ('nomodifiable'), in a new window below; returns the buffer.
+function M.open_at(workspace, path, seq)
+  vim.cmd("botright split " .. vim.fn.fnameescape(uri.make(workspace, path, seq)))
+  return api.nvim_get_current_buf()
 end
 
 --- The lines of the view and, per line that names a file, what it refers to.
 local function render(workspace, path, changesets)
   local lines = {
-    ("dbcode log %s%s   <CR> open the file · r show that revision · q close"):format(
+    ("dbcode log %s%s   <CR> open the file · r the file at that seq · q close"):format(
       workspace,
       path and ("/" .. path) or ""
     ),
@@ -63,7 +49,13 @@ local function render(workspace, path, changesets)
     for _, f in ipairs(cs.files or {}) do
       local from = (f.oldPath and f.oldPath ~= vim.NIL) and (" (from " .. f.oldPath .. ")") or ""
       lines[#lines + 1] = ("    %-7s %s  rev %d%s"):format(f.kind, f.path, f.revision, from)
-      refs[#lines] = { workspace = workspace, path = f.path, revision = f.revision, kind = f.kind }
+      refs[#lines] = {
+        workspace = workspace,
+        path = f.path,
+        revision = f.revision,
+        kind = f.kind,
+        seq = cs.seq,
+      }
     end
   end
   return lines, refs
@@ -106,9 +98,9 @@ function M.open(workspace, path, limit)
   vim.keymap.set("n", "r", function()
     local r = ref()
     if r and r.kind ~= "delete" then
-      M.show_revision(r.workspace, r.path, r.revision)
+      M.open_at(r.workspace, r.path, r.seq)
     end
-  end, { buffer = b, desc = "dbcode: show this revision" })
+  end, { buffer = b, desc = "dbcode: the file as it was after this changeset" })
   vim.keymap.set("n", "q", "<cmd>close<CR>", { buffer = b, desc = "close" })
   return b
 end

@@ -14,16 +14,19 @@ local function decode(s)
   end))
 end
 
---- `dbcode://<workspace>/<path>`, each segment percent-encoded (RFC 3986), as the server does.
-function M.make(workspace, path)
+--- `dbcode://<workspace>/<path>`, each segment percent-encoded (RFC 3986), as the server does;
+--- with `seq`, `dbcode://<workspace>@<seq>/<path>`: the file right after changeset seq (read-only).
+function M.make(workspace, path, seq)
   local segs = {}
   for _, seg in ipairs(vim.split(path or "", "/", { plain = true })) do
     segs[#segs + 1] = encode_segment(seg)
   end
-  return "dbcode://" .. encode_segment(workspace) .. "/" .. table.concat(segs, "/")
+  local at = seq and ("@" .. string.format("%d", seq)) or ""
+  return "dbcode://" .. encode_segment(workspace) .. at .. "/" .. table.concat(segs, "/")
 end
 
---- workspace, path (decoded; path may be "" or end with "/") of a dbcode:// URI, or nil.
+--- workspace, path (decoded; path may be "" or end with "/") and seq (a number for a read-only
+--- `dbcode://<workspace>@<seq>/<path>`, else nil) of a dbcode:// URI, or nil.
 function M.parse(uri)
   local rest = type(uri) == "string" and uri:match("^dbcode://(.*)$")
   if not rest then
@@ -33,7 +36,12 @@ function M.parse(uri)
   if not ws or ws == "" then
     return nil
   end
-  return decode(ws), decode(path)
+  local seq
+  local name, at = ws:match("^(.*)@(%d+)$") -- a literal @ (the workspace's own is %40)
+  if name and name ~= "" and #at <= 19 then
+    ws, seq = name, tonumber(at)
+  end
+  return decode(ws), decode(path), seq
 end
 
 --- True for a URI that names a folder (the workspace root or a path ending in "/").
