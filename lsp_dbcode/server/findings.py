@@ -198,16 +198,21 @@ def diagnostic_object(index: LineIndex, d: Diagnostic, encoding: Encoding) -> ty
     return as_objects([diagnostic_json(index, d, encoding)])[0]
 
 
+# What a pull client (textDocument/diagnostic) gets by pulling; the other sources (dbcode's
+# conflicts, review threads, claims) change without an edit of the document, and are pushed.
+PULLED_SOURCES = ("ruff", "syntax")
+
+
 def set_diagnostics(client: Client, doc: OpenDoc, source: str, items: list[dict[str, Any]]) -> None:
     """Keep ``source``'s diagnostics of ``doc`` (LSP JSON) and publish the document's, every
-    source's together (to clients that take pushes; a pull client gets only ``dbcode``'s
-    pushed: it pulls the others). Lint inside a conflict block is left out: markers are not
-    code, and the conflict says it all."""
+    source's together (to clients that take pushes; a pull client gets pushed only what it
+    does not pull: conflicts, review threads, claims). Lint inside a conflict block is left
+    out: markers are not code, and the conflict says it all."""
     doc.diagnostics[source] = items
     if client.closed or doc.closed:
         return
     pull = client.pull_diagnostics
-    if pull and source != "dbcode":
+    if pull and source in PULLED_SOURCES:
         return  # the client pulls these (textDocument/diagnostic); no duplicates
     conflicts = [
         (c["range"]["start"]["line"], c["range"]["end"]["line"])
@@ -215,7 +220,7 @@ def set_diagnostics(client: Client, doc: OpenDoc, source: str, items: list[dict[
     ]
     merged: list[dict[str, Any]] = []
     for src, found in doc.diagnostics.items():
-        if pull and src != "dbcode":
+        if pull and src in PULLED_SOURCES:
             continue
         if src == "dbcode" or not conflicts:
             merged += found

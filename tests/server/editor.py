@@ -54,6 +54,7 @@ class Editor:
         mode: str = "save",
         encodings: list[str] | None = None,
         env: dict[str, str] | None = None,
+        pull: bool = False,
         tcp: tuple[str, int] | None = None,
         ws: tuple[str, int] | None = None,
     ) -> Editor:
@@ -80,6 +81,7 @@ class Editor:
                 synchronization=types.TextDocumentSyncClientCapabilities(did_save=True),
                 publish_diagnostics=types.PublishDiagnosticsClientCapabilities(),
                 code_action=types.CodeActionClientCapabilities(),
+                diagnostic=types.DiagnosticClientCapabilities() if pull else None,
             ),
         )
         result = await ed.client.initialize_session(

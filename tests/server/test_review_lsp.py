@@ -174,15 +174,18 @@ async def test_presence_across_two_server_processes(
         await b.stop()
 
 
+@pytest.mark.parametrize("pull", [False, True], ids=["push-client", "pull-client"])
 async def test_review_and_claim_diagnostics_live(
-    database_url: str, store: Store, workspace: str
+    database_url: str, store: Store, workspace: str, pull: bool
 ) -> None:
     """A comment by A shows in B's open document; another agent inserts lines above and it
-    moves; it is resolved and disappears. A's claim shows too, and goes when released."""
+    moves; it is resolved and disappears. A's claim shows too, and goes when released. Also
+    for an editor that pulls its diagnostics (VS Code, Neovim 0.12): review threads and claims
+    change without an edit, so they are pushed to it too (it pulls only ruff and syntax)."""
     await store.write(workspace, "m.py", CODE, agent="seed")
     uri = make_uri(workspace, "m.py")
     a = await Editor.start(database_url, "ann", env=STANDALONE)
-    b = await Editor.start(database_url, "bob", env=STANDALONE)
+    b = await Editor.start(database_url, "bob", env=STANDALONE, pull=pull)
     try:
         buf = await b.open(uri)
         made = await a.request(

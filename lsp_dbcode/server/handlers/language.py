@@ -16,15 +16,13 @@ from ...text.merge import resolve
 from ...uris import make_uri
 from ..blame import NOT_COMMITTED_MARKDOWN, base_line, hover_markdown, target_of
 from ..client import workspace_edit
-from ..findings import as_objects, diagnostic_json, offsets_range_json, overlaps
+from ..findings import PULLED_SOURCES, as_objects, diagnostic_json, offsets_range_json, overlaps
 from .dbcode import read
 from .review import code_actions as review_actions
 
 if TYPE_CHECKING:
     from ..documents import OpenDoc
     from ..session import Session
-
-PULLED_SOURCES = ("ruff", "syntax")  # dbcode's conflicts are always pushed
 
 
 def _open_doc(session: Session, uri: str) -> OpenDoc:
