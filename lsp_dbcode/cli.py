@@ -11,6 +11,7 @@ commands.py, imported only when one of them runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import socket
@@ -334,6 +335,25 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.stderr.write(f"dbcode: {message}\n")
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+def fail_conflict(message: str, current_revision: int | None) -> NoReturn:
+    """A stale --base: exit 3, naming the current revision (both paths, fast and direct)."""
+    fail(f"{message} (current revision {current_revision}; re-read and retry)", EXIT_CONFLICT)
+
+
+def interrupted() -> int:
+    """Ctrl-C: a clean line end and the shell's code for SIGINT."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write("\n")
+    return 130
+
+
+def stdout_gone() -> int:
+    """The reader of our output went away (``| head``): not an error."""
+    with contextlib.suppress(Exception):
+        sys.stdout = open(os.devnull, "w")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

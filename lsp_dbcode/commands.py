@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import shlex
 import sys
 import time
@@ -14,7 +12,17 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .cli import EXIT_CLAIMED, EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, CliError, Progress, fail
+from .cli import (
+    EXIT_CLAIMED,
+    EXIT_ERROR,
+    EXIT_OK,
+    CliError,
+    Progress,
+    fail,
+    fail_conflict,
+    interrupted,
+    stdout_gone,
+)
 from .store import (
     Change,
     Claim,
@@ -572,7 +580,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(HANDLERS[args.command], args))
     except Conflict as exc:
-        fail(f"{exc} (current revision {exc.current_revision}; re-read and retry)", EXIT_CONFLICT)
+        fail_conflict(str(exc), exc.current_revision)
     except Claimed as exc:
         fail(str(exc), EXIT_CLAIMED)
     except CliError as exc:
@@ -580,10 +588,6 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:  # NotFound, InvalidInput, DatabaseUnavailable, ...
         fail(str(exc))
     except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            sys.stderr.write("\n")
-        return 130
+        return interrupted()
     except BrokenPipeError:
-        with contextlib.suppress(Exception):
-            sys.stdout = open(os.devnull, "w")
-        return EXIT_OK
+        return stdout_gone()

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from .cli import EXIT_CLAIMED, EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, fail
+from .cli import EXIT_CLAIMED, EXIT_ERROR, EXIT_OK, fail, fail_conflict, interrupted, stdout_gone
 from .framing import FrameSplitter, FramingError
 from .rpc import (
     REQUEST_TIMEOUT_S,
@@ -401,22 +401,15 @@ def run(args: argparse.Namespace) -> int | None:
         finally:
             conn.close()
     except Conflict as exc:
-        fail(
-            f"{exc.message} (current revision {exc.current_revision}; re-read and retry)",
-            EXIT_CONFLICT,
-        )
+        fail_conflict(exc.message, exc.current_revision)
     except ServerError as exc:  # 423: a change inside another agent's exclusive claim
         fail(exc.message, EXIT_CLAIMED if exc.code == CLAIMED_CODE else EXIT_ERROR)
     except ConnectionLost as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        with contextlib.suppress(Exception):
-            sys.stderr.write("\n")
-        return 130
+        return interrupted()
     except BrokenPipeError:
-        with contextlib.suppress(Exception):
-            sys.stdout = open(os.devnull, "w")
-        return EXIT_OK
+        return stdout_gone()
     except Exception as exc:  # InvalidInput of store/validate.py (standard library only)
         from .store.errors import StoreError
 
