@@ -165,6 +165,13 @@ class Coordination:
 
         self.tasks.run(record())
 
+    async def identity_changed(self) -> None:
+        """dbcode/configure changed the agent or mode: the session's row follows (a row of a
+        replaced holder is not revived: the next open makes a new one with the new identity)."""
+        async with self.lock:
+            if self.id is not None and self.generation == self.store.holder_generation:
+                await self.store.update_session(self.id, self.identity.agent, self.identity.mode)
+
     async def close(self) -> None:
         if self.id is not None:
             sid, self.id = self.id, None

@@ -188,6 +188,22 @@ class CoordinationStore:
         await self._collect_garbage()
         return int(rows[0][0])
 
+    async def update_session(self, session: int, agent: str, mode: str | None) -> None:
+        """The session's agent or mode changed (dbcode/configure): its presence shows the new
+        ones at once, to every process (others are told, as at an open)."""
+        if not agent or len(agent) > 200:
+            raise InvalidInput("invalid agent name: 1-200 characters")
+        if mode is not None and len(mode) > MODE_MAX_CHARS:
+            raise InvalidInput(f"invalid mode {mode!r}")
+        await self._execute(
+            "WITH upd AS (UPDATE dbcode_session SET agent = %s, mode = %s WHERE id = %s"
+            "  AND (agent, mode) IS DISTINCT FROM (%s, %s) RETURNING id),"
+            " ws AS (SELECT DISTINCT w.name FROM dbcode_workspace w WHERE w.id IN ("
+            "  SELECT workspace_id FROM dbcode_presence WHERE session_id IN (SELECT id FROM upd)))"
+            " SELECT pg_notify('dbcode_coord', name) FROM ws",
+            (agent, mode, session, agent, mode),
+        )
+
     async def _collect_garbage(self) -> None:
         """Remove what dead processes and old claims left (their rows are ignored already:
         this only keeps the tables small)."""

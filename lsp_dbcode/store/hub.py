@@ -187,6 +187,7 @@ class Hub:
         self._review_feeds: dict[str, _Feed[ReviewEvent]] = {}
         self._coord: dict[str, asyncio.Event] = {}  # set (and replaced) at each change
         self._coord_gen: dict[str, int] = {}  # changes seen per workspace
+        self._coord_followers: dict[str, int] = {}  # coordination_changes() running
         self._feed_lock = asyncio.Lock()
         self._fetching = asyncio.Semaphore(FEED_FETCHES_MAX)
         self._task: asyncio.Task[None] | None = None
@@ -297,15 +298,27 @@ class Hub:
         coalesced into one, never lost."""
         await self.start()
         self._coord_gen.setdefault(workspace, 0)
+        self._coord_followers[workspace] = self._coord_followers.get(workspace, 0) + 1
         seen = self._coord_gen[workspace]
-        while True:
-            while self._coord_gen[workspace] == seen:
-                event = self._coord.get(workspace)
-                if event is None:
-                    event = self._coord[workspace] = asyncio.Event()
-                await event.wait()
-            seen = self._coord_gen[workspace]
-            yield seen
+        try:
+            while True:
+                while self._coord_gen[workspace] == seen:
+                    event = self._coord.get(workspace)
+                    if event is None:
+                        event = self._coord[workspace] = asyncio.Event()
+                    await event.wait()
+                seen = self._coord_gen[workspace]
+                yield seen
+        finally:
+            # The last follower gone: the workspace is forgotten (a process that followed
+            # many workspaces over its life keeps only those followed now).
+            left = self._coord_followers.get(workspace, 1) - 1
+            if left > 0:
+                self._coord_followers[workspace] = left
+            else:
+                self._coord_followers.pop(workspace, None)
+                self._coord_gen.pop(workspace, None)
+                self._coord.pop(workspace, None)
 
     def committing(self, workspace: str) -> None:
         """This process sends a commit call for ``workspace`` (see DEFER_MAX_S)."""

@@ -163,6 +163,12 @@ async def test_presence_across_two_server_processes(
         assert (p["agent"], p["path"], p["uri"], p["mode"]) == ("ann", "m.py", uri, "live")
         await wait_until(lambda: changes, what="didChangePresence")
         assert changes[0]["workspace"] == workspace
+        # dbcode/configure: the presence shows the new agent and mode, and subscribers hear it.
+        told = len(changes)
+        await a.request("dbcode/configure", {"agent": "ann-2", "mode": "save"})
+        (p,) = await who()
+        assert (p["agent"], p["mode"]) == ("ann-2", "save")
+        await wait_until(lambda: len(changes) > told, what="didChangePresence after configure")
         a.close(uri)
         for _ in range(100):
             if not await who():

@@ -175,6 +175,26 @@ async def test_session_end_releases_its_claims_and_presence(
         assert await store.claims(workspace) == []
         assert await store.presence(workspace) == []
         await store.write(workspace, "f.txt", "x\n", agent="bob")
+        # The follower gone, the hub forgets the workspace (no state kept per workspace ever
+        # followed by a long-lived process).
+        await changes.aclose()
+        assert workspace not in store.hub._coord_gen
+
+
+async def test_configure_changes_the_presence_of_the_session(store: Store, workspace: str) -> None:
+    await store.write(workspace, "f.txt", CODE, agent="ann")
+    session = await store.open_session("ann", "live")
+    await store.set_presence(session, workspace, "f.txt", present=True)
+    changes = store.hub.coordination_changes(workspace)
+    changed = asyncio.create_task(anext(changes))
+    await asyncio.sleep(0.2)
+    await store.update_session(session, "ann-2", "save")
+    await asyncio.wait_for(changed, 5)  # others are told
+    assert [(p.agent, p.mode) for p in await store.presence(workspace)] == [("ann-2", "save")]
+    with pytest.raises(InvalidInput):
+        await store.update_session(session, "", "save")
+    assert [(p.agent, p.mode) for p in await store.presence(workspace)] == [("ann-2", "save")]
+    await changes.aclose()
 
 
 HOLDER = textwrap.dedent(

@@ -291,4 +291,6 @@ async def configure(session: Session, params: Any) -> Any:
         session.identity.agent = agent
     if mode is not None:
         session.identity.mode = mode  # type: ignore[assignment]
+    if agent is not None or mode is not None:
+        await session.coordination.identity_changed()
     return {"agent": session.identity.agent, "mode": session.identity.mode}
