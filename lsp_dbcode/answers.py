@@ -269,7 +269,12 @@ class Claim:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Claim:
         rng = d.get("range")
-        lines = tuple(d["lines"]) if d.get("lines") else range_lines(rng)
+        if d.get("startLine") is not None:
+            lines: Any = (d["startLine"], d["endLine"])
+        elif d.get("lines"):
+            lines = tuple(d["lines"])
+        else:
+            lines = None if "startLine" in d else range_lines(rng)
         return cls(
             d["id"],
             d["agent"],
@@ -278,7 +283,7 @@ class Claim:
             bool(d["exclusive"]),
             d["since"],
             d["expiresAt"],
-            lines,  # type: ignore[arg-type]
+            lines,
             rng,
         )
 
@@ -312,10 +317,14 @@ class Thread:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Thread:
         rng = d.get("range")
+        if "startLine" in d:  # the server's own count
+            lines = None if d["startLine"] is None else (d["startLine"], d["endLine"])
+        else:
+            lines = range_lines(rng)
         return cls(
             d["thread"],
             d["path"],
-            range_lines(rng),
+            lines,
             d["revision"],
             d["kind"],
             d["state"],

@@ -1,5 +1,6 @@
 """The CLI's fast path: ``cat``, ``ls``, ``write``, ``log``, ``watch``, ``check``, ``blame``,
-``comment``, ``reply``, ``resolve``, ``claim``, ``release`` and ``who`` as requests to the shared
+``comment``, ``reply``, ``resolve``, ``comments``, ``claim``, ``release``, ``claims`` and ``who``
+as requests to the shared
 language server (server/relay.py), importing only the standard library.
 
 An agent calls these hundreds of times a task; importing psycopg alone costs more than starting
@@ -59,6 +60,8 @@ FAST_COMMANDS = frozenset(
         "claim",
         "release",
         "who",
+        "comments",
+        "claims",
     }
 )
 DIRECT_ENV = "DBCODE_CLI_DIRECT"
@@ -509,6 +512,89 @@ def cmd_release(conn: Conn, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _where(path: str, first: int | None, last: int | None) -> str:
+    if first is None or last is None:
+        return path
+    return f"{path}:{first}" + (f"-{last}" if last != first else "")
+
+
+def cmd_claims(conn: Conn, args: argparse.Namespace) -> int:
+    """As commands.cmd_claims (``--json``: store.coordination.claim_json's shape)."""
+    _initialized(conn)
+    found = conn.call("dbcode/claims", {"workspace": args.workspace, "path": args.path})
+    out = []
+    for c in found:
+        if args.json:
+            row = {
+                "id": c["id"],
+                "agent": c["agent"],
+                "path": c["path"],
+                "startLine": c["startLine"],
+                "endLine": c["endLine"],
+                "note": c["note"],
+                "exclusive": c["exclusive"],
+                "since": c["since"],
+                "expiresAt": c["expiresAt"],
+            }
+            out.append(json.dumps(row, ensure_ascii=False) + "\n")
+            continue
+        kind = "exclusive" if c["exclusive"] else "shared"
+        note = f"  {c['note']}" if c["note"] else ""
+        until = datetime.fromisoformat(c["expiresAt"]).strftime("%H:%M:%S")
+        out.append(
+            f"{c['id']:>5}  {c['agent']:<20}  {kind:<9}  until {until}"
+            f"  {_where(c['path'], c['startLine'], c['endLine'])}{note}\n"
+        )
+    sys.stdout.write("".join(out))
+    return EXIT_OK
+
+
+def cmd_comments(conn: Conn, args: argparse.Namespace) -> int:
+    """As commands.cmd_comments (``--json``: store.review.thread_json's shape)."""
+    _initialized(conn)
+    threads = conn.call(
+        "dbcode/comments",
+        {"workspace": args.workspace, "path": args.path, "state": "all" if args.all else "open"},
+    )
+    out = []
+    for t in threads:
+        if args.json:
+            row = {
+                "thread": t["thread"],
+                "path": t["path"],
+                "kind": t["kind"],
+                "state": t["state"],
+                "outdated": t["outdated"],
+                "revision": t["revision"],
+                "startLine": t["startLine"],
+                "endLine": t["endLine"],
+                "replacement": t["replacement"],
+                "comments": t["comments"],
+            }
+            out.append(json.dumps(row, ensure_ascii=False) + "\n")
+            continue
+        if t["startLine"] is None:
+            where = f"{t['path']} (deleted)"
+        else:
+            where = _where(t["path"], t["startLine"], t["endLine"])
+        flags = " outdated" if t["outdated"] else ""
+        out.append(
+            f"#{t['thread']}  {where}  {t['kind']}  {t['state']}{flags}"
+            f"  (revision {t['revision']})\n"
+        )
+        for c in t["comments"]:
+            when = datetime.fromisoformat(c["time"]).strftime("%Y-%m-%d %H:%M")
+            body = c["text"].replace("\n", "\n      ")
+            out.append(f"    {c['agent']}  {when}: {body}\n")
+        if t["replacement"] is not None:
+            shown = t["replacement"].rstrip("\n").replace("\n", "\n    | ")
+            out.append(f"    suggests:\n    | {shown}\n")
+    sys.stdout.write("".join(out))
+    if not args.json:
+        sys.stderr.write(f"{len(threads)} thread(s)\n")
+    return EXIT_OK
+
+
 def cmd_who(conn: Conn, args: argparse.Namespace) -> int:
     _initialized(conn)
     rows = conn.call("dbcode/presence", {"workspace": args.workspace, "path": args.path})
@@ -538,6 +624,8 @@ HANDLERS = {
     "claim": cmd_claim,
     "release": cmd_release,
     "who": cmd_who,
+    "comments": cmd_comments,
+    "claims": cmd_claims,
 }
 
 

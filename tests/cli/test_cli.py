@@ -377,6 +377,8 @@ FAST_PROBES = {
     "blame": (["--json"], None, r'\{"startLine": 1, "endLine": 1, "seq": 1,'),
     "comment": (["1", "why?"], None, r"thread \d+ \(comment \d+\)\n"),
     "claim": (["--note", "mine"], None, r"\d+\n"),
+    "claims": ([], None, r"\["),  # none: the probe's line is all
+    "comments": ([], None, r"\["),
 }
 
 

@@ -128,8 +128,14 @@ async def comments(session: Session, params: Any) -> Any:
                 indexes[key] = LineIndex(await store.revision_text(workspace, *key))
             except Exception:  # a deleted file: no text, no range
                 indexes[key] = None
-        out.append(thread_json(t, indexes[key], session.client.encoding))
+        out.append(thread_json(t, indexes[key], session.client.encoding) | _lines_json(t.lines))
     return out
+
+
+def _lines_json(lines: tuple[int, int] | None) -> dict[str, Any]:
+    """Where a thread or claim is now as the CLI counts it: 1-based lines (None: whole file,
+    or a deleted one), so that a client need not count lines from LSP positions."""
+    return {"startLine": lines[0] if lines else None, "endLine": lines[1] if lines else None}
 
 
 async def resolve_thread(session: Session, args: Any) -> None:
@@ -255,7 +261,11 @@ async def claims(session: Session, params: Any) -> Any:
             if key not in indexes:
                 indexes[key] = LineIndex(await store.revision_text(workspace, *key))
             index = indexes[key]
-        out.append(claim_json(c, index, session.client.encoding))
+        out.append(
+            claim_json(c, index, session.client.encoding)
+            | {"path": c.path}
+            | _lines_json(None if c.whole else c.lines)
+        )
     return out
 
 
