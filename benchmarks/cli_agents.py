@@ -11,8 +11,11 @@ command as a whole process, wall clock, ``--runs`` rounds:
 * anchors: ``python3 -c pass`` (the interpreter the CLI runs on, ``-S`` not given: the same
   site start as ``dbcode``), ``git show HEAD:PATH``, ``git ls-files``;
 * ``dbcode cat WS PATH``, ``dbcode ls WS``, ``dbcode write WS PATH --base N`` (each write CAS
-  on the revision the previous one made), ``dbcode log WS -n 20``, ``dbcode check``-less: the
-  fast path (through the shared server) and, for the before figures, ``DBCODE_CLI_DIRECT=1``.
+  on the revision the previous one made), ``dbcode log WS -n 20``, ``dbcode blame WS PATH``,
+  ``dbcode comment WS PATH 3-4 TEXT`` (a new thread each run) and ``dbcode claim WS PATH 5-6``
+  (a new claim each run, by an agent of its own so that no agent reaches its claim limit),
+  ``dbcode check``-less: the fast path (through the shared server) and, for the before
+  figures, ``DBCODE_CLI_DIRECT=1``.
 
 Prints per command the median and the 10th/90th percentiles in ms, and the ratio of its median
 to ``python3 -c pass``'s median from the same rounds. Targets (issue 17): cat and ls at most
@@ -101,6 +104,13 @@ def main() -> int:
             revision[0] += 1
             return took
 
+        claims = [0]
+
+        def claim(e: dict[str, str]) -> float:
+            claims[0] += 1
+            e = {**e, "DBCODE_AGENT": f"bench-{claims[0]}"}
+            return run([*DBCODE, "claim", WS, PATH, "5-6", "--note", "bench"], e)
+
         commands: dict[str, object] = {
             "python3 -c pass": lambda: run([sys.executable, "-c", "pass"], env),
             "git show HEAD:PATH": lambda: run([*git, "show", f"HEAD:{PATH}"], env),
@@ -109,11 +119,19 @@ def main() -> int:
             "dbcode ls": lambda: run([*DBCODE, "ls", WS], env),
             "dbcode write": lambda: write(env),
             "dbcode log -n 20": lambda: run([*DBCODE, "log", WS, "-n", "20"], env),
+            "dbcode blame": lambda: run([*DBCODE, "blame", WS, PATH], env),
+            "dbcode comment": lambda: run([*DBCODE, "comment", WS, PATH, "3-4", "why?"], env),
+            "dbcode claim": lambda: claim(env),
         }
         if not a.no_direct:
             commands["direct: dbcode cat"] = lambda: run([*DBCODE, "cat", WS, PATH], direct_env)
             commands["direct: dbcode ls"] = lambda: run([*DBCODE, "ls", WS], direct_env)
             commands["direct: dbcode write"] = lambda: write(direct_env)
+            commands["direct: dbcode blame"] = lambda: run([*DBCODE, "blame", WS, PATH], direct_env)
+            commands["direct: dbcode comment"] = lambda: run(
+                [*DBCODE, "comment", WS, PATH, "3-4", "why?"], direct_env
+            )
+            commands["direct: dbcode claim"] = lambda: claim(direct_env)
         times: dict[str, list[float]] = {name: [] for name in commands}
         names = list(commands)
         for r in range(a.runs + 1):

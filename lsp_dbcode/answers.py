@@ -11,12 +11,14 @@ from .rpc import make_uri, uri_path
 
 @dataclass(frozen=True, slots=True)
 class FileText:
-    """A file's text at a revision."""
+    """A file's text at a revision. ``at``: the seq it was read at (time travel: the file
+    right after changeset ``at``; None: the current or a named revision)."""
 
     workspace: str
     path: str
     text: str
     revision: int
+    at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,3 +206,152 @@ class Change:
     path: str
     text: str | None
     base: int | None = None
+
+
+def range_lines(rng: Any) -> tuple[int, int] | None:
+    """The lines (1-based, inclusive) an LSP range covers; a range that ends at the start of
+    a line does not cover that line (as ``dbcode comments`` counts them)."""
+    if not isinstance(rng, dict):
+        return None
+    first = int(rng["start"]["line"]) + 1
+    end_line, end_char = int(rng["end"]["line"]), int(rng["end"]["character"])
+    last = end_line + 1 if end_char > 0 else max(first, end_line)
+    return first, last
+
+
+@dataclass(frozen=True, slots=True)
+class BlameRun:
+    """Lines ``start_line``..``end_line`` (1-based, inclusive) of the blamed text, last
+    changed by changeset ``seq`` (file ``path`` at ``revision``: renames are followed)."""
+
+    start_line: int
+    end_line: int
+    seq: int
+    revision: int
+    path: str
+    agent: str
+    time: str
+    message: str | None
+    meta: dict[str, Any] | None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BlameRun:
+        """From ``dbcode/blame`` (lines 0-based on the wire)."""
+        return cls(
+            d["startLine"] + 1,
+            d["endLine"] + 1,
+            d["seq"],
+            d["revision"],
+            d["path"],
+            d["agent"],
+            d["time"],
+            d.get("message"),
+            d.get("meta"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A live claim: "``agent`` is working here" until ``expires_at`` (ISO 8601). ``lines``:
+    the lines it covers now (1-based, inclusive; None: the whole file); ``range``: the same
+    as an LSP range (UTF-16), when the server sent it."""
+
+    id: int
+    agent: str
+    path: str
+    note: str
+    exclusive: bool
+    since: str
+    expires_at: str
+    lines: tuple[int, int] | None = None
+    range: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Claim:
+        rng = d.get("range")
+        if d.get("startLine") is not None:
+            lines: Any = (d["startLine"], d["endLine"])
+        elif d.get("lines"):
+            lines = tuple(d["lines"])
+        else:
+            lines = None if "startLine" in d else range_lines(rng)
+        return cls(
+            d["id"],
+            d["agent"],
+            uri_path(d["uri"]),
+            d.get("note") or "",
+            bool(d["exclusive"]),
+            d["since"],
+            d["expiresAt"],
+            lines,
+            rng,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    id: int
+    agent: str
+    text: str
+    time: str
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """A review thread where its code is now: ``lines`` (1-based, inclusive; None: the file
+    was deleted), ``outdated`` when its text was deleted; ``revision``: the file's revision
+    those lines refer to (threads follow every changeset). ``kind``: note | suggestion |
+    blocking; ``state``: open | resolved."""
+
+    id: int
+    path: str
+    lines: tuple[int, int] | None
+    revision: int
+    kind: str
+    state: str
+    outdated: bool
+    replacement: str | None
+    comments: list[Comment]
+    range: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Thread:
+        rng = d.get("range")
+        if "startLine" in d:  # the server's own count
+            lines = None if d["startLine"] is None else (d["startLine"], d["endLine"])
+        else:
+            lines = range_lines(rng)
+        return cls(
+            d["thread"],
+            d["path"],
+            lines,
+            d["revision"],
+            d["kind"],
+            d["state"],
+            bool(d["outdated"]),
+            d.get("replacement"),
+            [Comment(c["id"], c["agent"], c["text"], c["time"]) for c in d.get("comments") or []],
+            rng,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Commented:
+    """A new review thread (``thread``) and its first comment (``id``)."""
+
+    thread: int
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """``agent`` has ``path`` open (``mode``: save | live | None) since ``since`` (ISO 8601)."""
+
+    agent: str
+    path: str
+    mode: str | None
+    since: str
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Presence:
+        return cls(d["agent"], d["path"], d.get("mode"), d["since"])

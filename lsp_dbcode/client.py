@@ -42,14 +42,20 @@ from types import TracebackType
 from typing import Any
 
 from .answers import (
+    BlameRun,
     Change,
     Changeset,
     Check,
+    Claim,
+    Comment,
+    Commented,
     Committed,
     FileChange,
     FileEntry,
     FileText,
     Finding,
+    Presence,
+    Thread,
     WorkspaceCheck,
     Written,
 )
@@ -58,6 +64,7 @@ from .framing import MESSAGE_BYTES_MAX, FrameSplitter, FramingError
 from .rpc import (
     CONNECT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
+    AccessDenied,
     Claimed,
     ClientError,
     Conflict,
@@ -76,12 +83,17 @@ from .rpc import (
 )
 
 __all__ = [
+    "AccessDenied",
+    "BlameRun",
     "Change",
     "Changeset",
     "Check",
+    "Claim",
     "Claimed",
     "Client",
     "ClientError",
+    "Comment",
+    "Commented",
     "Committed",
     "Conflict",
     "ConnectionLost",
@@ -92,7 +104,9 @@ __all__ = [
     "Finding",
     "InvalidInput",
     "NotFound",
+    "Presence",
     "ServerError",
+    "Thread",
     "Unavailable",
     "WorkspaceCheck",
     "Written",
@@ -102,6 +116,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 * 1024
+CLAIM_TTL_S_DEFAULT = 300.0  # as store/coordination.py (a test holds them equal)
 CHANGES_QUEUE_MAX = 1000  # changesets buffered per changes() iterator before it catches up
 WAIT_S_MAX = 3600.0  # the longest a changes() iterator may be asked to wait for one changeset
 
@@ -334,15 +349,24 @@ class Client:
         return [FileEntry.from_json(d) for d in got]
 
     async def read(
-        self, path: str, revision: int | None = None, *, workspace: str | None = None
+        self,
+        path: str,
+        revision: int | None = None,
+        *,
+        at: int | None = None,
+        workspace: str | None = None,
     ) -> FileText:
-        """A file's current text, or its text at ``revision``. NotFound if there is none."""
+        """A file's current text, or its text at ``revision``, or — time travel — as it was
+        right after changeset ``at`` (a seq; ``dbcode://WS@SEQ/PATH``). NotFound if there is
+        none; InvalidInput for a seq beyond the head."""
         ws = self._ws(workspace)
-        params: dict[str, Any] = {"uri": make_uri(ws, path)}
+        if at is not None and revision is not None:
+            raise ValueError("give revision or at, not both")
+        params: dict[str, Any] = {"uri": make_uri(ws, path, at)}
         if revision is not None:
             params["revision"] = revision
         got = await self.call("dbcode/readFile", params)
-        return FileText(ws, path, got["text"], got["revision"])
+        return FileText(ws, path, got["text"], got["revision"], at)
 
     async def write(
         self,
@@ -433,6 +457,25 @@ class Client:
         got = await self.call("dbcode/log", params)
         return [Changeset.from_json(d, ws) for d in got]
 
+    async def blame(
+        self,
+        path: str,
+        rev: int | None = None,
+        *,
+        at: int | None = None,
+        workspace: str | None = None,
+    ) -> list[BlameRun]:
+        """For every line of the file (its current revision, ``rev``, or as it was after
+        changeset ``at``), the changeset that last changed it: runs of lines, 1-based and
+        inclusive, in order (renames followed)."""
+        ws = self._ws(workspace)
+        if at is not None and rev is not None:
+            raise ValueError("give rev or at, not both")
+        params: dict[str, Any] = {"uri": make_uri(ws, path, at)}
+        if rev is not None:
+            params["revision"] = rev
+        return [BlameRun.from_json(d) for d in await self.call("dbcode/blame", params)]
+
     async def changes(
         self,
         since: int | None = None,
@@ -477,6 +520,110 @@ class Client:
                 if self._closed is None:
                     with contextlib.suppress(ClientError):
                         await self.call("dbcode/unsubscribe", {"workspace": ws}, 5.0)
+
+    # -- coordination and review -----------------------------------------------------------
+
+    async def claim(
+        self,
+        path: str,
+        lines: tuple[int, int] | None = None,
+        *,
+        note: str = "",
+        exclusive: bool = False,
+        ttl_s: float = CLAIM_TTL_S_DEFAULT,
+        renew: int | None = None,
+        detached: bool = False,
+        workspace: str | None = None,
+    ) -> Claim:
+        """Say "I am working here" on the file, or on ``lines`` (1-based, inclusive) of its
+        current revision, for ``ttl_s`` seconds (the database's clock). ``exclusive``: other
+        agents' commits that touch it are refused (:class:`Claimed`, naming you and your
+        note); else they go through with a warning. ``renew``: the id of a claim of yours to
+        extend. The claim ends with this session (``detached``: it does not; it lasts until
+        released or expired, like a CLI claim). :class:`Claimed` when another agent's
+        exclusive claim overlaps it."""
+        params: dict[str, Any] = {
+            "uri": make_uri(self._ws(workspace), path),
+            "note": note,
+            "exclusive": exclusive,
+            "ttlSeconds": ttl_s,
+            "detached": detached,
+        }
+        if lines is not None:
+            params["lines"] = list(lines)
+        if renew is not None:
+            params["id"] = renew
+        return Claim.from_json(await self.call("dbcode/claim", params))
+
+    async def release(self, claim_id: int, *, workspace: str | None = None) -> None:
+        """Release a claim of yours (NotFound if it is gone; refused if another agent's)."""
+        await self.call("dbcode/release", {"workspace": self._ws(workspace), "id": claim_id})
+
+    async def claims(self, path: str | None = None, *, workspace: str | None = None) -> list[Claim]:
+        """The live claims (of one file with ``path``), at the lines they cover now."""
+        got = await self.call("dbcode/claims", {"workspace": self._ws(workspace), "path": path})
+        return [Claim.from_json(d) for d in got]
+
+    async def presence(
+        self, path: str | None = None, *, workspace: str | None = None
+    ) -> list[Presence]:
+        """Who has which file open (in an editor or a session), across every server process."""
+        got = await self.call("dbcode/presence", {"workspace": self._ws(workspace), "path": path})
+        return [Presence.from_json(d) for d in got]
+
+    async def comment(
+        self,
+        path: str,
+        lines: tuple[int, int],
+        text: str,
+        *,
+        kind: str = "note",
+        replacement: str | None = None,
+        revision: int | None = None,
+        workspace: str | None = None,
+    ) -> Commented:
+        """Open a review thread on ``lines`` (1-based, inclusive) of the file's current
+        revision (or ``revision``). ``kind``: note | suggestion (with ``replacement``, the
+        text proposed for those lines) | blocking. The thread follows its code through later
+        changesets."""
+        params: dict[str, Any] = {
+            "uri": make_uri(self._ws(workspace), path),
+            "lines": list(lines),
+            "text": text,
+            "kind": kind,
+            "replacement": replacement,
+        }
+        if revision is not None:
+            params["revision"] = revision
+        got = await self.call("dbcode/comment", params)
+        return Commented(got["thread"], got["id"])
+
+    async def reply(self, thread: int, text: str, *, workspace: str | None = None) -> int:
+        """Reply to a thread; the new comment's id."""
+        got = await self.call(
+            "dbcode/reply", {"workspace": self._ws(workspace), "thread": thread, "text": text}
+        )
+        return int(got["id"])
+
+    async def resolve(
+        self, thread: int, *, reopen: bool = False, workspace: str | None = None
+    ) -> bool:
+        """Resolve a thread (``reopen``: open it again). False if it already was."""
+        got = await self.call(
+            "dbcode/resolve",
+            {"workspace": self._ws(workspace), "thread": thread, "resolved": not reopen},
+        )
+        return bool(got.get("changed", True)) if isinstance(got, dict) else True
+
+    async def comments(
+        self, path: str | None = None, *, state: str = "open", workspace: str | None = None
+    ) -> list[Thread]:
+        """Review threads (of one file with ``path``) where their code is now; ``state``:
+        open | resolved | all."""
+        got = await self.call(
+            "dbcode/comments", {"workspace": self._ws(workspace), "path": path, "state": state}
+        )
+        return [Thread.from_json(d) for d in got]
 
     # -- findings ---------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
-"""The CLI's fast path: ``cat``, ``ls``, ``write``, ``log``, ``watch`` and ``check`` as
-requests to the shared language server (server/relay.py), importing only the standard library.
+"""The CLI's fast path: ``cat``, ``ls``, ``write``, ``log``, ``watch``, ``check``, ``blame``,
+``comment``, ``reply``, ``resolve``, ``comments``, ``claim``, ``release``, ``claims`` and ``who``
+as requests to the shared
+language server (server/relay.py), importing only the standard library.
 
 An agent calls these hundreds of times a task; importing psycopg alone costs more than starting
 Python, so instead of opening the database itself the command attaches to the ``dbcode serve
@@ -43,7 +45,25 @@ from .rpc import (
 )
 
 CLAIMED_CODE = 423  # the server's JSON-RPC error for a change inside an exclusive claim
-FAST_COMMANDS = frozenset({"cat", "ls", "write", "log", "watch", "check"})
+FAST_COMMANDS = frozenset(
+    {
+        "cat",
+        "ls",
+        "write",
+        "log",
+        "watch",
+        "check",
+        "blame",
+        "comment",
+        "reply",
+        "resolve",
+        "claim",
+        "release",
+        "who",
+        "comments",
+        "claims",
+    }
+)
 DIRECT_ENV = "DBCODE_CLI_DIRECT"
 # As store/store.py (a test holds them equal; importing it would import psycopg).
 LOG_LIMIT_DEFAULT = 50
@@ -361,6 +381,235 @@ def cmd_watch(conn: Conn, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_blame(conn: Conn, args: argparse.Namespace) -> int:
+    """As commands.cmd_blame: the text of the revision blamed, then its runs (0-based on the
+    wire, 1-based here)."""
+    uri = make_uri(args.workspace, args.path)
+    params: dict[str, Any] = {"uri": uri}
+    if args.rev is not None:
+        params["revision"] = args.rev
+    _initialized(conn)
+    f = conn.call("dbcode/readFile", params)
+    runs = conn.call("dbcode/blame", {"uri": uri, "revision": f["revision"]})
+    for r in runs:
+        r["startLine"] += 1
+        r["endLine"] += 1
+    out: list[str] = []
+    if args.json:
+        out = [json.dumps(r, ensure_ascii=False) + "\n" for r in runs]
+    else:
+        lines = f["text"].split("\n")  # blame counts "\n" like git (as the direct path)
+        if lines and lines[-1] == "":
+            lines.pop()
+        width = len(str(len(lines)))
+        for r in runs:
+            when = _when(r["time"])
+            where = f" {r['path']}" if r["path"] != args.path else ""
+            for n in range(r["startLine"] - 1, r["endLine"]):
+                text = lines[n] if n < len(lines) else ""
+                out.append(
+                    f"{r['seq']:>6} r{r['revision']:<4} {r['agent'][:16]:<16} {when}{where} "
+                    f"{n + 1:>{width}}) {text}\n"
+                )
+    sys.stdout.write("".join(out))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_comment(conn: Conn, args: argparse.Namespace) -> int:
+    """As commands.cmd_comment (its messages for --kind and --suggest)."""
+    from .store import validate
+
+    replacement = None
+    kind = args.kind or ("suggestion" if args.suggest is not None else "note")
+    if args.suggest is not None:
+        if kind != "suggestion":
+            fail(f"--suggest makes a suggestion, not a {kind}")
+        if args.suggest == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            try:
+                with open(args.suggest, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                fail(f"cannot read --suggest {args.suggest}: {exc.strerror}")
+        replacement = validate.decode_content(data, "suggestion", validate.content_bytes_max())
+    elif kind == "suggestion":
+        fail("a suggestion needs its replacement: --suggest FILE (or - for stdin)")
+    params: dict[str, Any] = {
+        "uri": make_uri(args.workspace, args.path),
+        "text": args.text,
+        "lines": list(args.lines),
+        "kind": kind,
+        "replacement": replacement,
+    }
+    if args.rev is not None:
+        params["revision"] = args.rev
+    _initialized(conn)
+    made = conn.call("dbcode/comment", params)
+    sys.stdout.write(f"thread {made['thread']} (comment {made['id']})\n")
+    return EXIT_OK
+
+
+def cmd_reply(conn: Conn, args: argparse.Namespace) -> int:
+    _initialized(conn)
+    got = conn.call(
+        "dbcode/reply", {"workspace": args.workspace, "thread": args.thread, "text": args.text}
+    )
+    sys.stdout.write(f"comment {got['id']} on thread {args.thread}\n")
+    return EXIT_OK
+
+
+def cmd_resolve(conn: Conn, args: argparse.Namespace) -> int:
+    _initialized(conn)
+    got = conn.call(
+        "dbcode/resolve",
+        {"workspace": args.workspace, "thread": args.thread, "resolved": not args.reopen},
+    )
+    state = "reopened" if args.reopen else "resolved"
+    already = "" if (got or {}).get("changed", True) else " already"
+    sys.stdout.write(f"thread {args.thread} {state}{already}\n")
+    return EXIT_OK
+
+
+def cmd_claim(conn: Conn, args: argparse.Namespace) -> int:
+    """As commands.cmd_claim. ``detached``: the claim outlives this short session (until
+    released or expired), as a claim of the direct path does."""
+    params: dict[str, Any] = {
+        "uri": make_uri(args.workspace, args.path),
+        "note": args.note,
+        "exclusive": args.exclusive,
+        "ttlSeconds": args.ttl,
+        "detached": True,
+    }
+    if args.lines is not None:
+        params["lines"] = list(args.lines)
+    if args.id is not None:
+        params["id"] = args.id
+    _initialized(conn)
+    made = conn.call("dbcode/claim", params)
+    if made["whole"]:
+        where = args.path
+    elif made.get("lines"):
+        first, last = made["lines"]
+        where = f"{args.path}:{first}" + (f"-{last}" if last != first else "")
+    else:
+        where = f"{args.path}[{made['span'][0]}:{made['span'][1]}]"
+    kind = "exclusive claim" if made["exclusive"] else "claim"
+    until = datetime.fromisoformat(made["expiresAt"]).strftime("%Y-%m-%d %H:%M:%S %Z")
+    sys.stdout.write(f"{made['id']}\n")
+    sys.stderr.write(
+        f"{kind} {made['id']} on {where} until {until} (release: dbcode release"
+        f" {args.workspace} {made['id']})\n"
+    )
+    return EXIT_OK
+
+
+def cmd_release(conn: Conn, args: argparse.Namespace) -> int:
+    _initialized(conn)
+    conn.call("dbcode/release", {"workspace": args.workspace, "id": args.id})
+    sys.stdout.write(f"released claim {args.id}\n")
+    return EXIT_OK
+
+
+def _where(path: str, first: int | None, last: int | None) -> str:
+    if first is None or last is None:
+        return path
+    return f"{path}:{first}" + (f"-{last}" if last != first else "")
+
+
+def cmd_claims(conn: Conn, args: argparse.Namespace) -> int:
+    """As commands.cmd_claims (``--json``: store.coordination.claim_json's shape)."""
+    _initialized(conn)
+    found = conn.call("dbcode/claims", {"workspace": args.workspace, "path": args.path})
+    out = []
+    for c in found:
+        if args.json:
+            row = {
+                "id": c["id"],
+                "agent": c["agent"],
+                "path": c["path"],
+                "startLine": c["startLine"],
+                "endLine": c["endLine"],
+                "note": c["note"],
+                "exclusive": c["exclusive"],
+                "since": c["since"],
+                "expiresAt": c["expiresAt"],
+            }
+            out.append(json.dumps(row, ensure_ascii=False) + "\n")
+            continue
+        kind = "exclusive" if c["exclusive"] else "shared"
+        note = f"  {c['note']}" if c["note"] else ""
+        until = datetime.fromisoformat(c["expiresAt"]).strftime("%H:%M:%S")
+        out.append(
+            f"{c['id']:>5}  {c['agent']:<20}  {kind:<9}  until {until}"
+            f"  {_where(c['path'], c['startLine'], c['endLine'])}{note}\n"
+        )
+    sys.stdout.write("".join(out))
+    return EXIT_OK
+
+
+def cmd_comments(conn: Conn, args: argparse.Namespace) -> int:
+    """As commands.cmd_comments (``--json``: store.review.thread_json's shape)."""
+    _initialized(conn)
+    threads = conn.call(
+        "dbcode/comments",
+        {"workspace": args.workspace, "path": args.path, "state": "all" if args.all else "open"},
+    )
+    out = []
+    for t in threads:
+        if args.json:
+            row = {
+                "thread": t["thread"],
+                "path": t["path"],
+                "kind": t["kind"],
+                "state": t["state"],
+                "outdated": t["outdated"],
+                "revision": t["revision"],
+                "startLine": t["startLine"],
+                "endLine": t["endLine"],
+                "replacement": t["replacement"],
+                "comments": t["comments"],
+            }
+            out.append(json.dumps(row, ensure_ascii=False) + "\n")
+            continue
+        if t["startLine"] is None:
+            where = f"{t['path']} (deleted)"
+        else:
+            where = _where(t["path"], t["startLine"], t["endLine"])
+        flags = " outdated" if t["outdated"] else ""
+        out.append(
+            f"#{t['thread']}  {where}  {t['kind']}  {t['state']}{flags}"
+            f"  (revision {t['revision']})\n"
+        )
+        for c in t["comments"]:
+            when = datetime.fromisoformat(c["time"]).strftime("%Y-%m-%d %H:%M")
+            body = c["text"].replace("\n", "\n      ")
+            out.append(f"    {c['agent']}  {when}: {body}\n")
+        if t["replacement"] is not None:
+            shown = t["replacement"].rstrip("\n").replace("\n", "\n    | ")
+            out.append(f"    suggests:\n    | {shown}\n")
+    sys.stdout.write("".join(out))
+    if not args.json:
+        sys.stderr.write(f"{len(threads)} thread(s)\n")
+    return EXIT_OK
+
+
+def cmd_who(conn: Conn, args: argparse.Namespace) -> int:
+    _initialized(conn)
+    rows = conn.call("dbcode/presence", {"workspace": args.workspace, "path": args.path})
+    out = []
+    for p in rows:
+        if args.json:
+            out.append(json.dumps(p, ensure_ascii=False) + "\n")
+        else:
+            out.append(
+                f"{p['agent']:<20}  {p['mode'] or '-':<5}  since {_when(p['since'])}  {p['path']}\n"
+            )
+    sys.stdout.write("".join(out))
+    return EXIT_OK
+
+
 HANDLERS = {
     "ls": cmd_ls,
     "cat": cmd_cat,
@@ -368,6 +617,15 @@ HANDLERS = {
     "log": cmd_log,
     "watch": cmd_watch,
     "check": cmd_check,
+    "blame": cmd_blame,
+    "comment": cmd_comment,
+    "reply": cmd_reply,
+    "resolve": cmd_resolve,
+    "claim": cmd_claim,
+    "release": cmd_release,
+    "who": cmd_who,
+    "comments": cmd_comments,
+    "claims": cmd_claims,
 }
 
 
@@ -378,6 +636,8 @@ def _direct_words_it(args: argparse.Namespace) -> bool:
         return True
     if args.command == "cat":
         return (args.rev is not None and args.rev < 1) or args.at is not None
+    if args.command in ("blame", "comment"):
+        return args.rev is not None and args.rev < 1
     if args.command == "log":
         limit_bad = args.limit is not None and not 1 <= args.limit <= LOG_LIMIT_MAX
         return limit_bad or (args.before is not None and args.before < 1)

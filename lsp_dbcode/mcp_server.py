@@ -17,16 +17,20 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from .client import (
+    CLAIM_TTL_S_DEFAULT,
+    AccessDenied,
+    BlameRun,
     Change,
     Changeset,
     Check,
+    Claim,
     Claimed,
     Client,
     Conflict,
     ConnectionLost,
-    Denied,
     NotFound,
     ServerError,
+    Thread,
     connect,
 )
 
@@ -46,7 +50,11 @@ write_file with base_revision = the revision you read. If someone changed the fi
 you get a conflict naming the current revision: read again, redo your edit, write again.
 Every write and commit answers the new revision's problems (ruff lint, syntax errors):
 fix what you broke. Use wait_for_changes to see what others commit.
+Before a longer edit of a shared file, claim the lines you work on (exclusive: others' writes
+there are refused) and release them when done; blame shows who changed a line and why;
+comment, reply and resolve are review threads on lines, seen by people in their editors.
 """
+Lines = Annotated[int, Field(description="First line, 1-based", ge=1)]
 
 Workspace = Annotated[
     str | None,
@@ -101,7 +109,7 @@ def tool_message(exc: Exception) -> str:
         return f"{exc.message} ({now}; read the file again, redo your edit, write with that base)"
     if isinstance(exc, Claimed):
         return f"claimed: {exc.message}"
-    if isinstance(exc, Denied):
+    if isinstance(exc, AccessDenied):
         return f"denied: {exc.message}"
     if isinstance(exc, NotFound):
         return f"not found: {exc.message}"
@@ -135,6 +143,55 @@ def _changeset_json(cs: Changeset) -> dict[str, Any]:
             for f in cs.files
         ],
     }
+
+
+def _claim_json(c: Claim) -> dict[str, Any]:
+    return {
+        "claim_id": c.id,
+        "agent": c.agent,
+        "path": c.path,
+        "start_line": c.lines[0] if c.lines else None,
+        "end_line": c.lines[1] if c.lines else None,
+        "exclusive": c.exclusive,
+        "note": c.note,
+        "expires_at": c.expires_at,
+    }
+
+
+def _thread_json(t: Thread) -> dict[str, Any]:
+    return {
+        "thread": t.id,
+        "path": t.path,
+        "start_line": t.lines[0] if t.lines else None,
+        "end_line": t.lines[1] if t.lines else None,
+        "kind": t.kind,
+        "state": t.state,
+        "outdated": t.outdated,
+        "replacement": t.replacement,
+        "comments": [{"agent": c.agent, "text": c.text, "time": c.time} for c in t.comments],
+    }
+
+
+def _blame_json(r: BlameRun) -> dict[str, Any]:
+    return {
+        "start_line": r.start_line,
+        "end_line": r.end_line,
+        "seq": r.seq,
+        "revision": r.revision,
+        "path": r.path,
+        "agent": r.agent,
+        "time": r.time,
+        "message": r.message,
+        "meta": r.meta,
+    }
+
+
+def _lines(start_line: int | None, end_line: int | None) -> tuple[int, int] | None:
+    if start_line is None:
+        if end_line is not None:
+            raise ToolFailure("give start_line with end_line")
+        return None
+    return start_line, start_line if end_line is None else end_line
 
 
 def build_server(tools: DbcodeTools) -> Any:
@@ -196,14 +253,28 @@ def build_server(tools: DbcodeTools) -> Any:
         revision: Annotated[
             int | None, Field(description="An older revision to read; default: current", ge=1)
         ] = None,
+        at_seq: Annotated[
+            int | None,
+            Field(
+                description="Time travel: the file as it was right after changeset at_seq "
+                "(a seq from log); not with revision",
+                ge=0,
+            ),
+        ] = None,
         workspace: Workspace = None,
     ) -> dict[str, Any]:
         """Read a file's text and its revision. Keep the revision: pass it as base_revision
-        when you write the file, so that you never overwrite someone else's change."""
+        when you write the file, so that you never overwrite someone else's change. With
+        at_seq, read the file as it was at that point of the history (e.g. before a change
+        that broke something), read-only."""
 
         async def go() -> Any:
-            f = await (await tools.client()).read(path, revision, workspace=tools.ws(workspace))
-            return {"path": f.path, "revision": f.revision, "text": f.text}
+            c = await tools.client()
+            if at_seq is not None and revision is not None:
+                raise ToolFailure("give revision or at_seq, not both")
+            f = await c.read(path, revision, at=at_seq, workspace=tools.ws(workspace))
+            out = {"path": f.path, "revision": f.revision, "text": f.text}
+            return out | ({"at_seq": at_seq} if at_seq is not None else {})
 
         return await run(go())  # type: ignore[no-any-return]
 
@@ -370,6 +441,193 @@ def build_server(tools: DbcodeTools) -> Any:
                 "timed_out": not got,
                 "truncated": len(got) >= WAIT_CHANGESETS_MAX,
             }
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def blame(
+        path: Annotated[str, Field(description="File path in the workspace")],
+        revision: Annotated[
+            int | None, Field(description="Blame this revision; default: current", ge=1)
+        ] = None,
+        at_seq: Annotated[
+            int | None, Field(description="Blame the file as it was after this seq", ge=0)
+        ] = None,
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """Who last changed each line of a file, and in which changeset: runs of lines
+        (1-based, inclusive) with seq, revision, agent, time, message and meta (renames are
+        followed). Use it to learn why a line is the way it is before changing it, or whom to
+        ask (comment) about it."""
+
+        async def go() -> Any:
+            c = await tools.client()
+            if at_seq is not None and revision is not None:
+                raise ToolFailure("give revision or at_seq, not both")
+            runs = await c.blame(path, revision, at=at_seq, workspace=tools.ws(workspace))
+            return {"path": path, "runs": [_blame_json(r) for r in runs]}
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def claim(
+        path: Annotated[str, Field(description="File path in the workspace")],
+        start_line: Annotated[
+            int | None,
+            Field(description="First line (1-based); omit to claim the whole file", ge=1),
+        ] = None,
+        end_line: Annotated[
+            int | None,
+            Field(description="Last line (1-based, inclusive); default start_line", ge=1),
+        ] = None,
+        note: Annotated[str, Field(description="What you are doing there, for others")] = "",
+        exclusive: Annotated[
+            bool,
+            Field(description="Refuse other agents' writes that touch it (else they only warn)"),
+        ] = False,
+        ttl_s: Annotated[
+            float, Field(description="Seconds until it expires (renew before)", gt=0)
+        ] = CLAIM_TTL_S_DEFAULT,
+        renew_claim_id: Annotated[
+            int | None, Field(description="Extend this claim of yours instead of a new one", ge=1)
+        ] = None,
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """Say "I am working here" on a file or on lines of it, for ttl_s seconds, so that
+        other agents and people see it (and, if exclusive, cannot write there meanwhile). Use
+        it before a longer edit of a file others work on; release it when done. Fails with a
+        'claimed' error naming the holder and note if someone else's exclusive claim covers
+        it. Claims end when this MCP server stops. Returns the claim_id."""
+
+        async def go() -> Any:
+            c = await tools.client()
+            made = await c.claim(
+                path,
+                _lines(start_line, end_line),
+                note=note,
+                exclusive=exclusive,
+                ttl_s=ttl_s,
+                renew=renew_claim_id,
+                workspace=tools.ws(workspace),
+            )
+            return _claim_json(made)
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def release(
+        claim_id: Annotated[int, Field(description="The claim_id that claim returned", ge=1)],
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """Release a claim of yours as soon as you are done, so that others may work there."""
+
+        async def go() -> Any:
+            await (await tools.client()).release(claim_id, workspace=tools.ws(workspace))
+            return {"released": claim_id}
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def list_claims(
+        path: Annotated[str | None, Field(description="Only claims on this file")] = None,
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """The live claims (who works where, exclusive or not, until when), at the lines they
+        cover now. Use it before editing a file to avoid stepping on someone's work."""
+
+        async def go() -> Any:
+            found = await (await tools.client()).claims(path, workspace=tools.ws(workspace))
+            return {"claims": [_claim_json(x) for x in found]}
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def comment(
+        path: Annotated[str, Field(description="File path in the workspace")],
+        start_line: Lines,
+        text: Annotated[str, Field(description="The comment (markdown)")],
+        end_line: Annotated[
+            int | None,
+            Field(description="Last line (1-based, inclusive); default start_line", ge=1),
+        ] = None,
+        kind: Annotated[
+            str,
+            Field(
+                description="note; suggestion (give replacement: the new text of those lines); "
+                "blocking (must be resolved)",
+                pattern="^(note|suggestion|blocking)$",
+            ),
+        ] = "note",
+        replacement: Annotated[
+            str | None, Field(description="For a suggestion: the proposed text of the lines")
+        ] = None,
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """Open a review thread on lines of a file's current revision: a question, a note,
+        a suggested replacement or a blocking objection. People see it in their editor at
+        those lines, and it follows the code through later changes. Use it to ask the author
+        (see blame) instead of silently rewriting their work. Returns the thread id."""
+
+        async def go() -> Any:
+            c = await tools.client()
+            made = await c.comment(
+                path,
+                (start_line, start_line if end_line is None else end_line),
+                text,
+                kind=kind,
+                replacement=replacement,
+                workspace=tools.ws(workspace),
+            )
+            return {"thread": made.thread, "comment_id": made.id}
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def reply(
+        thread: Annotated[int, Field(description="The thread id", ge=1)],
+        text: Annotated[str, Field(description="Your reply")],
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """Reply to a review thread (answer a question on your code, or say what you
+        changed)."""
+
+        async def go() -> Any:
+            cid = await (await tools.client()).reply(thread, text, workspace=tools.ws(workspace))
+            return {"thread": thread, "comment_id": cid}
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def resolve(
+        thread: Annotated[int, Field(description="The thread id", ge=1)],
+        reopen: Annotated[bool, Field(description="Reopen a resolved thread instead")] = False,
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """Resolve a review thread once what it asked for is done (or reopen it). Returns
+        changed=false if it already was."""
+
+        async def go() -> Any:
+            c = await tools.client()
+            changed = await c.resolve(thread, reopen=reopen, workspace=tools.ws(workspace))
+            return {"thread": thread, "state": "open" if reopen else "resolved", "changed": changed}
+
+        return await run(go())  # type: ignore[no-any-return]
+
+    @server.tool()
+    async def list_comments(
+        path: Annotated[str | None, Field(description="Only threads on this file")] = None,
+        include_resolved: Annotated[bool, Field(description="Resolved threads too")] = False,
+        workspace: Workspace = None,
+    ) -> dict[str, Any]:
+        """Review threads with their comments, at the lines their code is at now (outdated:
+        the code was deleted). Use it to find what reviewers asked of a file before or after
+        you change it."""
+
+        async def go() -> Any:
+            c = await tools.client()
+            state = "all" if include_resolved else "open"
+            found = await c.comments(path, state=state, workspace=tools.ws(workspace))
+            return {"threads": [_thread_json(t) for t in found]}
 
         return await run(go())  # type: ignore[no-any-return]
 

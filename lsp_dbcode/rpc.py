@@ -77,20 +77,43 @@ class Unavailable(ServerError):
     """The server cannot reach its database."""
 
 
-class Denied(ServerError):
-    """Authentication required (401) or not permitted (403)."""
+class AccessDenied(ServerError):
+    """Authentication required (401) or not permitted (403): ``message`` says why."""
+
+
+Denied = AccessDenied  # the earlier name
 
 
 class Claimed(ServerError):
-    """Another agent's exclusive claim covers what was written (423; ``data.claim``)."""
+    """Another agent's exclusive claim covers what was written or claimed (423): ``holder``
+    and ``note`` of that claim (``data.claim``), and the ``claim`` itself as JSON."""
+
+    @property
+    def claim(self) -> dict[str, Any]:
+        got = self.data.get("claim") if isinstance(self.data, dict) else None
+        return got if isinstance(got, dict) else {}
+
+    @property
+    def holder(self) -> str | None:
+        agent = self.claim.get("agent")
+        return agent if isinstance(agent, str) else None
+
+    @property
+    def note(self) -> str:
+        return str(self.claim.get("note") or "")
+
+    @property
+    def claim_id(self) -> int | None:
+        cid = self.claim.get("id")
+        return cid if isinstance(cid, int) else None
 
 
 _ERRORS: dict[int, type[ServerError]] = {
     CODE_CONFLICT: Conflict,
     CODE_NOT_FOUND: NotFound,
     CODE_UNAVAILABLE: Unavailable,
-    CODE_UNAUTHENTICATED: Denied,
-    CODE_FORBIDDEN: Denied,
+    CODE_UNAUTHENTICATED: AccessDenied,
+    CODE_FORBIDDEN: AccessDenied,
     CODE_CLAIMED: Claimed,
     CODE_INVALID_PARAMS: InvalidInput,
 }
@@ -143,9 +166,12 @@ def initialize_params(agent: str | None, mode: str = "save") -> dict[str, Any]:
 # -- URIs (as lsp_dbcode/uris.py, without importing the store) -----------------------------
 
 
-def make_uri(workspace: str, path: str = "") -> str:
+def make_uri(workspace: str, path: str = "", seq: int | None = None) -> str:
+    """``dbcode://WS/PATH``; with ``seq``: ``dbcode://WS@SEQ/PATH``, the file as it was right
+    after changeset SEQ (read-only)."""
     segments = "/".join(quote(seg, safe="") for seg in path.split("/")) if path else ""
-    return f"dbcode://{quote(workspace, safe='')}/{segments}"
+    at = f"@{seq:d}" if seq is not None else ""
+    return f"dbcode://{quote(workspace, safe='')}{at}/{segments}"
 
 
 def uri_path(uri: str) -> str:

@@ -13,16 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from lsp_dbcode import client as client_module
 from lsp_dbcode.client import (
+    AccessDenied,
     Change,
+    Claimed,
     Client,
     Conflict,
     ConnectionLost,
     InvalidInput,
     NotFound,
+    ServerError,
     connect,
 )
+from lsp_dbcode.rpc import error_from
 from lsp_dbcode.server.relay import live_servers
+from lsp_dbcode.store.coordination import CLAIM_TTL_S_DEFAULT
 from tests.conftest import Cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,3 +208,155 @@ async def test_own_servers_over_tcp_ws_and_unix(
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+CODE = "".join(f"x{i} = {i}\n" for i in range(1, 11))
+
+
+@pytest.fixture
+async def bob(database_url: str, workspace: str) -> AsyncIterator[Client]:
+    client = await connect(workspace, agent="bob", database_url=database_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_read_at_a_seq_and_blame(db: Client, bob: Client) -> None:
+    await db.write("a.txt", "one\ntwo\nthree\n", base=0)
+    await bob.write("a.txt", "one\nTWO\nthree\n", base=1)
+    await db.write("b.txt", "b")
+    old = await db.read("a.txt", at=1)
+    assert (old.text, old.revision, old.at) == ("one\ntwo\nthree\n", 1, 1)
+    assert (await db.read("a.txt", at=3)).text == "one\nTWO\nthree\n"
+    runs = await db.blame("a.txt")
+    assert [(r.start_line, r.end_line, r.seq, r.agent, r.revision) for r in runs] == [
+        (1, 1, 1, "client-test", 1),
+        (2, 2, 2, "bob", 2),
+        (3, 3, 1, "client-test", 1),
+    ]
+    assert [(r.start_line, r.end_line, r.seq) for r in await db.blame("a.txt", 1)] == [(1, 3, 1)]
+    assert [(r.start_line, r.end_line, r.seq) for r in await db.blame("a.txt", at=1)] == [(1, 3, 1)]
+    with pytest.raises(InvalidInput, match="beyond the head"):
+        await db.read("a.txt", at=99)
+    with pytest.raises(NotFound, match="did not exist at seq 1"):
+        await db.read("b.txt", at=1)
+    with pytest.raises(NotFound, match="no revision 9"):
+        await db.blame("a.txt", 9)
+    with pytest.raises(InvalidInput, match=r"'\.\.' segments"):
+        await db.blame("../a.txt")
+
+
+async def test_claims_refuse_name_holder_and_end_with_the_session(
+    db: Client, bob: Client, database_url: str, workspace: str
+) -> None:
+    await db.write("m.py", CODE, base=0)
+    mine = await db.claim("m.py", (4, 6), exclusive=True, note="splitting it")
+    assert (mine.path, mine.lines, mine.exclusive, mine.agent) == (
+        "m.py",
+        (4, 6),
+        True,
+        "client-test",
+    )
+    # Bob's write inside the claim: refused, naming the holder and the note; nothing written.
+    with pytest.raises(Claimed) as err:
+        await bob.write("m.py", CODE.replace("x5 = 5", "x5 = 50"), base=1)
+    assert (err.value.holder, err.value.note, err.value.claim_id) == (
+        "client-test",
+        "splitting it",
+        mine.id,
+    )
+    assert "claimed exclusively by client-test: splitting it" in err.value.message
+    with pytest.raises(Claimed):
+        await bob.claim("m.py", (5, 5), exclusive=True)
+    assert (await db.read("m.py")).revision == 1
+    # Outside it: fine; the claim moves with its lines.
+    await bob.write("m.py", "x0 = 0\n" + CODE, base=1)
+    (listed,) = await bob.claims()
+    assert (listed.id, listed.lines, listed.note) == (mine.id, (5, 7), "splitting it")
+    renewed = await db.claim("m.py", (5, 7), renew=mine.id, ttl_s=60)
+    assert renewed.id == mine.id and renewed.expires_at != mine.expires_at
+    with pytest.raises(ServerError, match="held by client-test"):
+        await bob.release(mine.id)
+    await db.release(mine.id)
+    assert await db.claims() == []
+    # A session's claim ends with the session; a detached one lasts until released.
+    other = await connect(workspace, agent="carl", database_url=database_url)
+    await other.claim("m.py", note="reading")
+    kept = await other.claim("m.py", (1, 1), detached=True)
+    assert {c.agent for c in await db.claims("m.py")} == {"carl"}
+    await other.close()  # the server ends the session when it sees the connection go
+    for _ in range(200):
+        left = [c.id for c in await db.claims()]
+        if left == [kept.id]:
+            break
+        await asyncio.sleep(0.05)
+    assert left == [kept.id]
+
+
+async def test_review_threads(db: Client, bob: Client) -> None:
+    await db.write("m.py", CODE, base=0)
+    made = await db.comment("m.py", (4, 5), "why these two?")
+    sug = await db.comment("m.py", (2, 2), "better", kind="suggestion", replacement="x2 = 22\n")
+    await bob.write("m.py", "a = 1\n" + CODE, base=1)  # the threads move with their code
+    reply = await bob.reply(made.thread, "because")
+    threads = {t.id: t for t in await db.comments("m.py")}
+    t = threads[made.thread]
+    assert (t.lines, t.kind, t.state, t.outdated, t.revision) == ((5, 6), "note", "open", False, 2)
+    assert [(c.agent, c.text) for c in t.comments] == [
+        ("client-test", "why these two?"),
+        ("bob", "because"),
+    ]
+    assert t.comments[1].id == reply
+    assert (threads[sug.thread].kind, threads[sug.thread].replacement) == (
+        "suggestion",
+        "x2 = 22\n",
+    )
+    assert await db.resolve(made.thread) is True
+    assert await db.resolve(made.thread) is False  # already
+    assert [x.id for x in await db.comments()] == [sug.thread]
+    assert {x.id for x in await db.comments(state="all")} == {made.thread, sug.thread}
+    assert await db.resolve(made.thread, reopen=True) is True
+
+
+async def test_bad_coordination_input_changes_nothing(db: Client) -> None:
+    await db.write("m.py", CODE, base=0)
+    with pytest.raises(NotFound, match="no thread 999999"):
+        await db.reply(999999, "hi")
+    with pytest.raises(NotFound, match="no thread 999999"):
+        await db.resolve(999999)
+    with pytest.raises(InvalidInput, match="line 12 is beyond the end"):
+        await db.comment("m.py", (9, 12), "hi")
+    with pytest.raises(InvalidInput, match="beyond the end"):
+        await db.claim("m.py", (11, 11))
+    with pytest.raises(InvalidInput, match="invalid lines"):
+        await db.comment("m.py", (0, 1), "hi")
+    with pytest.raises(InvalidInput, match=r"'\.\.' segments"):
+        await db.comment("../m.py", (1, 1), "hi")
+    with pytest.raises(InvalidInput, match=r"'\.\.' segments"):
+        await db.claim("a/../../m.py")
+    with pytest.raises(NotFound, match="no such file"):
+        await db.claim("nope.py")
+    with pytest.raises(InvalidInput, match="time to live"):
+        await db.claim("m.py", ttl_s=0)
+    with pytest.raises(NotFound, match="no claim 999999"):
+        await db.release(999999)
+    with pytest.raises(Conflict) as err:
+        await db.write("m.py", "stale", base=0)
+    assert err.value.current_revision == 1
+    assert await db.comments(state="all") == []
+    assert await db.claims() == []
+    assert [cs.seq for cs in await db.log()] == [1]
+    assert await db.presence() == []
+
+
+def test_denied_and_claimed_are_their_own_errors() -> None:
+    """401/403 (the server's tokens, issue 18) are AccessDenied; 423 names holder and note."""
+    for code in (401, 403):
+        err = error_from({"code": code, "message": "token expired"})
+        assert isinstance(err, AccessDenied) and err.message == "token expired"
+    claimed = error_from(
+        {"code": 423, "message": "m", "data": {"claim": {"id": 3, "agent": "ann", "note": "n"}}}
+    )
+    assert isinstance(claimed, Claimed) and (claimed.holder, claimed.note) == ("ann", "n")
+    assert client_module.CLAIM_TTL_S_DEFAULT == CLAIM_TTL_S_DEFAULT

@@ -28,6 +28,14 @@ TOOLS = {
     "log",
     "check",
     "wait_for_changes",
+    "blame",
+    "claim",
+    "release",
+    "list_claims",
+    "comment",
+    "reply",
+    "resolve",
+    "list_comments",
 }
 
 
@@ -76,6 +84,9 @@ async def _tools_are_described_for_a_model(mcp: McpClient) -> None:
     write = tools["write_file"].input_schema
     assert {"path", "text", "base_revision"} <= set(write["required"])
     assert "conflict" in write["properties"]["base_revision"]["description"]
+    assert "at_seq" in tools["read_file"].input_schema["properties"]
+    assert "exclusive" in tools["claim"].input_schema["properties"]
+    assert {"path", "start_line", "text"} <= set(tools["comment"].input_schema["required"])
 
 
 async def test_every_tool_against_a_real_server(
@@ -200,3 +211,96 @@ async def test_a_killed_language_server_is_replaced_not_hung_on(
         got = await call(mcp, "read_file", path="a.txt")  # a new shared server, same data
         assert got["text"] == "a"
         assert live_servers(shared_servers) not in ([], [pid])
+
+
+CODE = "".join(f"x{i} = {i}\n" for i in range(1, 11))
+
+
+async def test_history_claims_and_review_tools(database_url: str, workspace: str, cli: Cli) -> None:
+    async with mcp_session(database_url, workspace) as mcp:
+        await _history_claims_and_review(mcp, workspace, cli)
+
+
+async def _history_claims_and_review(mcp: McpClient, workspace: str, cli: Cli) -> None:
+    await call(mcp, "write_file", path="m.py", text=CODE, base_revision=0)
+    bob = {"DBCODE_AGENT": "bob"}
+    r = cli("write", workspace, "m.py", input=CODE.replace("x3 = 3", "x3 = 30"), env=bob)
+    assert r.returncode == 0, r.stderr
+
+    # Time travel and blame.
+    old = await call(mcp, "read_file", path="m.py", at_seq=1)
+    assert (old["text"], old["revision"], old["at_seq"]) == (CODE, 1, 1)
+    assert "beyond the head" in await error(mcp, "read_file", path="m.py", at_seq=99)
+    runs = (await call(mcp, "blame", path="m.py"))["runs"]
+    assert [(x["start_line"], x["end_line"], x["seq"], x["agent"]) for x in runs] == [
+        (1, 2, 1, "mcp-agent"),
+        (3, 3, 2, "bob"),
+        (4, 10, 1, "mcp-agent"),
+    ]
+    assert [x["seq"] for x in (await call(mcp, "blame", path="m.py", at_seq=1))["runs"]] == [1]
+    assert "not found" in await error(mcp, "blame", path="nope.py")
+
+    # An exclusive claim of the MCP agent refuses bob's write there (exit 4 on the CLI).
+    made = await call(
+        mcp, "claim", path="m.py", start_line=5, end_line=6, exclusive=True, note="refactor"
+    )
+    assert (made["start_line"], made["end_line"], made["agent"]) == (5, 6, "mcp-agent")
+    r = cli("write", workspace, "m.py", input=CODE.replace("x5 = 5", "x5 = 50"), env=bob)
+    assert r.returncode == 4 and "claimed exclusively by mcp-agent: refactor" in r.stderr
+    (listed,) = (await call(mcp, "list_claims"))["claims"]
+    assert listed["claim_id"] == made["claim_id"] and listed["note"] == "refactor"
+    assert (await call(mcp, "release", claim_id=made["claim_id"]))["released"] == made["claim_id"]
+    assert (await call(mcp, "list_claims", path="m.py"))["claims"] == []
+
+    # Bob's exclusive claim (a CLI claim): the tools are refused, naming holder and note.
+    r = cli("claim", workspace, "m.py", "1-2", "--exclusive", "--note", "mine now", env=bob)
+    assert r.returncode == 0, r.stderr
+    msg = await error(
+        mcp,
+        "write_file",
+        path="m.py",
+        text=CODE.replace("x1 = 1\n", "x1 = 10\n"),
+        base_revision=2,
+    )
+    assert "claimed: " in msg and "bob: mine now" in msg
+    msg = await error(mcp, "claim", path="m.py", start_line=2, exclusive=True)
+    assert "claimed: " in msg and "bob" in msg and "mine now" in msg
+    assert (await call(mcp, "read_file", path="m.py"))["revision"] == 2  # nothing written
+
+    # Review: comment, reply (by bob, on the CLI), resolve.
+    t = await call(mcp, "comment", path="m.py", start_line=3, text="why 30?")
+    sug = await call(
+        mcp,
+        "comment",
+        path="m.py",
+        start_line=9,
+        end_line=10,
+        text="shorter",
+        kind="suggestion",
+        replacement="x9 = x10 = 9\n",
+    )
+    assert cli("reply", workspace, str(t["thread"]), "a test", env=bob).returncode == 0
+    threads = (await call(mcp, "list_comments", path="m.py"))["threads"]
+    by_id = {x["thread"]: x for x in threads}
+    assert [(c["agent"], c["text"]) for c in by_id[t["thread"]]["comments"]] == [
+        ("mcp-agent", "why 30?"),
+        ("bob", "a test"),
+    ]
+    assert (by_id[t["thread"]]["start_line"], by_id[t["thread"]]["end_line"]) == (3, 3)
+    assert by_id[sug["thread"]]["replacement"] == "x9 = x10 = 9\n"
+    await call(mcp, "reply", thread=t["thread"], text="ok, reverting")
+    done = await call(mcp, "resolve", thread=t["thread"])
+    assert done == {"thread": t["thread"], "state": "resolved", "changed": True}
+    assert (await call(mcp, "resolve", thread=t["thread"]))["changed"] is False
+    open_now = (await call(mcp, "list_comments"))["threads"]
+    assert [x["thread"] for x in open_now] == [sug["thread"]]
+    every = (await call(mcp, "list_comments", include_resolved=True))["threads"]
+    assert len(every) == 2
+
+    # Bad input: the CLI's errors, nothing changed.
+    assert "no thread 999999" in await error(mcp, "reply", thread=999999, text="hi")
+    assert "beyond the end" in await error(mcp, "comment", path="m.py", start_line=11, text="x")
+    assert "'..' segments" in await error(mcp, "claim", path="../m.py")
+    assert "no claim 999999" in await error(mcp, "release", claim_id=999999)
+    assert len((await call(mcp, "list_comments", include_resolved=True))["threads"]) == 2
+    assert [c["agent"] for c in (await call(mcp, "list_claims"))["claims"]] == ["bob"]

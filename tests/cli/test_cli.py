@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -369,15 +370,29 @@ def test_fast_path_constants_are_the_stores() -> None:
     assert (fastcli.LOG_LIMIT_DEFAULT, fastcli.LOG_LIMIT_MAX) == (LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX)
 
 
-@pytest.mark.parametrize("command", ["cat", "write"])
+FAST_PROBES = {
+    # command: (extra arguments, stdin, what stdout starts with: a regular expression)
+    "cat": ([], None, "a"),
+    "write": ([], "b", r"{ws}/a\.txt: revision 2 \(seq 2\)\n"),
+    "blame": (["--json"], None, r'\{"startLine": 1, "endLine": 1, "seq": 1,'),
+    "comment": (["1", "why?"], None, r"thread \d+ \(comment \d+\)\n"),
+    "claim": (["--note", "mine"], None, r"\d+\n"),
+    "claims": ([], None, r"\["),  # none: the probe's line is all
+    "comments": ([], None, r"\["),
+}
+
+
+@pytest.mark.parametrize("command", sorted(FAST_PROBES))
 def test_fast_path_imports_only_the_standard_library(
     cli: Cli, workspace: str, command: str
 ) -> None:
     """`write` validates its input with store/validate.py: importing it must not import
     psycopg (store/__init__ loads its names lazily)."""
     cli("write", workspace, "a.txt", input="a")
+    extra, stdin, expected = FAST_PROBES[command]
+    argv = ["dbcode", command, workspace, "a.txt", *extra]
     probe = (
-        f"import sys, runpy; sys.argv = ['dbcode', {command!r}, {workspace!r}, 'a.txt']\n"
+        f"import sys, runpy; sys.argv = {argv!r}\n"
         "try:\n    runpy.run_module('lsp_dbcode', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
         "bad = sorted(m for m in ('psycopg', 'pygls', 'lsprotocol', 'asyncio', 'mcp') "
@@ -390,12 +405,9 @@ def test_fast_path_imports_only_the_standard_library(
         text=True,
         env=cli.env,
         timeout=120,
-        input="b" if command == "write" else None,
+        input=stdin,
     )
-    if command == "cat":
-        assert r.stdout.startswith("a["), r.stderr  # the file (no newline), then the probe's
-    else:
-        assert r.stdout.startswith(f"{workspace}/a.txt: revision 2 (seq 2)\n"), r.stderr
+    assert re.match(expected.replace("{ws}", workspace), r.stdout), (r.stdout, r.stderr)
     loaded = r.stdout.rpartition("[")[2]
     if cli.path == "shared":  # type: ignore[attr-defined]
         assert loaded == "]\n"

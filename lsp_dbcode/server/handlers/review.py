@@ -27,6 +27,22 @@ if TYPE_CHECKING:
 RESOLVE_COMMAND = "dbcode.resolveThread"
 
 
+def _lines(p: dict[str, Any]) -> tuple[int, int] | None:
+    """``lines``: [FIRST, LAST], 1-based and inclusive, as the CLI gives them (the store words
+    a line beyond the end exactly as for the CLI's direct path)."""
+    got = p.get("lines")
+    if got is None:
+        return None
+    if (
+        not isinstance(got, list)
+        or len(got) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in got)
+        or not 1 <= got[0] <= got[1]
+    ):
+        raise InvalidInput(f"invalid lines {got!r}: use [FIRST, LAST], 1-based and FIRST <= LAST")
+    return got[0], got[1]
+
+
 def _span(index: LineIndex, rng: Any, encoding: Encoding) -> tuple[int, int]:
     """Offsets of an LSP range (strict: a range beyond the end of the text is refused)."""
     try:
@@ -45,9 +61,10 @@ def _span(index: LineIndex, rng: Any, encoding: Encoding) -> tuple[int, int]:
 
 
 async def comment(session: Session, params: Any) -> Any:
-    """Open a thread on a range of a file; the range refers to ``revision``, by default the
-    revision of the session's buffer of the file (else the current one). The store locates it
-    on the text it reads, in the transaction that opens the thread (two round trips)."""
+    """Open a thread on a range of a file (or on ``lines``, 1-based, as the CLI gives them);
+    the range refers to ``revision``, by default the revision of the session's buffer of the
+    file (else the current one). The store locates it on the text it reads, in the transaction
+    that opens the thread (two round trips)."""
     p = _obj(params, "dbcode/comment")
     uri = _str(p, "uri")
     workspace, path = parse_uri(uri)
@@ -57,13 +74,17 @@ async def comment(session: Session, params: Any) -> Any:
         if doc is not None and doc.base_rev > 0:
             revision = doc.base_rev
     rng = p.get("range")
+    lines = _lines(p)
+    if lines is not None and rng is not None:
+        raise InvalidInput("give 'range' or 'lines', not both")
     encoding = session.client.encoding
     made = await session.shared.store.comment(
         workspace,
         path,
         _str(p, "text"),
         agent=session.identity.agent,
-        locate=lambda text: _span(LineIndex(text), rng, encoding),
+        lines=lines,
+        locate=None if lines is not None else lambda text: _span(LineIndex(text), rng, encoding),
         revision=revision,
         kind=_str(p, "kind", optional=True) or "note",
         replacement=_str(p, "replacement", optional=True),
@@ -85,10 +106,10 @@ async def resolve(session: Session, params: Any) -> Any:
     resolved = p.get("resolved", True)
     if not isinstance(resolved, bool):
         raise InvalidInput("parameter 'resolved' must be true or false")
-    await session.shared.store.resolve(
+    changed = await session.shared.store.resolve(
         workspace, _int(p, "thread"), agent=session.identity.agent, resolved=resolved
     )
-    return None
+    return {"changed": changed}  # false: it was already resolved (or open)
 
 
 async def comments(session: Session, params: Any) -> Any:
@@ -107,8 +128,14 @@ async def comments(session: Session, params: Any) -> Any:
                 indexes[key] = LineIndex(await store.revision_text(workspace, *key))
             except Exception:  # a deleted file: no text, no range
                 indexes[key] = None
-        out.append(thread_json(t, indexes[key], session.client.encoding))
+        out.append(thread_json(t, indexes[key], session.client.encoding) | _lines_json(t.lines))
     return out
+
+
+def _lines_json(lines: tuple[int, int] | None) -> dict[str, Any]:
+    """Where a thread or claim is now as the CLI counts it: 1-based lines (None: whole file,
+    or a deleted one), so that a client need not count lines from LSP positions."""
+    return {"startLine": lines[0] if lines else None, "endLine": lines[1] if lines else None}
 
 
 async def resolve_thread(session: Session, args: Any) -> None:
@@ -162,12 +189,20 @@ def code_actions(session: Session, doc: OpenDoc, params: types.CodeActionParams)
 
 
 async def claim(session: Session, params: Any) -> Any:
-    """Claim a file (or a range of its current revision) for the session: the claim ends with
-    the session (Session.close), or its process."""
+    """Claim a file (or a range of its current revision, or ``lines`` of it, 1-based) for the
+    session: the claim ends with the session (Session.close), or its process. ``detached``:
+    it does not (a CLI call's claim, which outlives its short session: until released or
+    expired, as the direct path's)."""
     p = _obj(params, "dbcode/claim")
     workspace, path = parse_uri(_str(p, "uri"))
     store = session.shared.store
     span = None
+    lines = _lines(p)
+    detached = p.get("detached", False)
+    if not isinstance(detached, bool):
+        raise InvalidInput("parameter 'detached' must be true or false")
+    if lines is not None and p.get("range") is not None:
+        raise InvalidInput("give 'range' or 'lines', not both")
     if p.get("range") is not None:
         f = await store.read(workspace, path)
         span = _span(LineIndex(f.text), p["range"], session.client.encoding)
@@ -181,23 +216,34 @@ async def claim(session: Session, params: Any) -> Any:
         workspace,
         path,
         agent=session.identity.agent,
+        lines=lines,
         span=span,
         note=_str(p, "note", optional=True) or "",
         exclusive=exclusive,
         ttl_s=float(ttl),
         claim_id=_int(p, "id", optional=True),
-        session=await session.coordination.session_id(),
+        session=None if detached else await session.coordination.session_id(),
     )
-    return {"id": made.id, "expiresAt": made.expires_at.isoformat()}
+    out = claim_json(made) | {"whole": made.whole}
+    if not made.whole:  # where, as the CLI words it: lines (1-based) or code points
+        out["lines"] = list(made.lines) if made.lines is not None else None
+        out["span"] = [made.start, made.end]
+    return out
 
 
 async def release(session: Session, params: Any) -> Any:
+    """Release a claim of this agent; ``workspace`` (optional) is checked against the claim's,
+    as the CLI does."""
     p = _obj(params, "dbcode/release")
     claim_id = _int(p, "id")
     store = session.shared.store
-    workspace = await store.claim_workspace(claim_id)
-    if workspace is None:
-        raise InvalidInput(f"no claim {claim_id} (released or expired?)")
+    if p.get("workspace") is not None:
+        workspace = _workspace(p)
+    else:
+        found = await store.claim_workspace(claim_id)
+        if found is None:
+            raise InvalidInput(f"no claim {claim_id} (released or expired?)")
+        workspace = found
     await store.release(workspace, claim_id, agent=session.identity.agent)
     return None
 
@@ -215,7 +261,11 @@ async def claims(session: Session, params: Any) -> Any:
             if key not in indexes:
                 indexes[key] = LineIndex(await store.revision_text(workspace, *key))
             index = indexes[key]
-        out.append(claim_json(c, index, session.client.encoding))
+        out.append(
+            claim_json(c, index, session.client.encoding)
+            | {"path": c.path}
+            | _lines_json(None if c.whole else c.lines)
+        )
     return out
 
 
