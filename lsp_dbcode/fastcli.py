@@ -155,7 +155,8 @@ def open_session(args: argparse.Namespace) -> Conn | None:
         fail(msg.removeprefix("dbcode: "))
     conn = Conn(attached.sock, attached.leftover)
     # Pipelined: the server handles them in order, so no round trip is spent on initialize.
-    init = conn.start("initialize", initialize_params(args.agent))
+    token = getattr(args, "token", None)
+    init = conn.start("initialize", initialize_params(args.agent, token=token))
     conn.send(notification("initialized", {}))
     conn.init_id = init
     return conn

@@ -57,10 +57,17 @@ Workspace = Annotated[
 class DbcodeTools:
     """The tools' state: one client session to the language server, made on first use."""
 
-    def __init__(self, workspace: str | None, agent: str, database_url: str | None) -> None:
+    def __init__(
+        self,
+        workspace: str | None,
+        agent: str,
+        database_url: str | None,
+        token: str | None = None,
+    ) -> None:
         self.workspace = workspace
         self.agent = agent
         self.database_url = database_url
+        self._token = token  # --token / DBCODE_TOKEN (cli.py resolved it); never shown
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -71,7 +78,10 @@ class DbcodeTools:
                 self._client = None
             if self._client is None:
                 self._client = await connect(
-                    self.workspace, agent=self.agent, database_url=self.database_url
+                    self.workspace,
+                    agent=self.agent,
+                    database_url=self.database_url,
+                    token=self._token or "",
                 )
             return self._client
 
@@ -387,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
             "dbcode mcp needs the MCP SDK: pip install 'lsp-dbcode[mcp]' "
             "(or pip install 'mcp==2.3.0')"
         )
-    tools = DbcodeTools(args.workspace, args.agent, args.database_url)
+    tools = DbcodeTools(args.workspace, args.agent, args.database_url, getattr(args, "token", None))
     server = build_server(tools)
     server.run("stdio")
     return 0
