@@ -562,10 +562,15 @@ async def _open(options: ConnectOptions) -> _Transport:
                 timeout_s,
             )
         except ssl.SSLError as exc:
-            raise ConnectionLost(f"TLS with {address} failed: {exc.reason or exc}") from None
+            raise _tls_failure(address, exc) from None
+        except TimeoutError:
+            raise ConnectionLost(f"no connection with {address} within {timeout_s:g} s") from None
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to {address}: {exc.strerror or exc}") from None
         return _StreamTransport(reader, writer)
     if options.ws is not None:
         from websockets.asyncio.client import connect as ws_connect
+        from websockets.exceptions import InvalidHandshake
 
         tls, _ = _split(options.ws, {"ws": False, "wss": True})
         url = options.ws if "://" in options.ws else f"ws://{options.ws}"
@@ -581,7 +586,11 @@ async def _open(options: ConnectOptions) -> _Transport:
                 timeout_s,
             )
         except ssl.SSLError as exc:
-            raise ConnectionLost(f"TLS with {url} failed: {exc.reason or exc}") from None
+            raise _tls_failure(url, exc) from None
+        except TimeoutError:
+            raise ConnectionLost(f"no WebSocket opened with {url} within {timeout_s:g} s") from None
+        except (OSError, EOFError, InvalidHandshake) as exc:
+            raise ConnectionLost(f"cannot open a WebSocket with {url}: {exc}") from None
         return _WebSocketTransport(socket_ws)
     from .attach import RelayError, attach_shared, attach_unix
 
@@ -599,6 +608,15 @@ async def _open(options: ConnectOptions) -> _Transport:
     if attached.leftover:
         reader.feed_data(attached.leftover)
     return _StreamTransport(reader, writer)
+
+
+def _tls_failure(where: str, exc: ssl.SSLError) -> ConnectionLost:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectionLost(
+            f"TLS with {where} failed: certificate verify failed: {exc.verify_message} (the "
+            "CA file that signed the server's certificate: tls_ca= or DBCODE_TLS_CA)"
+        )
+    return ConnectionLost(f"TLS with {where} failed: {exc.reason or exc}")
 
 
 def _split(value: str, schemes: dict[str, bool]) -> tuple[bool, str]:
