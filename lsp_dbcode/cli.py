@@ -184,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent", help="who authors the changes (default: $DBCODE_AGENT, else user@host)"
     )
     p.add_argument("--token", help=TOKEN_HELP)
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="cat, ls, write, log, watch, check and mcp: use this dbcode serve --tcp "
+        "(tcp://HOST:PORT; tls://HOST:PORT with --tls-cert; mcp also ws:// and wss://) instead "
+        "of the shared local server (default: $DBCODE_SERVER)",
+    )
+    p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="the CA file (PEM) that signed a tls:// or wss:// server's certificate "
+        "(default: $DBCODE_TLS_CA, else the system's)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
@@ -400,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.agent_flag = args.agent
     args.agent = default_agent(args.agent)
     args.token = resolve_token(args.token)  # resolved once: every path reads args.token
+    args.server = args.server or os.environ.get("DBCODE_SERVER") or None
     if args.command == "serve":
         return cmd_serve(args)
     if args.command == "mcp":

@@ -71,7 +71,15 @@ TOKEN_ENV = "DBCODE_TOKEN"
 # Environment variables that do not change what a server does (the agent and the token come in
 # the preamble: one shared server serves every agent of the user).
 KEY_EXCLUDED_ENV = frozenset(
-    {"DBCODE_AGENT", "DBCODE_DATABASE_URL", "DBCODE_HOME", STANDALONE_ENV, TOKEN_ENV}
+    {
+        "DBCODE_AGENT",
+        "DBCODE_DATABASE_URL",
+        "DBCODE_HOME",
+        STANDALONE_ENV,
+        TOKEN_ENV,
+        "DBCODE_SERVER",  # the CLI's and mcp's remote server: a client's setting
+        "DBCODE_TLS_CA",  # ... and its CA file
+    }
 )
 # Never handed to the shared server's environment (one process for many agents).
 SERVER_EXCLUDED_ENV = frozenset({"DBCODE_AGENT", STANDALONE_ENV, TOKEN_ENV})

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from lsp_dbcode.client import ConnectionLost, connect
+from lsp_dbcode.server import relay
 from lsp_dbcode.server.wire import WS_HEADER_BYTES_MAX
 from lsp_dbcode.store import Store
 from lsp_dbcode.tls import TLS_HANDSHAKE_TIMEOUT_S
+from tests.conftest import Cli
 from tests.server.netserver import SERVE, Cert, NetServer, make_cert, start_server
 
 STUCK_CLIENTS = 20  # connections that never finish their handshake, held open meanwhile
@@ -30,21 +32,18 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
     return make_cert(tmp_path_factory.mktemp("tls"))
 
 
+def _start_tls(database_url: str, kind: str, cert: Cert, log: Path) -> NetServer:
+    return start_server(
+        database_url, f"--{kind}", log, "--tls-cert", str(cert.cert), "--tls-key", str(cert.key)
+    )
+
+
 @pytest.fixture(params=["tcp", "ws"])
 def tls_server(
     request: pytest.FixtureRequest, database_url: str, cert: Cert, tmp_path: Path
 ) -> Iterator[tuple[str, NetServer]]:
-    kind = request.param
-    server = start_server(
-        database_url,
-        f"--{kind}",
-        tmp_path / "server.log",
-        "--tls-cert",
-        str(cert.cert),
-        "--tls-key",
-        str(cert.key),
-    )
-    yield kind, server
+    server = _start_tls(database_url, request.param, cert, tmp_path / "server.log")
+    yield request.param, server
     server.stop()
 
 
@@ -212,3 +211,33 @@ def test_tls_is_not_loaded_by_the_cli_or_relay() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_fast_cli_reaches_a_tls_server_with_server_and_tls_ca(
+    cli: Cli, cert: Cert, database_url: str, tmp_path: Path, workspace: str, shared_servers: Path
+) -> None:
+    server = _start_tls(database_url, "tcp", cert, tmp_path / "server.log")
+    try:
+        url = f"tls://127.0.0.1:{server.port}"
+        ca = ["--tls-ca", str(cert.cert)]
+        w = cli("--server", url, *ca, "write", workspace, "a.py", input="x = 1\n")
+        assert (w.returncode, w.stdout) == (0, f"{workspace}/a.py: revision 1 (seq 1)\n")
+        env = {"DBCODE_SERVER": url, "DBCODE_TLS_CA": str(cert.cert)}
+        assert cli("cat", workspace, "a.py", env=env).stdout == "x = 1\n"
+        assert "a.py" in cli("ls", workspace, env=env).stdout
+        assert "tls-tcp session opened" in server.log_text()
+        untrusted = cli("--server", url, "ls", workspace)
+        plain = cli("--server", f"tcp://127.0.0.1:{server.port}", *ca, "ls", workspace)
+        direct_only = cli("--server", url, *ca, "blame", workspace, "a.py")
+        bad_url = cli("--server", "http://127.0.0.1:1", "ls", workspace)
+        for r in (untrusted, plain, direct_only, bad_url):
+            assert r.returncode == 1 and r.stderr.startswith("dbcode: ")
+            assert r.stderr.count("\n") == 1, r.stderr
+        assert "certificate verify failed" in untrusted.stderr and "--tls-ca" in untrusted.stderr
+        assert f"the server at 127.0.0.1:{server.port} closed the connection" in plain.stderr
+        assert "--server: 'blame'" in direct_only.stderr
+        assert "tcp://HOST:PORT or tls://HOST:PORT" in bad_url.stderr
+        assert server.alive()
+        assert relay.live_servers(shared_servers) == []  # no shared server was started
+    finally:
+        server.stop()
