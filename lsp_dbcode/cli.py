@@ -325,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("mcp", "serve the workspaces over the Model Context Protocol (stdio), for agents")
     sp.add_argument("--workspace", "-w", help="the default workspace of every tool")
+    sp.add_argument(
+        "--server",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="a dbcode serve --tcp/--ws to use: tcp://, tls://, ws:// or wss://HOST:PORT "
+        "(default: $DBCODE_SERVER, else the shared local server)",
+    )
+    sp.add_argument("--tls-ca", metavar="FILE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     sp = add("comment", "open a review thread on lines of a file")
     sp.add_argument("workspace")

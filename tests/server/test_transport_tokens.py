@@ -282,3 +282,47 @@ def test_options_reprs_hide_the_token() -> None:
     assert TOKEN.encode() in relay.preamble(None, "a", token=TOKEN)
     assert relay.preamble_token(relay.preamble(None, "a", token=TOKEN)) == TOKEN
     assert relay.preamble_token(relay.preamble(None, "a")) is None
+
+
+async def test_mcp_reaches_a_wss_server_with_its_token(
+    database_url: str, workspace: str, tmp_path: Path
+) -> None:
+    import sys
+
+    from mcp.client import Client as McpClient
+    from mcp.client.stdio import StdioServerParameters
+
+    from tests.server.netserver import make_cert
+    from tests.test_mcp import call
+
+    cert = make_cert(tmp_path / "tls")
+    server = start_server(
+        database_url,
+        "--ws",
+        tmp_path / "wss.log",
+        "--tls-cert",
+        str(cert.cert),
+        "--tls-key",
+        str(cert.key),
+    )
+    try:
+        url = f"wss://127.0.0.1:{server.port}"
+        args = ["-m", "lsp_dbcode", "--agent", "mcp-tls", "mcp", "--workspace", workspace]
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=[*args, "--server", url, "--tls-ca", str(cert.cert)],
+            env={
+                "DBCODE_TOKEN": TOKEN,
+                "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"],
+                "PATH": os.environ.get("PATH", ""),
+            },
+        )
+        async with McpClient(params) as mcp:
+            done = await call(mcp, "write_file", path="m.py", text="m = 1\n", base_revision=0)
+            assert done["revision"] == 1
+            assert (await call(mcp, "read_file", path="m.py"))["text"] == "m = 1\n"
+        [line] = _opened(server.log_text())
+        assert "wss session opened from 127.0.0.1:" in line and WITH_TOKEN in line
+        assert TOKEN not in server.log_text()
+    finally:
+        server.stop()
