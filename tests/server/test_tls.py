@@ -156,6 +156,20 @@ async def test_stuck_and_bad_handshakes_leave_the_server_answering_others(
             assert len(many) > WS_HEADER_BYTES_MAX and got.startswith(b"HTTP/1.1 431")
         # ... meanwhile everyone else is served.
         assert await _read_over_tls(kind, server, cert, workspace) == "ok\n"
+        # A 1 MB token: in initializationOptions it is only a big message (whether it is
+        # accepted is the server's checks'); as a ws Bearer header it is refused with 431.
+        huge_token = "t" * 2**20
+        if kind == "tcp":
+            async with await connect(
+                workspace, token=huge_token, tls_ca=str(cert.cert), **_url(kind, server.port)
+            ) as db:
+                assert (await db.read("hello.py")).text == "ok\n"
+        else:
+            with pytest.raises(ConnectionLost) as err:
+                await connect(
+                    workspace, token=huge_token, tls_ca=str(cert.cert), **_url(kind, server.port)
+                )
+            assert "431" in str(err.value) and "tttt" not in str(err.value)
         # A client that never finishes its handshake is dropped (after the handshake timeout).
         s = stuck[0]
         s.settimeout(TLS_HANDSHAKE_TIMEOUT_S * 6)
