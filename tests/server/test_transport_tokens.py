@@ -326,3 +326,11 @@ async def test_mcp_reaches_a_wss_server_with_its_token(
         assert TOKEN not in server.log_text()
     finally:
         server.stop()
+
+
+def test_a_usage_error_never_repeats_a_token() -> None:
+    from lsp_dbcode.cli import _hide_tokens
+
+    for argv in (["--token", TOKEN, "ls"], [f"--token={TOKEN}", "ls"]):
+        said = _hide_tokens(f"unrecognized arguments: {TOKEN} x", argv)
+        assert said == "unrecognized arguments: *** x"
