@@ -44,6 +44,7 @@ def shared_relay(
     without --agent)."""
     env = dict(os.environ if env is None else env)
     env.pop("DBCODE_AGENT", None)  # the agent goes in the preamble, never in the key
+    env.pop("DBCODE_TOKEN", None)  # a client's token goes in its initializationOptions
     options = ServeOptions(
         database_url=database_url, agent_flag=agent, agent=agent or "dbcode-client"
     )

@@ -85,6 +85,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.options import ServeOptions
 
     options = ServeOptions.from_args(args)
+    if bool(options.tls_cert) != bool(options.tls_key):
+        fail("--tls-cert and --tls-key go together: give both")
+    if options.tls_cert and not (options.tcp or options.ws):
+        fail("--tls-cert and --tls-key are for --tcp and --ws")
     if not relay.standalone_requested(options):
         return relay.run(options)  # stdio: attach to the shared server
     from .server.main import serve
@@ -99,7 +103,33 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors are one line on stderr and exit code 1, like every other error."""
 
     def error(self, message: str) -> NoReturn:
-        fail(f"{message} (see '{self.prog} --help')")
+        fail(f"{_hide_tokens(message)} (see '{self.prog} --help')")
+
+
+TOKEN_ENV = "DBCODE_TOKEN"
+TOKEN_HELP = (
+    "the agent's token (default: $DBCODE_TOKEN, preferred: a command line is visible to "
+    "every user of the machine in ps)"
+)
+
+
+def _hide_tokens(message: str, argv: Sequence[str] | None = None) -> str:
+    """A usage error never repeats a token given on the command line."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "--token" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--token="):
+            value = arg.partition("=")[2]
+        if value:
+            message = message.replace(value, "***")
+    return message
+
+
+def resolve_token(explicit: str | None = None) -> str | None:
+    """--token, else DBCODE_TOKEN, else None (an empty value is none)."""
+    return (explicit or os.environ.get(TOKEN_ENV) or "").strip() or None
 
 
 def _seconds(value: str) -> float:
@@ -153,10 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent", help="who authors the changes (default: $DBCODE_AGENT, else user@host)"
     )
+    p.add_argument("--token", help=TOKEN_HELP)
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="cat, ls, write, log, watch, check and mcp: use this dbcode serve --tcp "
+        "(tcp://HOST:PORT; tls://HOST:PORT with --tls-cert; mcp also ws:// and wss://) instead "
+        "of the shared local server (default: $DBCODE_SERVER)",
+    )
+    p.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="the CA file (PEM) that signed a tls:// or wss:// server's certificate "
+        "(default: $DBCODE_TLS_CA, else the system's)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_, description=help_)
+        # Also after the command (a misplaced --token must never come back in an error).
+        sp.add_argument("--token", default=argparse.SUPPRESS, help=TOKEN_HELP)
+        return sp
 
     sp = add("serve", "run the language server (stdio by default)")
     group = sp.add_mutually_exclusive_group()
@@ -187,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         "next to its socket)",
     )
     sp.add_argument("--log-level", default="INFO")
+    sp.add_argument(
+        "--tls-cert", metavar="FILE", help="--tcp / --ws over TLS: the certificate (chain), PEM"
+    )
+    sp.add_argument("--tls-key", metavar="FILE", help="--tcp / --ws over TLS: its key, PEM")
 
     sp = add("import", "load a directory as one changeset (honours .gitignore)")
     sp.add_argument("dir")
@@ -274,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("mcp", "serve the workspaces over the Model Context Protocol (stdio), for agents")
     sp.add_argument("--workspace", "-w", help="the default workspace of every tool")
+    sp.add_argument(
+        "--server",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="a dbcode serve --tcp/--ws to use: tcp://, tls://, ws:// or wss://HOST:PORT "
+        "(default: $DBCODE_SERVER, else the shared local server)",
+    )
+    sp.add_argument("--tls-ca", metavar="FILE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     sp = add("comment", "open a review thread on lines of a file")
     sp.add_argument("workspace")
@@ -361,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.agent_flag = args.agent
     args.agent = default_agent(args.agent)
+    args.token = resolve_token(args.token)  # resolved once: every path reads args.token
+    args.server = args.server or os.environ.get("DBCODE_SERVER") or None
     if args.command == "serve":
         return cmd_serve(args)
     if args.command == "mcp":

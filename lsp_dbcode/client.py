@@ -37,7 +37,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import ssl
 from collections.abc import AsyncGenerator, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any
 
@@ -59,7 +62,6 @@ from .answers import (
     WorkspaceCheck,
     Written,
 )
-from .attach import attach_shared
 from .framing import MESSAGE_BYTES_MAX, FrameSplitter, FramingError
 from .rpc import (
     CONNECT_TIMEOUT_S,
@@ -96,6 +98,7 @@ __all__ = [
     "Commented",
     "Committed",
     "Conflict",
+    "ConnectOptions",
     "ConnectionLost",
     "Denied",
     "FileChange",
@@ -214,6 +217,7 @@ class Client:
         self.workspace = workspace
         self.request_timeout_s = request_timeout_s
         self.agent: str | None = None
+        self.options: ConnectOptions | None = None  # what connect() was given
         self._transport = transport
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -305,8 +309,10 @@ class Client:
             raise ValueError("no workspace: give workspace= here or to connect()")
         return ws
 
-    async def _initialize(self, agent: str | None, mode: str, timeout_s: float) -> None:
-        await self.call("initialize", initialize_params(agent, mode), timeout_s)
+    async def _initialize(
+        self, agent: str | None, mode: str, timeout_s: float, token: str | None = None
+    ) -> None:
+        await self.call("initialize", initialize_params(agent, mode, token), timeout_s)
         self._transport.send(notification("initialized", {}))
         got = await self.call("dbcode/configure", {}, timeout_s)
         self.agent = got.get("agent") if isinstance(got, dict) else agent
@@ -655,6 +661,120 @@ class Client:
         return Check.from_json(await self.call("dbcode/check", {"uri": uri, "revision": revision}))
 
 
+@dataclass(frozen=True)
+class ConnectOptions:
+    """What :func:`connect` was given (a client's ``options``). Its repr never shows the
+    token."""
+
+    workspace: str | None = None
+    agent: str | None = None
+    mode: str = "save"
+    database_url: str | None = None
+    tcp: str | None = None
+    ws: str | None = None
+    unix: str | None = None
+    tls_ca: str | None = None
+    token: str | None = field(default=None, repr=False)
+    timeout_s: float = CONNECT_TIMEOUT_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.name != "token"
+        )
+        return f"ConnectOptions({shown}, token={'***' if self.token else None})"
+
+
+def _tls_context(tls_ca: str | None) -> ssl.SSLContext:
+    from .tls import TLSError, client_context
+
+    try:
+        return client_context(tls_ca)
+    except TLSError as exc:
+        raise ConnectionLost(str(exc)) from None
+
+
+async def _open(options: ConnectOptions) -> _Transport:
+    timeout_s = options.timeout_s
+    if options.tcp is not None:
+        tls, address = _split(options.tcp, {"tcp": False, "tls": True})
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        context = _tls_context(options.tls_ca) if tls else None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host, int(port), ssl=context, server_hostname=host if tls else None
+                ),
+                timeout_s,
+            )
+        except ssl.SSLError as exc:
+            raise _tls_failure(address, exc) from None
+        except TimeoutError:
+            raise ConnectionLost(f"no connection with {address} within {timeout_s:g} s") from None
+        except OSError as exc:
+            raise ConnectionLost(f"cannot connect to {address}: {exc.strerror or exc}") from None
+        return _StreamTransport(reader, writer)
+    if options.ws is not None:
+        from websockets.asyncio.client import connect as ws_connect
+        from websockets.exceptions import InvalidHandshake
+
+        tls, _ = _split(options.ws, {"ws": False, "wss": True})
+        url = options.ws if "://" in options.ws else f"ws://{options.ws}"
+        headers = {"Authorization": f"Bearer {options.token}"} if options.token else None
+        try:
+            socket_ws = await asyncio.wait_for(
+                ws_connect(
+                    url,
+                    max_size=MESSAGE_BYTES_MAX,
+                    ssl=_tls_context(options.tls_ca) if tls else None,
+                    additional_headers=headers,
+                ),
+                timeout_s,
+            )
+        except ssl.SSLError as exc:
+            raise _tls_failure(url, exc) from None
+        except TimeoutError:
+            raise ConnectionLost(f"no WebSocket opened with {url} within {timeout_s:g} s") from None
+        except (OSError, EOFError, InvalidHandshake) as exc:
+            raise ConnectionLost(f"cannot open a WebSocket with {url}: {exc}") from None
+        return _WebSocketTransport(socket_ws)
+    from .attach import RelayError, attach_shared, attach_unix
+
+    try:
+        if options.unix is not None:
+            attached = await asyncio.to_thread(attach_unix, options.unix, options.agent, timeout_s)
+        else:
+            attached = await asyncio.to_thread(
+                attach_shared, options.database_url, options.agent, None, timeout_s
+            )
+    except RelayError as exc:
+        raise ConnectionLost(str(exc).removeprefix("dbcode: ")) from None
+    attached.sock.setblocking(False)
+    reader, writer = await asyncio.open_unix_connection(sock=attached.sock)
+    if attached.leftover:
+        reader.feed_data(attached.leftover)
+    return _StreamTransport(reader, writer)
+
+
+def _tls_failure(where: str, exc: ssl.SSLError) -> ConnectionLost:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConnectionLost(
+            f"TLS with {where} failed: certificate verify failed: {exc.verify_message} (the "
+            "CA file that signed the server's certificate: tls_ca= or DBCODE_TLS_CA)"
+        )
+    return ConnectionLost(f"TLS with {where} failed: {exc.reason or exc}")
+
+
+def _split(value: str, schemes: dict[str, bool]) -> tuple[bool, str]:
+    from .tls import split_url
+
+    try:
+        return split_url(value, schemes)
+    except ValueError as exc:
+        raise ConnectionLost(str(exc)) from None
+
+
 async def connect(
     workspace: str | None = None,
     *,
@@ -664,6 +784,8 @@ async def connect(
     tcp: str | None = None,
     ws: str | None = None,
     unix: str | None = None,
+    token: str | None = None,
+    tls_ca: str | None = None,
     timeout_s: float = CONNECT_TIMEOUT_S,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
 ) -> Client:
@@ -672,48 +794,30 @@ async def connect(
     Default: the shared server of this user for ``database_url`` (else
     ``$DBCODE_DATABASE_URL``, else the embedded PostgreSQL), started if none runs — one
     connection pool and one ruff for every agent of the machine. Or a server of your own:
-    ``tcp="HOST:PORT"`` (``dbcode serve --tcp``), ``ws="ws://HOST:PORT"`` (``--ws``; needs the
+    ``tcp="HOST:PORT"`` (``dbcode serve --tcp``; ``"tls://HOST:PORT"`` for one with
+    ``--tls-cert``), ``ws="ws://HOST:PORT"`` (``--ws``; ``"wss://..."`` over TLS; needs the
     ``websockets`` package, a dependency of lsp-dbcode) or ``unix=PATH`` (``dbcode serve
     --unix PATH``). ``agent`` authors the changes (default: ``$DBCODE_AGENT``, else
-    user@host).
+    user@host). ``token``: the agent's token (default ``$DBCODE_TOKEN``), sent as
+    ``initializationOptions.token`` (and, over WebSocket, as ``Authorization: Bearer``).
+    ``tls_ca``: the CA file (PEM) that signed the server's certificate (default
+    ``$DBCODE_TLS_CA``, else the system's trusted CAs).
     """
     if agent is None:
         from .cli import default_agent
 
         agent = default_agent(None)
-    transport: _Transport
-    if tcp is not None:
-        host, _, port = tcp.rpartition(":")
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host or "127.0.0.1", int(port)), timeout_s
-        )
-        transport = _StreamTransport(reader, writer)
-    elif ws is not None:
-        from websockets.asyncio.client import connect as ws_connect
-
-        url = ws if "://" in ws else f"ws://{ws}"
-        socket_ws = await asyncio.wait_for(ws_connect(url, max_size=MESSAGE_BYTES_MAX), timeout_s)
-        transport = _WebSocketTransport(socket_ws)
-    else:
-        from .attach import RelayError, attach_unix
-
-        try:
-            if unix is not None:
-                attached = await asyncio.to_thread(attach_unix, unix, agent, timeout_s)
-            else:
-                attached = await asyncio.to_thread(
-                    attach_shared, database_url, agent, None, timeout_s
-                )
-        except RelayError as exc:
-            raise ConnectionLost(str(exc).removeprefix("dbcode: ")) from None
-        attached.sock.setblocking(False)
-        reader, writer = await asyncio.open_unix_connection(sock=attached.sock)
-        if attached.leftover:
-            reader.feed_data(attached.leftover)
-        transport = _StreamTransport(reader, writer)
+    if token is None:
+        token = os.environ.get("DBCODE_TOKEN", "").strip() or None
+    options = ConnectOptions(
+        workspace, agent, mode, database_url, tcp, ws, unix, tls_ca, token, timeout_s,
+        request_timeout_s,
+    )  # fmt: skip
+    transport = await _open(options)
     client = Client(transport, workspace, request_timeout_s)
+    client.options = options
     try:
-        await client._initialize(agent, mode, timeout_s)
+        await client._initialize(agent, mode, timeout_s, token)
     except BaseException:
         await client.close()
         raise

@@ -32,6 +32,7 @@ from typing import Any
 from .cli import EXIT_CLAIMED, EXIT_ERROR, EXIT_OK, fail, fail_conflict, interrupted, stdout_gone
 from .framing import FrameSplitter, FramingError
 from .rpc import (
+    CONNECT_TIMEOUT_S,
     REQUEST_TIMEOUT_S,
     Conflict,
     ConnectionLost,
@@ -75,8 +76,11 @@ NOTIFICATIONS_MAX = 10_000  # buffered while waiting for an answer (watch reads 
 class Conn:
     """A blocking LSP session over the shared server's socket."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes) -> None:
+    def __init__(
+        self, sock: socket.socket, leftover: bytes, name: str = "the shared language server"
+    ) -> None:
         self.sock = sock
+        self.name = name  # in messages
         self.splitter = FrameSplitter()
         self.splitter.feed(leftover)
         self.next_id = 1
@@ -87,7 +91,7 @@ class Conn:
         try:
             self.sock.sendall(data)
         except OSError as exc:
-            raise ConnectionLost(f"the shared language server went away ({exc})") from None
+            raise ConnectionLost(f"{self.name} went away ({exc})") from None
 
     def message(self, timeout_s: float | None) -> dict[str, Any]:
         """The next message, waiting at most ``timeout_s`` (None: forever)."""
@@ -95,7 +99,7 @@ class Conn:
             try:
                 body = self.splitter.next_body()
             except FramingError as exc:
-                raise ConnectionLost(f"the shared language server sent garbage: {exc}") from None
+                raise ConnectionLost(f"{self.name} sent garbage: {exc}") from None
             if body is not None:
                 msg = json.loads(body)
                 if isinstance(msg, dict):
@@ -105,13 +109,11 @@ class Conn:
             try:
                 data = self.sock.recv(RECV_BYTES)
             except TimeoutError:
-                raise ConnectionLost(
-                    f"the shared language server did not answer within {timeout_s:g} s"
-                ) from None
+                raise ConnectionLost(f"{self.name} did not answer within {timeout_s:g} s") from None
             except OSError as exc:
-                raise ConnectionLost(f"the shared language server went away ({exc})") from None
+                raise ConnectionLost(f"{self.name} went away ({exc})") from None
             if not data:
-                raise ConnectionLost("the shared language server closed the connection")
+                raise ConnectionLost(f"{self.name} closed the connection")
             self.splitter.feed(data)
 
     def start(self, method: str, params: Any) -> int:
@@ -175,9 +177,53 @@ def open_session(args: argparse.Namespace) -> Conn | None:
         fail(msg.removeprefix("dbcode: "))
     conn = Conn(attached.sock, attached.leftover)
     # Pipelined: the server handles them in order, so no round trip is spent on initialize.
-    init = conn.start("initialize", initialize_params(args.agent))
+    token = getattr(args, "token", None)
+    init = conn.start("initialize", initialize_params(args.agent, token=token))
     conn.send(notification("initialized", {}))
     conn.init_id = init
+    return conn
+
+
+def remote_session(args: argparse.Namespace, url: str) -> Conn:
+    """An initialized session with ``dbcode serve --tcp`` (``tcp://HOST:PORT``) or, over TLS,
+    ``--tcp --tls-cert`` (``tls://HOST:PORT``; the CA file: ``--tls-ca`` / DBCODE_TLS_CA)."""
+    scheme, sep, address = url.partition("://")
+    if not sep or scheme.lower() not in ("tcp", "tls"):
+        fail(f"invalid --server {url!r}: use tcp://HOST:PORT or tls://HOST:PORT")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        fail(f"invalid --server {url!r}: use tcp://HOST:PORT or tls://HOST:PORT")
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S)
+    except OSError as exc:
+        fail(f"cannot connect to {address}: {exc.strerror or exc}")
+    if scheme.lower() == "tls":
+        import ssl
+
+        from .tls import TLSError, client_context
+
+        try:
+            sock = client_context(getattr(args, "tls_ca", None)).wrap_socket(
+                sock, server_hostname=host
+            )
+        except TLSError as exc:
+            sock.close()
+            fail(str(exc))
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            fail(
+                f"TLS with {address} failed: certificate verify failed: {exc.verify_message} "
+                "(give the CA file that signed the server's certificate: --tls-ca FILE or "
+                "DBCODE_TLS_CA)"
+            )
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            fail(f"TLS with {address} failed: {getattr(exc, 'reason', None) or exc}")
+    conn = Conn(sock, b"", f"the server at {address}")
+    token = getattr(args, "token", None)
+    conn.init_id = conn.start("initialize", initialize_params(args.agent, token=token))
+    conn.send(notification("initialized", {}))
     return conn
 
 
@@ -649,11 +695,19 @@ def _direct_words_it(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    """Run ``args.command`` through the shared server; None: take the direct path."""
+    """Run ``args.command`` through the shared server (or the ``--server`` given); None: take
+    the direct path."""
+    server = getattr(args, "server", None)
     if args.command not in FAST_COMMANDS or _direct_words_it(args):
+        if server:
+            fail(
+                f"--server: '{args.command}' with these arguments opens the database itself "
+                "(only cat, ls, write, log, watch and check, without --at, --meta or values out "
+                "of range, go through a server); drop --server / DBCODE_SERVER"
+            )
         return None
     try:
-        conn = open_session(args)
+        conn = remote_session(args, server) if server else open_session(args)
         if conn is None:
             return None
         try:

@@ -65,10 +65,21 @@ Workspace = Annotated[
 class DbcodeTools:
     """The tools' state: one client session to the language server, made on first use."""
 
-    def __init__(self, workspace: str | None, agent: str, database_url: str | None) -> None:
+    def __init__(
+        self,
+        workspace: str | None,
+        agent: str,
+        database_url: str | None,
+        token: str | None = None,
+        server: str | None = None,
+        tls_ca: str | None = None,
+    ) -> None:
+        self.server = server  # --server URL: a dbcode serve --tcp/--ws (else the shared one)
+        self.tls_ca = tls_ca
         self.workspace = workspace
         self.agent = agent
         self.database_url = database_url
+        self._token = token  # --token / DBCODE_TOKEN (cli.py resolved it); never shown
         self._client: Client | None = None
         self._lock = asyncio.Lock()
 
@@ -78,8 +89,17 @@ class DbcodeTools:
                 await self._client.close()
                 self._client = None
             if self._client is None:
+                where: dict[str, str] = {}
+                if self.server:
+                    scheme = self.server.partition("://")[0].lower()
+                    where = {"ws" if scheme in ("ws", "wss") else "tcp": self.server}
                 self._client = await connect(
-                    self.workspace, agent=self.agent, database_url=self.database_url
+                    self.workspace,
+                    agent=self.agent,
+                    database_url=self.database_url,
+                    token=self._token or "",
+                    tls_ca=self.tls_ca,
+                    **where,  # type: ignore[arg-type]
                 )
             return self._client
 
@@ -645,7 +665,14 @@ def run(args: argparse.Namespace) -> int:
             "dbcode mcp needs the MCP SDK: pip install 'lsp-dbcode[mcp]' "
             "(or pip install 'mcp==2.3.0')"
         )
-    tools = DbcodeTools(args.workspace, args.agent, args.database_url)
+    tools = DbcodeTools(
+        args.workspace,
+        args.agent,
+        args.database_url,
+        getattr(args, "token", None),
+        getattr(args, "server", None),
+        getattr(args, "tls_ca", None),
+    )
     server = build_server(tools)
     server.run("stdio")
     return 0

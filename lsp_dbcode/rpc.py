@@ -150,10 +150,14 @@ def response(msg_id: Any, result: Any) -> bytes:
     return frame({"jsonrpc": "2.0", "id": msg_id, "result": result})
 
 
-def initialize_params(agent: str | None, mode: str = "save") -> dict[str, Any]:
+def initialize_params(
+    agent: str | None, mode: str = "save", token: str | None = None
+) -> dict[str, Any]:
     options: dict[str, Any] = {"mode": mode}
     if agent:
         options["agent"] = agent
+    if token:
+        options["token"] = token
     return {
         "processId": os.getpid(),
         "clientInfo": {"name": CLIENT_NAME},

@@ -17,12 +17,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdinAsyncReader, StdoutWriter
 
 from ..store import Store, StoreError, redact, resolve_dsn
+from ..tls import TLS_HANDSHAKE_TIMEOUT_S, TLSError, server_context
 from .options import ServeOptions
 from .relay import (
     DEFAULT_IDLE_EXIT_S,
@@ -34,17 +35,27 @@ from .relay import (
     hold_server_lock,
     parse_preamble,
     preamble_brings_fds,
+    preamble_token,
 )
 from .routes import create_server
 from .shared import Shared
 from .wire import (
     FramingError,
+    bearer_token,
     open_read_pipe,
     open_socket,
+    peer_name,
     read_stream,
     read_websocket,
     start_tcp_server,
+    unix_peer,
+    ws_headers_too_large,
 )
+
+if TYPE_CHECKING:
+    from ssl import SSLContext
+
+    from .session import Session
 
 log = logging.getLogger("lsp_dbcode.server")
 
@@ -106,9 +117,10 @@ def serve(options: ServeOptions) -> int:
             # Held until the process exits (never closed): relays see a server alive
             # (starting, serving or exiting) by this lock, never by a pid that may be stale.
             _held_locks.append(hold_server_lock(ServerPaths(Path(options.unix))))
+        tls = server_context(options.tls_cert, options.tls_key or "") if options.tls_cert else None
         dsn = resolve_dsn(options.database_url)
-        return asyncio.run(_serve(dsn, options))
-    except (StoreError, RelayError) as exc:
+        return asyncio.run(_serve(dsn, options, tls))
+    except (StoreError, RelayError, TLSError) as exc:
         sys.stderr.write(f"dbcode: {exc}\n")
         return 1
     except KeyboardInterrupt:
@@ -122,7 +134,7 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
 
-async def _serve(dsn: str, options: ServeOptions) -> int:
+async def _serve(dsn: str, options: ServeOptions, tls: SSLContext | None = None) -> int:
     store = Store(
         dsn, min_size=POOL_SIZE_MIN, max_size=POOL_SIZE_MAX, application_name="dbcode serve"
     )
@@ -133,11 +145,16 @@ async def _serve(dsn: str, options: ServeOptions) -> int:
     try:
         if options.tcp:
             host, port = _host_port(options.tcp)
-            server = await start_tcp_server(
-                lambda r, w: run_stream_session(app, options.agent, r, w), host, port
-            )
+            transport = "tls-tcp" if tls else "tcp"
+
+            async def tcp_session(r: Any, w: asyncio.StreamWriter) -> None:
+                peer = peer_name(w.get_extra_info("peername"))
+                await run_stream_session(app, options.agent, r, w, transport=transport, peer=peer)
+
+            server = await start_tcp_server(tcp_session, host, port, tls)
             addrs = ", ".join(str(s.getsockname()) for s in server.sockets)
-            sys.stderr.write(f"dbcode: serving LSP over TCP on {addrs}\n")
+            over = "TCP with TLS" if tls else "TCP"
+            sys.stderr.write(f"dbcode: serving LSP over {over} on {addrs}\n")
             sys.stderr.flush()
             async with server:
                 await server.serve_forever()
@@ -146,13 +163,17 @@ async def _serve(dsn: str, options: ServeOptions) -> int:
 
             host, port = _host_port(options.ws)
             async with ws_serve(
-                lambda ws: run_ws_session(app, options.agent, ws),
+                lambda ws: run_ws_session(app, options.agent, ws, "wss" if tls else "ws"),
                 host,
                 port,
                 max_size=WS_MESSAGE_BYTES_MAX,
+                process_request=ws_headers_too_large,
+                ssl=tls,
+                open_timeout=TLS_HANDSHAKE_TIMEOUT_S,
             ) as wss:
                 addrs = ", ".join(str(s.getsockname()) for s in wss.sockets)
-                sys.stderr.write(f"dbcode: serving LSP over WebSocket on {addrs}\n")
+                over = "WebSocket with TLS" if tls else "WebSocket"
+                sys.stderr.write(f"dbcode: serving LSP over {over} on {addrs}\n")
                 sys.stderr.flush()
                 await wss.serve_forever()
         elif options.unix:
@@ -164,7 +185,14 @@ async def _serve(dsn: str, options: ServeOptions) -> int:
             # (a relay's sessions on a unix socket bring theirs in the preamble).
             forced = options.agent_flag or os.environ.get("DBCODE_AGENT")
             await _run_session(
-                app, options.agent, reader, StdoutWriter(sys.stdout.buffer), forced_agent=forced
+                app,
+                options.agent,
+                reader,
+                StdoutWriter(sys.stdout.buffer),
+                forced_agent=forced,
+                transport="stdio",
+                peer=f"pid {os.getppid()}",
+                token=options.token,
             )
     finally:
         await app.close()
@@ -188,9 +216,22 @@ async def run_stream_session(
     reader: Any,
     writer: asyncio.StreamWriter,
     forced_agent: str | None = None,
+    *,
+    transport: str,
+    peer: str = "?",
+    token: str | None = None,
 ) -> None:
     try:
-        await _run_session(app, agent, reader, writer, forced_agent=forced_agent)
+        await _run_session(
+            app,
+            agent,
+            reader,
+            writer,
+            forced_agent=forced_agent,
+            transport=transport,
+            peer=peer,
+            token=token,
+        )
     finally:
         writer.close()
 
@@ -217,6 +258,7 @@ async def _serve_unix(app: Shared, options: ServeOptions) -> None:
             try:
                 line, rest, fds = await asyncio.wait_for(_recv_preamble(conn), PREAMBLE_TIMEOUT_S)
                 forced, default = parse_preamble(line)
+                token = preamble_token(line)
                 if rest:
                     raise ValueError("bytes after the relay preamble before the answer")
                 if preamble_brings_fds(line) != (len(fds) == 2):
@@ -227,13 +269,23 @@ async def _serve_unix(app: Shared, options: ServeOptions) -> None:
             if stop.is_set():  # exiting: no answer, so that the relay retries elsewhere
                 return
             await loop.sock_sendall(conn, answer(os.getpid()))
+            peer = unix_peer(conn)
             if fds:
                 fd_in, fd_out = fds
                 fds = []
-                await _run_handed_over(app, default, forced, conn, fd_in, fd_out)
+                await _run_handed_over(app, default, forced, conn, fd_in, fd_out, peer, token)
             else:
                 reader, writer = await open_socket(conn)
-                await run_stream_session(app, default, reader, writer, forced_agent=forced)
+                await run_stream_session(
+                    app,
+                    default,
+                    reader,
+                    writer,
+                    forced_agent=forced,
+                    transport="unix",
+                    peer=peer,
+                    token=token,
+                )
         finally:
             for fd in fds:
                 os.close(fd)
@@ -357,7 +409,14 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 
 async def _run_handed_over(
-    app: Shared, default: str, forced: str | None, conn: socket.socket, fd_in: int, fd_out: int
+    app: Shared,
+    default: str,
+    forced: str | None,
+    conn: socket.socket,
+    fd_in: int,
+    fd_out: int,
+    peer: str,
+    token: str | None,
 ) -> None:
     """A session on the editor's own pipes, handed over by its relay: we read its stdin and
     write its stdout directly. The relay's socket stays open for the session's life: its
@@ -391,7 +450,16 @@ async def _run_handed_over(
 
     loop.add_reader(conn.fileno(), relay_readable)
     try:
-        await run_stream_session(app, default, reader, writer, forced_agent=forced)
+        await run_stream_session(
+            app,
+            default,
+            reader,
+            writer,
+            forced_agent=forced,
+            transport="stdio",
+            peer=peer,
+            token=token,
+        )
     except asyncio.CancelledError:
         log.info("a relay went away: its session ended")
     finally:
@@ -401,10 +469,19 @@ async def _run_handed_over(
 
 
 async def _run_session(
-    app: Shared, agent: str, reader: Any, writer: Any, forced_agent: str | None = None
+    app: Shared,
+    agent: str,
+    reader: Any,
+    writer: Any,
+    forced_agent: str | None = None,
+    *,
+    transport: str,
+    peer: str = "?",
+    token: str | None = None,
 ) -> None:
     ls = create_server(app, agent, forced_agent)
     session = ls.session
+    session.transport, session.peer, session.transport_token = transport, peer, token
     app.sessions.add(session)
     stop = threading.Event()
     ls.protocol.set_writer(writer)
@@ -418,7 +495,7 @@ async def _run_session(
             loop.call_soon(task.cancel)
 
     session.on_exit = on_exit
-    log.info("session opened (%d in this process)", len(app.sessions))
+    _log_opened(session, len(app.sessions))
     try:
         await read_stream(reader, ls.protocol, stop)
     except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
@@ -432,9 +509,26 @@ async def _run_session(
         log.info("session closed (%d left)", len(app.sessions))
 
 
-async def run_ws_session(app: Shared, agent: str, websocket: Any) -> None:
+def _log_opened(session: Session, count: int) -> None:
+    """One line per session: its transport, its peer, and whether the transport brought a
+    token (never the token)."""
+    brought = " with a transport token" if session.transport_token else ""
+    log.info(
+        "%s session opened from %s%s (%d in this process)",
+        session.transport,
+        session.peer,
+        brought,
+        count,
+    )
+
+
+async def run_ws_session(app: Shared, agent: str, websocket: Any, transport: str = "ws") -> None:
     ls = create_server(app, agent)
     session = ls.session
+    session.transport = transport
+    session.peer = peer_name(websocket.remote_address)
+    session.transport_token = bearer_token(getattr(websocket.request, "headers", None))
+    _log_opened(session, len(app.sessions) + 1)
     app.sessions.add(session)
     stop = threading.Event()
     task = asyncio.current_task()

@@ -6,7 +6,7 @@ fast and small."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_AGENT = "lsp-client"
 
@@ -24,6 +24,11 @@ class ServeOptions:
     spawned: bool = False  # started by a relay: stderr becomes the log once listening
     log_file: str | None = None
     log_level: str = "INFO"
+    tls_cert: str | None = None  # --tcp / --ws over TLS: the certificate (chain), PEM
+    tls_key: str | None = None  # ... and its private key, PEM
+    # A stdio session's token (--token, else DBCODE_TOKEN): the relay passes it to the shared
+    # server in its preamble; a --standalone session keeps it. Never in a repr.
+    token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServeOptions:
@@ -42,4 +47,7 @@ class ServeOptions:
             spawned=bool(values.get("spawned")),
             log_file=values.get("log_file"),
             log_level=str(values.get("log_level") or "INFO"),
+            tls_cert=values.get("tls_cert"),
+            tls_key=values.get("tls_key"),
+            token=values.get("token") or None,
         )

@@ -18,14 +18,17 @@ server key K (a hash: see :func:`server_key`; never the DSN itself):
 * ``K.log``: the server's log.
 
 The wire: the relay sends one preamble line, ``{"dbcode-relay": 1, "agent": FORCED | null,
-"defaultAgent": DEFAULT}``; the server answers one line, ``{"dbcode-relay": 1, "pid": PID}``. A
-connection that closes before that answer (a server exiting after being idle) is retried:
-nothing of the session has been sent yet. Then, when the relay's stdin and stdout are pipes (as
-editors start language servers), the preamble carried them (``"fds": true``, SCM_RIGHTS): the
-server reads and writes the editor's pipes itself — no relay hop on any message — and the
-relay only waits for the socket to close (the session's end; or, the other way round, the
-relay killed: the server ends the session). Otherwise (a terminal, a file, a socket) the relay
-copies the LSP bytes both ways over the socket.
+"defaultAgent": DEFAULT}`` (and ``"token"``: the session's token, ``--token`` or
+``DBCODE_TOKEN``, when there is one: only ever over this socket of the user's 0700 directory,
+never in the server's command line, environment, key, files or log); the server answers one
+line, ``{"dbcode-relay": 1, "pid": PID}``. A connection that closes before that answer (a
+server exiting after being idle) is retried: nothing of the session has been sent yet. Then,
+when the relay's stdin and stdout are pipes (as editors start language servers), the preamble
+carried them (``"fds": true``, SCM_RIGHTS): the server reads and writes the editor's pipes
+itself — no relay hop on any message — and the relay only waits for the socket to close (the
+session's end; or, the other way round, the relay killed: the server ends the session).
+Otherwise (a terminal, a file, a socket) the relay copies the LSP bytes both ways over the
+socket.
 
 This module imports only the standard library (and platformdirs for the embedded server's home):
 a relay must start fast and stay small. The server side imports its helpers too.
@@ -62,9 +65,24 @@ PREAMBLE_MAX = 4096
 SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes with the terminating NUL
 LOG_ROTATE_BYTES = 8 * 2**20
 AGENT_MAX = 200
+TOKEN_BYTES_MAX = 1024  # a token is about 60; a longer value is refused before it is sent
 STANDALONE_ENV = "DBCODE_SERVE_STANDALONE"
-# Environment variables that do not change what a server does (the agent comes in the preamble).
-KEY_EXCLUDED_ENV = frozenset({"DBCODE_AGENT", "DBCODE_DATABASE_URL", "DBCODE_HOME", STANDALONE_ENV})
+TOKEN_ENV = "DBCODE_TOKEN"
+# Environment variables that do not change what a server does (the agent and the token come in
+# the preamble: one shared server serves every agent of the user).
+KEY_EXCLUDED_ENV = frozenset(
+    {
+        "DBCODE_AGENT",
+        "DBCODE_DATABASE_URL",
+        "DBCODE_HOME",
+        STANDALONE_ENV,
+        TOKEN_ENV,
+        "DBCODE_SERVER",  # the CLI's and mcp's remote server: a client's setting
+        "DBCODE_TLS_CA",  # ... and its CA file
+    }
+)
+# Never handed to the shared server's environment (one process for many agents).
+SERVER_EXCLUDED_ENV = frozenset({"DBCODE_AGENT", STANDALONE_ENV, TOKEN_ENV})
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 CODE_SUFFIXES = (".py", ".scm", ".toml")
 
@@ -285,11 +303,30 @@ def live_servers(directory: Path) -> list[int]:
 # -- the preamble -----------------------------------------------------------------------------
 
 
-def preamble(forced_agent: str | None, default_agent: str, *, fds: bool = False) -> bytes:
+def preamble(
+    forced_agent: str | None,
+    default_agent: str,
+    *,
+    fds: bool = False,
+    token: str | None = None,
+) -> bytes:
     msg: dict[str, Any] = {MAGIC: PROTOCOL, "agent": forced_agent, "defaultAgent": default_agent}
     if fds:
         msg["fds"] = True  # stdin and stdout come with this line (SCM_RIGHTS)
+    if token:
+        check_token(token)
+        msg["token"] = token
     return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def check_token(token: str) -> None:
+    """RelayError (naming no part of it) for a value that cannot be a token."""
+    if len(token.encode("utf-8", "surrogatepass")) > TOKEN_BYTES_MAX:
+        raise RelayError(
+            f"the token is too long to be a dbcode token (over {TOKEN_BYTES_MAX} bytes)"
+        )
+    if not token.isprintable():
+        raise RelayError("the token is not a dbcode token (control characters)")
 
 
 def pipes_can_be_handed_over() -> bool:
@@ -320,6 +357,17 @@ def parse_preamble(line: bytes) -> tuple[str | None, str]:
     if not _agent_ok(default):
         raise ValueError("invalid 'defaultAgent' in the relay preamble")
     return forced, str(default)
+
+
+def preamble_token(line: bytes) -> str | None:
+    """The token a relay's preamble brings (None: none, or not a string of a token's size)."""
+    try:
+        token = json.loads(line).get("token")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(token, str) or not 0 < len(token) <= TOKEN_BYTES_MAX:
+        return None
+    return token
 
 
 def preamble_brings_fds(line: bytes) -> bool:
@@ -610,7 +658,7 @@ def relay_for(options: ServeOptions, env: Mapping[str, str] | None = None) -> Re
     dsn = options.database_url or env.get("DBCODE_DATABASE_URL") or None
     paths = paths_for(server_key(dsn, env), env)
     forced = options.agent_flag or env.get("DBCODE_AGENT") or None
-    server_env = {k: v for k, v in env.items() if k not in ("DBCODE_AGENT", STANDALONE_ENV)}
+    server_env = {k: v for k, v in env.items() if k not in SERVER_EXCLUDED_ENV}
     if dsn:
         server_env["DBCODE_DATABASE_URL"] = dsn  # never on a command line
     else:
@@ -629,9 +677,10 @@ def relay_for(options: ServeOptions, env: Mapping[str, str] | None = None) -> Re
     # The package's parent as cwd: `-m lsp_dbcode` then runs this very package (the one the
     # key was computed for), whatever the caller's cwd holds.
     hand_over = pipes_can_be_handed_over()
+    token = (options.token or env.get(TOKEN_ENV) or "").strip() or None
     return Relay(
         paths,
-        preamble(forced, options.agent, fds=hand_over),
+        preamble(forced, options.agent, fds=hand_over, token=token),
         argv,
         server_env,
         os.fspath(PACKAGE_DIR.parent),

@@ -84,6 +84,12 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         self.on_exit: Callable[[], None] | None = None  # set by the transport
         self.server: Any = None  # the connection's pygls server object (initialize reads it)
+        # Set by the transport: "stdio" | "unix" | "tcp" | "ws" | "tls-tcp" | "wss"; the peer's
+        # address ("HOST:PORT", "pid N uid U"); the token it brought outside LSP (a ws
+        # Authorization: Bearer header, a relay's preamble, a --standalone DBCODE_TOKEN).
+        self.transport: str | None = None
+        self.peer = "?"
+        self.transport_token: str | None = None
         self.sync = DocumentSync(self.client, self.identity, shared, self.tasks)
         self.lint = DocumentLint(self.client, shared.analyzer, self.tasks)
         self.commits = Commits(self.client, self.identity, shared, self.sync, self.tasks, self.docs)

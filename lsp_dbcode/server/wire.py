@@ -11,14 +11,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, SupportsIndex
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from ..framing import HEADER_LINES_MAX, FrameSplitter, FramingError, header_length
+from ..tls import TLS_HANDSHAKE_TIMEOUT_S
 from .protocol import DbcodeProtocol
 
+if TYPE_CHECKING:
+    from ssl import SSLContext
+
 log = logging.getLogger(__name__)
+
+# A WebSocket upgrade request's headers, all together (the websockets package bounds each line
+# to 8 KiB and their number to 128 already): a request over this is answered 431.
+WS_HEADER_BYTES_MAX = 16 * 1024
 
 
 class FramedReader(asyncio.StreamReader):
@@ -69,15 +78,43 @@ class FramedReader(asyncio.StreamReader):
 
 
 async def start_tcp_server(
-    handler: Callable[[FramedReader, asyncio.StreamWriter], Awaitable[None]], host: str, port: int
+    handler: Callable[[FramedReader, asyncio.StreamWriter], Awaitable[None]],
+    host: str,
+    port: int,
+    ssl: SSLContext | None = None,
 ) -> asyncio.Server:
-    """``asyncio.start_server`` with a :class:`FramedReader` per connection."""
+    """``asyncio.start_server`` with a :class:`FramedReader` per connection; over TLS with
+    ``ssl`` (a client that does not finish its handshake within TLS_HANDSHAKE_TIMEOUT_S is
+    dropped: the handshake never holds the event loop, so everyone else is served meanwhile)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: asyncio.StreamReaderProtocol(FramedReader(), handler),  # type: ignore[arg-type]
         host,
         port,
+        ssl=ssl,
+        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S if ssl is not None else None,
     )
+
+
+def peer_name(address: Any) -> str:
+    """A socket peer address as one string: ``HOST:PORT`` (``[V6]:PORT``); ``?`` if unknown."""
+    if isinstance(address, (tuple, list)) and len(address) >= 2:
+        host, port = str(address[0]), address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address) if address else "?"
+
+
+def unix_peer(sock: socket.socket) -> str:
+    """A unix socket's peer as ``pid N uid U`` (SO_PEERCRED), ``?`` where not known."""
+    cred = getattr(socket, "SO_PEERCRED", None)
+    if cred is None:
+        return "?"
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, cred, struct.calcsize("3i"))
+    except OSError:
+        return "?"
+    pid, uid, _ = struct.unpack("3i", raw)
+    return f"pid {pid} uid {uid}"
 
 
 async def open_socket(sock: socket.socket) -> tuple[FramedReader, asyncio.StreamWriter]:
@@ -123,6 +160,31 @@ async def read_stream(reader: Any, protocol: DbcodeProtocol, stop: threading.Eve
         protocol.receive(body)
 
 
+def bearer_token(headers: Any) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header (None: no such header)."""
+    value = headers.get("Authorization") if headers is not None else None
+    if not isinstance(value, str):
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def ws_headers_too_large(connection: Any, request: Any) -> Any:
+    """websockets' ``process_request``: a 431 for an upgrade request whose headers exceed
+    WS_HEADER_BYTES_MAX (the answer never repeats them)."""
+    from http import HTTPStatus
+
+    size = sum(len(k) + len(v) + 4 for k, v in request.headers.raw_items())
+    if size > WS_HEADER_BYTES_MAX:
+        return connection.respond(
+            HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            f"request headers over {WS_HEADER_BYTES_MAX} bytes\n",
+        )
+    return None
+
+
 async def read_websocket(websocket: Any, protocol: DbcodeProtocol, stop: threading.Event) -> None:
     """Until the WebSocket closes or ``stop``: one message per frame."""
     from pygls.io_ import WebSocketWriter
@@ -141,11 +203,16 @@ async def read_websocket(websocket: Any, protocol: DbcodeProtocol, stop: threadi
 
 
 __all__ = [
+    "WS_HEADER_BYTES_MAX",
     "FramedReader",
     "FramingError",
+    "bearer_token",
     "open_read_pipe",
     "open_socket",
+    "peer_name",
     "read_stream",
     "read_websocket",
     "start_tcp_server",
+    "unix_peer",
+    "ws_headers_too_large",
 ]
