@@ -242,14 +242,17 @@ def test_fast_cli_reaches_a_tls_server_with_server_and_tls_ca(
         assert "tls-tcp session opened" in server.log_text()
         untrusted = cli("--server", url, "ls", workspace)
         plain = cli("--server", f"tcp://127.0.0.1:{server.port}", *ca, "ls", workspace)
-        direct_only = cli("--server", url, *ca, "blame", workspace, "a.py")
+        # blame goes through the server too; export needs the database itself.
+        blame = cli("--server", url, *ca, "blame", workspace, "a.py")
+        assert blame.returncode == 0 and "x = 1" in blame.stdout, blame.stderr
+        direct_only = cli("--server", url, *ca, "export", workspace, str(tmp_path / "out"))
         bad_url = cli("--server", "http://127.0.0.1:1", "ls", workspace)
         for r in (untrusted, plain, direct_only, bad_url):
             assert r.returncode == 1 and r.stderr.startswith("dbcode: ")
             assert r.stderr.count("\n") == 1, r.stderr
         assert "certificate verify failed" in untrusted.stderr and "--tls-ca" in untrusted.stderr
         assert f"the server at 127.0.0.1:{server.port} closed the connection" in plain.stderr
-        assert "--server: 'blame'" in direct_only.stderr
+        assert "--server: 'export'" in direct_only.stderr
         assert "tcp://HOST:PORT or tls://HOST:PORT" in bad_url.stderr
         assert server.alive()
         assert relay.live_servers(shared_servers) == []  # no shared server was started
