@@ -64,6 +64,11 @@ function M.config()
   if caps.textDocument then
     caps.textDocument.diagnostic = nil
   end
+  -- Versioned edits: an edit pushed while typing still waits in the didChange debounce names
+  -- an older version, and handlers.apply_edit refuses it instead of garbling the line.
+  caps.workspace = caps.workspace or {}
+  caps.workspace.workspaceEdit = caps.workspace.workspaceEdit or {}
+  caps.workspace.workspaceEdit.documentChanges = true
   cfg.capabilities = caps
   cfg.init_options.pushDiagnostics = true
   local user_init = cfg.on_init
