@@ -411,17 +411,17 @@ def test_nvim_commits_pushed_while_typing_waits_in_the_debounce_never_garble(
         nvim.command(f"normal! ggO# mine {i}")
         nvim.command("normal! A!")
         mine.insert(0, f"# mine {i}!")
-        theirs = body[:-1] + [f"THEIRS = {i}"]
+        theirs = [*body[:-1], f"THEIRS = {i}"]
         put(cli, workspace, path, "\n".join(theirs) + "\n")
         want = mine + theirs
         nvim.wait(
             f"round {i}: the buffer with my typing and their commit, ungarbled",
-            lambda want=want: nvim.lines() == want,  # type: ignore[misc]
+            lambda want=want: nvim.lines() == want,
         )
         assert db(cli, workspace, path) == "\n".join(theirs) + "\n"
     assert nvim.modified()
     nvim.command("write")
-    assert db(cli, workspace, path) == "\n".join(mine + body[:-1] + [f"THEIRS = {ROUNDS}"]) + "\n"
+    assert db(cli, workspace, path) == "\n".join([*mine, *body[:-1], f"THEIRS = {ROUNDS}"]) + "\n"
     assert newest_author(cli, workspace, path) == AGENT
     assert not nvim.diagnostics("dbcode"), "a conflict was reported where there is none"
 
