@@ -414,10 +414,11 @@ def test_nvim_commits_pushed_while_typing_waits_in_the_debounce_never_garble(
         theirs = [*body[:-1], f"THEIRS = {i}"]
         put(cli, workspace, path, "\n".join(theirs) + "\n")
         want = mine + theirs
-        nvim.wait(
-            f"round {i}: the buffer with my typing and their commit, ungarbled",
-            lambda want=want: nvim.lines() == want,
-        )
+
+        def converged(want: list[str] = want) -> bool:
+            return nvim.lines() == want
+
+        nvim.wait(f"round {i}: the buffer with my typing and their commit, ungarbled", converged)
         assert db(cli, workspace, path) == "\n".join(theirs) + "\n"
     assert nvim.modified()
     nvim.command("write")
