@@ -88,7 +88,15 @@ class Nvim:
     """A headless Neovim with the plugin on its runtimepath."""
 
     def __init__(
-        self, binary: str, tmp: Path, cli: Cli, database_url: str, agent: str = AGENT
+        self,
+        binary: str,
+        tmp: Path,
+        cli: Cli,
+        database_url: str,
+        agent: str = AGENT,
+        *,
+        token_cmd: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.nv: Any = None
@@ -98,8 +106,16 @@ class Nvim:
         env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("DBCODE_AGENT", "DBCODE_DATABASE_URL", "NVIM", "NVIM_LISTEN_ADDRESS")
+            if k
+            not in (
+                "DBCODE_AGENT",
+                "DBCODE_DATABASE_URL",
+                "DBCODE_TOKEN",
+                "NVIM",
+                "NVIM_LISTEN_ADDRESS",
+            )
         }
+        env.update(extra_env or {})
         for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
             env[var] = str(tmp / var.lower())
         env["DBCODE_HOME"] = cli.env["DBCODE_HOME"]
@@ -123,12 +139,14 @@ class Nvim:
         )
         self.pids: set[int] = {self.proc.pid}
         try:
-            self._connect(sock, database_url, agent)
+            self._connect(sock, database_url, agent, token_cmd)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self, sock: Path, database_url: str, agent: str) -> None:
+    def _connect(
+        self, sock: Path, database_url: str, agent: str, token_cmd: list[str] | None
+    ) -> None:
         import pynvim
 
         deadline = time.monotonic() + WAIT_S
@@ -152,12 +170,15 @@ class Nvim:
               table.insert(_G.test_notes, { msg = msg, level = level or 2 })
               return notify(msg, level, opts)
             end
+            local token_cmd = select(4, ...)
             require('dbcode').setup({ cmd = ..., database_url = select(2, ...),
-                                      agent = select(3, ...), timeout_ms = 15000 })
+                                      agent = select(3, ...), timeout_ms = 15000,
+                                      token_cmd = token_cmd ~= vim.NIL and token_cmd or nil })
             """,
             [sys.executable, "-m", "lsp_dbcode", "serve", "--log-file", str(self.server_log)],
             database_url,
             agent,
+            token_cmd,
         )
 
     # -- helpers ------------------------------------------------------------------------------
@@ -999,3 +1020,75 @@ def test_nvim_blame_ages_read_the_offset_not_the_local_zone(nvim: Nvim) -> None:
         now,
     )
     assert label == "alice · seq 7 · 5 min ago · first line", label
+
+
+# -- tokens (issue 18): $DBCODE_TOKEN or token_cmd, never in the configuration -------------------
+
+
+def test_nvim_token_comes_from_token_cmd_or_the_environment_never_the_config(
+    nvim: Nvim, tmp_path: Path
+) -> None:
+    nvim.lua("_G.test_opts = vim.deepcopy(require('dbcode').options)")
+    # A token in clear in setup{} is refused, saying where a token comes from.
+    errors = nvim.lua(
+        """
+        local out = {}
+        for _, o in ipairs({ { token = 'dbc_1_secret' }, { token_cmd = 5 }, { token_cmd = {} } }) do
+          local ok, err = pcall(require('dbcode').setup, o)
+          table.insert(out, ok and 'accepted' or tostring(err))
+        end
+        return out
+        """
+    )
+    assert "never kept in the configuration: set $DBCODE_TOKEN, or token_cmd" in errors[0], errors
+    assert "dbc_1_secret" not in errors[0], "the error repeats the token"
+    assert "token_cmd must be a command" in errors[1] and "token_cmd must be" in errors[2], errors
+
+    def token_with(setup: str, env: str | None) -> Any:
+        return nvim.lua(
+            "local e = ...; vim.env.DBCODE_TOKEN = e ~= vim.NIL and e or nil; "
+            f"require('dbcode').setup({setup}) "
+            "local ok, t = pcall(require('dbcode.client').token) return { ok, t or vim.NIL }",
+            env,
+        )
+
+    assert token_with("{}", None) == [True, None]
+    assert token_with("{}", "dbc_2_fromenv") == [True, "dbc_2_fromenv"]
+    # token_cmd: its stdout, trimmed; it wins over the environment. A list, or a shell string.
+    script = tmp_path / "token.sh"
+    script.write_text("#!/bin/sh\nprintf 'dbc_3_fromcmd\\n'\n")
+    script.chmod(0o700)
+    assert token_with(f"{{ token_cmd = {{ '{script}' }} }}", "dbc_2_fromenv") == [
+        True,
+        "dbc_3_fromcmd",
+    ]
+    assert token_with("{ token_cmd = 'echo dbc_4_sh' }", None) == [True, "dbc_4_sh"]
+    # A failing command: the error says so, with its stderr, never its output.
+    ok, err = token_with(
+        "{ token_cmd = { 'sh', '-c', 'echo dbc_5_half; echo no keyring >&2; exit 3' } }", None
+    )
+    assert not ok and "token_cmd failed (exit 3): no keyring" in err and "dbc_5" not in err, err
+    ok, err = token_with("{ token_cmd = 'true' }", None)
+    assert not ok and "printed nothing" in err, err
+
+    # Opening a file with a failing token_cmd: one clear error, no server started.
+    nvim.lua("require('dbcode').setup({ token_cmd = 'exit 7' })")
+    assert "token_cmd failed (exit 7)" in refused(nvim, "Dbcode open ws a.py")
+    assert nvim.lua("return #vim.lsp.get_clients({ name = 'dbcode' })") == 0
+
+    # What Neovim sends in initialize (captured by Neovim's own before_init, which receives the
+    # very params it then sends): initializationOptions.token is token_cmd's output, while the
+    # configuration the plugin builds has none.
+    nvim.lua(
+        """
+        vim.lsp.config('dbcode', { before_init = function(params)
+          _G.test_sent_token = params.initializationOptions.token
+        end })
+        require('dbcode').setup(vim.tbl_extend('force', _G.test_opts, { token_cmd = { ... } }))
+        pcall(require('dbcode').client)
+        """,
+        str(script),
+    )
+    assert nvim.lua("return _G.test_sent_token") == "dbc_3_fromcmd"
+    assert nvim.lua("return require('dbcode').client_config().init_options.token") is None
+    assert "dbc_3" not in json.dumps(nvim.lua("return require('dbcode').options")), "stored"

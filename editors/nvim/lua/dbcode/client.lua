@@ -7,6 +7,42 @@ local util = require("dbcode.util")
 local M = {}
 
 local client_id = nil --- the client this plugin started or found
+local refused = false --- the server answered the starting client's initialize with 401
+
+local TOKEN_CMD_TIMEOUT_MS = 10000
+
+--- The token to present (initializationOptions.token): token_cmd's output, else $DBCODE_TOKEN,
+--- else nil (an open database needs none). Raises when token_cmd fails; its output is never
+--- shown.
+function M.token()
+  local cmd = config.get().token_cmd
+  if cmd == nil then
+    local env = vim.env.DBCODE_TOKEN
+    return (env ~= nil and env ~= "") and env or nil
+  end
+  local argv = type(cmd) == "string" and { "sh", "-c", cmd } or cmd
+  local ok, proc = pcall(vim.system, argv, { text = true, stdin = false })
+  if not ok then
+    error(("dbcode: token_cmd could not run: %s"):format(tostring(proc)), 0)
+  end
+  local res = proc:wait(TOKEN_CMD_TIMEOUT_MS)
+  if res.code ~= 0 or (res.signal and res.signal ~= 0) then
+    local why = vim.split(vim.trim(res.stderr or ""), "\n", { plain = true })[1]
+    if res.signal and res.signal ~= 0 then
+      why = ("killed after %d ms (signal %d)"):format(TOKEN_CMD_TIMEOUT_MS, res.signal)
+    end
+    error(("dbcode: token_cmd failed (exit %d)%s"):format(
+      res.code,
+      (why and why ~= "") and (": " .. why) or ""
+    ), 0)
+  end
+  local token = vim.trim(res.stdout or "")
+  if token == "" or token:find("%s") then
+    error("dbcode: token_cmd must print the token alone on one line: it printed "
+      .. (token == "" and "nothing" or "more than one word"), 0)
+  end
+  return token
+end
 
 --- The CLI prefix of a server command: {"dbcode", "serve"} -> {"dbcode"} (for --version, db).
 function M.cli_prefix(cmd)
@@ -71,6 +107,26 @@ function M.config()
   caps.workspace.workspaceEdit.documentChanges = true
   cfg.capabilities = caps
   cfg.init_options.pushDiagnostics = true
+  if cfg.init_options.token ~= nil then
+    -- vim.lsp.config('dbcode', {init_options = {token = ...}}): a token in clear in the
+    -- configuration is not used (the contract: $DBCODE_TOKEN or token_cmd).
+    cfg.init_options.token = nil
+    vim.schedule(function()
+      util.notify("dbcode: init_options.token is ignored: set $DBCODE_TOKEN or token_cmd",
+        util.levels.WARN)
+    end)
+  end
+  local user_error = cfg.on_error
+  cfg.on_error = function(code, err, ...)
+    -- Neovim reports an error answer to initialize as a failed callback whose text is the
+    -- formatted RPC error ("... code = 401, message = ...").
+    if tostring(err):find(("code = %d,"):format(config.AUTH_ERROR_CODE), 1, true) then
+      refused = true
+    end
+    if type(user_error) == "function" then
+      return user_error(code, err, ...)
+    end
+  end
   local user_init = cfg.on_init
   cfg.on_init = function(c, result)
     c.server_capabilities.diagnosticProvider = nil
@@ -105,6 +161,11 @@ function M.get()
   end
   if not client then
     local cfg = M.config()
+    local token = M.token()
+    refused = false
+    if token then
+      cfg.init_options.token = token
+    end
     local id
     if util.has_011 then
       id = vim.lsp.start(cfg, { attach = false })
@@ -123,8 +184,14 @@ function M.get()
   local start_timeout = config.get().start_timeout_ms
   if not client.initialized then
     vim.wait(start_timeout, function()
-      return client.initialized or util.call(client, "is_stopped")
+      return client.initialized or refused or util.call(client, "is_stopped")
     end, 10)
+    if refused and not client.initialized then
+      refused = false
+      util.call(client, "stop", true)
+      client_id = nil
+      error(config.AUTH_MESSAGE, 0)
+    end
     if not client.initialized then
       local why = util.call(client, "is_stopped") and "exited while starting"
         or ("did not start within " .. start_timeout .. " ms")
@@ -146,6 +213,14 @@ function M.request(method, params, bufnr)
     return nil, { message = ("%s: %s"):format(method, why or "no answer from the server") }
   end
   if resp.err then
+    if resp.err.code == config.AUTH_ERROR_CODE then -- e.g. the token was revoked meanwhile
+      return nil, {
+        code = resp.err.code,
+        message = config.AUTH_MESSAGE:gsub("^dbcode: ", "") .. " (" .. tostring(resp.err.message)
+          .. ")",
+        data = resp.err.data,
+      }
+    end
     return nil, resp.err
   end
   return resp.result
