@@ -545,6 +545,7 @@ def test_nvim_commands_and_health(nvim: Nvim, cli: Cli, workspace: str) -> None:
     assert "dbcode 0.1.0" in report, report
     assert "database:" in report and "dbname=" in report, report
     assert "Neovim 0." in report and "dbcode.nvim 0.1.0" in report, report
+    assert "no token ($DBCODE_TOKEN, token_cmd)" in report, report
     assert "ERROR" not in report, report
 
 
