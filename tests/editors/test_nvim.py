@@ -408,13 +408,30 @@ def test_nvim_edit_save_sync_and_resolve_conflict(nvim: Nvim, cli: Cli, workspac
     assert newest_author(cli, workspace, path) == AGENT
 
 
+def their_edit(cli: Cli, workspace: str, path: str, line: str) -> None:
+    """Another agent replaces the file's last line, as an agent does: read, edit, write on the
+    revision read (compare-and-swap), again if someone committed in between."""
+    for _ in range(20):
+        res = cli("log", workspace, path, "--json")
+        rev = json.loads(res.stdout.splitlines()[0])["files"][0]["revision"]
+        text = cli("cat", "--rev", str(rev), workspace, path).stdout
+        new = "".join(text.splitlines(keepends=True)[:-1]) + line + "\n"
+        res = cli("write", workspace, path, "--base", str(rev), input=new)
+        if res.returncode == 0:
+            return
+        assert "conflict" in res.stderr, res.stderr
+    pytest.fail("the other agent could not commit: 20 conflicts in a row")
+
+
+@pytest.mark.parametrize("mode", ["save", "live"])
 def test_nvim_commits_pushed_while_typing_waits_in_the_debounce_never_garble(
-    nvim: Nvim, cli: Cli, workspace: str
+    nvim: Nvim, cli: Cli, workspace: str, mode: str
 ) -> None:
     """Another agent commits while this user's typing has not reached the server yet (it is
     still inside Neovim's didChange debounce), many times in a row: the pushed edit was
     computed against older text, so the plugin refuses it and the server merges again. The
-    buffer ends with everyone's text, ungarbled, and :write stores exactly that."""
+    buffer ends with everyone's text, ungarbled, and the database too (live: as it goes;
+    save: on :write)."""
     path = "pkg/race.py"
     body = ["import os", "", "", "def f():", "    return os.sep", "", "", "THEIRS = 0"]
     put(cli, workspace, path, "\n".join(body) + "\n")
@@ -428,24 +445,35 @@ def test_nvim_commits_pushed_while_typing_waits_in_the_debounce_never_garble(
         nvim.lua("return vim.lsp.get_clients({ name = 'dbcode' })[1].flags.debounce_text_changes")
         == 3000
     )
+    nvim.command(f"Dbcode mode {mode}")
     mine: list[str] = []
     for i in range(1, ROUNDS + 1):
         nvim.command(f"normal! ggO# mine {i}")
         nvim.command("normal! A!")
         mine.insert(0, f"# mine {i}!")
-        theirs = [*body[:-1], f"THEIRS = {i}"]
-        put(cli, workspace, path, "\n".join(theirs) + "\n")
-        want = mine + theirs
+        their_edit(cli, workspace, path, f"THEIRS = {i}")
+        want = [*mine, *body[:-1], f"THEIRS = {i}"]
 
         def converged(want: list[str] = want) -> bool:
             return nvim.lines() == want
 
+        def stored(want: list[str] = want) -> bool:
+            return db(cli, workspace, path) == "\n".join(want) + "\n"
+
         nvim.wait(f"round {i}: the buffer with my typing and their commit, ungarbled", converged)
-        assert db(cli, workspace, path) == "\n".join(theirs) + "\n"
-    assert nvim.modified()
-    nvim.command("write")
-    assert db(cli, workspace, path) == "\n".join([*mine, *body[:-1], f"THEIRS = {ROUNDS}"]) + "\n"
-    assert newest_author(cli, workspace, path) == AGENT
+        if mode == "live":
+            nvim.wait(f"round {i}: the database as the buffer", stored)
+    if mode == "save":
+        assert nvim.modified()
+        nvim.command("write")
+    final = "\n".join([*mine, *body[:-1], f"THEIRS = {ROUNDS}"]) + "\n"
+    assert db(cli, workspace, path) == final
+    assert nvim.text() == final
+    authors = {
+        json.loads(line)["agent"]
+        for line in cli("log", workspace, path, "--json").stdout.splitlines()
+    }
+    assert authors == {AGENT, "test-agent"}, authors
     assert not nvim.diagnostics("dbcode"), "a conflict was reported where there is none"
 
 

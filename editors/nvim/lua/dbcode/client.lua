@@ -7,7 +7,8 @@ local util = require("dbcode.util")
 local M = {}
 
 local client_id = nil --- the client this plugin started or found
-local refused = false --- the server answered the starting client's initialize with 401
+--- The server answered the last started client's initialize with 401 (reset at each start).
+M.auth_refused = false
 
 local TOKEN_CMD_TIMEOUT_MS = 10000
 
@@ -121,7 +122,7 @@ function M.config()
     -- Neovim reports an error answer to initialize as a failed callback whose text is the
     -- formatted RPC error ("... code = 401, message = ...").
     if tostring(err):find(("code = %d,"):format(config.AUTH_ERROR_CODE), 1, true) then
-      refused = true
+      M.auth_refused = true
     end
     if type(user_error) == "function" then
       return user_error(code, err, ...)
@@ -162,7 +163,7 @@ function M.get()
   if not client then
     local cfg = M.config()
     local token = M.token()
-    refused = false
+    M.auth_refused = false
     if token then
       cfg.init_options.token = token
     end
@@ -184,10 +185,9 @@ function M.get()
   local start_timeout = config.get().start_timeout_ms
   if not client.initialized then
     vim.wait(start_timeout, function()
-      return client.initialized or refused or util.call(client, "is_stopped")
+      return client.initialized or M.auth_refused or util.call(client, "is_stopped")
     end, 10)
-    if refused and not client.initialized then
-      refused = false
+    if M.auth_refused and not client.initialized then
       util.call(client, "stop", true)
       client_id = nil
       error(config.AUTH_MESSAGE, 0)

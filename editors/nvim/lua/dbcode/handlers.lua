@@ -110,9 +110,10 @@ function M.did_commit(_, params)
   end)
 end
 
---- The server process ended: an error unless it was stopped (SIGTERM) or exited cleanly.
+--- The server process ended: an error unless it was stopped (SIGTERM), exited cleanly, or
+--- ended after refusing the token (that has been said already, saying how to fix it).
 function M.on_exit(code, signal)
-  if code ~= 0 and signal ~= 15 then
+  if code ~= 0 and signal ~= 15 and not require("dbcode.client").auth_refused then
     vim.schedule(function()
       util.notify(
         ("dbcode: the language server exited (code %s, signal %s): see :LspLog and "
