@@ -117,17 +117,6 @@ function M.config()
         util.levels.WARN)
     end)
   end
-  local user_error = cfg.on_error
-  cfg.on_error = function(code, err, ...)
-    -- Neovim reports an error answer to initialize as a failed callback whose text is the
-    -- formatted RPC error ("... code = 401, message = ...").
-    if tostring(err):find(("code = %d,"):format(config.AUTH_ERROR_CODE), 1, true) then
-      M.auth_refused = true
-    end
-    if type(user_error) == "function" then
-      return user_error(code, err, ...)
-    end
-  end
   local user_init = cfg.on_init
   cfg.on_init = function(c, result)
     c.server_capabilities.diagnosticProvider = nil
@@ -148,6 +137,35 @@ local function usable(client)
   return client and not util.call(client, "is_stopped")
 end
 
+--- The server command as a function that starts it like Neovim does and notes a 401 answer to
+--- `initialize` (M.auth_refused) instead of passing it on: Neovim runs the initialize callback
+--- scheduled, and an error answer only raises inside it (no on_error, a Lua error message).
+local function watch_initialize(cfg)
+  local argv = cfg.cmd
+  return function(dispatchers)
+    local rpc = vim.lsp.rpc.start(argv, dispatchers, {
+      cwd = cfg.cmd_cwd,
+      env = cfg.cmd_env,
+      detached = cfg.detached,
+    })
+    local request = rpc.request
+    rpc.request = function(method, params, callback, ...)
+      if method == "initialize" then
+        local answered = callback
+        callback = function(err, result)
+          if type(err) == "table" and err.code == config.AUTH_ERROR_CODE then
+            M.auth_refused = true
+            return
+          end
+          return answered(err, result)
+        end
+      end
+      return request(method, params, callback, ...)
+    end
+    return rpc
+  end
+end
+
 --- The running dbcode client, started (and initialized) if needed. Raises on failure.
 function M.get()
   local client = client_id and vim.lsp.get_client_by_id(client_id)
@@ -166,6 +184,9 @@ function M.get()
     M.auth_refused = false
     if token then
       cfg.init_options.token = token
+    end
+    if type(cfg.cmd) == "table" then
+      cfg.cmd = watch_initialize(cfg)
     end
     local id
     if util.has_011 then
