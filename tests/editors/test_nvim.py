@@ -1177,8 +1177,8 @@ def test_nvim_token_authors_commits_and_a_missing_one_says_how_to_set_it(
             assert "token missing or refused — set $DBCODE_TOKEN or token_cmd" in msg, msg
 
             for name, kwargs in (
-                ("cmd", {"token_cmd": ["cat", str(secret)]}),
                 ("env", {"extra_env": {"DBCODE_TOKEN": dev}}),
+                ("cmd", {"token_cmd": ["cat", str(secret)]}),
             ):
                 (tmp_path / name).mkdir()
                 ed = Nvim(binary, tmp_path / name, c, url, **kwargs)  # type: ignore[arg-type]
@@ -1188,6 +1188,20 @@ def test_nvim_token_authors_commits_and_a_missing_one_says_how_to_set_it(
                 ed.command("write")
                 assert db(c, workspace, "a.py") == f"A = '{name}'\n"
                 assert newest_author(c, workspace, "a.py") == "dev", "not the token's agent"
+                if name == "cmd":
+                    # The token is rotated: the next :write says so; with token_cmd printing
+                    # the new one, the :write after it commits (a new session).
+                    rotated = c("agent", "rotate", "dev")
+                    assert rotated.returncode == 0, rotated.stderr
+                    ed.command("normal! ccA = 'rotated'")
+                    msg = refused(ed, "write")
+                    assert "token missing or refused — set $DBCODE_TOKEN or token_cmd" in msg
+                    assert db(c, workspace, "a.py") == "A = 'cmd'\n"
+                    secret.write_text(rotated.stdout)
+                    ed.command("write")
+                    assert db(c, workspace, "a.py") == "A = 'rotated'\n"
+                    assert newest_author(c, workspace, "a.py") == "dev"
+                    assert not ed.modified()
                 for pid in descendants(ed.proc.pid):
                     with contextlib.suppress(OSError):
                         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -1198,4 +1212,5 @@ def test_nvim_token_authors_commits_and_a_missing_one_says_how_to_set_it(
         logs = [*tmp_path.rglob("*.log"), *shared_servers.glob("*.log")]
         for log in logs:
             text = log.read_text(errors="replace")
-            assert dev not in text and root not in text, f"a token in {log}"
+            for token in (root, dev, secret.read_text().strip()):
+                assert token not in text, f"a token in {log}"

@@ -234,7 +234,11 @@ function M.request(method, params, bufnr)
     return nil, { message = ("%s: %s"):format(method, why or "no answer from the server") }
   end
   if resp.err then
-    if resp.err.code == config.AUTH_ERROR_CODE then -- e.g. the token was revoked meanwhile
+    if resp.err.code == config.AUTH_ERROR_CODE then
+      -- The token was rotated or revoked meanwhile: this session is over. The next request
+      -- starts a new server, with the token as token_cmd / $DBCODE_TOKEN give it then.
+      util.call(client, "stop")
+      client_id = nil
       return nil, {
         code = resp.err.code,
         message = config.AUTH_MESSAGE:gsub("^dbcode: ", "") .. " (" .. tostring(resp.err.message)
