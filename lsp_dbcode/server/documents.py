@@ -282,8 +282,15 @@ class DocumentSync:
                 lambda: self.tasks.run(self._settle_timeout(doc, pending)),
             )
             return
-        log.info("client refused the edit to %s (%s); merging again", doc.uri, reason)
         doc.pending = None
+        if doc.version != pending.sent_version:
+            # The buffer moved on before the edit reached it (Neovim flushes the typing that
+            # waited in its didChange debounce, then refuses the stale edit): not a failure,
+            # merge again at once against the buffer as it is now.
+            log.debug("edit to %s refused: the buffer moved on; merging again", doc.uri)
+            self.tasks.run(self._reconcile_locked(doc))
+            return
+        log.info("client refused the edit to %s (%s); merging again", doc.uri, reason)
         self.tasks.run(self._retry(doc))
 
     async def _retry(self, doc: OpenDoc) -> None:

@@ -40,6 +40,9 @@ class Editor:
         self.encoding = Encoding.UTF16
         self.refuse_edits = False
         self.refused = 0  # applyEdits answered applied=false
+        # Called as an applyEdit arrives, before it is looked at: typing that reaches the server
+        # just before the answer (Neovim flushes its debounced didChange, then refuses).
+        self.before_answer: Callable[[], None] | None = None
         self.notifications: list[tuple[str, Any]] = []
         self.commits: list[dict[str, Any]] = []
         self.client.feature(types.WORKSPACE_APPLY_EDIT)(lambda ls, params: self._apply_edit(params))
@@ -108,6 +111,8 @@ class Editor:
         self.commits.append(params)
 
     def _apply_edit(self, params: types.ApplyWorkspaceEditParams) -> types.ApplyWorkspaceEditResult:
+        if self.before_answer is not None:
+            self.before_answer()
         for change in params.edit.document_changes or []:
             assert isinstance(change, types.TextDocumentEdit)
             buf = self.buffers[change.text_document.uri]

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from lsprotocol import types
 
+from lsp_dbcode.server.documents import PUSH_RETRIES_MAX
 from lsp_dbcode.store import Store
 from lsp_dbcode.text.diff import diff_edits
 from lsp_dbcode.text.merge import find_conflicts
@@ -194,3 +195,30 @@ async def test_a_function_deleted_while_edited_inside_conflicts_losing_nothing(
     editor.save(uri)
     await db_eventually(database_url, workspace, "m.py", buf.text)
     assert "log(x)" in buf.text and buf.text.startswith(keep)
+
+
+async def test_pushes_refused_because_the_user_kept_typing_never_give_up(
+    editor: Editor, store: Store, workspace: str
+) -> None:
+    """A push that reaches the buffer after a keystroke the server had not seen is refused
+    (Neovim: the typing waited in its didChange debounce; it flushes it, then refuses). That is
+    the normal race of someone typing, not an editor refusing edits: the server merges again at
+    once, however long it lasts, and never gives up on the document ("could not be updated")."""
+    await store.write(workspace, "t.py", "A = 1\n\n\nB = 2\n", agent="seed")
+    uri = make_uri(workspace, "t.py")
+    buf = await editor.open(uri)
+    keystrokes = PUSH_RETRIES_MAX + 5
+
+    def type_one() -> None:
+        if editor.refused < keystrokes:
+            editor.edit(uri, (0, 0), (0, 0), "x")
+
+    editor.before_answer = type_one
+    await store.write(workspace, "t.py", "A = 1\n\n\nB = 3\n", agent="alice")
+    want = "x" * keystrokes + "A = 1\n\n\nB = 3\n"
+    await wait_until(
+        lambda: buf.text == want, timeout=30, what=f"their change merged in: {buf.text!r}"
+    )
+    assert editor.refused == keystrokes
+    gave_up = [m.message for m in editor.client.messages if "could not be updated" in m.message]
+    assert not gave_up, gave_up

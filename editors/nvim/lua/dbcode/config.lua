@@ -10,6 +10,8 @@ M.defaults = {
   timeout_ms = 10000, -- for the synchronous requests (read, write, ...)
   start_timeout_ms = 30000, -- for the server to start (the embedded PostgreSQL may start too)
   notify_changes = true, -- vim.notify who changed an open file
+  token_cmd = nil, -- a command whose stdout is your token (a list, or a string run by sh -c);
+  -- nil: $DBCODE_TOKEN. Never a token in clear in the configuration.
 }
 
 local types = {
@@ -21,6 +23,12 @@ local types = {
   start_timeout_ms = "number",
   notify_changes = "boolean",
 }
+
+--- What the server answers an unknown or missing token with (JSON-RPC error code), and what the
+--- user is told then.
+M.AUTH_ERROR_CODE = 401
+M.AUTH_MESSAGE = "dbcode: token missing or refused — set $DBCODE_TOKEN or token_cmd "
+  .. "(require('dbcode').setup{token_cmd = {...}}: a command that prints the token)"
 
 M.options = nil --- set by setup(); nil: defaults (and vim.lsp.config('dbcode') on 0.11+)
 M.overrides = {} --- agent/mode changed at run time (:Dbcode agent/mode), kept for restarts
@@ -39,12 +47,24 @@ function M.set(opts, level)
       error(("dbcode: setup option %s must be a %s"):format(name, kind), level)
     end
   end
+  if opts.token ~= nil then
+    error("dbcode: a token is never kept in the configuration: set $DBCODE_TOKEN, or token_cmd "
+      .. "(a command that prints it, e.g. { 'pass', 'show', 'dbcode' })", level)
+  end
+  local tc = opts.token_cmd
+  if tc ~= nil and not (type(tc) == "string" and tc ~= "")
+    and not (type(tc) == "table" and #tc > 0) then
+    error("dbcode: setup option token_cmd must be a command: a non-empty list or string", level)
+  end
   if opts.mode and opts.mode ~= "save" and opts.mode ~= "live" then
     error("dbcode: mode must be 'save' or 'live'", level)
   end
   local options = vim.tbl_deep_extend("force", vim.deepcopy(M.defaults), opts)
   if opts.cmd then
     options.cmd = vim.deepcopy(opts.cmd) -- a list is replaced, not merged
+  end
+  if type(opts.token_cmd) == "table" then
+    options.token_cmd = vim.deepcopy(opts.token_cmd)
   end
   M.options = options
   return options

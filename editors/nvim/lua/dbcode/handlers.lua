@@ -9,56 +9,83 @@ local levels = util.levels
 
 local M = {}
 
---- workspace/applyEdit. Like Neovim's handler, but an edit made for an older buffer version is
---- refused (so the server merges again at once), a buffer that was unmodified stays unmodified
---- (it still equals the database: the edit is another agent's commit), and the resulting
---- didChange is sent now (Neovim answers applied=true and sends its didChange 150 ms later).
+--- The version the server holds for `bufnr`: the one Neovim's last didOpen/didChange carried
+--- (vim.lsp.util.buf_versions: the changedtick of the last *text* change, set in Neovim's
+--- on_lines; b:changedtick also moves for 'modified' and would never match). Call it after
+--- flushing the debounced changes, so that nothing newer is still waiting to be sent.
+local function sent_version(bufnr)
+  return vim.lsp.util.buf_versions[bufnr] or 0
+end
+
+--- Send the didChange Neovim is holding back (its 150 ms debounce) now.
+local function flush(client, bufnr)
+  local ok, changetracking = pcall(require, "vim.lsp._changetracking")
+  if ok then
+    pcall(changetracking.flush, client, bufnr)
+  end
+end
+
+--- workspace/applyEdit. The client declares versioned documentChanges, so each edit names the
+--- buffer version the server computed it on. Typing that has not reached the server yet (it
+--- waits in the didChange debounce) makes that version stale, and applying the edit would put
+--- it at the wrong place: such an edit is refused (applied = false) after flushing the pending
+--- didChange, and the server merges again against the buffer as it now knows it. A current
+--- edit is applied; a buffer that was unmodified stays unmodified (it still equals the
+--- database: the edit is another agent's commit); and the resulting didChange is sent now (the
+--- server treats a pushed edit as pending until that didChange arrives). Neovim's own handler
+--- would answer applied = true even when it skips a stale edit.
 function M.apply_edit(_, params, ctx)
   local client = vim.lsp.get_client_by_id(ctx.client_id)
   if not client or not params or not params.edit then
     return { applied = false, failureReason = "no client or no edit" }
   end
   local edit = params.edit
-  local bufs = {}
+  local todo = {} --- {bufnr, edits} in order
   for _, change in ipairs(edit.documentChanges or {}) do
     local doc = change.textDocument
-    if doc and change.edits then
-      local bufnr = vim.uri_to_bufnr(doc.uri)
-      local v = doc.version
-      local have = vim.lsp.util.buf_versions[bufnr] or 0
-      if type(v) == "number" and v > 0 and api.nvim_buf_is_loaded(bufnr) and have > v then
+    if change.kind or not doc or not change.edits then
+      return { applied = false, failureReason = "only text edits are supported" }
+    end
+    local bufnr = vim.uri_to_bufnr(doc.uri)
+    local v = doc.version
+    if type(v) == "number" and api.nvim_buf_is_loaded(bufnr) then
+      flush(client, bufnr)
+      local have = sent_version(bufnr)
+      if have ~= v then
         return {
           applied = false,
-          failureReason = ("buffer %s is at version %d, the edit is for version %d"):format(
+          failureReason = ("%s is at version %d, the edit is for version %d"):format(
             doc.uri,
             have,
             v
           ),
         }
       end
-      bufs[bufnr] = true
     end
+    todo[#todo + 1] = { bufnr, change.edits }
   end
-  for uri in pairs(edit.changes or {}) do
-    bufs[vim.uri_to_bufnr(uri)] = true
+  for uri, edits in pairs(edit.changes or {}) do -- unversioned: applied as they come
+    todo[#todo + 1] = { vim.uri_to_bufnr(uri), edits }
   end
   local was_modified = {}
-  for b in pairs(bufs) do
-    was_modified[b] = api.nvim_buf_is_loaded(b) and vim.bo[b].modified
+  for _, t in ipairs(todo) do
+    local b = t[1]
+    if was_modified[b] == nil then
+      was_modified[b] = api.nvim_buf_is_loaded(b) and vim.bo[b].modified
+    end
   end
-  local ok, err = pcall(vim.lsp.util.apply_workspace_edit, edit, client.offset_encoding)
-  if not ok then
-    return { applied = false, failureReason = tostring(err) }
+  for _, t in ipairs(todo) do
+    local ok, err = pcall(vim.lsp.util.apply_text_edits, t[2], t[1], client.offset_encoding)
+    if not ok then
+      return { applied = false, failureReason = tostring(err) }
+    end
   end
-  local ct_ok, changetracking = pcall(require, "vim.lsp._changetracking")
-  for b in pairs(bufs) do
+  for b, modified in pairs(was_modified) do
     if api.nvim_buf_is_loaded(b) then
-      if not was_modified[b] then
+      if not modified then
         vim.bo[b].modified = false
       end
-      if ct_ok then
-        pcall(changetracking.flush, client, b)
-      end
+      flush(client, b)
     end
   end
   return { applied = true }
@@ -83,9 +110,10 @@ function M.did_commit(_, params)
   end)
 end
 
---- The server process ended: an error unless it was stopped (SIGTERM) or exited cleanly.
+--- The server process ended: an error unless it was stopped (SIGTERM), exited cleanly, or
+--- ended after refusing the token (that has been said already, saying how to fix it).
 function M.on_exit(code, signal)
-  if code ~= 0 and signal ~= 15 then
+  if code ~= 0 and signal ~= 15 and not require("dbcode.client").auth_refused then
     vim.schedule(function()
       util.notify(
         ("dbcode: the language server exited (code %s, signal %s): see :LspLog and "

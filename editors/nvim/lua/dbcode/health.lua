@@ -71,6 +71,22 @@ function M.check()
     })
   end
 
+  local o = require("dbcode.config").get()
+  if o.token_cmd then
+    local tc = type(o.token_cmd) == "table" and table.concat(o.token_cmd, " ") or o.token_cmd
+    local ok, err = pcall(require("dbcode.client").token)
+    if ok then
+      health.ok("token: from token_cmd `" .. tc .. "`")
+    else
+      health.error(tostring(err), { "token_cmd must print the token (and nothing else)" })
+    end
+  elseif vim.env.DBCODE_TOKEN and vim.env.DBCODE_TOKEN ~= "" then
+    health.ok("token: from $DBCODE_TOKEN")
+  else
+    health.info("no token ($DBCODE_TOKEN, token_cmd): fine for an open database; one with "
+      .. "agents (`dbcode agent add`) answers 401")
+  end
+
   local clients = vim.lsp.get_clients({ name = "dbcode" })
   if #clients == 0 then
     health.info("no dbcode client running (one starts with the first dbcode:// buffer)")
