@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -89,7 +90,9 @@ class _Feed(Generic[T]):
         if self._task is not None and not self._task.done():
             self._again = True
             return
-        self._task = asyncio.get_running_loop().create_task(self._refresh())
+        self._task = asyncio.get_running_loop().create_task(
+            self._refresh(), context=contextvars.Context()
+        )
 
     def defer(self, seq: int) -> None:
         """``seq`` was notified while an own commit is in flight: fetch after its answer."""
@@ -202,7 +205,9 @@ class Hub:
     async def start(self) -> None:
         """Start listening (idempotent); returns once LISTEN is active."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
         await self._listening.wait()
 
     async def close(self) -> None:

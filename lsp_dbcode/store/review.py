@@ -13,6 +13,7 @@ threads of what they commit right after, so ``outdated`` events follow their cha
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,6 +86,10 @@ class ReviewStore:
     """Review threads and the review feed (mixed into ``Store``)."""
 
     _pool: AsyncConnectionPool
+
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        raise NotImplementedError
+
     dsn: str
     content_bytes_max: int
 
@@ -194,7 +199,7 @@ class ReviewStore:
         check_comment_text(text, "reply")
         ws = await self._thread_ws(workspace, thread)
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 # The thread row lock serialises replies (the count limit holds under races).
                 await conn.execute(
                     "SELECT 1 FROM dbcode_thread WHERE id = %s FOR UPDATE", (thread,)
@@ -230,7 +235,7 @@ class ReviewStore:
         ws = await self._thread_ws(workspace, thread)
         state, event = ("resolved", "resolved") if resolved else ("open", "reopened")
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 cur = await conn.execute(
                     "UPDATE dbcode_thread SET state = %s WHERE id = %s AND state <> %s",
                     (state, thread, state),

@@ -1032,7 +1032,146 @@ END
 $fn$;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
+# v6: identity and access (store/access.py). Open until the first agent exists. Agents' tokens
+# are kept as HMAC-SHA256 under a per-database secret in dbcode_access, a table agents' roles
+# cannot read. Every product table gets row-level security; the policies call SECURITY DEFINER
+# helpers keyed on current_user (an agent's role, set by the server with SET LOCAL ROLE). The
+# table owner bypasses RLS (not FORCEd): the server's shared reads (the hub) run as owner and
+# are filtered per session in Python. Roles are made at `dbcode agent add`, not here: a
+# database whose owner lacks CREATEROLE still migrates and stays open.
+_V6 = r"""
+CREATE TABLE dbcode_access (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    role_prefix text NOT NULL,
+    secret      bytea,
+    gen         bigint NOT NULL DEFAULT 0
+);
+INSERT INTO dbcode_access (role_prefix)
+    VALUES ('dbc' || substr(md5(random()::text || clock_timestamp()::text), 1, 10) || '_');
+
+CREATE TABLE dbcode_agent (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    role        text NOT NULL UNIQUE,
+    token_hash  bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    rotated_at  timestamptz
+);
+
+-- workspace '*': every workspace. prefix '': every path; else a folder prefix ending in '/'
+-- or one exact path.
+CREATE TABLE dbcode_grant (
+    agent_id  bigint NOT NULL REFERENCES dbcode_agent (id) ON DELETE CASCADE,
+    workspace text NOT NULL,
+    prefix    text NOT NULL DEFAULT '',
+    level     text NOT NULL CHECK (level IN ('read', 'write', 'admin')),
+    PRIMARY KEY (agent_id, workspace, prefix)
+);
+
+-- Refused attempts. agent NULL: unknown (no or bad token).
+CREATE TABLE dbcode_audit (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    agent     text,
+    action    text NOT NULL,
+    workspace text,
+    path      text,
+    transport text NOT NULL DEFAULT '?',
+    peer      text NOT NULL DEFAULT '?',
+    reason    text NOT NULL DEFAULT '',
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dbcode_audit_ws ON dbcode_audit (workspace, id);
+
+-- The level (0 none, 1 read, 2 write, 3 admin) the agent of role p_role has on a path of a
+-- workspace (p_path NULL: its best level anywhere in the workspace). The policies pass
+-- current_user: inside a SECURITY DEFINER function current_user is the definer.
+CREATE FUNCTION dbcode_acl(p_role name, p_ws text, p_path text) RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+    SELECT coalesce(max(CASE g.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END), 0)
+      FROM dbcode_agent a JOIN dbcode_grant g ON g.agent_id = a.id
+     WHERE a.role = p_role
+       AND (g.workspace = '*' OR g.workspace = p_ws)
+       AND (p_path IS NULL OR g.prefix = '' OR g.prefix = p_path
+            OR (right(g.prefix, 1) = '/' AND left(p_path, length(g.prefix)) = g.prefix))
+$fn$;
+
+CREATE FUNCTION dbcode_acl_id(p_role name, p_ws bigint, p_path text) RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+    SELECT dbcode_acl(p_role, (SELECT name FROM dbcode_workspace WHERE id = p_ws), p_path)
+$fn$;
+
+CREATE FUNCTION dbcode_acl_agent(p_role name) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
+    SELECT name FROM dbcode_agent WHERE role = p_role
+$fn$;
+
+ALTER TABLE dbcode_workspace ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_workspace FOR SELECT USING (dbcode_acl(current_user, name, NULL) >= 1);
+CREATE POLICY u ON dbcode_workspace FOR UPDATE USING (dbcode_acl(current_user, name, NULL) >= 2);
+CREATE POLICY i ON dbcode_workspace FOR INSERT WITH CHECK (dbcode_acl(current_user, name, NULL) >= 2);
+
+ALTER TABLE dbcode_file ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_file FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_file FOR INSERT WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+CREATE POLICY u ON dbcode_file FOR UPDATE USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+
+ALTER TABLE dbcode_revision ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_revision FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_revision FOR INSERT
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+
+-- A changeset is seen by who can read one of its paths (its message and agent with them).
+ALTER TABLE dbcode_changeset ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_changeset FOR SELECT USING (EXISTS (
+    SELECT 1 FROM dbcode_revision r
+     WHERE r.workspace_id = dbcode_changeset.workspace_id AND r.seq = dbcode_changeset.seq));
+CREATE POLICY i ON dbcode_changeset FOR INSERT
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, NULL) >= 2 AND agent = dbcode_acl_agent(current_user));
+
+ALTER TABLE dbcode_thread ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_thread FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_thread FOR INSERT WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY u ON dbcode_thread FOR UPDATE USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+
+ALTER TABLE dbcode_comment ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_comment FOR SELECT
+    USING (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+CREATE POLICY i ON dbcode_comment FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+
+ALTER TABLE dbcode_review_event ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_review_event FOR SELECT
+    USING (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+CREATE POLICY i ON dbcode_review_event FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+
+ALTER TABLE dbcode_review_head ENABLE ROW LEVEL SECURITY;
+CREATE POLICY a ON dbcode_review_head FOR ALL USING (dbcode_acl_id(current_user, workspace_id, NULL) >= 1);
+
+ALTER TABLE dbcode_session ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_session FOR SELECT USING (true);
+CREATE POLICY w ON dbcode_session FOR INSERT WITH CHECK (agent = dbcode_acl_agent(current_user));
+CREATE POLICY u ON dbcode_session FOR UPDATE USING (agent = dbcode_acl_agent(current_user));
+CREATE POLICY d ON dbcode_session FOR DELETE USING (agent = dbcode_acl_agent(current_user));
+
+ALTER TABLE dbcode_claim ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_claim FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_claim FOR INSERT
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2 AND agent = dbcode_acl_agent(current_user));
+CREATE POLICY u ON dbcode_claim FOR UPDATE USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+CREATE POLICY d ON dbcode_claim FOR DELETE USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+
+ALTER TABLE dbcode_presence ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_presence FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_presence FOR INSERT
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY d ON dbcode_presence FOR DELETE USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+
+ALTER TABLE dbcode_audit ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_audit FOR SELECT USING (dbcode_acl(current_user, workspace, NULL) >= 3);
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
