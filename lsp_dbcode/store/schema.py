@@ -1108,15 +1108,20 @@ $fn$;
 ALTER TABLE dbcode_workspace ENABLE ROW LEVEL SECURITY;
 CREATE POLICY r ON dbcode_workspace FOR SELECT USING (dbcode_acl(current_user, name, NULL) >= 1);
 CREATE POLICY u ON dbcode_workspace FOR UPDATE USING (dbcode_acl(current_user, name, NULL) >= 2);
-CREATE POLICY i ON dbcode_workspace FOR INSERT WITH CHECK (dbcode_acl(current_user, name, NULL) >= 2);
+CREATE POLICY i ON dbcode_workspace FOR INSERT
+    WITH CHECK (dbcode_acl(current_user, name, NULL) >= 2);
 
 ALTER TABLE dbcode_file ENABLE ROW LEVEL SECURITY;
-CREATE POLICY r ON dbcode_file FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
-CREATE POLICY i ON dbcode_file FOR INSERT WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2);
-CREATE POLICY u ON dbcode_file FOR UPDATE USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+CREATE POLICY r ON dbcode_file FOR SELECT
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_file FOR INSERT
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+CREATE POLICY u ON dbcode_file FOR UPDATE
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
 
 ALTER TABLE dbcode_revision ENABLE ROW LEVEL SECURITY;
-CREATE POLICY r ON dbcode_revision FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY r ON dbcode_revision FOR SELECT
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
 CREATE POLICY i ON dbcode_revision FOR INSERT
     WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2);
 
@@ -1126,12 +1131,16 @@ CREATE POLICY r ON dbcode_changeset FOR SELECT USING (EXISTS (
     SELECT 1 FROM dbcode_revision r
      WHERE r.workspace_id = dbcode_changeset.workspace_id AND r.seq = dbcode_changeset.seq));
 CREATE POLICY i ON dbcode_changeset FOR INSERT
-    WITH CHECK (dbcode_acl_id(current_user, workspace_id, NULL) >= 2 AND agent = dbcode_acl_agent(current_user));
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, NULL) >= 2
+                AND agent = dbcode_acl_agent(current_user));
 
 ALTER TABLE dbcode_thread ENABLE ROW LEVEL SECURITY;
-CREATE POLICY r ON dbcode_thread FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
-CREATE POLICY i ON dbcode_thread FOR INSERT WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 1);
-CREATE POLICY u ON dbcode_thread FOR UPDATE USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY r ON dbcode_thread FOR SELECT
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_thread FOR INSERT
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY u ON dbcode_thread FOR UPDATE
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
 
 ALTER TABLE dbcode_comment ENABLE ROW LEVEL SECURITY;
 CREATE POLICY r ON dbcode_comment FOR SELECT
@@ -1146,7 +1155,8 @@ CREATE POLICY i ON dbcode_review_event FOR INSERT
     WITH CHECK (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
 
 ALTER TABLE dbcode_review_head ENABLE ROW LEVEL SECURITY;
-CREATE POLICY a ON dbcode_review_head FOR ALL USING (dbcode_acl_id(current_user, workspace_id, NULL) >= 1);
+CREATE POLICY a ON dbcode_review_head FOR ALL
+    USING (dbcode_acl_id(current_user, workspace_id, NULL) >= 1);
 
 ALTER TABLE dbcode_session ENABLE ROW LEVEL SECURITY;
 CREATE POLICY r ON dbcode_session FOR SELECT USING (true);
@@ -1155,17 +1165,23 @@ CREATE POLICY u ON dbcode_session FOR UPDATE USING (agent = dbcode_acl_agent(cur
 CREATE POLICY d ON dbcode_session FOR DELETE USING (agent = dbcode_acl_agent(current_user));
 
 ALTER TABLE dbcode_claim ENABLE ROW LEVEL SECURITY;
-CREATE POLICY r ON dbcode_claim FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY r ON dbcode_claim FOR SELECT
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
 CREATE POLICY i ON dbcode_claim FOR INSERT
-    WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2 AND agent = dbcode_acl_agent(current_user));
-CREATE POLICY u ON dbcode_claim FOR UPDATE USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
-CREATE POLICY d ON dbcode_claim FOR DELETE USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+    WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 2
+                AND agent = dbcode_acl_agent(current_user));
+CREATE POLICY u ON dbcode_claim FOR UPDATE
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
+CREATE POLICY d ON dbcode_claim FOR DELETE
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 2);
 
 ALTER TABLE dbcode_presence ENABLE ROW LEVEL SECURITY;
-CREATE POLICY r ON dbcode_presence FOR SELECT USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY r ON dbcode_presence FOR SELECT
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
 CREATE POLICY i ON dbcode_presence FOR INSERT
     WITH CHECK (dbcode_acl_id(current_user, workspace_id, path) >= 1);
-CREATE POLICY d ON dbcode_presence FOR DELETE USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
+CREATE POLICY d ON dbcode_presence FOR DELETE
+    USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);
 
 ALTER TABLE dbcode_audit ENABLE ROW LEVEL SECURITY;
 CREATE POLICY r ON dbcode_audit FOR SELECT USING (dbcode_acl(current_user, workspace, NULL) >= 3);

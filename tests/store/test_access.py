@@ -60,7 +60,7 @@ async def test_open_until_the_first_agent(astore: Store) -> None:
 
 
 async def test_tokens_refused(astore: Store) -> None:
-    admin, token = await astore.access.add_agent("root", [], admin=True)
+    _, token = await astore.access.add_agent("root", [], admin=True)
     for bad in (
         None,
         "",
@@ -69,7 +69,7 @@ async def test_tokens_refused(astore: Store) -> None:
         f"dbc_999_{token.split('_', 2)[2]}",
         "dbc_1_" + "A" * 1_000_000,
     ):
-        with pytest.raises(Unauthenticated, match="^authentication required"):
+        with pytest.raises(Unauthenticated, match=r"^authentication required"):
             await astore.access.authenticate(bad)
 
 
@@ -86,7 +86,7 @@ async def test_only_admins_manage_agents(astore: Store) -> None:
         astore.access.agents(by=dev_agent),
         astore.access.add_agent("y", [], by=None),
     ):
-        with pytest.raises(Forbidden, match="^forbidden: agent"):
+        with pytest.raises(Forbidden, match=r"^forbidden: agent"):
             await attempt
     with pytest.raises(InvalidInput, match="exists already"):
         await astore.access.add_agent("dev", [], by=root)
