@@ -140,6 +140,10 @@ def open_session(args: argparse.Namespace) -> Conn | None:
     """An initialized session with the shared server; None when it cannot be used here."""
     if os.environ.get(DIRECT_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
         return None
+    from .cli import token_of
+
+    if token_of(args):  # until the shared server's session carries the token: direct path
+        return None
     from .attach import RelayError, shared_relay, unix_sockets_usable
 
     if not unix_sockets_usable():

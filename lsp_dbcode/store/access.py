@@ -121,6 +121,13 @@ class Agent:
                 best = max(best, LEVELS[g.level])
         return best
 
+    def whole_level(self, workspace: str) -> int:
+        """The level over the whole workspace (grants without a prefix)."""
+        return max(
+            (LEVELS[g.level] for g in self.grants if g.prefix == "" and g.covers(workspace, None)),
+            default=0,
+        )
+
     def can_read(self, workspace: str, path: str | None = None) -> bool:
         return self.level(workspace, path) >= 1
 
@@ -133,8 +140,11 @@ class Agent:
             g.workspace == "*" and g.prefix == "" and g.level == "admin" for g in self.grants
         )
 
-    def require(self, level: int, workspace: str, path: str = "") -> None:
-        if self.level(workspace, path or None) < level:
+    def require(self, level: int, workspace: str, path: str = "", *, whole: bool = False) -> None:
+        """Raise Forbidden unless the agent has ``level`` on ``path`` (""/None: somewhere in
+        the workspace; ``whole``: over all of it)."""
+        have = self.whole_level(workspace) if whole else self.level(workspace, path or None)
+        if have < level:
             verb = {1: "read", 2: "write", 3: "administer"}[level]
             raise Forbidden(self.name, verb, workspace, path)
 
