@@ -405,6 +405,9 @@ async def _run_session(
 ) -> None:
     ls = create_server(app, agent, forced_agent)
     session = ls.session
+    peer = writer.get_extra_info("peername") if hasattr(writer, "get_extra_info") else None
+    if isinstance(peer, tuple) and session.peer == "?":  # for the audit and the limiter
+        session.transport, session.peer = "tcp", f"{peer[0]}:{peer[1]}"
     app.sessions.add(session)
     stop = threading.Event()
     ls.protocol.set_writer(writer)
@@ -435,6 +438,9 @@ async def _run_session(
 async def run_ws_session(app: Shared, agent: str, websocket: Any) -> None:
     ls = create_server(app, agent)
     session = ls.session
+    remote = getattr(websocket, "remote_address", None)
+    if isinstance(remote, tuple) and session.peer == "?":
+        session.transport, session.peer = "ws", f"{remote[0]}:{remote[1]}"
     app.sessions.add(session)
     stop = threading.Event()
     task = asyncio.current_task()

@@ -33,6 +33,7 @@ from .lint import DocumentLint
 from .tasks import Tasks
 
 if TYPE_CHECKING:
+    from ..store.access import Agent
     from .protocol import DbcodeProtocol
     from .shared import Shared
 
@@ -84,6 +85,15 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         self.on_exit: Callable[[], None] | None = None  # set by the transport
         self.server: Any = None  # the connection's pygls server object (initialize reads it)
+        # Set by the transport: its kind, the peer's address, a token it carried (ws
+        # Authorization: Bearer); initializationOptions.token wins over it.
+        self.transport: str = "?"
+        self.peer: str = "?"
+        self.transport_token: str | None = None
+        # Access control (server/auth.py): the token checked at initialize and its agent
+        # (None: the database is open).
+        self.token: str | None = None
+        self.account: Agent | None = None
         self.sync = DocumentSync(self.client, self.identity, shared, self.tasks)
         self.lint = DocumentLint(self.client, shared.analyzer, self.tasks)
         self.commits = Commits(self.client, self.identity, shared, self.sync, self.tasks, self.docs)

@@ -194,6 +194,11 @@ class ReviewStore:
             raise NotFound(f"no thread {thread} in workspace {workspace!r}")
         return ws
 
+    async def thread_visible(self, thread: int) -> bool:
+        """Can the task's role (access.current_role) see this thread? (Row-level security.)"""
+        rows = await self._fetchall("SELECT 1 FROM dbcode_thread WHERE id = %s", (thread,))
+        return bool(rows)
+
     async def reply(self, workspace: str, thread: int, text: str, *, agent: str) -> int:
         """Add a comment to a thread; its id."""
         check_comment_text(text, "reply")
