@@ -13,7 +13,7 @@ from tests.conftest import Cli
 WS = "proj"
 
 
-@pytest.fixture(params=["direct"])
+@pytest.fixture(params=["direct", "shared"])
 def acli(request: pytest.FixtureRequest, fresh_database_url: str, tmp_path: Path) -> Cli:
     c = Cli(fresh_database_url, tmp_path / "home")
     if request.param == "direct":
