@@ -1134,6 +1134,58 @@ CREATE POLICY i ON dbcode_changeset FOR INSERT
     WITH CHECK (dbcode_acl_id(current_user, workspace_id, NULL) >= 2
                 AND agent = dbcode_acl_agent(current_user));
 
+CREATE POLICY u ON dbcode_changeset FOR UPDATE
+    USING (agent = dbcode_acl_agent(current_user));
+
+-- A batch of changesets of several agents: each runs as its own agent's role (p_batch items'
+-- "role"; the caller, the owner, is a member of every agent role), then the caller's role is
+-- back. Row-level security thus applies to each changeset alone: one refused fails alone.
+CREATE OR REPLACE FUNCTION dbcode_commit_many(p_workspace text, p_batch jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws      bigint := dbcode_workspace_id(p_workspace);
+    item    jsonb;
+    result  jsonb;
+    results jsonb := '[]';
+    last    bigint;
+    e_state text;
+    e_msg   text;
+    e_det   text;
+    caller  text := current_setting('role');
+BEGIN
+    PERFORM dbcode_lock_paths(ws, (
+        SELECT coalesce(array_agg(DISTINCT x), '{}') FROM jsonb_array_elements(p_batch) b,
+            unnest(dbcode_changeset_paths(CASE WHEN jsonb_typeof(b -> 'changes') = 'array'
+                                               THEN b -> 'changes' ELSE '[]' END)) x
+         WHERE x IS NOT NULL));
+    FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
+        BEGIN
+            IF item ? 'role' THEN
+                PERFORM set_config('role', item ->> 'role', true);
+            END IF;
+            result := dbcode_apply(ws, item ->> 'agent', item ->> 'message', item -> 'changes');
+            IF jsonb_typeof(item -> 'meta') = 'object' THEN
+                UPDATE dbcode_changeset SET meta = item -> 'meta'
+                    WHERE workspace_id = ws AND seq = (result ->> 'seq')::bigint;
+            END IF;
+            last := (result ->> 'seq')::bigint;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT,
+                e_det = PG_EXCEPTION_DETAIL;
+            result := jsonb_build_object('error', e_state, 'message', e_msg, 'detail', e_det);
+        END;
+        IF item ? 'role' THEN
+            PERFORM set_config('role', caller, true);
+        END IF;
+        results := results || jsonb_build_array(result);
+    END LOOP;
+    IF last IS NOT NULL THEN
+        PERFORM pg_notify('dbcode', p_workspace || ' ' || last);
+    END IF;
+    RETURN results;
+END
+$fn$;
+
 ALTER TABLE dbcode_thread ENABLE ROW LEVEL SECURITY;
 CREATE POLICY r ON dbcode_thread FOR SELECT
     USING (dbcode_acl_id(current_user, workspace_id, path) >= 1);

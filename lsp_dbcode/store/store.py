@@ -167,6 +167,7 @@ class _Pending:
     future: asyncio.Future[CommitResult]
     meta: dict[str, Any] | None = None
     size: int = 0
+    role: str | None = None  # the agent role it runs as (access.py; None: the owner)
 
     def __post_init__(self) -> None:
         self.size = sum(len(i.get("text") or "") for i in self.items) + 100
@@ -249,9 +250,9 @@ class Store(ReviewStore, CoordinationStore):
             review_fetch=self._review_events_since,
             review_head=self.review_head,
         )
-        # (workspace, agent role) -> queue: a batch runs as one role (access.py), so changesets of
-        # different agents never share one.
-        self._commit_queues: dict[tuple[str, str | None], _CommitQueue] = {}
+        # workspace -> queue. A batch may hold changesets of several agents: each runs as its
+        # own role inside dbcode_commit_many (schema v6).
+        self._commit_queues: dict[str, _CommitQueue] = {}
         # workspace -> path -> the oldest revision a commit of this process superseded since
         # the last compaction (the compaction looks from there on: an index range, not the
         # path's whole history).
@@ -950,7 +951,8 @@ class Store(ReviewStore, CoordinationStore):
         meta = validate.check_meta(meta)
         items = [self._check_change(c) for c in changes]
         pending = _Pending(agent, message, items, asyncio.get_running_loop().create_future(), meta)
-        key = (workspace, current_role.get())
+        pending.role = current_role.get()
+        key = workspace
         queue = self._commit_queues.get(key)
         if queue is None:
             queue = self._commit_queues[key] = _CommitQueue()
@@ -968,7 +970,7 @@ class Store(ReviewStore, CoordinationStore):
         # commit (as with any statement cancelled mid-way).
         return await pending.future
 
-    def _next_batch(self, key: tuple[str, str | None], queue: _CommitQueue) -> None:
+    def _next_batch(self, key: str, queue: _CommitQueue) -> None:
         """Send what is queued, as batches, while there is room in flight."""
         while queue.items and queue.flights < COMMIT_FLIGHTS_MAX:
             batch: list[_Pending] = []
@@ -988,12 +990,9 @@ class Store(ReviewStore, CoordinationStore):
         if not queue.items and queue.flights == 0 and self._commit_queues.get(key) is queue:
             del self._commit_queues[key]
 
-    async def _fly(
-        self, key: tuple[str, str | None], queue: _CommitQueue, batch: list[_Pending]
-    ) -> None:
-        current_role.set(key[1])  # this task's own context: the batch's agent
+    async def _fly(self, key: str, queue: _CommitQueue, batch: list[_Pending]) -> None:
         try:
-            await self._commit_batch(key[0], batch)
+            await self._commit_batch(key, batch)
         finally:
             queue.flights -= 1
             self._next_batch(key, queue)
@@ -1008,6 +1007,9 @@ class Store(ReviewStore, CoordinationStore):
     async def _commit_batch_call(self, workspace: str, batch: list[_Pending]) -> None:
         self.batches += 1
         self.batched += len(batch)
+        # One changeset runs as its agent's role; a batch as the owner, each changeset of it
+        # switching to its own role inside dbcode_commit_many.
+        reset = current_role.set(batch[0].role if len(batch) == 1 else None)
         try:
             async with self._connection() as conn:
                 if len(batch) == 1 and batch[0].meta is None:
@@ -1038,6 +1040,7 @@ class Store(ReviewStore, CoordinationStore):
                 else:
                     payload = [
                         {"agent": p.agent, "message": p.message, "changes": p.items, "meta": p.meta}
+                        | ({"role": p.role} if p.role is not None else {})
                         for p in batch
                     ]
                     cur = await conn.execute(
@@ -1067,6 +1070,8 @@ class Store(ReviewStore, CoordinationStore):
             for p in batch:
                 _settle(p.future, error=DatabaseUnavailable(f"commit interrupted: {exc!r}"))
             raise
+        finally:
+            current_role.reset(reset)
         for p, result in zip(batch, results, strict=True):
             if "error" in result:
                 error = self._error_for(

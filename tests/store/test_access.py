@@ -3,8 +3,10 @@ enforcement (roles + row-level security), on a database of each test's own."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -299,3 +301,31 @@ async def test_direct_sql_with_a_createrole_owner() -> None:
         drop_database_and_roles(server, name)
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(owner)))
+
+
+async def test_group_commit_of_several_agents(astore: Store) -> None:
+    """Changesets of several agents share one batch; each runs as its own role in it, so the
+    one outside its grants fails alone."""
+    await _seed(astore)
+    root, _ = await astore.access.add_agent("root", [], admin=True)
+    dev, _ = await astore.access.add_agent("dev", [parse_grant(f"{WS}/src=write")], by=root)
+    doc, _ = await astore.access.add_agent("doc", [parse_grant(f"{WS}/docs=write")], by=root)
+    batches = astore.batches
+
+    async def write(agent: Any, path: str) -> Any:
+        with run_as(agent):
+            return await astore.write(WS, path, f"by {agent.name}\n", agent=agent.name)
+
+    got = await asyncio.gather(
+        write(dev, "src/x.py"),
+        write(doc, "docs/y.md"),
+        write(dev, "docs/z.md"),
+        write(doc, "docs/w.md"),
+        write(dev, "src/v.py"),
+        return_exceptions=True,
+    )
+    assert astore.batches - batches < 5  # some went together
+    assert isinstance(got[2], StoreError) and "forbidden" in str(got[2])
+    assert [isinstance(g, StoreError) for g in got] == [False, False, True, False, False]
+    files = {f.path: f.updated_by for f in await astore.list_files(WS)}
+    assert files["src/x.py"] == "dev" and files["docs/y.md"] == "doc" and "docs/z.md" not in files
