@@ -1086,24 +1086,53 @@ CREATE INDEX dbcode_audit_ws ON dbcode_audit (workspace, id);
 -- workspace (p_path NULL: its best level anywhere in the workspace). The policies pass
 -- current_user: inside a SECURITY DEFINER function current_user is the definer.
 CREATE FUNCTION dbcode_acl(p_role name, p_ws text, p_path text) RETURNS integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
-    SELECT coalesce(max(CASE g.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END), 0)
-      FROM dbcode_agent a JOIN dbcode_grant g ON g.agent_id = a.id
-     WHERE a.role = p_role
-       AND (g.workspace = '*' OR g.workspace = p_ws)
-       AND (p_path IS NULL OR g.prefix = '' OR g.prefix = p_path
-            OR (right(g.prefix, 1) = '/' AND left(p_path, length(g.prefix)) = g.prefix))
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $fn$
+BEGIN
+    RETURN (
+        SELECT coalesce(max(CASE g.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END), 0)
+          FROM dbcode_agent a JOIN dbcode_grant g ON g.agent_id = a.id
+         WHERE a.role = p_role
+           AND (g.workspace = '*' OR g.workspace = p_ws)
+           AND (p_path IS NULL OR g.prefix = '' OR g.prefix = p_path
+                OR (right(g.prefix, 1) = '/' AND left(p_path, length(g.prefix)) = g.prefix)));
+END
 $fn$;
 
 CREATE FUNCTION dbcode_acl_id(p_role name, p_ws bigint, p_path text) RETURNS integer
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
-    SELECT dbcode_acl(p_role, (SELECT name FROM dbcode_workspace WHERE id = p_ws), p_path)
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $fn$
+BEGIN
+    RETURN (
+        SELECT coalesce(max(CASE g.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END), 0)
+          FROM dbcode_agent a JOIN dbcode_grant g ON g.agent_id = a.id
+          JOIN dbcode_workspace w ON w.id = p_ws
+         WHERE a.role = p_role
+           AND (g.workspace = '*' OR g.workspace = w.name)
+           AND (p_path IS NULL OR g.prefix = '' OR g.prefix = p_path
+                OR (right(g.prefix, 1) = '/' AND left(p_path, length(g.prefix)) = g.prefix)));
+END
 $fn$;
 
 CREATE FUNCTION dbcode_acl_agent(p_role name) RETURNS text
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
-    SELECT name FROM dbcode_agent WHERE role = p_role
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $fn$
+BEGIN
+    RETURN (SELECT name FROM dbcode_agent WHERE role = p_role);
+END
 $fn$;
+
+-- plpgsql: their plans are cached per connection (an SQL function that cannot be inlined is
+-- planned again in every statement). search_path pinned to this schema with pg_temp last: a
+-- SECURITY DEFINER function must not find a caller's temporary table first.
+DO $do$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['dbcode_acl(name, text, text)', 'dbcode_acl_id(name, bigint, text)',
+                             'dbcode_acl_agent(name)'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
+    END LOOP;
+END
+$do$;
+CREATE INDEX dbcode_agent_role ON dbcode_agent (role);
 
 ALTER TABLE dbcode_workspace ENABLE ROW LEVEL SECURITY;
 CREATE POLICY r ON dbcode_workspace FOR SELECT USING (dbcode_acl(current_user, name, NULL) >= 1);
@@ -1138,8 +1167,10 @@ CREATE POLICY u ON dbcode_changeset FOR UPDATE
     USING (agent = dbcode_acl_agent(current_user));
 
 -- A batch of changesets of several agents: each runs as its own agent's role (p_batch items'
--- "role"; the caller, the owner, is a member of every agent role), then the caller's role is
--- back. Row-level security thus applies to each changeset alone: one refused fails alone.
+-- "role", switched only when it changes: a switch makes PostgreSQL plan the statements under
+-- row-level security again; the caller, the owner, is a member of every agent role); then the
+-- caller's role is back. Row-level security thus applies to each changeset alone: one
+-- refused fails alone.
 CREATE OR REPLACE FUNCTION dbcode_commit_many(p_workspace text, p_batch jsonb)
 RETURNS jsonb LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -1160,8 +1191,8 @@ BEGIN
          WHERE x IS NOT NULL));
     FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
         BEGIN
-            IF item ? 'role' THEN
-                PERFORM set_config('role', item ->> 'role', true);
+            IF coalesce(item ->> 'role', caller) <> current_setting('role') THEN
+                PERFORM set_config('role', coalesce(item ->> 'role', caller), true);
             END IF;
             result := dbcode_apply(ws, item ->> 'agent', item ->> 'message', item -> 'changes');
             IF jsonb_typeof(item -> 'meta') = 'object' THEN
@@ -1174,11 +1205,11 @@ BEGIN
                 e_det = PG_EXCEPTION_DETAIL;
             result := jsonb_build_object('error', e_state, 'message', e_msg, 'detail', e_det);
         END;
-        IF item ? 'role' THEN
-            PERFORM set_config('role', caller, true);
-        END IF;
         results := results || jsonb_build_array(result);
     END LOOP;
+    IF current_setting('role') <> caller THEN
+        PERFORM set_config('role', caller, true);
+    END IF;
     IF last IS NOT NULL THEN
         PERFORM pg_notify('dbcode', p_workspace || ' ' || last);
     END IF;

@@ -1007,9 +1007,11 @@ class Store(ReviewStore, CoordinationStore):
     async def _commit_batch_call(self, workspace: str, batch: list[_Pending]) -> None:
         self.batches += 1
         self.batched += len(batch)
-        # One changeset runs as its agent's role; a batch as the owner, each changeset of it
-        # switching to its own role inside dbcode_commit_many.
-        reset = current_role.set(batch[0].role if len(batch) == 1 else None)
+        # A batch of one agent's changesets runs as its role; a mixed one as the owner, each
+        # changeset switching to its own role inside dbcode_commit_many.
+        roles = {p.role for p in batch}
+        one_role = len(roles) == 1
+        reset = current_role.set(batch[0].role if one_role else None)
         try:
             async with self._connection() as conn:
                 if len(batch) == 1 and batch[0].meta is None:
@@ -1040,7 +1042,7 @@ class Store(ReviewStore, CoordinationStore):
                 else:
                     payload = [
                         {"agent": p.agent, "message": p.message, "changes": p.items, "meta": p.meta}
-                        | ({"role": p.role} if p.role is not None else {})
+                        | ({"role": p.role} if p.role is not None and not one_role else {})
                         for p in batch
                     ]
                     cur = await conn.execute(
