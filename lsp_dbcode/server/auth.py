@@ -110,7 +110,11 @@ async def authenticate(session: Session, token: Any) -> Agent | None:
 
 
 async def recheck(session: Session) -> Agent | None:
-    """Before each request: the session's token is still valid (and its grants current)."""
+    """Before each request: the session's token is still valid (and its grants current).
+    An open database is known to be still open from the hub (it hears the first agent's
+    NOTIFY): no query then."""
+    if session.account is None:
+        await session.shared.store.hub.start()
     try:
         agent = await session.shared.store.access.authenticate(session.token)
     except Unauthenticated as exc:

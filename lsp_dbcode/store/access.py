@@ -231,16 +231,24 @@ class Access:
     _secret: bytes | None = None
     _prefix: str = ""
     _cache: dict[bytes, _Cached] = field(default_factory=dict)
+    # hub.access_changes when the database was last seen open while the hub listened: until
+    # it grows (an agent was added: NOTIFY dbcode_access), an open database needs no query.
+    _open_at: int | None = None
 
     # -- state -----------------------------------------------------------------------------
 
     async def _state(self) -> int:
         """Read the generation; on a change, reload what depends on it."""
+        hub = self.store.hub
+        before = hub.access_changes
         rows = await self.store._fetchall(
             "SELECT gen, EXISTS (SELECT 1 FROM dbcode_agent), secret, role_prefix"
             " FROM dbcode_access"
         )
         gen, enforced, secret, prefix = rows[0]
+        # Open, and no change heard since before the read: open until the hub hears one.
+        still = not enforced and hub.connected and hub.access_changes == before
+        self._open_at = before if still else None
         if gen != self._gen:
             self._gen, self._enforced = int(gen), bool(enforced)
             self._secret = bytes(secret) if secret is not None else None
@@ -260,6 +268,9 @@ class Access:
     async def authenticate(self, token: str | None) -> Agent | None:
         """The token's agent; None when the database is open (and no token was checked).
         Raises Unauthenticated."""
+        hub = self.store.hub
+        if self._open_at is not None and self._open_at == hub.access_changes and hub.connected:
+            return None  # still open (the hub listens for the first agent's NOTIFY)
         with as_owner():
             gen = await self._state()
             if not self._enforced:
@@ -363,7 +374,7 @@ class Access:
                         sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role))
                     )
                     await _put_grants(conn, aid, grants)
-                    await conn.execute("UPDATE dbcode_access SET gen = gen + 1")
+                    await conn.execute(_BUMP)
             except psycopg.errors.InsufficientPrivilege as exc:
                 raise StoreError(
                     "cannot create the agent's PostgreSQL role: the database owner needs "
@@ -388,7 +399,7 @@ class Access:
             async with self.store._connection() as conn, conn.transaction():
                 aid, _ = await self._agent_id(conn, name)
                 await _put_grants(conn, aid, grants)
-                await conn.execute("UPDATE dbcode_access SET gen = gen + 1")
+                await conn.execute(_BUMP)
             agent = await self._load(aid, None)
             assert agent is not None
             return agent
@@ -409,7 +420,7 @@ class Access:
                     if cur.rowcount == 0:
                         raise NotFound(f"agent {name!r} has no grant on {spec}")
                 await _check_admin_left(conn)
-                await conn.execute("UPDATE dbcode_access SET gen = gen + 1")
+                await conn.execute(_BUMP)
             agent = await self._load(aid, None)
             assert agent is not None
             return agent
@@ -422,7 +433,7 @@ class Access:
                 await conn.execute("DELETE FROM dbcode_agent WHERE id = %s", (aid,))
                 await _check_admin_left(conn)
                 await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-                await conn.execute("UPDATE dbcode_access SET gen = gen + 1")
+                await conn.execute(_BUMP)
 
     async def rotate(self, name: str, *, by: Agent | None) -> str:
         """A new token for the agent; the old one stops working. Returns the new token."""
@@ -439,7 +450,7 @@ class Access:
                     "UPDATE dbcode_agent SET token_hash = %s, rotated_at = now() WHERE id = %s",
                     (digest, aid),
                 )
-                await conn.execute("UPDATE dbcode_access SET gen = gen + 1")
+                await conn.execute(_BUMP)
             return token
 
     async def agents(self, *, by: Agent | None) -> list[Agent]:
@@ -544,6 +555,10 @@ async def _check_admin_left(conn: psycopg.AsyncConnection[Any]) -> None:
     if row and row[0]:
         raise InvalidInput("that would leave no admin: grant *=admin to another agent first")
 
+
+# Every change of agents or grants: the generation grows (sessions re-check their tokens at
+# their next request) and the hubs of open servers hear of it.
+_BUMP = "UPDATE dbcode_access SET gen = gen + 1 RETURNING pg_notify('dbcode_access', gen::text)"
 
 # Tables agents never touch directly: the access tables and the schema version.
 _PRIVATE_TABLES = ("dbcode_access", "dbcode_agent", "dbcode_grant", "dbcode_schema_version")

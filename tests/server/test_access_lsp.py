@@ -255,3 +255,34 @@ async def test_open_database_needs_no_token(database_url: str) -> None:
     ed = await Editor.start(database_url, "anyone")
     assert isinstance(await ed.request("dbcode/workspaces", {}), list)
     await ed.stop()
+
+
+async def test_first_agent_ends_open_mode_for_live_sessions(fresh_database_url: str) -> None:
+    """A session that began on an open database needs a token once the first agent exists
+    (the server hears of it by NOTIFY: no query per request while the database is open)."""
+    async with Store(fresh_database_url) as store:
+        await store.write(WS, "src/a.py", "a = 1\n", agent="seed")
+        proc, port = _start_network_server(fresh_database_url, "--tcp")
+        try:
+            ed = await Editor.start(fresh_database_url, "anyone", tcp=("127.0.0.1", port))
+            assert len(await ed.request("dbcode/listFiles", {"workspace": WS})) == 1
+            await store.access.add_agent("root", [], admin=True)
+
+            async def refused() -> bool:
+                try:
+                    await ed.request("dbcode/listFiles", {"workspace": WS})
+                except JsonRpcException as exc:
+                    assert "authentication required" in str(exc)
+                    return True
+                return False
+
+            for _ in range(200):
+                if await refused():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the open session was never refused")
+            assert await refused()
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
