@@ -255,6 +255,13 @@ class Access:
             self._prefix = str(prefix)
         return self._gen
 
+    @property
+    def batch_role(self) -> str:
+        """The role a batch of several agents' changesets runs as (each changeset with its
+        agent in dbcode.actor): only the owner can become it."""
+        assert self._prefix
+        return self._prefix + "batch"
+
     async def enforced(self) -> bool:
         """True once an agent exists (re-read on every call: one one-row query)."""
         with as_owner():
@@ -574,6 +581,9 @@ async def _setup_roles(conn: psycopg.AsyncConnection[Any]) -> None:
     cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (str(row[0]) + "agents",))
     if await cur.fetchone() is None:
         await conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(group))
+        batch = sql.Identifier(str(row[0]) + "batch")
+        await conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN IN ROLE {}").format(batch, group))
+        await conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(batch))
     cur = await conn.execute(
         "SELECT c.relname, c.relkind FROM pg_class c"
         " WHERE c.relnamespace = current_schema()::regnamespace"

@@ -1007,11 +1007,15 @@ class Store(ReviewStore, CoordinationStore):
     async def _commit_batch_call(self, workspace: str, batch: list[_Pending]) -> None:
         self.batches += 1
         self.batched += len(batch)
-        # A batch of one agent's changesets runs as its role; a mixed one as the owner, each
-        # changeset switching to its own role inside dbcode_commit_many.
         roles = {p.role for p in batch}
         one_role = len(roles) == 1
-        reset = current_role.set(batch[0].role if one_role else None)
+        if not one_role and None in roles:  # the owner's and agents' changesets: not together
+            for p in batch:
+                await self._commit_batch_call(workspace, [p])
+            return
+        # One agent's changesets run as its role; several agents' as the batch role, each
+        # changeset with its agent named in dbcode.actor (schema v6, dbcode_commit_many).
+        reset = current_role.set(batch[0].role if one_role else self.access.batch_role)
         try:
             async with self._connection() as conn:
                 if len(batch) == 1 and batch[0].meta is None:

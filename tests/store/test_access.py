@@ -185,6 +185,8 @@ async def _check_direct_sql(url: str, store: Store) -> None:
             cur = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
             owner_counts[t] = (await cur.fetchone())[0]  # type: ignore[index]
         await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(dev.role)))
+        # Naming another agent (root) as the actor gains nothing: only the batch role's is read.
+        await conn.execute("SELECT set_config('dbcode.actor', %s, false)", (root.role,))
         seen = {}
         for t in TABLES:
             cur = await conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t)))
