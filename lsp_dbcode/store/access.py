@@ -57,6 +57,9 @@ TOKEN_CACHE_ENTRIES_MAX = 10_000
 _TOKEN_RE = re.compile(r"dbc_([0-9]{1,18})_([A-Za-z0-9_-]{20,100})")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
 
+# current_role of a batch of several agents' changesets (each names its own in dbcode.actor).
+ACTOR_BATCH = "\0batch"
+
 # The agent's role whose SQL this task runs as (None: the owner). Set for the duration of a
 # request by ``run_as``; read by the Store when it takes a connection.
 current_role: contextvars.ContextVar[str | None] = contextvars.ContextVar(

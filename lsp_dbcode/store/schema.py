@@ -1215,7 +1215,9 @@ BEGIN
          WHERE x IS NOT NULL));
     FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
         BEGIN
-            PERFORM set_config('dbcode.actor', coalesce(item ->> 'role', ''), true);
+            IF item ? 'role' THEN
+                PERFORM set_config('dbcode.actor', item ->> 'role', true);
+            END IF;
             result := dbcode_apply(ws, item ->> 'agent', item ->> 'message', item -> 'changes');
             IF jsonb_typeof(item -> 'meta') = 'object' THEN
                 UPDATE dbcode_changeset SET meta = item -> 'meta'
@@ -1229,7 +1231,6 @@ BEGIN
         END;
         results := results || jsonb_build_array(result);
     END LOOP;
-    PERFORM set_config('dbcode.actor', '', true);
     IF last IS NOT NULL THEN
         PERFORM pg_notify('dbcode', p_workspace || ' ' || last);
     END IF;

@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import validate
-from .access import Access, current_role
+from .access import ACTOR_BATCH, Access, current_role
 from .coordination import CoordinationStore, claim_from_json, claimed_error
 from .dsn import redact
 from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
@@ -322,12 +322,26 @@ class Store(ReviewStore, CoordinationStore):
         last ran as: a server serving one agent pays nothing per statement."""
         role = current_role.get()
         async with self._pool.connection() as conn:
-            if getattr(conn, "_dbcode_role", None) != role:
-                if role is None:
+            if role is None:
+                if getattr(conn, "_dbcode_role", None) is not None:
                     await conn.execute("RESET ROLE")
-                else:
-                    await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
-                conn._dbcode_role = role  # type: ignore[attr-defined]
+                    conn._dbcode_role = None  # type: ignore[attr-defined]
+            else:
+                # An agent's SQL runs as the database's batch role with dbcode.actor naming the
+                # agent's role (schema v6): row-level security applies that agent's grants, and
+                # the connection's role stays the same whoever it serves (a role switch makes
+                # PostgreSQL plan every statement again). ACTOR_BATCH: a batch of several.
+                batch = self.access.batch_role
+                actor = "" if role == ACTOR_BATCH else role
+                steps = []
+                if getattr(conn, "_dbcode_role", None) != batch:
+                    steps.append(sql.SQL("SET ROLE {}").format(sql.Identifier(batch)))
+                if getattr(conn, "_dbcode_actor", None) != actor:
+                    steps.append(sql.SQL("SET dbcode.actor = {}").format(sql.Literal(actor)))
+                if steps:
+                    conn._dbcode_role = conn._dbcode_actor = None  # type: ignore[attr-defined]
+                    await conn.execute(sql.SQL("; ").join(steps))
+                    conn._dbcode_role, conn._dbcode_actor = batch, actor  # type: ignore[attr-defined]
             yield conn
 
     async def _fetchall(
@@ -1015,7 +1029,7 @@ class Store(ReviewStore, CoordinationStore):
             return
         # One agent's changesets run as its role; several agents' as the batch role, each
         # changeset with its agent named in dbcode.actor (schema v6, dbcode_commit_many).
-        reset = current_role.set(batch[0].role if one_role else self.access.batch_role)
+        reset = current_role.set(batch[0].role if one_role else ACTOR_BATCH)
         try:
             async with self._connection() as conn:
                 if len(batch) == 1 and batch[0].meta is None:
