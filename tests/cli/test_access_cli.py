@@ -48,7 +48,7 @@ def test_access_from_the_command_line(acli: Cli) -> None:
     # Enforced: no token, a wrong one, a huge one.
     for env in (
         {},
-        {"DBCODE_TOKEN": root[:-3] + "abc"},
+        {"DBCODE_TOKEN": root[:-1] + ("Q" if root[-1] != "Q" else "R")},
         {"DBCODE_TOKEN": "dbc_1_" + "x" * 100_000},
     ):
         for args in (("ls", WS), ("cat", WS, "src/m.py"), ("log", WS)):

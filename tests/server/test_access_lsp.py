@@ -70,8 +70,13 @@ async def _refused_at_initialize(w: World, token: str | None, *, stdio: bool = F
     return str(info.value)
 
 
+def _wrong(token: str) -> str:
+    """The token with its last character changed (to another one: never the token)."""
+    return token[:-1] + ("Q" if token[-1] != "Q" else "R")
+
+
 async def test_no_or_bad_token_is_refused(world: World) -> None:
-    for token in (None, "", "dbc_2_" + "x" * 43, world.dev[:-1] + "Q"):
+    for token in (None, "", "dbc_2_" + "x" * 43, _wrong(world.dev)):
         msg = await _refused_at_initialize(world, token)
         assert world.dev not in msg
     await _refused_at_initialize(world, None, stdio=True)

@@ -67,7 +67,7 @@ async def test_tokens_refused(astore: Store) -> None:
         None,
         "",
         "nonsense",
-        token[:-2] + "xx",
+        token[:-1] + ("Q" if token[-1] != "Q" else "R"),
         f"dbc_999_{token.split('_', 2)[2]}",
         "dbc_1_" + "A" * 1_000_000,
     ):
