@@ -7,10 +7,13 @@ agents' roles cannot read); tokens are compared with ``hmac.compare_digest``.
 
 PostgreSQL enforces the grants: each agent has a NOLOGIN role (``<prefix><id>``, the prefix
 unique to the database since roles are cluster-wide), member of the database's agents role
-(``<prefix>agents``, which holds the table privileges) and granted to the database owner, who
-runs an agent's work under ``SET LOCAL ROLE`` (``run_as``). Row-level security on every product
-table (schema v6) then limits what that SQL can read or change. Python checks the same grants
-first (:meth:`Agent.level`) to answer 403 with the workspace and path.
+(``<prefix>agents``, which holds the table privileges) and granted to the database owner.
+Row-level security on every product table (schema v6) limits what SQL run as that role can
+read or change. The server and the CLI run an agent's work (``run_as``) as the database's batch
+role with ``dbcode.actor`` naming the agent's role (store.py ``_connection``: the policies then
+apply that agent's grants, and the connection's role does not flip between agents, which would
+make PostgreSQL plan every statement again). Python checks the same grants first
+(:meth:`Agent.level`) to answer 403 with the workspace and path.
 
 Verified tokens are cached in-process by their hash, together with the access generation
 (``dbcode_access.gen``, bumped by every change of agents or grants): a request costs one
