@@ -1036,8 +1036,8 @@ $fn$;
 # are kept as HMAC-SHA256 under a per-database secret in dbcode_access, a table agents' roles
 # cannot read. Every product table gets row-level security; the policies call SECURITY DEFINER
 # helpers keyed on dbcode_me() (current_user, an agent's role; or the agent the batch role
-# acts for). The table owner bypasses RLS (not FORCEd): the server's shared reads (the hub) run as owner and
-# are filtered per session in Python. Roles are made at `dbcode agent add`, not here: a
+# acts for). The table owner bypasses RLS (not FORCEd): the server's shared reads (the hub)
+# run as owner and are filtered per session in Python. Roles are made at `dbcode agent add`, not here: a
 # database whose owner lacks CREATEROLE still migrates and stays open.
 _V6 = r"""
 CREATE TABLE dbcode_access (
