@@ -1037,8 +1037,8 @@ $fn$;
 # cannot read. Every product table gets row-level security; the policies call SECURITY DEFINER
 # helpers keyed on dbcode_me() (current_user, an agent's role; or the agent the batch role
 # acts for). The table owner bypasses RLS (not FORCEd): the server's shared reads (the hub)
-# run as owner and are filtered per session in Python. Roles are made at `dbcode agent add`, not here: a
-# database whose owner lacks CREATEROLE still migrates and stays open.
+# run as owner and are filtered per session in Python. Roles are made at `dbcode agent add`,
+# not here: a database whose owner lacks CREATEROLE still migrates and stays open.
 _V6 = r"""
 CREATE TABLE dbcode_access (
     one         boolean PRIMARY KEY DEFAULT true CHECK (one),
