@@ -387,7 +387,40 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("workspace")
     sp.add_argument("path", nargs="?")
     sp.add_argument("--json", action="store_true")
+
+    grant_help = "WS[/PREFIX]=read|write|admin (WS * for every workspace); repeatable"
+    sp = add("agent", "manage agents, their tokens and grants (admins; the first agent: anyone)")
+    agent_sub = sp.add_subparsers(
+        dest="agent_command", required=True, metavar="ACTION", parser_class=_Parser
+    )
+    ap = agent_sub.add_parser("add", help="create an agent and print its token (once)")
+    ap.add_argument("name")
+    ap.add_argument("--grant", action="append", default=[], metavar="GRANT", help=grant_help)
+    ap.add_argument("--admin", action="store_true", help="admin of everything (grant *=admin)")
+    ap = agent_sub.add_parser("grant", help="give an agent more grants")
+    ap.add_argument("name")
+    ap.add_argument("grants", nargs="+", metavar="GRANT", help=grant_help)
+    ap = agent_sub.add_parser("revoke", help="take grants away")
+    ap.add_argument("name")
+    ap.add_argument("grants", nargs="+", metavar="WS[/PREFIX]")
+    ap = agent_sub.add_parser("ls", help="list agents and their grants")
+    ap.add_argument("--json", action="store_true")
+    ap = agent_sub.add_parser("rm", help="remove an agent (its token stops working)")
+    ap.add_argument("name")
+    ap = agent_sub.add_parser("rotate", help="a new token for an agent (the old one stops working)")
+    ap.add_argument("name")
+
+    sp = add("audit", "refused attempts in a workspace, and failed authentications (admins)")
+    sp.add_argument("workspace")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", "-n", type=int, default=100, help="at most N entries")
     return p
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """The token main() resolved once (--token, else $DBCODE_TOKEN: resolve_token)."""
+    token = getattr(args, "token", None)
+    return token if token is not None else resolve_token()
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

@@ -22,6 +22,7 @@ from .cli import (
     fail_conflict,
     interrupted,
     stdout_gone,
+    token_of,
 )
 from .store import (
     Change,
@@ -34,6 +35,7 @@ from .store import (
     resolve_dsn,
     validate,
 )
+from .store.access import Agent, Forbidden, Unauthenticated, parse_grant, run_as
 from .store.model import Changeset
 from .store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from .uris import blame_json, changeset_json
@@ -534,6 +536,57 @@ async def cmd_who(store: Store, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_agent(store: Store, args: argparse.Namespace) -> int:
+    """dbcode agent add|grant|revoke|ls|rm|rotate (the token on stdout, once; never logged)."""
+    access, by, what = store.access, args.auth_agent, args.agent_command
+    if what == "add":
+        grants = [parse_grant(g) for g in args.grant]
+        agent, token = await access.add_agent(args.name, grants, admin=args.admin, by=by)
+        sys.stderr.write(f"agent {agent.name}: {_grants_text(agent)}; its token (shown once):\n")
+        sys.stdout.write(token + "\n")
+    elif what == "grant":
+        agent = await access.grant(args.name, [parse_grant(g) for g in args.grants], by=by)
+        sys.stdout.write(f"{agent.name}: {_grants_text(agent)}\n")
+    elif what == "revoke":
+        agent = await access.revoke(args.name, args.grants, by=by)
+        sys.stdout.write(f"{agent.name}: {_grants_text(agent)}\n")
+    elif what == "rm":
+        await access.remove(args.name, by=by)
+        sys.stdout.write(f"agent {args.name} removed\n")
+    elif what == "rotate":
+        token = await access.rotate(args.name, by=by)
+        sys.stderr.write(f"agent {args.name}: new token (shown once; the old one is revoked):\n")
+        sys.stdout.write(token + "\n")
+    else:  # ls
+        agents = await access.agents(by=by)
+        if args.json:
+            for a in agents:
+                sys.stdout.write(json.dumps(a.as_json()) + "\n")
+        else:
+            for a in agents:
+                sys.stdout.write(f"{a.name:<20}  {_grants_text(a)}\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _grants_text(agent: Agent) -> str:
+    return " ".join(g.spec() for g in agent.grants) or "(no grants)"
+
+
+async def cmd_audit(store: Store, args: argparse.Namespace) -> int:
+    entries = await store.access.audit(args.workspace, by=args.auth_agent, limit=args.limit)
+    for e in entries:
+        if args.json:
+            sys.stdout.write(json.dumps(e.as_json()) + "\n")
+        else:
+            where = f"{e.workspace}/{e.path}" if e.path else (e.workspace or "-")
+            sys.stdout.write(
+                f"{e.at:%Y-%m-%d %H:%M:%S}  {e.agent or '(unknown)':<16}  {e.action:<14}"
+                f"  {where}  {e.transport} {e.peer}  {e.reason}\n"
+            )
+    return EXIT_OK
+
+
 async def cmd_db(store: Store, args: argparse.Namespace) -> int:
     from .store import redact
 
@@ -566,13 +619,93 @@ HANDLERS: dict[str, Handler] = {
     "release": cmd_release,
     "claims": cmd_claims,
     "who": cmd_who,
+    "agent": cmd_agent,
+    "audit": cmd_audit,
 }
+
+# What an agent needs for each command (access control): (level, the argument naming the
+# path or None for "somewhere in the workspace", whole workspace?). Row-level security limits
+# the rest (listings show only what the agent can read); these give the clear 403 first.
+_READ, _WRITE, _ADMIN = 1, 2, 3
+NEEDS: dict[str, list[tuple[int, str | None, bool]]] = {
+    "cat": [(_READ, "path", False)],
+    "blame": [(_READ, "path", False)],
+    "write": [(_WRITE, "path", False)],
+    "rm": [(_WRITE, "path", False)],
+    "mv": [(_WRITE, "old", False), (_WRITE, "new", False)],
+    "comment": [(_READ, "path", False)],
+    "claim": [(_WRITE, "path", False)],
+    "import": [(_WRITE, None, True)],
+    "export": [(_READ, None, False)],
+    "ls": [(_READ, None, False)],
+    "log": [(_READ, "path", False)],
+    "watch": [(_READ, None, False)],
+    "check": [(_READ, None, False)],
+    "comments": [(_READ, "path", False)],
+    "claims": [(_READ, "path", False)],
+    "who": [(_READ, "path", False)],
+    "reply": [(_READ, None, False)],
+    "resolve": [(_READ, None, False)],
+    "release": [(_READ, None, False)],
+    "compact": [(_ADMIN, None, True)],
+}
+
+
+def _check_access(agent: Agent, args: argparse.Namespace) -> None:
+    workspace = getattr(args, "workspace", None)
+    for level, attr, whole in NEEDS.get(args.command, []):
+        if workspace is None:  # compact of every workspace
+            if not agent.superadmin:
+                raise Forbidden(agent.name, "administer", "*")
+            continue
+        path = getattr(args, attr, None) if attr else None
+        agent.require(level, workspace, path or "", whole=whole)
 
 
 async def _run(handler: Handler, args: argparse.Namespace) -> int:
     dsn = resolve_dsn(args.database_url)
     async with Store(dsn, min_size=1, max_size=4) as store:
-        return await handler(store, args)
+        args.auth_agent = None
+        if args.command == "db":
+            return await handler(store, args)
+        try:
+            agent = await store.access.authenticate(token_of(args))
+            if agent is not None:
+                args.auth_agent = agent
+                args.agent = agent.name  # the token's agent authors, whatever --agent says
+                if args.command not in ("agent", "audit"):
+                    _check_access(agent, args)
+            with run_as(agent):
+                return await handler(store, args)
+        except (Unauthenticated, Forbidden) as exc:
+            await _audit(store, args, exc)
+            raise
+
+
+async def _audit(store: Store, args: argparse.Namespace, exc: Exception) -> None:
+    """Record a refusal (never the token)."""
+    try:
+        await store.access.record(
+            agent=args.auth_agent.name if args.auth_agent else None,
+            action=args.command,
+            workspace=getattr(args, "workspace", None),
+            path=exc.path or None if isinstance(exc, Forbidden) else None,
+            transport="cli",
+            peer=_who(),
+            reason=str(exc).split(" (set DBCODE_TOKEN")[0],
+        )
+    except StoreError:
+        pass
+
+
+def _who() -> str:
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:
+        return "?"
 
 
 def run(args: argparse.Namespace) -> int:

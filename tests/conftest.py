@@ -124,3 +124,49 @@ class Cli:
 @pytest.fixture
 def cli(database_url: str, tmp_path: Path) -> Cli:
     return Cli(database_url, tmp_path / "home")
+
+
+@pytest.fixture
+def fresh_database_url() -> Iterator[str]:
+    """A database of its own for one test (access control enforces a whole database: the
+    run's shared database must stay open for the other tests)."""
+    server = _server_url()
+    name = f"dbcode_acl_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_dbname(server, name)
+    finally:
+        drop_database_and_roles(server, name)
+
+
+def drop_database_and_roles(server: str, name: str) -> None:
+    """Drop a test database and the agents' roles it made (roles are cluster-wide)."""
+    url = _with_dbname(server, name)
+    roles: list[str] = []
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT role_prefix FROM dbcode_access WHERE to_regclass('dbcode_access')"
+                " IS NOT NULL"
+            ).fetchone()
+            if row:
+                roles = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)"
+                        " ORDER BY rolname = %s",
+                        (row[0], row[0] + "agents"),
+                    )
+                ]
+    except psycopg.Error:
+        pass
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        for role in roles:
+            try:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            except psycopg.Error:
+                pass

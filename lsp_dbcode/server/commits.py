@@ -35,6 +35,16 @@ SAVE_WAIT_STEPS_MAX = 40  # a save waits at most 2 s for a push in flight to lan
 Reason = Literal["save", "live"]
 
 
+def may_write(identity: Identity, workspace: str, paths: list[str]) -> None:
+    """Forbidden (403, naming the first path refused) unless the session's agent may write
+    every path: a changeset across the boundary commits nothing (PostgreSQL's row-level
+    security refuses it too)."""
+    agent = identity.account
+    if agent is not None:
+        for path in sorted(paths):
+            agent.require(2, workspace, path)
+
+
 def pipeline_of(shared: Shared) -> CommitPipeline:
     """The server's pipeline: formatting with the Analyzer's cached configs, pushes prepared
     while the database works, stored texts remembered for every session."""
@@ -146,6 +156,7 @@ class Commits:
                     await self._show_overlap(doc, current.revision, current.text)
                     return None
                 base_rev, base_text, ours = current.revision, current.text, merged.text
+            may_write(self.identity, doc.workspace, [doc.path])
             try:
                 done = await self.pipeline.commit(
                     doc.workspace,
@@ -210,6 +221,7 @@ class Commits:
         save (VS Code's FileSystemProvider), CAS on its base and rebased. A time-travel URI
         (``dbcode://WS@SEQ/PATH``) is refused by ``parse_uri``: read-only."""
         workspace, path = parse_uri(uri)
+        may_write(self.identity, workspace, [path])
         store = self.shared.store
         doc = self.docs.get(uri)
         if doc is not None and base is None:
@@ -254,6 +266,7 @@ class Commits:
                 raise ValueError(f"{ch['uri']} is not in workspace {workspace}")
             uris[path] = ch["uri"]
             writes.append(Write(path, ch.get("text"), ch.get("baseRevision")))
+        may_write(self.identity, workspace, [w.path for w in writes])
         done = await self.pipeline.commit(
             workspace, writes, agent=self.identity.agent, message=message, meta=meta
         )

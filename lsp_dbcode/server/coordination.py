@@ -181,11 +181,22 @@ class Coordination:
 # -- subscriptions: dbcode/didComment, dbcode/didChangePresence ----------------------------------
 
 
-async def notify_comments(store: Store, client: Client, workspace: str, since: int) -> None:
-    """``dbcode/didComment`` for every review event after ``since``, in order, once."""
+async def notify_comments(
+    store: Store, client: Client, workspace: str, since: int, *, filtered: bool = False
+) -> None:
+    """``dbcode/didComment`` for every review event after ``since``, in order, once.
+    ``filtered`` (an agent on an enforced database): only events of threads the agent can
+    read — the hub reads as owner; each thread is looked up once, as the agent (this task's
+    role), and row-level security says whether it is visible."""
+    visible: dict[int, bool] = {}
     async for e in store.subscribe_review(workspace, since):
         if client.closed:
             return
+        if filtered:
+            if e.thread not in visible:
+                visible[e.thread] = await store.thread_visible(e.thread)
+            if not visible[e.thread]:
+                continue
         client.notify("dbcode/didComment", event_json(e))
 
 

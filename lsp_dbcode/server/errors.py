@@ -9,6 +9,7 @@ import logging
 from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 
 from ..store import Claimed, Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
+from ..store.access import Forbidden, Unauthenticated
 from ..uris import make_uri
 from .coordination import claim_json
 
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 CODE_CONFLICT = 409
 CODE_NOT_FOUND = 404
 CODE_UNAVAILABLE = 503
+CODE_UNAUTHENTICATED = 401  # no token, or not (or no longer) a valid one
+CODE_FORBIDDEN = 403  # the agent may not: the message names workspace and path
 CODE_CLAIMED = 423  # a change inside another agent's exclusive claim (SPEC: data {uri, claim})
 
 
@@ -38,6 +41,14 @@ def rpc_error(exc: Exception) -> JsonRpcException:
             code=CODE_CLAIMED,
             message=str(exc),
             data={"uri": make_uri(exc.workspace, exc.path), "claim": claim_json(exc.claim)},
+        )
+    if isinstance(exc, Unauthenticated):
+        return JsonRpcException(code=CODE_UNAUTHENTICATED, message=str(exc))
+    if isinstance(exc, Forbidden):
+        return JsonRpcException(
+            code=CODE_FORBIDDEN,
+            message=str(exc),
+            data={"workspace": exc.workspace, "path": exc.path},
         )
     if isinstance(exc, NotFound):
         return JsonRpcException(code=CODE_NOT_FOUND, message=str(exc))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ..store.access import Agent
 
 Mode = Literal["save", "live"]
 
@@ -14,3 +17,6 @@ class Identity:
 
     agent: str = "lsp-client"
     mode: Mode = "save"
+    # The token's agent on an enforced database (None: open): its grants are checked before
+    # every write, and ``agent`` is its name (the caller cannot choose another).
+    account: Agent | None = None

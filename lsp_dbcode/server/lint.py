@@ -20,6 +20,7 @@ session's buffers and lsp_dbcode.analysis (ruff + tree-sitter).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from ..analysis import (
 from ..analysis.model import SYMBOL_KINDS, Findings, TextChange
 from ..check import format_for_commit
 from ..store import Store, StoreError
+from ..store.access import as_owner
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from ..text.positions import Encoding, LineIndex
@@ -122,14 +124,15 @@ class Analyzer:
         if found is not None:
             return found
         try:
-            head = await self.store.head(workspace)
-            found = await self.store.config_files(workspace)
+            with as_owner():  # shared by every session of the workspace
+                head = await self.store.head(workspace)
+                found = await self.store.config_files(workspace)
         except StoreError:
             return {}
         self._configs[workspace] = found
         if workspace not in self._watchers:
             self._watchers[workspace] = asyncio.get_running_loop().create_task(
-                self._watch(workspace, head)
+                self._watch(workspace, head), context=contextvars.Context()
             )
         return found
 

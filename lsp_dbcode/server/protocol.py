@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import cattrs
@@ -35,6 +35,9 @@ from pygls.protocol import (
     lsp_method,
 )
 
+from ..store.access import Forbidden, run_as
+from . import auth
+from .auth import AUTH_HELD_MESSAGES_MAX
 from .errors import rpc_error
 
 if TYPE_CHECKING:
@@ -119,6 +122,21 @@ def parse_message(body: bytes | str) -> Any:
         return NOT_JSON
 
 
+async def guarded(
+    session: Session, method: str, handler: Callable[..., Awaitable[Any]], params: Any
+) -> Any:
+    """A request (or a task notification) of an authenticated session: the token is checked
+    again (rotation, revocation, removal take effect here), the handler runs as the token's
+    agent (its PostgreSQL role), and a refusal is recorded in the audit."""
+    agent = await auth.recheck(session)
+    with run_as(agent):
+        try:
+            return await handler(session, params)
+        except Forbidden as exc:
+            await auth.refused(session, method, exc)
+            raise
+
+
 class DbcodeProtocol(LanguageServerProtocol):
     """pygls' protocol, plus a lean path for the messages that come by the hundred per
     changeset when many editors share one server: didOpen / didChange / didClose, the
@@ -135,6 +153,11 @@ class DbcodeProtocol(LanguageServerProtocol):
         self._raw_requests: dict[str, asyncio.Future[Any]] = {}
         self._raw_ids = itertools.count(1)
         self._corked: list[bytes] | None = None
+        # Authentication of the session: "new" until its first message, "pending" while the
+        # token is checked (messages held), then "ok" or "refused" (requests answered 401).
+        self._auth: Literal["new", "pending", "ok", "refused"] = "new"
+        self._held: list[dict[str, Any]] = []
+        self._refusal: JsonRpcException | None = None
 
     def attach(self, session: Session, routes: dict[str, Route]) -> None:
         self.session, self.routes = session, routes
@@ -145,6 +168,74 @@ class DbcodeProtocol(LanguageServerProtocol):
         if not isinstance(data, dict):
             self._answer_unreadable(data is NOT_JSON, len(body))
             return
+        if self._auth != "ok":
+            self._gate(data)
+            return
+        self._dispatch(data)
+
+    # -- authentication (server/auth.py): the first message waits for the token's check ----
+
+    def _gate(self, data: dict[str, Any]) -> None:
+        if self._auth == "new":
+            self._auth = "pending"
+            token = None
+            params = data.get("params") if data.get("method") == types.INITIALIZE else None
+            opts = params.get("initializationOptions") if isinstance(params, dict) else None
+            if isinstance(opts, dict):
+                token = opts.pop("token", None)  # never passed on (nor logged) from here
+            if token is None and self.session is not None:
+                token = self.session.transport_token
+            self._held = [data]
+            task = asyncio.ensure_future(self._authenticate(token))
+            self._fast_tasks.add(task)
+            task.add_done_callback(self._fast_tasks.discard)
+        elif self._auth == "pending":
+            if len(self._held) < AUTH_HELD_MESSAGES_MAX:
+                self._held.append(data)
+            else:
+                self._refuse(
+                    data,
+                    JsonRpcException(
+                        code=429, message="too many messages before the session's token was checked"
+                    ),
+                )
+        else:
+            assert self._refusal is not None
+            self._refuse(data, self._refusal)
+
+    async def _authenticate(self, token: Any) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            await auth.authenticate(session, token)
+        except Exception as exc:
+            error = exc if isinstance(exc, JsonRpcException) else rpc_error(exc)
+            self._auth, self._refusal = "refused", error
+            held, self._held = self._held, []
+            for data in held:
+                self._refuse(data, error)
+            return
+        self._auth = "ok"
+        held, self._held = self._held, []
+        for data in held:
+            self._dispatch(data)
+
+    def _refuse(self, data: dict[str, Any], error: JsonRpcException) -> None:
+        """A message of a session that is not authenticated: a request is answered with the
+        error, ``exit`` ends the session, anything else is dropped."""
+        method = data.get("method")
+        if method == types.EXIT:
+            self._dispatch(data)
+        elif method is not None and "id" in data:
+            self.send_raw(
+                {
+                    "jsonrpc": "2.0",
+                    "id": data["id"],
+                    "error": {"code": error.code, "message": error.message},
+                }
+            )
+
+    def _dispatch(self, data: dict[str, Any]) -> None:
         try:
             method = data.get("method")
             if method is None:
@@ -168,7 +259,7 @@ class DbcodeProtocol(LanguageServerProtocol):
                     self._notification(method, route, data.get("params"))
                     return
                 if not getattr(self, "_shutdown", False):
-                    self._run_request(data["id"], route.handler, data.get("params"))
+                    self._run_request(data["id"], method, route.handler, data.get("params"))
                     return
             # pygls decodes with structure_message as json's object_hook; only the top-level
             # object carries "jsonrpc", so calling it once on that object is the same.
@@ -182,7 +273,7 @@ class DbcodeProtocol(LanguageServerProtocol):
         session = self.session
         assert session is not None
         if route.runs == "task":
-            session.tasks.run(route.handler(session, params))
+            session.tasks.run(guarded(session, method, route.handler, params))
         elif route.handler(session, params) is False:
             log.warning("%s with params it cannot read: ignored", method)
 
@@ -198,9 +289,10 @@ class DbcodeProtocol(LanguageServerProtocol):
         self.send_raw({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
 
     def _run_request(
-        self, msg_id: Any, handler: Callable[..., Awaitable[Any]], params: Any
+        self, msg_id: Any, method: str, handler: Callable[..., Awaitable[Any]], params: Any
     ) -> None:
-        task = asyncio.ensure_future(handler(self.session, params))
+        assert self.session is not None
+        task = asyncio.ensure_future(guarded(self.session, method, handler, params))
         self._fast_tasks.add(task)
         task.add_done_callback(lambda t: self._answer(msg_id, t))
 

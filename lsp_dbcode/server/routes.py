@@ -33,7 +33,7 @@ from pygls.lsp.server import LanguageServer
 from .. import __version__
 from .errors import rpc_error
 from .handlers import dbcode, language, lifecycle, review, text_sync
-from .protocol import DbcodeProtocol, make_converter
+from .protocol import DbcodeProtocol, guarded, make_converter
 from .session import Session
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def _pygls_handler(session: Session, method: str, route: Route) -> Callable[...,
         if inspect.iscoroutinefunction(handler):
 
             async def json_task(ls: Any, params: Any) -> Any:
-                return await handler(session, to_json(params))
+                return await guarded(session, method, handler, to_json(params))
 
             return json_task
 
@@ -146,7 +146,7 @@ def _pygls_handler(session: Session, method: str, route: Route) -> Callable[...,
 
         async def task(ls: Any, params: Any) -> Any:
             try:
-                return await handler(session, params)
+                return await guarded(session, method, handler, params)
             except Exception as exc:
                 raise rpc_error(exc) from None
 
@@ -161,7 +161,7 @@ def _pygls_handler(session: Session, method: str, route: Route) -> Callable[...,
 def _command_handler(session: Session, handler: Callable[..., Any]) -> Callable[..., Any]:
     async def command(ls: Any, *args: Any) -> Any:
         try:
-            return await handler(session, list(args))
+            return await guarded(session, "workspace/executeCommand", handler, list(args))
         except Exception as exc:
             raise rpc_error(exc) from None
 

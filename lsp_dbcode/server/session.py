@@ -33,6 +33,7 @@ from .lint import DocumentLint
 from .tasks import Tasks
 
 if TYPE_CHECKING:
+    from ..store.access import Agent
     from .protocol import DbcodeProtocol
     from .shared import Shared
 
@@ -84,12 +85,17 @@ class Session:
         self.subscriptions: dict[str, Subscription] = {}
         self.on_exit: Callable[[], None] | None = None  # set by the transport
         self.server: Any = None  # the connection's pygls server object (initialize reads it)
-        # Set by the transport: "stdio" | "unix" | "tcp" | "ws" | "tls-tcp" | "wss"; the peer's
-        # address ("HOST:PORT", "pid N uid U"); the token it brought outside LSP (a ws
-        # Authorization: Bearer header, a relay's preamble, a --standalone DBCODE_TOKEN).
-        self.transport: str | None = None
+        # Set by the transport: "stdio" | "unix" | "tcp" | "ws" | "tls-tcp" | "wss" ("?" until
+        # then); the peer's address ("HOST:PORT", "pid N uid U"); the token it brought outside
+        # LSP (a ws Authorization: Bearer header, a relay's preamble, a --standalone
+        # DBCODE_TOKEN). initializationOptions.token wins over it.
+        self.transport: str = "?"
         self.peer = "?"
         self.transport_token: str | None = None
+        # Access control (server/auth.py): the token checked at initialize and its agent
+        # (None: the database is open).
+        self.token: str | None = None
+        self.account: Agent | None = None
         self.sync = DocumentSync(self.client, self.identity, shared, self.tasks)
         self.lint = DocumentLint(self.client, shared.analyzer, self.tasks)
         self.commits = Commits(self.client, self.identity, shared, self.sync, self.tasks, self.docs)

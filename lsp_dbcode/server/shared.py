@@ -6,6 +6,7 @@ connection), the one watcher per workspace that feeds every open document, the c
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -103,7 +104,7 @@ class Shared:
         if ws not in self._watchers:
             loop = asyncio.get_running_loop()
             self._watch_start[ws] = loop.create_future()
-            self._watchers[ws] = loop.create_task(self._watch(ws))
+            self._watchers[ws] = loop.create_task(self._watch(ws), context=contextvars.Context())
 
     def untrack(self, doc: OpenDoc) -> None:
         ws = doc.workspace

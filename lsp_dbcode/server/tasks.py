@@ -4,9 +4,12 @@ fire-and-forget); cancelled together when the session ends."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Coroutine
 from typing import Any
+
+from ..store.access import current_role
 
 log = logging.getLogger(__name__)
 
@@ -14,10 +17,13 @@ log = logging.getLogger(__name__)
 class Tasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.role: str | None = None  # the session's agent role: its tasks' SQL runs as it
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Start ``coro`` as a task that is kept, and whose failure is logged."""
-        task = asyncio.get_running_loop().create_task(coro)
+        ctx = contextvars.copy_context()
+        ctx.run(current_role.set, self.role)
+        task = asyncio.get_running_loop().create_task(coro, context=ctx)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "dbcode"
 REVIEW_CHANNEL = "dbcode_review"
 COORD_CHANNEL = "dbcode_coord"
+ACCESS_CHANNEL = "dbcode_access"  # agents or grants changed (store/access.py)
 BUFFER_MAX = 2048
 FETCH_BATCH_MAX = 500
 SAFETY_POLL_S = 10.0
@@ -89,7 +91,9 @@ class _Feed(Generic[T]):
         if self._task is not None and not self._task.done():
             self._again = True
             return
-        self._task = asyncio.get_running_loop().create_task(self._refresh())
+        self._task = asyncio.get_running_loop().create_task(
+            self._refresh(), context=contextvars.Context()
+        )
 
     def defer(self, seq: int) -> None:
         """``seq`` was notified while an own commit is in flight: fetch after its answer."""
@@ -195,6 +199,10 @@ class Hub:
         self._closed = False
         self.reconnects = 0
         self._committing: dict[str, int] = {}  # workspace -> own commit calls in flight
+        # Grows at every change of agents or grants (NOTIFY dbcode_access) and at every
+        # (re)connection: access.py knows a database is still open without asking while it
+        # has not grown.
+        self.access_changes = 0
 
     @property
     def connected(self) -> bool:
@@ -203,7 +211,9 @@ class Hub:
     async def start(self) -> None:
         """Start listening (idempotent); returns once LISTEN is active."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), context=contextvars.Context()
+            )
         await self._listening.wait()
 
     async def close(self) -> None:
@@ -231,7 +241,9 @@ class Hub:
                     # "LISTEN dbcode" (tests and operators look for it).
                     await conn.execute(f"LISTEN {REVIEW_CHANNEL}")
                     await conn.execute(f"LISTEN {COORD_CHANNEL}")
+                    await conn.execute(f"LISTEN {ACCESS_CHANNEL}")
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    self.access_changes += 1  # what changed while not listening is unknown
                     self._listening.set()
                     delay = 0.05
                     # Catch up on anything committed while we were not listening.
@@ -265,6 +277,7 @@ class Hub:
                     log.warning("LISTEN connection lost (%s); reconnecting", exc)
                     self.reconnects += 1
                 self._listening.clear()
+                self.access_changes += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_DELAY_MAX_S)
 
@@ -276,7 +289,9 @@ class Hub:
             self._coord_changed(workspace)
 
     def _other(self, channel: str, payload: str) -> None:
-        if channel == REVIEW_CHANNEL:
+        if channel == ACCESS_CHANNEL:
+            self.access_changes += 1
+        elif channel == REVIEW_CHANNEL:
             workspace = payload.rpartition(" ")[0]
             feed = self._review_feeds.get(workspace)
             if feed is not None:

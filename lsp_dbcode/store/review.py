@@ -13,6 +13,7 @@ threads of what they commit right after, so ``outdated`` events follow their cha
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -85,6 +86,10 @@ class ReviewStore:
     """Review threads and the review feed (mixed into ``Store``)."""
 
     _pool: AsyncConnectionPool
+
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        raise NotImplementedError
+
     dsn: str
     content_bytes_max: int
 
@@ -189,12 +194,17 @@ class ReviewStore:
             raise NotFound(f"no thread {thread} in workspace {workspace!r}")
         return ws
 
+    async def thread_visible(self, thread: int) -> bool:
+        """Can the task's role (access.current_role) see this thread? (Row-level security.)"""
+        rows = await self._fetchall("SELECT 1 FROM dbcode_thread WHERE id = %s", (thread,))
+        return bool(rows)
+
     async def reply(self, workspace: str, thread: int, text: str, *, agent: str) -> int:
         """Add a comment to a thread; its id."""
         check_comment_text(text, "reply")
         ws = await self._thread_ws(workspace, thread)
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 # The thread row lock serialises replies (the count limit holds under races).
                 await conn.execute(
                     "SELECT 1 FROM dbcode_thread WHERE id = %s FOR UPDATE", (thread,)
@@ -230,7 +240,7 @@ class ReviewStore:
         ws = await self._thread_ws(workspace, thread)
         state, event = ("resolved", "resolved") if resolved else ("open", "reopened")
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 cur = await conn.execute(
                     "UPDATE dbcode_thread SET state = %s WHERE id = %s AND state <> %s",
                     (state, thread, state),

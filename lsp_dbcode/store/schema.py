@@ -1032,7 +1032,266 @@ END
 $fn$;
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5)]
+# v6: identity and access (store/access.py). Open until the first agent exists. Agents' tokens
+# are kept as HMAC-SHA256 under a per-database secret in dbcode_access, a table agents' roles
+# cannot read. Every product table gets row-level security; the policies call SECURITY DEFINER
+# helpers keyed on dbcode_me() (current_user, an agent's role; or the agent the batch role
+# acts for). The table owner bypasses RLS (not FORCEd): the server's shared reads (the hub)
+# run as owner and are filtered per session in Python. Roles are made at `dbcode agent add`,
+# not here: a database whose owner lacks CREATEROLE still migrates and stays open.
+_V6 = r"""
+CREATE TABLE dbcode_access (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    role_prefix text NOT NULL,
+    secret      bytea,
+    gen         bigint NOT NULL DEFAULT 0
+);
+INSERT INTO dbcode_access (role_prefix)
+    VALUES ('dbc' || substr(md5(random()::text || clock_timestamp()::text), 1, 10) || '_');
+
+CREATE TABLE dbcode_agent (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    role        text NOT NULL UNIQUE,
+    token_hash  bytea NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    rotated_at  timestamptz
+);
+
+-- workspace '*': every workspace. prefix '': every path; else a folder prefix ending in '/'
+-- or one exact path.
+CREATE TABLE dbcode_grant (
+    agent_id  bigint NOT NULL REFERENCES dbcode_agent (id) ON DELETE CASCADE,
+    workspace text NOT NULL,
+    prefix    text NOT NULL DEFAULT '',
+    level     text NOT NULL CHECK (level IN ('read', 'write', 'admin')),
+    PRIMARY KEY (agent_id, workspace, prefix)
+);
+
+-- Refused attempts. agent NULL: unknown (no or bad token).
+CREATE TABLE dbcode_audit (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    agent     text,
+    action    text NOT NULL,
+    workspace text,
+    path      text,
+    transport text NOT NULL DEFAULT '?',
+    peer      text NOT NULL DEFAULT '?',
+    reason    text NOT NULL DEFAULT '',
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dbcode_audit_ws ON dbcode_audit (workspace, id);
+
+-- The level (0 none, 1 read, 2 write, 3 admin) the agent of role p_role has on a path of a
+-- workspace (p_path NULL: its best level anywhere in the workspace). The policies pass
+-- dbcode_me(): inside a SECURITY DEFINER function current_user is the definer.
+-- Whose grants: p_user's (current_user, passed by dbcode_me); when that is the database's
+-- batch role (<prefix>batch: only the owner can become it), the agent role named by the
+-- transaction-local setting dbcode.actor (dbcode_commit_many sets it per changeset of a batch
+-- of several agents: no role switch, so no statement is planned again). Between changesets
+-- (dbcode.actor empty) the batch role acts as the owner: it locks the batch's file rows.
+CREATE FUNCTION dbcode_actor(p_user name, p_actor text) RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $fn$
+BEGIN
+    IF p_user = (SELECT role_prefix || 'batch' FROM dbcode_access) THEN
+        RETURN coalesce(p_actor, '');
+    END IF;
+    RETURN p_user;
+END
+$fn$;
+
+-- The role whose grants apply (SECURITY INVOKER, inlined: current_user is the caller's).
+CREATE FUNCTION dbcode_me() RETURNS text LANGUAGE sql STABLE AS $fn$
+    SELECT dbcode_actor(current_user, current_setting('dbcode.actor', true))
+$fn$;
+
+CREATE FUNCTION dbcode_acl(p_role text, p_ws text, p_path text) RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $fn$
+BEGIN
+    IF p_role = '' THEN  -- the batch role between changesets (locking the batch's rows)
+        RETURN 3;
+    END IF;
+    RETURN (
+        SELECT coalesce(max(CASE g.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END), 0)
+          FROM dbcode_agent a JOIN dbcode_grant g ON g.agent_id = a.id
+         WHERE a.role = p_role
+           AND (g.workspace = '*' OR g.workspace = p_ws)
+           AND (p_path IS NULL OR g.prefix = '' OR g.prefix = p_path
+                OR (right(g.prefix, 1) = '/' AND left(p_path, length(g.prefix)) = g.prefix)));
+END
+$fn$;
+
+CREATE FUNCTION dbcode_acl_id(p_role text, p_ws bigint, p_path text) RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $fn$
+BEGIN
+    IF p_role = '' THEN  -- the batch role between changesets (locking the batch's rows)
+        RETURN 3;
+    END IF;
+    RETURN (
+        SELECT coalesce(max(CASE g.level WHEN 'read' THEN 1 WHEN 'write' THEN 2 ELSE 3 END), 0)
+          FROM dbcode_agent a JOIN dbcode_grant g ON g.agent_id = a.id
+          JOIN dbcode_workspace w ON w.id = p_ws
+         WHERE a.role = p_role
+           AND (g.workspace = '*' OR g.workspace = w.name)
+           AND (p_path IS NULL OR g.prefix = '' OR g.prefix = p_path
+                OR (right(g.prefix, 1) = '/' AND left(p_path, length(g.prefix)) = g.prefix)));
+END
+$fn$;
+
+CREATE FUNCTION dbcode_acl_agent(p_role text) RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER AS $fn$
+BEGIN
+    RETURN (SELECT name FROM dbcode_agent WHERE role = p_role);
+END
+$fn$;
+
+-- plpgsql: their plans are cached per connection (an SQL function that cannot be inlined is
+-- planned again in every statement). search_path pinned to this schema with pg_temp last: a
+-- SECURITY DEFINER function must not find a caller's temporary table first.
+DO $do$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['dbcode_actor(name, text)', 'dbcode_acl(text, text, text)',
+                             'dbcode_acl_id(text, bigint, text)', 'dbcode_acl_agent(text)'] LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = %I, pg_temp', f, current_schema());
+    END LOOP;
+END
+$do$;
+CREATE INDEX dbcode_agent_role ON dbcode_agent (role);
+
+ALTER TABLE dbcode_workspace ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_workspace FOR SELECT USING (dbcode_acl(dbcode_me(), name, NULL) >= 1);
+CREATE POLICY u ON dbcode_workspace FOR UPDATE USING (dbcode_acl(dbcode_me(), name, NULL) >= 2);
+CREATE POLICY i ON dbcode_workspace FOR INSERT
+    WITH CHECK (dbcode_acl(dbcode_me(), name, NULL) >= 2);
+
+ALTER TABLE dbcode_file ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_file FOR SELECT
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_file FOR INSERT
+    WITH CHECK (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 2);
+CREATE POLICY u ON dbcode_file FOR UPDATE
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 2);
+
+ALTER TABLE dbcode_revision ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_revision FOR SELECT
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_revision FOR INSERT
+    WITH CHECK (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 2);
+
+-- A changeset is seen by who can read one of its paths (its message and agent with them).
+ALTER TABLE dbcode_changeset ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_changeset FOR SELECT USING (EXISTS (
+    SELECT 1 FROM dbcode_revision r
+     WHERE r.workspace_id = dbcode_changeset.workspace_id AND r.seq = dbcode_changeset.seq));
+CREATE POLICY i ON dbcode_changeset FOR INSERT
+    WITH CHECK (dbcode_acl_id(dbcode_me(), workspace_id, NULL) >= 2
+                AND agent = dbcode_acl_agent(dbcode_me()));
+
+CREATE POLICY u ON dbcode_changeset FOR UPDATE
+    USING (agent = dbcode_acl_agent(dbcode_me()));
+
+-- A batch of changesets of several agents runs as the batch role, each changeset with
+-- dbcode.actor set to its agent's role (p_batch items' "role"): row-level security applies to
+-- each changeset alone, with its agent's grants, and one refused fails alone. (Switching the
+-- role itself per changeset makes PostgreSQL plan every statement again: measured 2x slower.)
+CREATE OR REPLACE FUNCTION dbcode_commit_many(p_workspace text, p_batch jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $fn$
+DECLARE
+    ws      bigint := dbcode_workspace_id(p_workspace);
+    item    jsonb;
+    result  jsonb;
+    results jsonb := '[]';
+    last    bigint;
+    e_state text;
+    e_msg   text;
+    e_det   text;
+BEGIN
+    PERFORM dbcode_lock_paths(ws, (
+        SELECT coalesce(array_agg(DISTINCT x), '{}') FROM jsonb_array_elements(p_batch) b,
+            unnest(dbcode_changeset_paths(CASE WHEN jsonb_typeof(b -> 'changes') = 'array'
+                                               THEN b -> 'changes' ELSE '[]' END)) x
+         WHERE x IS NOT NULL));
+    FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
+        BEGIN
+            IF item ? 'role' THEN
+                PERFORM set_config('dbcode.actor', item ->> 'role', true);
+            END IF;
+            result := dbcode_apply(ws, item ->> 'agent', item ->> 'message', item -> 'changes');
+            IF jsonb_typeof(item -> 'meta') = 'object' THEN
+                UPDATE dbcode_changeset SET meta = item -> 'meta'
+                    WHERE workspace_id = ws AND seq = (result ->> 'seq')::bigint;
+            END IF;
+            last := (result ->> 'seq')::bigint;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS e_state = RETURNED_SQLSTATE, e_msg = MESSAGE_TEXT,
+                e_det = PG_EXCEPTION_DETAIL;
+            result := jsonb_build_object('error', e_state, 'message', e_msg, 'detail', e_det);
+        END;
+        results := results || jsonb_build_array(result);
+    END LOOP;
+    IF last IS NOT NULL THEN
+        PERFORM pg_notify('dbcode', p_workspace || ' ' || last);
+    END IF;
+    RETURN results;
+END
+$fn$;
+
+ALTER TABLE dbcode_thread ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_thread FOR SELECT
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_thread FOR INSERT
+    WITH CHECK (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+CREATE POLICY u ON dbcode_thread FOR UPDATE
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+
+ALTER TABLE dbcode_comment ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_comment FOR SELECT
+    USING (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+CREATE POLICY i ON dbcode_comment FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+
+ALTER TABLE dbcode_review_event ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_review_event FOR SELECT
+    USING (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+CREATE POLICY i ON dbcode_review_event FOR INSERT
+    WITH CHECK (EXISTS (SELECT 1 FROM dbcode_thread t WHERE t.id = thread_id));
+
+ALTER TABLE dbcode_review_head ENABLE ROW LEVEL SECURITY;
+CREATE POLICY a ON dbcode_review_head FOR ALL
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, NULL) >= 1);
+
+ALTER TABLE dbcode_session ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_session FOR SELECT USING (true);
+CREATE POLICY w ON dbcode_session FOR INSERT WITH CHECK (agent = dbcode_acl_agent(dbcode_me()));
+CREATE POLICY u ON dbcode_session FOR UPDATE USING (agent = dbcode_acl_agent(dbcode_me()));
+CREATE POLICY d ON dbcode_session FOR DELETE USING (agent = dbcode_acl_agent(dbcode_me()));
+
+ALTER TABLE dbcode_claim ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_claim FOR SELECT
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_claim FOR INSERT
+    WITH CHECK (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 2
+                AND agent = dbcode_acl_agent(dbcode_me()));
+CREATE POLICY u ON dbcode_claim FOR UPDATE
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 2);
+CREATE POLICY d ON dbcode_claim FOR DELETE
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 2);
+
+ALTER TABLE dbcode_presence ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_presence FOR SELECT
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+CREATE POLICY i ON dbcode_presence FOR INSERT
+    WITH CHECK (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+CREATE POLICY d ON dbcode_presence FOR DELETE
+    USING (dbcode_acl_id(dbcode_me(), workspace_id, path) >= 1);
+
+ALTER TABLE dbcode_audit ENABLE ROW LEVEL SECURITY;
+CREATE POLICY r ON dbcode_audit FOR SELECT USING (dbcode_acl(dbcode_me(), workspace, NULL) >= 3);
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5), (6, _V6)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 

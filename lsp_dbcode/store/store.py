@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -20,11 +21,13 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import validate
+from .access import ACTOR_BATCH, Access, current_role
 from .coordination import CoordinationStore, claim_from_json, claimed_error
 from .dsn import redact
 from .errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound, StoreError
@@ -164,6 +167,7 @@ class _Pending:
     future: asyncio.Future[CommitResult]
     meta: dict[str, Any] | None = None
     size: int = 0
+    role: str | None = None  # the agent role it runs as (access.py; None: the owner)
 
     def __post_init__(self) -> None:
         self.size = sum(len(i.get("text") or "") for i in self.items) + 100
@@ -246,6 +250,8 @@ class Store(ReviewStore, CoordinationStore):
             review_fetch=self._review_events_since,
             review_head=self.review_head,
         )
+        # workspace -> queue. A batch may hold changesets of several agents: each runs as its
+        # own role inside dbcode_commit_many (schema v6).
         self._commit_queues: dict[str, _CommitQueue] = {}
         # workspace -> path -> the oldest revision a commit of this process superseded since
         # the last compaction (the compaction looks from there on: an index range, not the
@@ -259,6 +265,7 @@ class Store(ReviewStore, CoordinationStore):
         # The compaction's own connection: it never holds one that a commit or read of the
         # pool needs (a pool of one connection halved commits/s when they shared it).
         self._compact_conn: psycopg.AsyncConnection[Any] | None = None
+        self.access = Access(self)
         self.batches = 0  # commit calls sent (for benchmarks and tests)
         self.batched = 0  # changesets they carried
 
@@ -308,6 +315,35 @@ class Store(ReviewStore, CoordinationStore):
 
     # -- helpers ---------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pool connection running as the task's agent role (access.current_role; None:
+        the owner). The role is set on the connection only when it differs from the one it
+        last ran as: a server serving one agent pays nothing per statement."""
+        role = current_role.get()
+        async with self._pool.connection() as conn:
+            if role is None:
+                if getattr(conn, "_dbcode_role", None) is not None:
+                    await conn.execute("RESET ROLE")
+                    conn._dbcode_role = None  # type: ignore[attr-defined]
+            else:
+                # An agent's SQL runs as the database's batch role with dbcode.actor naming the
+                # agent's role (schema v6): row-level security applies that agent's grants, and
+                # the connection's role stays the same whoever it serves (a role switch makes
+                # PostgreSQL plan every statement again). ACTOR_BATCH: a batch of several.
+                batch = self.access.batch_role
+                actor = "" if role == ACTOR_BATCH else role
+                steps = []
+                if getattr(conn, "_dbcode_role", None) != batch:
+                    steps.append(sql.SQL("SET ROLE {}").format(sql.Identifier(batch)))
+                if getattr(conn, "_dbcode_actor", None) != actor:
+                    steps.append(sql.SQL("SET dbcode.actor = {}").format(sql.Literal(actor)))
+                if steps:
+                    conn._dbcode_role = conn._dbcode_actor = None  # type: ignore[attr-defined]
+                    await conn.execute(sql.SQL("; ").join(steps))
+                    conn._dbcode_role, conn._dbcode_actor = batch, actor  # type: ignore[attr-defined]
+            yield conn
+
     async def _fetchall(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:
@@ -316,7 +352,7 @@ class Store(ReviewStore, CoordinationStore):
         the pool need not ping before every use."""
         for attempt in (1, 2):
             try:
-                async with self._pool.connection() as conn:
+                async with self._connection() as conn:
                     cur = conn.cursor(row_factory=tuple_row)
                     await cur.execute(query, params)
                     return await cur.fetchall()
@@ -331,7 +367,7 @@ class Store(ReviewStore, CoordinationStore):
         """One statement in its own transaction (a write); its rows, if it returns any.
         Errors other than a lost connection are the caller's to translate."""
         try:
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 cur = conn.cursor(row_factory=tuple_row)
                 await cur.execute(query, params)
                 return await cur.fetchall() if cur.description else []
@@ -466,7 +502,7 @@ class Store(ReviewStore, CoordinationStore):
         validate.check_workspace(workspace)
         like = _like_prefix(prefix)
         try:
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 async with conn.transaction():
                     await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     cur = await conn.execute(
@@ -704,7 +740,9 @@ class Store(ReviewStore, CoordinationStore):
         elif revision < paths[path]:
             paths[path] = revision
         if self._compactor is None:
-            self._compactor = asyncio.create_task(self._compact_later())
+            self._compactor = asyncio.create_task(
+                self._compact_later(), context=contextvars.Context()
+            )
             self._compactor.add_done_callback(self._compactor_done)
 
     def _compactor_done(self, task: asyncio.Task[None]) -> None:
@@ -927,9 +965,11 @@ class Store(ReviewStore, CoordinationStore):
         meta = validate.check_meta(meta)
         items = [self._check_change(c) for c in changes]
         pending = _Pending(agent, message, items, asyncio.get_running_loop().create_future(), meta)
-        queue = self._commit_queues.get(workspace)
+        pending.role = current_role.get()
+        key = workspace
+        queue = self._commit_queues.get(key)
         if queue is None:
-            queue = self._commit_queues[workspace] = _CommitQueue()
+            queue = self._commit_queues[key] = _CommitQueue()
         if queue.flights < COMMIT_FLIGHTS_MAX and not queue.items:
             # Room in flight: go now, from this task (no hop).
             queue.flights += 1
@@ -937,14 +977,14 @@ class Store(ReviewStore, CoordinationStore):
                 await self._commit_batch(workspace, [pending])
             finally:
                 queue.flights -= 1
-                self._next_batch(workspace, queue)
+                self._next_batch(key, queue)
             return pending.future.result()
         queue.items.append(pending)
         # Cancelled while queued: the changeset is dropped. Cancelled while in flight: it may
         # commit (as with any statement cancelled mid-way).
         return await pending.future
 
-    def _next_batch(self, workspace: str, queue: _CommitQueue) -> None:
+    def _next_batch(self, key: str, queue: _CommitQueue) -> None:
         """Send what is queued, as batches, while there is room in flight."""
         while queue.items and queue.flights < COMMIT_FLIGHTS_MAX:
             batch: list[_Pending] = []
@@ -958,18 +998,18 @@ class Store(ReviewStore, CoordinationStore):
             if not batch:
                 continue
             queue.flights += 1
-            task = asyncio.create_task(self._fly(workspace, queue, batch))
+            task = asyncio.create_task(self._fly(key, queue, batch))
             queue.tasks.add(task)
             task.add_done_callback(queue.tasks.discard)
-        if not queue.items and queue.flights == 0 and self._commit_queues.get(workspace) is queue:
-            del self._commit_queues[workspace]
+        if not queue.items and queue.flights == 0 and self._commit_queues.get(key) is queue:
+            del self._commit_queues[key]
 
-    async def _fly(self, workspace: str, queue: _CommitQueue, batch: list[_Pending]) -> None:
+    async def _fly(self, key: str, queue: _CommitQueue, batch: list[_Pending]) -> None:
         try:
-            await self._commit_batch(workspace, batch)
+            await self._commit_batch(key, batch)
         finally:
             queue.flights -= 1
-            self._next_batch(workspace, queue)
+            self._next_batch(key, queue)
 
     async def _commit_batch(self, workspace: str, batch: list[_Pending]) -> None:
         self.hub.committing(workspace)
@@ -981,8 +1021,17 @@ class Store(ReviewStore, CoordinationStore):
     async def _commit_batch_call(self, workspace: str, batch: list[_Pending]) -> None:
         self.batches += 1
         self.batched += len(batch)
+        roles = {p.role for p in batch}
+        one_role = len(roles) == 1
+        if not one_role and None in roles:  # the owner's and agents' changesets: not together
+            for p in batch:
+                await self._commit_batch_call(workspace, [p])
+            return
+        # One agent's changesets run as its role; several agents' as the batch role, each
+        # changeset with its agent named in dbcode.actor (schema v6, dbcode_commit_many).
+        reset = current_role.set(batch[0].role if one_role else ACTOR_BATCH)
         try:
-            async with self._pool.connection() as conn:
+            async with self._connection() as conn:
                 if len(batch) == 1 and batch[0].meta is None:
                     one = batch[0]
                     if len(one.items) == 1 and (item := one.items[0])["op"] == "write":
@@ -1011,6 +1060,7 @@ class Store(ReviewStore, CoordinationStore):
                 else:
                     payload = [
                         {"agent": p.agent, "message": p.message, "changes": p.items, "meta": p.meta}
+                        | ({"role": p.role} if p.role is not None and not one_role else {})
                         for p in batch
                     ]
                     cur = await conn.execute(
@@ -1040,6 +1090,8 @@ class Store(ReviewStore, CoordinationStore):
             for p in batch:
                 _settle(p.future, error=DatabaseUnavailable(f"commit interrupted: {exc!r}"))
             raise
+        finally:
+            current_role.reset(reset)
         for p, result in zip(batch, results, strict=True):
             if "error" in result:
                 error = self._error_for(
@@ -1100,6 +1152,8 @@ class Store(ReviewStore, CoordinationStore):
             return claimed_error(workspace, detail_text)
         if state == "DB400":
             return InvalidInput(message)
+        if state == "42501":  # row-level security refused it (the Python checks did not)
+            return StoreError(f"forbidden: {message}")
         if operational or state.startswith(("08", "57")):
             return DatabaseUnavailable(f"database error at {redact(self.dsn)}: {message}")
         if state.startswith("22"):  # data exception
@@ -1151,7 +1205,7 @@ class Store(ReviewStore, CoordinationStore):
             return (path, text, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest())
 
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO dbcode_workspace (name) VALUES (%s) ON CONFLICT (name) DO NOTHING",
                     (workspace,),

@@ -60,6 +60,7 @@ class Editor:
         pull: bool = False,
         tcp: tuple[str, int] | None = None,
         ws: tuple[str, int] | None = None,
+        token: str | None = None,
     ) -> Editor:
         ed = cls(name)
         if tcp is not None:
@@ -90,7 +91,8 @@ class Editor:
         result = await ed.client.initialize_session(
             types.InitializeParams(
                 capabilities=caps,
-                initialization_options={"agent": name, "mode": mode},
+                initialization_options={"agent": name, "mode": mode}
+                | ({"token": token} if token is not None else {}),
             )
         )
         enc = result.capabilities.position_encoding or "utf-16"

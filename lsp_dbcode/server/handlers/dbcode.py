@@ -4,6 +4,7 @@ checked here by hand (a clear JSON-RPC error for each bad one); results are plai
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ...analysis import AnalysisError
@@ -12,6 +13,7 @@ from ...store import InvalidInput, validate
 from ...store.store import LOG_LIMIT_DEFAULT, LOG_LIMIT_MAX
 from ...text.edits import content_hash
 from ...uris import blame_json, changeset_json, make_uri, parse_doc_uri
+from ..auth import may, readable
 from ..blame import target_of
 from ..coordination import notify_comments, notify_presence
 from ..session import Served, Subscription
@@ -100,6 +102,7 @@ async def read(session: Session, uri: str, revision: int | None) -> dict[str, An
     after changeset SEQ, marked ``readOnly`` (every write to that URI is refused by
     ``uris.parse_uri``)."""
     at = parse_doc_uri(uri)
+    may(session, 1, at.workspace, at.path)
     if at.seq is not None:
         if revision is not None:
             raise InvalidInput(f"{uri} names its revision by its seq: no 'revision' with it")
@@ -119,6 +122,8 @@ async def log(session: Session, params: Any) -> Any:
     if limit > LOG_LIMIT_MAX:
         raise InvalidInput(f"limit must be at most {LOG_LIMIT_MAX}")
     workspace, path = _workspace(p), _str(p, "path", optional=True)
+    if path:
+        may(session, 1, workspace, path)
     before_seq = _int(p, "beforeSeq", optional=True)  # paging: the changesets before this seq
     out = []
     for cs in await session.shared.store.log(workspace, path, limit=limit, before_seq=before_seq):
@@ -222,6 +227,8 @@ async def blame(session: Session, params: Any) -> Any:
     if rev is not None and (not isinstance(rev, int) or isinstance(rev, bool) or rev < 1):
         raise InvalidInput("parameter 'revision' must be an integer >= 1")
     store = session.shared.store
+    at = parse_doc_uri(uri)
+    may(session, 1, at.workspace, at.path)
     target = await target_of(store, session.docs, uri, rev)
     runs = await store.blame(target.workspace, target.path, target.revision)
     return [blame_json(r, line_base=0) for r in runs]
@@ -251,7 +258,11 @@ async def subscribe(session: Session, params: Any) -> Any:
         commits=run(_notify_commits(session, workspace, start)),
         comments=run(
             notify_comments(
-                store, client, workspace, comment_head if since_comment is None else since_comment
+                store,
+                client,
+                workspace,
+                comment_head if since_comment is None else since_comment,
+                filtered=session.account is not None,
             )
         ),
         presence=run(notify_presence(store, client, workspace)),
@@ -264,6 +275,11 @@ async def _notify_commits(session: Session, workspace: str, since: int) -> None:
     async for cs in session.shared.store.subscribe(workspace, since):
         if session.closed:
             return
+        if session.account is not None:  # the hub reads as owner: only what it may read
+            files = tuple(f for f in cs.files if readable(session, workspace, f.path))
+            if not files:
+                continue
+            cs = dataclasses.replace(cs, files=files)
         session.client.notify("dbcode/didCommit", changeset_json(cs))
 
 
@@ -287,6 +303,10 @@ async def configure(session: Session, params: Any) -> Any:
         raise InvalidInput(f"agent must be 1-{AGENT_CHARS_MAX} characters")
     if mode is not None and mode not in ("save", "live"):
         raise InvalidInput("mode must be 'save' or 'live'")
+    if agent is not None and session.account is not None and agent != session.account.name:
+        raise InvalidInput(
+            f"this session's agent is its token's ({session.account.name}): it cannot be changed"
+        )
     if agent is not None:
         session.identity.agent = agent
     if mode is not None:

@@ -36,6 +36,8 @@ def initialize(session: Session, params: types.InitializeParams) -> None:
         warnings.append(f"invalid agent {agent!r}; using {session.default_agent!r}")
         agent = None
     session.identity.agent = session.forced_agent or agent or session.default_agent
+    if session.account is not None:  # an enforced database: the token's agent, always
+        session.identity.agent = session.account.name
     mode = opts.get("mode", "save")
     if mode not in ("save", "live"):
         warnings.append(f"invalid mode {mode!r}: use 'save' or 'live'; using 'save'")

@@ -15,6 +15,7 @@ from ...store import InvalidInput, validate
 from ...store.coordination import CLAIM_TTL_S_DEFAULT
 from ...text.positions import LineIndex, PositionError
 from ...uris import make_uri, parse_uri
+from ..auth import may
 from ..client import workspace_edit
 from ..coordination import claim_json, thread_json
 from .dbcode import _int, _obj, _str, _workspace
@@ -68,6 +69,7 @@ async def comment(session: Session, params: Any) -> Any:
     p = _obj(params, "dbcode/comment")
     uri = _str(p, "uri")
     workspace, path = parse_uri(uri)
+    may(session, 1, workspace, path)
     revision = _int(p, "revision", optional=True)
     if revision is None:
         doc = session.docs.get(uri)
@@ -195,6 +197,7 @@ async def claim(session: Session, params: Any) -> Any:
     expired, as the direct path's)."""
     p = _obj(params, "dbcode/claim")
     workspace, path = parse_uri(_str(p, "uri"))
+    may(session, 2, workspace, path)
     store = session.shared.store
     span = None
     lines = _lines(p)

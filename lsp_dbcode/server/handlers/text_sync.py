@@ -13,9 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ...store import NotFound, StoreError
+from ...store.access import Forbidden
 from ...text.edits import content_hash
 from ...text.positions import LineIndex
 from ...uris import parse_doc_uri, parse_uri
+from .. import auth
 from ..client import ERROR, WARNING
 from ..documents import OpenDoc
 
@@ -71,9 +73,16 @@ def open_document(session: Session, uri: str, language_id: str, version: int, te
     document (``dbcode://WS@SEQ/PATH``) is read-only: nothing to keep in step or commit, so it
     is not tracked (and opens without a warning)."""
     try:
-        if parse_doc_uri(uri).seq is not None:
+        at = parse_doc_uri(uri)
+        if session.account is not None and not session.account.can_read(at.workspace, at.path):
+            raise Forbidden(session.account.name, "read", at.workspace, at.path)
+        if at.seq is not None:
             return
         workspace, path = parse_uri(uri)
+    except Forbidden as exc:
+        session.client.show(ERROR, f"dbcode: cannot open {uri}: {exc}")
+        session.tasks.run(auth.refused(session, "textDocument/didOpen", exc))
+        return
     except StoreError as exc:
         session.client.show(WARNING, f"dbcode: cannot open {uri}: {exc}")
         return
