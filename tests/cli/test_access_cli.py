@@ -35,6 +35,8 @@ def _refused(proc: object, starts: str) -> str:
 
 
 def test_access_from_the_command_line(acli: Cli) -> None:
+    # The direct path is the CLI's own; the fast path reaches the shared server over its socket.
+    transport = "cli" if acli.env.get("DBCODE_CLI_DIRECT") else "unix"
     # Open, as today.
     _ok(acli("write", WS, "docs/a.md", input="# a\n"))
     _ok(acli("write", WS, "src/m.py", input="x = 1\n"))
@@ -107,8 +109,10 @@ def test_access_from_the_command_line(acli: Cli) -> None:
     audit = _ok(acli("audit", WS, "--json", env=as_root))
     entries = [json.loads(x) for x in audit.splitlines()]
     assert any(
-        (e["agent"], e["action"], e["workspace"], e["path"], e["transport"])
-        == ("dev", "write", WS, "docs/b.md", "cli")
+        (e["agent"], e["workspace"], e["path"], e["transport"])
+        == ("dev", WS, "docs/b.md", transport)
+        and e["action"] in ("write", "dbcode/commit")  # the CLI's or the server's name
+        and e["reason"] == f"forbidden: agent dev may not write {WS}/docs/b.md"
         for e in entries
     )
     assert any(e["agent"] is None and e["reason"].startswith("authentication") for e in entries)
