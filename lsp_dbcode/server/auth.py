@@ -72,9 +72,12 @@ def limiter_of(session: Session) -> FailureLimiter:
     return lim  # type: ignore[no-any-return]
 
 
-def peer_key(session: Session) -> str:
-    """The peer for the limiter: its address without the port (a flood opens many)."""
-    peer = session.peer or "?"
+def peer_key(peer: str) -> str:
+    """The peer for the limiter: its address without the port (a flood opens many), or on the
+    unix socket its user (each process has a pid of its own)."""
+    peer = peer or "?"
+    if peer.startswith("pid ") and " uid " in peer:  # the unix socket: one user, many pids
+        return "uid " + peer.rpartition(" uid ")[2]
     if peer.startswith("["):  # [v6]:port
         return peer.split("]")[0] + "]"
     host, sep, port = peer.rpartition(":")
@@ -89,7 +92,7 @@ async def authenticate(session: Session, token: Any) -> Agent | None:
     """Verify the session's token at its start. Returns its agent (None: an open database).
     Raises a 401 JsonRpcException (recorded in the audit, counted against the peer)."""
     access = session.shared.store.access
-    limiter, key = limiter_of(session), peer_key(session)
+    limiter, key = limiter_of(session), peer_key(session.peer)
     if limiter.blocked(key):
         raise JsonRpcException(
             code=CODE_UNAUTHENTICATED,

@@ -291,3 +291,15 @@ async def test_first_agent_ends_open_mode_for_live_sessions(fresh_database_url: 
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(10)
+
+
+def test_failed_authentications_are_counted_per_address_or_user() -> None:
+    """A flood from one host opens many ports, one from one user many processes: each counts
+    as one peer for the limiter."""
+    from lsp_dbcode.server.auth import peer_key
+
+    assert peer_key("10.0.0.7:41234") == peer_key("10.0.0.7:41999") == "10.0.0.7"
+    assert peer_key("[::1]:5000") == "[::1]"
+    assert peer_key("pid 100 uid 0") == peer_key("pid 200 uid 0") == "uid 0"
+    assert peer_key("pid 100 uid 1000") != peer_key("pid 100 uid 0")
+    assert peer_key("") == "?"
