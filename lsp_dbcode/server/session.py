@@ -88,7 +88,7 @@ class Session:
         self.lint = DocumentLint(self.client, shared.analyzer, self.tasks)
         self.commits = Commits(self.client, self.identity, shared, self.sync, self.tasks, self.docs)
         self.coordination = Coordination(shared.store, self.identity, self.tasks)
-        self.review = ReviewWatch(shared.store, self.client, self.identity, self.tasks, self.docs)
+        self.review = ReviewWatch(shared.reviews, self.client, self.identity, self.docs)
         shared.analyzer.on_config_change.append(self._config_changed)
 
     @property
@@ -121,6 +121,7 @@ class Session:
             self.shared.analyzer.on_config_change.remove(self._config_changed)
         for doc in self.docs.values():
             self.forget(doc)
+        self.review.close()
         for sub in self.subscriptions.values():
             sub.cancel()
         self.subscriptions.clear()

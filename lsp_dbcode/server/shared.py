@@ -18,6 +18,7 @@ from ..text.edits import Edit
 from ..text.positions import Encoding
 from .cache import BoundedCache
 from .client import INFO
+from .coordination import ReviewFeed
 from .lint import Analyzer
 from .protocol import json_bytes
 
@@ -74,6 +75,7 @@ class Shared:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.analyzer = Analyzer(store)
+        self.reviews = ReviewFeed(store, self.revision_text)  # review and claim diagnostics
         self.sessions: set[Any] = set()
         self._revisions: BoundedCache[RevisionKey, str] = BoundedCache(
             REVISION_CACHE_MAX, size_max=REVISION_CACHE_BYTES_MAX, size=len
@@ -256,4 +258,5 @@ class Shared:
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
+        await self.reviews.close()
         await self.analyzer.close()
