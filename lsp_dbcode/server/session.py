@@ -106,8 +106,10 @@ class Session:
     def forget(self, doc: OpenDoc) -> None:
         """``doc`` is closed (or replaced, or the session ends): no more work for it."""
         doc.closed = True
-        if doc.pending and doc.pending.settle:
-            doc.pending.settle.cancel()
+        if doc.pending:
+            for deadline in (doc.pending.deadline, doc.pending.settle):
+                if deadline is not None:
+                    deadline.cancel()
         if doc.live_task:
             doc.live_task.cancel()
         self.shared.untrack(doc)

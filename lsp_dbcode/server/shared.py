@@ -21,6 +21,7 @@ from .client import INFO
 from .coordination import ReviewFeed
 from .lint import Analyzer
 from .protocol import json_bytes
+from .tasks import Deadlines
 
 if TYPE_CHECKING:
     from .documents import DocumentSync, OpenDoc, PushKey
@@ -76,6 +77,7 @@ class Shared:
         self.store = store
         self.analyzer = Analyzer(store)
         self.reviews = ReviewFeed(store, self.revision_text)  # review and claim diagnostics
+        self.deadlines = Deadlines()  # of every session's pushes (documents.py)
         self.sessions: set[Any] = set()
         self._revisions: BoundedCache[RevisionKey, str] = BoundedCache(
             REVISION_CACHE_MAX, size_max=REVISION_CACHE_BYTES_MAX, size=len
@@ -259,4 +261,5 @@ class Shared:
             task.cancel()
         self._watchers.clear()
         await self.reviews.close()
+        self.deadlines.close()
         await self.analyzer.close()
