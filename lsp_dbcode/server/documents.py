@@ -46,7 +46,7 @@ from .shared import DB_RETRY_DELAY_S, retrying
 if TYPE_CHECKING:
     from .client import Client
     from .identity import Identity
-    from .shared import Shared
+    from .shared import SettlePlan, Shared
     from .tasks import Deadline, Tasks
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Pending:
     target_rev: int
     target_text: str
     sent_version: int
+    plan: SettlePlan | None = None  # a clean buffer's push, shared (see SettlePlan)
     answered: bool = False
     deadline: Deadline | None = None  # for the answer
     settle: Deadline | None = None  # for the didChange that carries the edit, once answered
@@ -245,13 +246,14 @@ class DocumentSync:
         key under which clean buffers of one revision share the edits' JSON."""
         client = self.client
         enc = client.encoding
+        plan = None
         if shared is not None:
-            edits_json = self.shared.edits_json(
-                shared, enc, expected, lambda: doc.lsp_edits(edits, enc)
-            )
+            make = partial(doc.lsp_edits, edits, enc)
+            edits_json = self.shared.edits_json(shared, enc, expected, make)
+            plan = self.shared.settle_plan(shared, enc, expected, edits, make)
         else:
             edits_json = json.dumps(doc.lsp_edits(edits, enc), separators=(",", ":"))
-        pending = Pending(expected, doc.target_rev, doc.target_text, doc.version)
+        pending = Pending(expected, doc.target_rev, doc.target_text, doc.version, plan)
         doc.pending = pending
         edit = workspace_edit_json(client, doc.uri, doc.version, orjson.Fragment(edits_json))
         label = f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..store import Changeset, DatabaseUnavailable, FileChange, Store
 from ..text.diff import diff_edits
 from ..text.edits import Edit
-from ..text.positions import Encoding
+from ..text.positions import Encoding, LineIndex
 from .cache import BoundedCache
 from .client import INFO
 from .coordination import ReviewFeed
@@ -65,6 +65,19 @@ class PreparedPush:
 
 
 @dataclass(frozen=True, slots=True)
+class SettlePlan:
+    """A push to clean buffers of one revision, as their editors send it back: ``changes``,
+    the didChange's (range, text) pairs when it applies the edits from the last one (as LSP
+    clients do), ``offsets`` the same as offsets, and ``index`` the text it makes. A didChange
+    that carries exactly ``changes`` on the buffer the push was computed on takes ``index``
+    (one LineIndex shared by every such buffer) instead of rebuilding one."""
+
+    changes: list[tuple[tuple[int, int, int, int], str]]
+    offsets: list[tuple[int, int, str]]
+    index: LineIndex
+
+
+@dataclass(frozen=True, slots=True)
 class Reader:
     """One open document of one session, fed by the workspace's watcher."""
 
@@ -85,6 +98,9 @@ class Shared:
         self._inflight: dict[RevisionKey, asyncio.Future[str]] = {}
         self._diffs: BoundedCache[PushKey, list[Edit]] = BoundedCache(DIFF_CACHE_MAX)
         self._edits_json: BoundedCache[tuple[PushKey, Encoding], str] = BoundedCache(DIFF_CACHE_MAX)
+        self._plans: BoundedCache[tuple[PushKey, Encoding], SettlePlan] = BoundedCache(
+            DIFF_CACHE_MAX
+        )
         # Pushes prepared while a commit of this process is in the database (anticipate()),
         # by the revision the clean buffers are at.
         self._prepared: BoundedCache[RevisionKey, PreparedPush] = BoundedCache(PREPARED_PUSHES_MAX)
@@ -166,6 +182,30 @@ class Shared:
             if found is None:
                 found = json.dumps(make(), separators=(",", ":"))
             self._edits_json.put((key, encoding), found)
+        return found
+
+    def settle_plan(
+        self,
+        key: PushKey,
+        encoding: Encoding,
+        new: str,
+        edits: list[Edit],
+        make: Callable[[], list[Any]],
+    ) -> SettlePlan:
+        """The :class:`SettlePlan` of a push of ``edits`` (``make``: their TextEdit JSON) moving
+        clean buffers to ``new``: one per revision and position encoding."""
+        found = self._plans.get((key, encoding))
+        if found is None or found.index.text is not new:
+            changes = []
+            for e in reversed(make()):
+                r = e["range"]
+                s, t = r["start"], r["end"]
+                changes.append(
+                    ((s["line"], s["character"], t["line"], t["character"]), e["newText"])
+                )
+            offsets = [(e.start, e.end, e.text) for e in reversed(edits)]
+            found = SettlePlan(changes, offsets, LineIndex(new))
+            self._plans.put((key, encoding), found)
         return found
 
     def diff(self, key: PushKey, old: str, new: str) -> list[Edit]:
