@@ -47,6 +47,11 @@ class Deadline:
 
     def cancel(self) -> None:
         self._owner.due.pop(self, None)
+        self.callback = _nothing  # what it guards often holds it: no cycle left for the GC
+
+
+def _nothing() -> None:
+    pass
 
 
 class Deadlines:
@@ -74,8 +79,9 @@ class Deadlines:
         now = loop.time()
         for deadline in [d for d in self.due if d.when <= now]:
             if self.due.pop(deadline, 0) is None:  # not cancelled by an earlier callback
+                callback, deadline.callback = deadline.callback, _nothing
                 try:
-                    deadline.callback()
+                    callback()
                 except Exception:
                     log.exception("a deadline's callback failed")
         self._timer = loop.call_later(self.tick_s, self._sweep) if self.due else None
