@@ -211,6 +211,8 @@ class ReviewFeed:
         self._watches: dict[str, dict[ReviewWatch, None]] = {}  # workspace -> its sessions
         self._asked: dict[str, dict[ReviewWatch, None]] = {}  # to refresh at the next wake
         self._everyone: set[str] = set()  # workspaces whose every session is to refresh
+        # Sessions that have published review or claim diagnostics in a workspace.
+        self._showing: dict[str, dict[ReviewWatch, None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -229,6 +231,11 @@ class ReviewFeed:
         for workspace in list(self._watches):
             self._watches[workspace].pop(watch, None)
             self._asked.get(workspace, {}).pop(watch, None)
+            self._showing.get(workspace, {}).pop(watch, None)
+
+    def shown(self, watch: ReviewWatch, workspace: str) -> None:
+        """``watch`` published review or claim diagnostics in ``workspace``."""
+        self._showing.setdefault(workspace, {})[watch] = None
 
     def _everyone_soon(self, workspace: str, delay: float) -> None:
         self._everyone.add(workspace)
@@ -295,6 +302,7 @@ class ReviewFeed:
             del self._wake[workspace], self._tasks[workspace]
             self._watches.pop(workspace, None)
             self._asked.pop(workspace, None)
+            self._showing.pop(workspace, None)
             self._everyone.discard(workspace)
 
     async def _refresh(self, workspace: str, targets: list[ReviewWatch]) -> list[ReviewWatch]:
@@ -303,6 +311,7 @@ class ReviewFeed:
         loading (no revision yet)."""
         store = self.store
         paths = sorted({p for w in targets for p in w.paths(workspace)})
+        chosen = set(targets)
         loading: dict[ReviewWatch, None] = {}
         texts: dict[tuple[str, int], str] = {}
         for path in paths:
@@ -311,7 +320,10 @@ class ReviewFeed:
                 claims = await store.claims(workspace, path)
             except StoreError:
                 threads, claims = [], []
-            for w in targets:
+            # Nothing to show on the path (the common case): only the sessions that show
+            # something have work (to clear it), not all 1,000.
+            showing = self._showing.get(workspace, {})
+            for w in targets if threads or claims else [w for w in showing if w in chosen]:
                 try:
                     if await w.publish(workspace, path, threads, claims, texts):
                         loading[w] = None
@@ -426,3 +438,5 @@ class ReviewWatch:
         for source, items in (("review", review), ("claim", claimed)):
             if doc.diagnostics.get(source, []) != items:
                 set_diagnostics(self.client, doc, source, items)
+        if review or claimed:
+            self.feed.shown(self, doc.workspace)
