@@ -235,17 +235,21 @@ class Shared:
             asyncio.get_running_loop().call_soon(self._anticipate, workspace, path, text)
 
     def _anticipate(self, workspace: str, path: str, text: str) -> None:
+        seen: dict[int, PreparedPush] = {}  # by base revision: 1,000 buffers, one or two
         for reader in list(self._open.get(workspace, {}).get(path, {}).values()):
             doc = reader.doc
             if doc.pending is not None or doc.broken or doc.base_rev <= 0 or not doc.base_exact:
                 continue
             if doc.text is not doc.base_text and doc.text != doc.base_text:
                 continue
-            key = RevisionKey(workspace, path, doc.base_rev)
-            prepared = self._prepared.get(key)
-            if prepared is None or prepared.text is not text:
-                prepared = PreparedPush(text, diff_edits(doc.base_text, text))
-                self._prepared.put(key, prepared)
+            prepared = seen.get(doc.base_rev)
+            if prepared is None:
+                key = RevisionKey(workspace, path, doc.base_rev)
+                prepared = self._prepared.get(key)
+                if prepared is None or prepared.text is not text:
+                    prepared = PreparedPush(text, diff_edits(doc.base_text, text))
+                    self._prepared.put(key, prepared)
+                seen[doc.base_rev] = prepared
             enc = reader.sync.client.encoding
             if enc not in prepared.edits_json:
                 prepared.edits_json[enc] = json.dumps(
