@@ -15,8 +15,7 @@ from functools import partial
 import pytest
 
 from lsp_dbcode.analysis.model import AnalysisError, Findings, TextChange
-from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine
-from lsp_dbcode.analysis.ruff.cli import settle
+from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine, settle
 from lsp_dbcode.text.positions import Encoding, LineIndex
 
 CONFIGS = {"pyproject.toml": '[tool.ruff]\nextend-exclude = ["skip.py"]\n'}
