@@ -117,6 +117,7 @@ class Analyzer:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._results: BoundedCache[_Key, Findings] = BoundedCache(RESULTS_MAX)
         self._running: dict[_Key, list[LintCallback]] = {}  # runs: who waits for them
+        self._reading: set[asyncio.Task[dict[str, str]]] = set()  # configs read for a check
         self.on_config_change: list[Callable[[str], None]] = []
 
     async def configs(self, workspace: str) -> dict[str, str]:
@@ -153,6 +154,8 @@ class Analyzer:
         configs = self._configs.get(workspace)
         if configs is None:  # the workspace's first check: its configs come from the database
             task = asyncio.get_running_loop().create_task(self.configs(workspace))
+            self._reading.add(task)  # kept until it ends (the loop keeps tasks weakly)
+            task.add_done_callback(self._reading.discard)
             task.add_done_callback(lambda t: self._after_configs(t, workspace, path, index, done))
             return None
         return self._check(workspace, path, index, change, done, configs)
@@ -260,7 +263,7 @@ class Analyzer:
         return await format_for_commit(self.ruff, await self.configs(workspace), path, text)
 
     async def close(self) -> None:
-        for task in self._watchers.values():
+        for task in [*self._watchers.values(), *self._reading]:
             task.cancel()
         await self.ruff.close()
 
