@@ -215,6 +215,7 @@ class ReviewFeed:
         self._showing: dict[str, dict[ReviewWatch, None]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._dropped: set[str] = set()  # workspaces whose task drop() stopped
 
     def ensure(self, watch: ReviewWatch, workspace: str) -> None:
         """A document of ``workspace`` was opened in ``watch``'s session: refresh it soon."""
@@ -227,11 +228,16 @@ class ReviewFeed:
         wake.set()
 
     def drop(self, watch: ReviewWatch) -> None:
-        """``watch``'s session ended."""
+        """``watch``'s session ended. A workspace left without sessions stops being watched
+        now (its feeds of the hub end), not at its next wake."""
         for workspace in list(self._watches):
-            self._watches[workspace].pop(watch, None)
+            watches = self._watches[workspace]
+            watches.pop(watch, None)
             self._asked.get(workspace, {}).pop(watch, None)
             self._showing.get(workspace, {}).pop(watch, None)
+            if not watches and (task := self._tasks.get(workspace)) is not None:
+                self._dropped.add(workspace)
+                task.cancel()
 
     def shown(self, watch: ReviewWatch, workspace: str) -> None:
         """``watch`` published review or claim diagnostics in ``workspace``."""
@@ -300,10 +306,15 @@ class ReviewFeed:
             for task in helpers:
                 task.cancel()
             del self._wake[workspace], self._tasks[workspace]
-            self._watches.pop(workspace, None)
+            left = self._watches.pop(workspace, {})
             self._asked.pop(workspace, None)
             self._showing.pop(workspace, None)
             self._everyone.discard(workspace)
+            if workspace in self._dropped:  # stopped by drop(): a session may have come since
+                self._dropped.discard(workspace)
+                for w in left:
+                    if w.watches(workspace):
+                        self.ensure(w, workspace)
 
     async def _refresh(self, workspace: str, targets: list[ReviewWatch]) -> list[ReviewWatch]:
         """Publish the diagnostics of ``targets``' open documents of ``workspace``: the threads
@@ -332,6 +343,7 @@ class ReviewFeed:
         return list(loading)
 
     async def close(self) -> None:
+        self._dropped.clear()
         for task in list(self._tasks.values()):
             task.cancel()
 
