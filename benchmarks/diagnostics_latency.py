@@ -440,7 +440,7 @@ TRACE_CHAIN = [
     ("child_sent", "DocumentLint.before_change: the change for the child (offsets), one write"),
     ("on_change_in", "Session: offsets, LineIndex.replace, sync (the child lints meanwhile)"),
     ("soon_in", "DocumentLint.on_change: tree edits queued, change composed"),
-    ("soon_out", "Analyzer.check_soon: hash, result cache; the engine adopts the exchange"),
+    ("soon_out", "Analyzer.check(_soon): hash, result cache; the engine adopts the exchange"),
     ("on_change_out", "rest of DocumentLint.on_change"),
     ("did_change_out", "rest of the didChange handler"),
     ("child_rx", "ruff server child: apply the didChange, lint, publish; our read callback"),
@@ -506,8 +506,11 @@ def traced_serve(trace_path: str, argv: list[str]) -> int:
     around(JsonRPCProtocol, "handle_message", "dispatch", "dispatch_out")
     around(text_sync, "apply_changes", "did_change_in", "did_change_out")
     around(DocumentLint, "on_change", "on_change_in", "on_change_out")
-    around(Analyzer, "check", "check_in", "check_out")
-    around(Analyzer, "check_soon", "soon_in", "soon_out")
+    if hasattr(Analyzer, "check_soon"):  # before the engine's one primitive: two ways in
+        around(Analyzer, "check", "check_in", "check_out")
+        around(Analyzer, "check_soon", "soon_in", "soon_out")
+    else:  # Analyzer.check is the one way in (a callback, no task)
+        around(Analyzer, "check", "soon_in", "soon_out")
     around(Client, "publish_diagnostics", "publish_in", "publish_out")
     around(_lsp_stdio.LspStdioClient, "_feed", "child_rx", "child_feed_out")
     tracing.wrap(

@@ -25,6 +25,9 @@ same PostgreSQL server:
   commit goes when the server is done with the previous one (diagnostics published for every
   receiver's didChange), so that what is measured is one commit's way to 1,000 sessions, not
   the queue of 1,000 didChanges ahead of it (``--back-to-back`` measures that instead);
+* **CPU per commit**: the server process' CPU over one measured round (from the writeFile to
+  the diagnostics of every receiver's didChange: pushes, answers, didChanges, lint, publishes),
+  and this process' (the N receivers), median: steadier than the latencies on a shared machine;
 * **commits/s**: before the receivers open, ``--writers`` sessions each write a file of their
   own with ``dbcode/writeFile`` for ``--write-seconds``, each as soon as its previous answer
   came;
@@ -103,6 +106,8 @@ class Outcome:
     mismatches: int = 0
     anchor: list[float] = field(default_factory=list)
     commits_per_s: float = 0.0
+    round_cpu_ms: list[float] = field(default_factory=list)  # the server's, per measured commit
+    client_cpu_ms: list[float] = field(default_factory=list)  # this process' (the N receivers)
     error: str | None = None
 
 
@@ -342,6 +347,7 @@ async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -
             text = pl.version_text(k)
             rnd = pl.Round(k, text, [None] * len(receivers), len(receivers), loop.create_future())
             bench.rnd = rnd
+            cpu0, client0 = task_cpu_ns(proc.pid), time.process_time()
             t0 = time.perf_counter()
             reply = await writer.request(
                 "dbcode/writeFile", {"uri": uri, "text": text, "baseRevision": rev}
@@ -356,6 +362,9 @@ async def run_code(label: str, code: Path, dsn: str, args: argparse.Namespace) -
                 out.mismatches += rnd.mismatches
             if not args.back_to_back:
                 await settle(sessions)
+                if measured:  # the whole round: pushes, answers, didChanges, diagnostics
+                    out.round_cpu_ms.append((task_cpu_ns(proc.pid) - cpu0) / 1e6)
+                    out.client_cpu_ms.append((time.process_time() - client0) * 1000)
             await asyncio.sleep(args.gap_ms / 1000)
         out.anchor = anchor.notify
         if spy is not None:
@@ -383,19 +392,28 @@ def ms(x: float) -> str:
     return f"{x * 1000:.1f}"
 
 
+def cpu_col(o: Outcome) -> str:
+    """Median CPU of one measured commit's round (until the server has published diagnostics
+    for every receiver's didChange): the server process, and this process (the receivers)."""
+    if not o.round_cpu_ms:
+        return "-"
+    return f"{statistics.median(o.round_cpu_ms):.0f} / {statistics.median(o.client_cpu_ms):.0f}"
+
+
 def report(outcomes: list[Outcome]) -> str:
     lines = [
         "| code | sessions started | open: server CPU ms/session (median) | ruff child CPU ms/"
         "session | open wall s | RSS MB (children) | commits | push p50 ms | push p99 ms "
-        "| slowest receiver p50 ms | NOTIFY p50 ms | p99 / NOTIFY p50 | commits/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| slowest receiver p50 ms | NOTIFY p50 ms | p99 / NOTIFY p50 | commits/s "
+        "| CPU ms/commit: server / receivers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         if not o.latencies:
             lines.append(f"| {o.label} | {o.opened}/{o.sessions} | "
                          f"{statistics.median(o.open_cpu_ms) if o.open_cpu_ms else 0:.1f} | "
                          f"| {o.open_wall_s:.0f} | {o.rss_mb:.0f} ({o.rss_children_mb:.0f}) | "
-                         f"{o.error or 'no commit measured'} | | | | | | |")  # fmt: skip
+                         f"{o.error or 'no commit measured'} | | | | | | | |")  # fmt: skip
             continue
         lat = o.latencies
         notify = pl.pct(o.anchor, 0.5) if o.anchor else float("nan")
@@ -404,7 +422,7 @@ def report(outcomes: list[Outcome]) -> str:
             f"{statistics.median(o.open_children_ms):.2f} | {o.open_wall_s:.1f} | "
             f"{o.rss_mb:.0f} ({o.rss_children_mb:.0f}) | {o.commits} | {ms(pl.pct(lat, 0.5))} | "
             f"{ms(pl.pct(lat, 0.99))} | {ms(pl.pct(o.last, 0.5))} | {ms(notify)} | "
-            f"{pl.pct(lat, 0.99) / notify:.0f}x | {o.commits_per_s:.0f} |"
+            f"{pl.pct(lat, 0.99) / notify:.0f}x | {o.commits_per_s:.0f} | {cpu_col(o)} |"
         )
     for o in outcomes:
         if o.open_errors or o.mismatches or o.error:

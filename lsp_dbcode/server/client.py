@@ -16,7 +16,7 @@ from lsprotocol import types
 from ..text.positions import Encoding
 
 if TYPE_CHECKING:
-    from .protocol import DbcodeProtocol
+    from .protocol import DbcodeProtocol, ReplyCallback
 
 # LSP MessageType
 ERROR, WARNING, INFO = 1, 2, 3
@@ -38,10 +38,15 @@ class Client:
     def clear_diagnostics(self, uri: str) -> None:
         self.notify("textDocument/publishDiagnostics", {"uri": uri, "diagnostics": []})
 
-    def apply_edit(self, label: str, edit: dict[str, Any]) -> asyncio.Future[Any]:
-        """Send ``workspace/applyEdit``; the future gets the client's result (an exception for
-        an error answer or a lost connection; cancel it to stop waiting)."""
-        return self._protocol.request_json("workspace/applyEdit", {"label": label, "edit": edit})
+    def apply_edit(self, label: str, edit: dict[str, Any], on_reply: ReplyCallback) -> str:
+        """Send ``workspace/applyEdit``; ``on_reply(result, None)`` gets the client's result, or
+        ``on_reply(None, error)`` an error answer or a lost connection, as soon as it is read.
+        Returns the request's id (:meth:`forget_reply` stops waiting)."""
+        params = {"label": label, "edit": edit}
+        return self._protocol.request_then("workspace/applyEdit", params, on_reply)
+
+    def forget_reply(self, request_id: str) -> None:
+        self._protocol.forget_request(request_id)
 
     def request(self, method: str, params: Any) -> asyncio.Future[Any]:
         return self._protocol.request_json(method, params)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..store import Claim, ReviewEvent, StoreError, Thread
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from .tasks import Tasks
 
 log = logging.getLogger(__name__)
+
+RevisionText = Callable[[str, str, int], Awaitable[str]]  # workspace, path, revision -> text
 
 # After a changeset, the diagnostics are refreshed this much later: the push of the change to
 # the buffers lands meanwhile (a burst is shown once). Comments and claims show at once.
@@ -211,98 +213,210 @@ async def notify_presence(store: Store, client: Client, workspace: str) -> None:
 # -- diagnostics: open threads (source review) and others' claims (source claim) --------------
 
 
-class ReviewWatch:
-    """Keeps the review and claim diagnostics of a session's open documents: one task per
-    workspace with open documents wakes on its changesets, review events and claim changes
-    (the hub's feeds, no extra connection), and republishes them, mapped onto each buffer."""
+class ReviewFeed:
+    """The review and claim diagnostics of every session of the process: one task per workspace
+    with open documents wakes on its changesets, review events and claim changes (the hub's
+    feeds, no extra connection), reads the threads and claims of each open path once, and hands
+    them to every session's :class:`ReviewWatch`, which maps them onto its buffers.
 
-    def __init__(
-        self,
-        store: Store,
-        client: Client,
-        identity: Identity,
-        tasks: Tasks,
-        docs: dict[str, OpenDoc],
-    ) -> None:
+    Before, each session had that task (three feed tasks and two head queries per session) and
+    read the threads and claims itself: a changeset cost 1,000 sessions 2,000 queries, and each
+    session open (its presence is a claim change) woke every other session's reads."""
+
+    def __init__(self, store: Store, revision_text: RevisionText) -> None:
         self.store = store
-        self.client = client
-        self.identity = identity
-        self.tasks = tasks
-        self.docs = docs  # the session's open documents (read only)
-        self.wake: dict[str, asyncio.Event] = {}
+        self.revision_text = revision_text
+        self._watches: dict[str, dict[ReviewWatch, None]] = {}  # workspace -> its sessions
+        self._asked: dict[str, dict[ReviewWatch, None]] = {}  # to refresh at the next wake
+        self._everyone: set[str] = set()  # workspaces whose every session is to refresh
+        # Sessions that have published review or claim diagnostics in a workspace.
+        self._showing: dict[str, dict[ReviewWatch, None]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._dropped: set[str] = set()  # workspaces whose task drop() stopped
 
-    def ensure(self, workspace: str) -> None:
-        """A document of ``workspace`` was opened: watch the workspace (once), refresh now."""
-        wake = self.wake.get(workspace)
+    def ensure(self, watch: ReviewWatch, workspace: str) -> None:
+        """A document of ``workspace`` was opened in ``watch``'s session: refresh it soon."""
+        self._watches.setdefault(workspace, {})[watch] = None
+        self._asked.setdefault(workspace, {})[watch] = None
+        wake = self._wake.get(workspace)
         if wake is None:
-            wake = self.wake[workspace] = asyncio.Event()
-            self.tasks.run(self._run(workspace, wake))
+            wake = self._wake[workspace] = asyncio.Event()
+            self._tasks[workspace] = asyncio.get_running_loop().create_task(self._run(workspace))
         wake.set()
 
-    async def _run(self, workspace: str, wake: asyncio.Event) -> None:
-        store, loop = self.store, asyncio.get_running_loop()
+    def drop(self, watch: ReviewWatch) -> None:
+        """``watch``'s session ended. A workspace left without sessions stops being watched
+        now (its feeds of the hub end), not at its next wake."""
+        for workspace in list(self._watches):
+            watches = self._watches[workspace]
+            watches.pop(watch, None)
+            self._asked.get(workspace, {}).pop(watch, None)
+            self._showing.get(workspace, {}).pop(watch, None)
+            if not watches and (task := self._tasks.get(workspace)) is not None:
+                self._dropped.add(workspace)
+                task.cancel()
+
+    def shown(self, watch: ReviewWatch, workspace: str) -> None:
+        """``watch`` published review or claim diagnostics in ``workspace``."""
+        self._showing.setdefault(workspace, {})[watch] = None
+
+    def _everyone_soon(self, workspace: str, delay: float) -> None:
+        self._everyone.add(workspace)
+        wake = self._wake.get(workspace)
+        if wake is None:
+            return
+        if delay:
+            asyncio.get_running_loop().call_later(delay, wake.set)
+        else:
+            wake.set()
+
+    async def _run(self, workspace: str) -> None:
+        store = self.store
+        wake = self._wake[workspace]
 
         async def follow(items: AsyncIterator[Any], delay: float) -> None:
             async for _ in items:
-                if delay:
-                    loop.call_later(delay, wake.set)
-                else:
-                    wake.set()
+                self._everyone_soon(workspace, delay)
 
-        helpers = [
-            self.tasks.run(
-                follow(
-                    store.subscribe(workspace, await store.head(workspace)),
-                    REVIEW_AFTER_CHANGESET_S,
-                )
-            ),
-            self.tasks.run(
-                follow(store.subscribe_review(workspace, await store.review_head(workspace)), 0)
-            ),
-            self.tasks.run(follow(store.hub.coordination_changes(workspace), 0)),
-        ]
+        helpers: list[asyncio.Task[None]] = []
         retries = 0
         try:
-            while not self.client.closed:
+            loop = asyncio.get_running_loop()
+            since = await store.head(workspace)
+            review_since = await store.review_head(workspace)
+            helpers = [
+                loop.create_task(
+                    follow(store.subscribe(workspace, since), REVIEW_AFTER_CHANGESET_S)
+                ),
+                loop.create_task(follow(store.subscribe_review(workspace, review_since), 0)),
+                loop.create_task(follow(store.hub.coordination_changes(workspace), 0)),
+            ]
+            while True:
                 await wake.wait()
                 wake.clear()
+                watches = self._watches.get(workspace, {})
+                if workspace in self._everyone:
+                    self._everyone.discard(workspace)
+                    self._asked.pop(workspace, None)
+                    targets = list(watches)
+                else:
+                    targets = [w for w in self._asked.pop(workspace, {}) if w in watches]
                 try:
-                    loading = await self.refresh(workspace)
+                    loading = await self._refresh(workspace, targets)
                 except StoreError as exc:
                     log.warning("review diagnostics of %s: %s", workspace, exc)
-                    loading = False
+                    loading = []
                 if loading and retries < REVIEW_LOAD_RETRIES_MAX:
                     retries += 1
+                    asked = self._asked.setdefault(workspace, {})
+                    asked.update(dict.fromkeys(loading))
                     loop.call_later(REVIEW_AFTER_CHANGESET_S, wake.set)
                 elif not loading:
                     retries = 0
-                if not any(d.workspace == workspace for d in self.docs.values()):
+                for w in [w for w in watches if not w.watches(workspace)]:
+                    del watches[w]
+                if not watches:
                     return
+        except Exception:
+            log.exception("review diagnostics of %s stopped", workspace)
         finally:
             for task in helpers:
                 task.cancel()
-            self.wake.pop(workspace, None)
+            del self._wake[workspace], self._tasks[workspace]
+            left = self._watches.pop(workspace, {})
+            self._asked.pop(workspace, None)
+            self._showing.pop(workspace, None)
+            self._everyone.discard(workspace)
+            if workspace in self._dropped:  # stopped by drop(): a session may have come since
+                self._dropped.discard(workspace)
+                for w in left:
+                    if w.watches(workspace):
+                        self.ensure(w, workspace)
 
-    async def refresh(self, workspace: str) -> bool:
-        """Publish the diagnostics of the workspace's open documents; True if one of them is
-        still loading (no revision yet)."""
+    async def _refresh(self, workspace: str, targets: list[ReviewWatch]) -> list[ReviewWatch]:
+        """Publish the diagnostics of ``targets``' open documents of ``workspace``: the threads
+        and claims of each path read once for all. Returns the sessions with a document still
+        loading (no revision yet)."""
         store = self.store
-        docs = [d for d in self.docs.values() if d.workspace == workspace]
-        loading = False
+        paths = sorted({p for w in targets for p in w.paths(workspace)})
+        chosen = set(targets)
+        loading: dict[ReviewWatch, None] = {}
         texts: dict[tuple[str, int], str] = {}
-        for path in sorted({d.path for d in docs}):
+        for path in paths:
             try:
                 threads = (await store.threads(workspace, path))[:THREADS_PER_FILE_SHOWN_MAX]
-                claims = [
-                    c for c in await store.claims(workspace, path) if c.agent != self.identity.agent
-                ]
+                claims = await store.claims(workspace, path)
             except StoreError:
                 threads, claims = [], []
-            for doc in [d for d in docs if d.path == path]:
-                if doc.base_rev == 0 and (threads or claims):
-                    loading = True
-                    continue
-                await self._publish(doc, threads, claims, texts)
+            # Nothing to show on the path (the common case): only the sessions that show
+            # something have work (to clear it), not all 1,000.
+            showing = self._showing.get(workspace, {})
+            for w in targets if threads or claims else [w for w in showing if w in chosen]:
+                try:
+                    if await w.publish(workspace, path, threads, claims, texts):
+                        loading[w] = None
+                except Exception:  # one session's failure must not stop the others'
+                    log.exception("review diagnostics of %s/%s failed", workspace, path)
+        return list(loading)
+
+    async def close(self) -> None:
+        self._dropped.clear()
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+
+class ReviewWatch:
+    """Keeps the review and claim diagnostics of one session's open documents, from what the
+    process' :class:`ReviewFeed` reads for all sessions."""
+
+    def __init__(
+        self, feed: ReviewFeed, client: Client, identity: Identity, docs: dict[str, OpenDoc]
+    ) -> None:
+        self.feed = feed
+        self.client = client
+        self.identity = identity
+        self.docs = docs  # the session's open documents (read only)
+
+    def ensure(self, workspace: str) -> None:
+        """A document of ``workspace`` was opened: watch the workspace (once), refresh now."""
+        self.feed.ensure(self, workspace)
+
+    def close(self) -> None:
+        self.feed.drop(self)
+
+    def watches(self, workspace: str) -> bool:
+        """The session goes on and has a document of ``workspace`` open."""
+        return not self.client.closed and any(d.workspace == workspace for d in self.docs.values())
+
+    def paths(self, workspace: str) -> set[str]:
+        if self.client.closed:
+            return set()
+        return {d.path for d in self.docs.values() if d.workspace == workspace}
+
+    async def publish(
+        self,
+        workspace: str,
+        path: str,
+        threads: list[Thread],
+        claims: list[Claim],
+        texts: dict[tuple[str, int], str],
+    ) -> bool:
+        """Publish the diagnostics of this session's documents of ``path`` (of ``threads`` and
+        of the claims of other agents than the session's); True if one is still loading."""
+        if self.client.closed:
+            return False
+        loading = False
+        agent = self.identity.agent
+        claims = [c for c in claims if c.agent != agent]
+        for doc in [d for d in self.docs.values() if d.workspace == workspace and d.path == path]:
+            shown = doc.diagnostics
+            if not threads and not claims and not shown.get("review") and not shown.get("claim"):
+                continue  # nothing shown, nothing to show: the common case, no work
+            if doc.base_rev == 0 and (threads or claims):
+                loading = True
+                continue
+            await self._publish(doc, threads, claims, texts)
         return loading
 
     async def _place(
@@ -320,7 +434,7 @@ class ReviewWatch:
         if rev not in edits_of:
             key = (doc.path, rev)
             if key not in texts:
-                texts[key] = await self.store.revision_text(doc.workspace, doc.path, rev)
+                texts[key] = await self.feed.revision_text(doc.workspace, doc.path, rev)
             edits_of[rev] = diff_edits(texts[key], buffer, cleanup=False)
         m = map_range(edits_of[rev], start, end)
         if m.end > len(buffer):
@@ -354,3 +468,5 @@ class ReviewWatch:
         for source, items in (("review", review), ("claim", claimed)):
             if doc.diagnostics.get(source, []) != items:
                 set_diagnostics(self.client, doc, source, items)
+        if review or claimed:
+            self.feed.shown(self, doc.workspace)

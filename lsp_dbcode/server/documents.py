@@ -26,6 +26,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -45,8 +46,8 @@ from .shared import DB_RETRY_DELAY_S, retrying
 if TYPE_CHECKING:
     from .client import Client
     from .identity import Identity
-    from .shared import Shared
-    from .tasks import Tasks
+    from .shared import SettlePlan, Shared
+    from .tasks import Deadline, Tasks
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ class Pending:
     target_rev: int
     target_text: str
     sent_version: int
+    plan: SettlePlan | None = None  # a clean buffer's push, shared (see SettlePlan)
     answered: bool = False
-    settle: asyncio.TimerHandle | None = None
+    deadline: Deadline | None = None  # for the answer
+    settle: Deadline | None = None  # for the didChange that carries the edit, once answered
 
 
 @dataclass
@@ -243,43 +246,49 @@ class DocumentSync:
         key under which clean buffers of one revision share the edits' JSON."""
         client = self.client
         enc = client.encoding
+        plan = None
         if shared is not None:
-            edits_json = self.shared.edits_json(
-                shared, enc, expected, lambda: doc.lsp_edits(edits, enc)
-            )
+            make = partial(doc.lsp_edits, edits, enc)
+            edits_json = self.shared.edits_json(shared, enc, expected, make)
+            plan = self.shared.settle_plan(shared, enc, expected, edits, make)
         else:
             edits_json = json.dumps(doc.lsp_edits(edits, enc), separators=(",", ":"))
-        pending = Pending(expected, doc.target_rev, doc.target_text, doc.version)
+        pending = Pending(expected, doc.target_rev, doc.target_text, doc.version, plan)
         doc.pending = pending
         edit = workspace_edit_json(client, doc.uri, doc.version, orjson.Fragment(edits_json))
         label = f"dbcode: {doc.target_agent or 'another agent'} changed {doc.path}"
         # Written now (not from a task that runs later): with 1,000 sessions on one loop the
-        # first editor gets its edit before the last one's is even computed.
-        reply = client.apply_edit(label, edit)
-        loop = asyncio.get_running_loop()
-        timeout = loop.call_later(APPLY_EDIT_TIMEOUT_S, reply.cancel)
-        reply.add_done_callback(lambda f: self._on_reply(doc, pending, f, timeout))
+        # first editor gets its edit before the last one's is even computed. Its answer is a
+        # callback and its deadline an entry of the process' Deadlines: no future, no timer.
+        request_id = client.apply_edit(label, edit, partial(self._on_reply, doc, pending))
+        pending.deadline = self.shared.deadlines.add(
+            APPLY_EDIT_TIMEOUT_S, partial(self._no_answer, doc, pending, request_id)
+        )
+
+    def _no_answer(self, doc: OpenDoc, pending: Pending, request_id: str) -> None:
+        self.client.forget_reply(request_id)
+        self._replied(doc, pending, False, "no answer in time")
 
     def _on_reply(
-        self, doc: OpenDoc, pending: Pending, reply: asyncio.Future[Any], timeout: Any
+        self, doc: OpenDoc, pending: Pending, result: Any, error: BaseException | None
     ) -> None:
-        timeout.cancel()
-        if reply.cancelled():
-            applied, reason = False, "no answer in time"
-        elif (exc := reply.exception()) is not None:
-            applied, reason = False, str(exc) or type(exc).__name__
-        else:
-            result = reply.result()
-            applied = isinstance(result, dict) and result.get("applied") is True
-            reason = str(result.get("failureReason")) if isinstance(result, dict) else "?"
+        if pending.deadline is not None:
+            pending.deadline.cancel()
+        if error is not None:
+            self._replied(doc, pending, False, str(error) or type(error).__name__)
+            return
+        applied = isinstance(result, dict) and result.get("applied") is True
+        reason = str(result.get("failureReason")) if isinstance(result, dict) else "?"
+        self._replied(doc, pending, applied, reason)
+
+    def _replied(self, doc: OpenDoc, pending: Pending, applied: bool, reason: str) -> None:
         if doc.pending is not pending or self.client.closed:
             return  # settled by a didChange already
         pending.answered = True
         if applied:
             # Wait for the didChange that carries the edit (Neovim sends it later).
-            pending.settle = asyncio.get_running_loop().call_later(
-                SETTLE_TIMEOUT_S,
-                lambda: self.tasks.run(self._settle_timeout(doc, pending)),
+            pending.settle = self.shared.deadlines.add(
+                SETTLE_TIMEOUT_S, partial(self._settle_due, doc, pending)
             )
             return
         doc.pending = None
@@ -292,6 +301,10 @@ class DocumentSync:
             return
         log.info("client refused the edit to %s (%s); merging again", doc.uri, reason)
         self.tasks.run(self._retry(doc))
+
+    def _settle_due(self, doc: OpenDoc, pending: Pending) -> None:
+        if doc.pending is pending and not doc.closed:
+            self.tasks.run(self._settle_timeout(doc, pending))
 
     async def _retry(self, doc: OpenDoc) -> None:
         doc.push_retries += 1

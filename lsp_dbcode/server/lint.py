@@ -11,8 +11,9 @@ session's buffers and lsp_dbcode.analysis (ruff + tree-sitter).
 - The path of a keystroke (issue 4): a didChange that is one ranged change goes to the ``ruff
   server`` child before the session applies it (:meth:`DocAnalysis.before_change`), so ruff
   lints on another core meanwhile; the run of the new text then takes that exchange without a
-  task (:meth:`Analyzer.check_soon`), and the child's publish is relayed from the callback that
-  reads it (no loop turn between the child's answer and our publish).
+  task (:meth:`Analyzer.check` → the engine's one primitive, ``lint``), and the child's publish
+  is relayed from the callback that reads it (no loop turn between the child's answer and our
+  publish).
 - Workspace config (pyproject.toml / ruff.toml / .ruff.toml anywhere in the workspace) comes
   from the database, cached per workspace and dropped when a changeset touches a config file.
 """
@@ -38,6 +39,7 @@ from ..analysis import (
     make_ruff_engine,
 )
 from ..analysis.model import SYMBOL_KINDS, Findings, TextChange
+from ..analysis.ruff import LintCallback
 from ..check import format_for_commit
 from ..store import Store, StoreError
 from ..store.access import as_owner
@@ -116,7 +118,8 @@ class Analyzer:
         self._configs: dict[str, dict[str, str]] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._results: BoundedCache[_Key, Findings] = BoundedCache(RESULTS_MAX)
-        self._running: dict[_Key, asyncio.Future[Findings]] = {}
+        self._running: dict[_Key, list[LintCallback]] = {}  # runs: who waits for them
+        self._reading: set[asyncio.Task[dict[str, str]]] = set()  # configs read for a check
         self.on_config_change: list[Callable[[str], None]] = []
 
     async def configs(self, workspace: str) -> dict[str, str]:
@@ -136,95 +139,91 @@ class Analyzer:
             )
         return found
 
-    async def check(
-        self, workspace: str, path: str, index: LineIndex, change: TextChange | None = None
-    ) -> Findings:
-        """Ruff's diagnostics for ``index.text``; one run per distinct (path, text, config)
-        however many sessions have the same buffer (100 editors receiving one commit).
-        ``change``: how the text came from the one of the previous check (see
-        :meth:`RuffEngine.lint`)."""
-        text = index.text
-        configs = self._configs.get(workspace)
-        if configs is None:
-            configs = await self.configs(workspace)
-        # Python's str hash (64 bits, computed once per str object) stands for the text, as the
-        # 64-bit blake2b did before at 4-5 times the cost; the length makes collisions rarer.
-        key = (workspace, path, len(text), hash(text), id(configs))
-        found = self._results.get(key)
-        if found is not None:
-            return found
-        while (running := self._running.get(key)) is not None:  # another session runs it
-            try:
-                return await asyncio.shield(running)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if not running.cancelled() or (task is not None and task.cancelling()):
-                    raise
-                # Its session went away mid-run (not ours): run it here.
-        # Run it in this task (no task of its own: one loop turn less each way); sessions
-        # asking for the same text meanwhile wait for ``shared``.
-        shared: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
-        shared.add_done_callback(_retrieved)
-        self._running[key] = shared
-        try:
-            found = await self.ruff.lint(text, path, configs, index=index, change=change)
-        except Exception as exc:
-            shared.set_exception(exc)
-            raise
-        else:
-            shared.set_result(found)
-        finally:
-            del self._running[key]
-            if not shared.done():  # cancelled (or worse): the waiters run it themselves
-                shared.cancel()
-        self._results.put(key, found)
-        return found
-
-    def check_soon(
+    def check(
         self,
         workspace: str,
         path: str,
         index: LineIndex,
         change: TextChange | None,
-        done: Callable[[Findings | None, AnalysisError | None], None],
-    ) -> Findings | bool:
-        """:meth:`check` without a task, when it can start at once: the known result, or True
-        when the engine has sent the check to its child before this returns (``done`` is then
-        called with the findings or the error, never before this returns), or False: use
-        :meth:`check`. Raises AnalysisError for a text ruff must not get."""
-        text = index.text
+        done: LintCallback,
+    ) -> Findings | None:
+        """Ruff's findings for ``index.text``: the known result (returned; ``done`` is not
+        called), or None: ``done(findings, None)`` or ``done(None, error)`` is called later,
+        never before this returns. One run per distinct (path, text, configs) however many
+        sessions have the same buffer (1,000 editors receiving one commit): the sessions asking
+        while it runs are called back when it ends, in the order they asked (no task each).
+        ``change``: how the text came from the one of the previous check (see
+        :meth:`RuffEngine.lint`). Raises AnalysisError for a text ruff must not get."""
         configs = self._configs.get(workspace)
-        engine = self.ruff
-        if configs is None:
-            return False
+        if configs is None:  # the workspace's first check: its configs come from the database
+            task = asyncio.get_running_loop().create_task(self.configs(workspace))
+            self._reading.add(task)  # kept until it ends (the loop keeps tasks weakly)
+            task.add_done_callback(self._reading.discard)
+            task.add_done_callback(lambda t: self._after_configs(t, workspace, path, index, done))
+            return None
+        return self._check(workspace, path, index, change, done, configs)
+
+    def _check(
+        self,
+        workspace: str,
+        path: str,
+        index: LineIndex,
+        change: TextChange | None,
+        done: LintCallback,
+        configs: dict[str, str],
+    ) -> Findings | None:
+        text = index.text
+        # Python's str hash (64 bits, computed once per str object) stands for the text, as the
+        # 64-bit blake2b did before at 4-5 times the cost; the length makes collisions rarer.
         key = (workspace, path, len(text), hash(text), id(configs))
+        engine = self.ruff
         found = self._results.get(key)
         if found is not None:
             engine.adopt(text, path, configs, index)
             return found
-        if key in self._running:
-            return False
-        shared: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
+        waiters = self._running.get(key)
+        if waiters is not None:  # another session runs it
+            waiters.append(done)
+            return None
+        waiters = [done]
 
         def finished(found: Findings | None, error: AnalysisError | None) -> None:
-            if self._running.get(key) is shared:
+            if self._running.get(key) is waiters:
                 del self._running[key]
             if found is not None:
                 self._results.put(key, found)
-            try:
-                done(found, error)  # first the caller (it publishes), then the bookkeeping
-            finally:
-                if error is not None:
-                    shared.set_exception(error)
-                else:
-                    assert found is not None
-                    shared.set_result(found)
+            for waiter in waiters:  # first the one that asked first
+                try:
+                    waiter(found, error)
+                except Exception:  # one session's failure must not stop the others'
+                    log.exception("ruff result of %s not taken", path)
 
-        if not engine.lint_soon(text, path, configs, finished, index=index, change=change):
-            return False
-        shared.add_done_callback(_retrieved)
-        self._running[key] = shared
-        return True
+        self._running[key] = waiters
+        try:
+            engine.lint(text, path, configs, finished, index=index, change=change)
+        except BaseException:
+            del self._running[key]
+            raise
+        return None
+
+    def _after_configs(
+        self,
+        task: asyncio.Task[dict[str, str]],
+        workspace: str,
+        path: str,
+        index: LineIndex,
+        done: LintCallback,
+    ) -> None:
+        """:meth:`check` once the workspace's configs are read."""
+        try:
+            found = self._check(workspace, path, index, None, done, task.result())
+        except AnalysisError as exc:
+            done(None, exc)
+        except (Exception, asyncio.CancelledError) as exc:
+            done(None, AnalysisError(f"the workspace's ruff configs: {exc!r}"))
+        else:
+            if found is not None:
+                done(found, None)
 
     def send_ahead(
         self,
@@ -236,7 +235,7 @@ class Analyzer:
         encoding: Encoding,
     ) -> bool:
         """Hand an editor's change of ``old`` to the engine before it is applied (see
-        :meth:`RuffServerEngine.send_ahead`); the :meth:`check_soon` of the new text takes the
+        :meth:`RuffServerEngine.send_ahead`); the :meth:`check` of the new text takes the
         result. False: nothing was sent."""
         configs = self._configs.get(workspace)
         if configs is None:
@@ -267,7 +266,7 @@ class Analyzer:
         return await format_for_commit(self.ruff, await self.configs(workspace), path, text)
 
     async def close(self) -> None:
-        for task in self._watchers.values():
+        for task in [*self._watchers.values(), *self._reading]:
             task.cancel()
         await self.ruff.close()
 
@@ -340,48 +339,40 @@ class DocumentLint:
         set_diagnostics(self.client, doc, "syntax", items)
 
     def schedule_ruff(self, doc: OpenDoc) -> None:
-        """Lint the document's current text: at once, if the engine can start without waiting
-        (the child gets the change before this returns, and its answer is published from the
-        callback that reads it: no task, no loop turn); else in a task. One run at a time per
-        document: an edit meanwhile marks it "again"."""
-        if doc.lint.busy:
-            doc.lint.again = True
+        """Lint the document's current text. One run at a time per document: an edit
+        meanwhile marks it "again". The run's end is :meth:`_ruff_done`, a callback: when the
+        engine can start at once (the ``ruff server`` child gets the change before this
+        returns), the answer is published from the callback that reads it (no task, no loop
+        turn); a known result is published now."""
+        lint = doc.lint
+        if lint.busy:
+            lint.again = True
             return
-        if not self._ruff_now(doc):
-            doc.lint.running = self.tasks.run(self._run_ruff(doc))
-
-    def _ruff_change(self, doc: OpenDoc) -> TextChange | None:
-        since = doc.lint.since
-        if since is not None and since.index is doc.index:
-            return since.change()
-        return None
-
-    def _ruff_now(self, doc: OpenDoc) -> bool:
-        """Start the run of :meth:`schedule_ruff` without a task, if the engine can."""
+        lint.again = False
         version, index = doc.version, doc.index
+        change = self._ruff_change(doc)
+        lint.since = _Since(index)  # the next run's changes start here
         running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def done(found: Findings | None, error: AnalysisError | None) -> None:
             running.set_result(None)
             self._ruff_done(doc, version, index, found, error)
 
-        doc.lint.again = False
         try:
-            started = self.analyzer.check_soon(
-                doc.workspace, doc.path, index, self._ruff_change(doc), done
-            )
+            found = self.analyzer.check(doc.workspace, doc.path, index, change, done)
         except AnalysisError as exc:
-            started = Findings([])
-            self.client.log(f"ruff: {doc.path}: {exc}")
-        if started is False:
-            return False
-        doc.lint.since = _Since(index)  # the next run's changes start here
-        if started is True:
-            doc.lint.running = running
-        else:  # known already
-            assert isinstance(started, Findings)
-            self._ruff_done(doc, version, index, started, None)
-        return True
+            self._ruff_done(doc, version, index, None, exc)
+            return
+        if found is None:
+            lint.running = running
+        else:
+            self._ruff_done(doc, version, index, found, None)
+
+    def _ruff_change(self, doc: OpenDoc) -> TextChange | None:
+        since = doc.lint.since
+        if since is not None and since.index is doc.index:
+            return since.change()
+        return None
 
     def _ruff_done(
         self,
@@ -391,7 +382,7 @@ class DocumentLint:
         found: Findings | None,
         error: AnalysisError | None,
     ) -> None:
-        """The end of a run started by :meth:`_ruff_now`: publish, or run again."""
+        """The end of a run of :meth:`schedule_ruff`: publish, or run again."""
         if error is not None or found is None:
             found = Findings([])
             self.client.log(f"ruff: {doc.path}: {error}")
@@ -405,25 +396,6 @@ class DocumentLint:
     def _publish_ruff(self, doc: OpenDoc, version: int, index: LineIndex, found: Findings) -> None:
         doc.lint.result = LintResult(version, index, found)
         set_diagnostics(self.client, doc, "ruff", findings_json(found, index, self.client.encoding))
-
-    async def _run_ruff(self, doc: OpenDoc) -> None:
-        """A run that could not start at once (:meth:`_ruff_now`): the same run in a task. Its
-        end is the same as a run without a task: :meth:`_ruff_done` publishes, or starts the
-        next run (one state machine for both ways)."""
-        lint = doc.lint
-        lint.again = False
-        version, index = doc.version, doc.index
-        change = self._ruff_change(doc)
-        lint.since = _Since(index)  # the next run's changes start here
-        found: Findings | None = None
-        error: AnalysisError | None = None
-        try:
-            found = await self.analyzer.check(doc.workspace, doc.path, index, change)
-        except AnalysisError as exc:
-            error = exc
-        if lint.running is asyncio.current_task():
-            lint.running = None  # this run has ended: _ruff_done may start the next
-        self._ruff_done(doc, version, index, found, error)
 
     async def wait_idle(self, doc: OpenDoc) -> None:
         """Until the newest edit of ``doc`` has been analysed (bounded)."""

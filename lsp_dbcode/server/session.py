@@ -100,7 +100,7 @@ class Session:
         self.lint = DocumentLint(self.client, shared.analyzer, self.tasks)
         self.commits = Commits(self.client, self.identity, shared, self.sync, self.tasks, self.docs)
         self.coordination = Coordination(shared.store, self.identity, self.tasks)
-        self.review = ReviewWatch(shared.store, self.client, self.identity, self.tasks, self.docs)
+        self.review = ReviewWatch(shared.reviews, self.client, self.identity, self.docs)
         shared.analyzer.on_config_change.append(self._config_changed)
 
     @property
@@ -118,8 +118,10 @@ class Session:
     def forget(self, doc: OpenDoc) -> None:
         """``doc`` is closed (or replaced, or the session ends): no more work for it."""
         doc.closed = True
-        if doc.pending and doc.pending.settle:
-            doc.pending.settle.cancel()
+        if doc.pending:
+            for deadline in (doc.pending.deadline, doc.pending.settle):
+                if deadline is not None:
+                    deadline.cancel()
         if doc.live_task:
             doc.live_task.cancel()
         self.shared.untrack(doc)
@@ -133,6 +135,7 @@ class Session:
             self.shared.analyzer.on_config_change.remove(self._config_changed)
         for doc in self.docs.values():
             self.forget(doc)
+        self.review.close()
         for sub in self.subscriptions.values():
             sub.cancel()
         self.subscriptions.clear()

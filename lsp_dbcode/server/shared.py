@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..store import Changeset, DatabaseUnavailable, FileChange, Store
 from ..text.diff import diff_edits
 from ..text.edits import Edit
-from ..text.positions import Encoding
+from ..text.positions import Encoding, LineIndex
 from .cache import BoundedCache
 from .client import INFO
+from .coordination import ReviewFeed
 from .lint import Analyzer
 from .protocol import json_bytes
+from .tasks import Deadlines
 
 if TYPE_CHECKING:
     from .documents import DocumentSync, OpenDoc, PushKey
@@ -64,6 +66,19 @@ class PreparedPush:
 
 
 @dataclass(frozen=True, slots=True)
+class SettlePlan:
+    """A push to clean buffers of one revision, as their editors send it back: ``changes``,
+    the didChange's (range, text) pairs when it applies the edits from the last one (as LSP
+    clients do), ``offsets`` the same as offsets, and ``index`` the text it makes. A didChange
+    that carries exactly ``changes`` on the buffer the push was computed on takes ``index``
+    (one LineIndex shared by every such buffer) instead of rebuilding one."""
+
+    changes: list[tuple[tuple[int, int, int, int], str]]
+    offsets: list[tuple[int, int, str]]
+    index: LineIndex
+
+
+@dataclass(frozen=True, slots=True)
 class Reader:
     """One open document of one session, fed by the workspace's watcher."""
 
@@ -75,6 +90,8 @@ class Shared:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.analyzer = Analyzer(store)
+        self.reviews = ReviewFeed(store, self.revision_text)  # review and claim diagnostics
+        self.deadlines = Deadlines()  # of every session's pushes (documents.py)
         self.sessions: set[Any] = set()
         self._revisions: BoundedCache[RevisionKey, str] = BoundedCache(
             REVISION_CACHE_MAX, size_max=REVISION_CACHE_BYTES_MAX, size=len
@@ -82,6 +99,9 @@ class Shared:
         self._inflight: dict[RevisionKey, asyncio.Future[str]] = {}
         self._diffs: BoundedCache[PushKey, list[Edit]] = BoundedCache(DIFF_CACHE_MAX)
         self._edits_json: BoundedCache[tuple[PushKey, Encoding], str] = BoundedCache(DIFF_CACHE_MAX)
+        self._plans: BoundedCache[tuple[PushKey, Encoding], SettlePlan] = BoundedCache(
+            DIFF_CACHE_MAX
+        )
         # Pushes prepared while a commit of this process is in the database (anticipate()),
         # by the revision the clean buffers are at.
         self._prepared: BoundedCache[RevisionKey, PreparedPush] = BoundedCache(PREPARED_PUSHES_MAX)
@@ -165,6 +185,30 @@ class Shared:
             self._edits_json.put((key, encoding), found)
         return found
 
+    def settle_plan(
+        self,
+        key: PushKey,
+        encoding: Encoding,
+        new: str,
+        edits: list[Edit],
+        make: Callable[[], list[Any]],
+    ) -> SettlePlan:
+        """The :class:`SettlePlan` of a push of ``edits`` (``make``: their TextEdit JSON) moving
+        clean buffers to ``new``: one per revision and position encoding."""
+        found = self._plans.get((key, encoding))
+        if found is None or found.index.text is not new:
+            changes = []
+            for e in reversed(make()):
+                r = e["range"]
+                s, t = r["start"], r["end"]
+                changes.append(
+                    ((s["line"], s["character"], t["line"], t["character"]), e["newText"])
+                )
+            offsets = [(e.start, e.end, e.text) for e in reversed(edits)]
+            found = SettlePlan(changes, offsets, LineIndex(new))
+            self._plans.put((key, encoding), found)
+        return found
+
     def diff(self, key: PushKey, old: str, new: str) -> list[Edit]:
         """diff_edits(old, new), shared by every session whose buffer is ``old`` (a clean
         buffer of revision key.base_rev moving to key.target_rev): 1,000 editors, one diff."""
@@ -192,17 +236,21 @@ class Shared:
             asyncio.get_running_loop().call_soon(self._anticipate, workspace, path, text)
 
     def _anticipate(self, workspace: str, path: str, text: str) -> None:
+        seen: dict[int, PreparedPush] = {}  # by base revision: 1,000 buffers, one or two
         for reader in list(self._open.get(workspace, {}).get(path, {}).values()):
             doc = reader.doc
             if doc.pending is not None or doc.broken or doc.base_rev <= 0 or not doc.base_exact:
                 continue
             if doc.text is not doc.base_text and doc.text != doc.base_text:
                 continue
-            key = RevisionKey(workspace, path, doc.base_rev)
-            prepared = self._prepared.get(key)
-            if prepared is None or prepared.text is not text:
-                prepared = PreparedPush(text, diff_edits(doc.base_text, text))
-                self._prepared.put(key, prepared)
+            prepared = seen.get(doc.base_rev)
+            if prepared is None:
+                key = RevisionKey(workspace, path, doc.base_rev)
+                prepared = self._prepared.get(key)
+                if prepared is None or prepared.text is not text:
+                    prepared = PreparedPush(text, diff_edits(doc.base_text, text))
+                    self._prepared.put(key, prepared)
+                seen[doc.base_rev] = prepared
             enc = reader.sync.client.encoding
             if enc not in prepared.edits_json:
                 prepared.edits_json[enc] = json.dumps(
@@ -257,4 +305,6 @@ class Shared:
         for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
+        await self.reviews.close()
+        self.deadlines.close()
         await self.analyzer.close()

@@ -96,8 +96,8 @@ async def _check_sequence(encoding: str, steps: list[tuple[float, int, str, str]
     ):
         index = LineIndex(SEED)
         oldest = index
-        await server.lint(index.text, "pkg/m.py", ONLY_F, index=index)  # validated by the CLI
-        first = await server.lint(index.text, "pkg/m.py", ONLY_F, index=index)
+        await server.findings(index.text, "pkg/m.py", ONLY_F, index=index)  # validated by the CLI
+        first = await server.findings(index.text, "pkg/m.py", ONLY_F, index=index)
         assert first.diagnostics == await cli.check(index.text, "pkg/m.py", ONLY_F)
         assert server.child_encoding == encoding
         for step in steps:
@@ -113,7 +113,7 @@ async def _check_sequence(encoding: str, steps: list[tuple[float, int, str, str]
                 assert server._proc is not None
                 server._proc.kill()
                 await server._proc.wait()
-            found = await server.lint(new.text, "pkg/m.py", ONLY_F, index=new, change=hint)
+            found = await server.findings(new.text, "pkg/m.py", ONLY_F, index=new, change=hint)
             expected = await cli.check(new.text, "pkg/m.py", ONLY_F)
             assert found.diagnostics == expected, (step, new.text)
             assert len(found) == len(expected)
@@ -134,14 +134,14 @@ async def test_a_long_session_sends_ranged_changes_only() -> None:
     text = "".join(f"def f{n}(a):\n    return a + {n}\n\n\n" for n in range(200))
     index = LineIndex("import os\n" + text)
     async with RuffServerEngine() as server, RuffEngine() as cli:
-        await server.lint(index.text, "m.py", ONLY_F, index=index)  # validated by the CLI
-        await server.lint(index.text, "m.py", ONLY_F, index=index)
+        await server.findings(index.text, "m.py", ONLY_F, index=index)  # validated by the CLI
+        await server.findings(index.text, "m.py", ONLY_F, index=index)
         assert (server.sent_full, server.sent_ranged) == (1, 0)
         for n in range(30):
             at = index.text.index(f"a + {n}\n") + len(f"a + {n}")
             typed = "  # é" if n % 3 else "q"
             new = index.replace(at, at, typed)
-            found = await server.lint(
+            found = await server.findings(
                 new.text, "m.py", ONLY_F, index=new, change=TextChange(index, at, at, typed)
             )
             assert found.diagnostics == await cli.check(new.text, "m.py", ONLY_F)
@@ -152,15 +152,15 @@ async def test_a_long_session_sends_ranged_changes_only() -> None:
 async def test_text_ruff_cannot_read_is_refused_without_killing_the_child() -> None:
     async with RuffServerEngine() as server:
         index = LineIndex("import os\n")
-        await server.lint(index.text, "m.py", ONLY_F, index=index)
-        await server.lint(index.text, "m.py", ONLY_F, index=index)
+        await server.findings(index.text, "m.py", ONLY_F, index=index)
+        await server.findings(index.text, "m.py", ONLY_F, index=index)
         typed = 'x = "\ud800"\n'
         bad = index.replace(0, 0, typed)
         with pytest.raises(AnalysisError, match="lone surrogate"):
             change = TextChange(index, 0, 0, typed)
-            await server.lint(bad.text, "m.py", ONLY_F, index=bad, change=change)
+            await server.findings(bad.text, "m.py", ONLY_F, index=bad, change=change)
         good = bad.replace(0, len(typed), "import re\n")
-        found = await server.lint(good.text, "m.py", ONLY_F, index=good)  # no hint: a diff
+        found = await server.findings(good.text, "m.py", ONLY_F, index=good)  # no hint: a diff
         assert [d.code for d in found.diagnostics] == ["F401", "F401"]
         assert server.restarts == 0
 
@@ -169,8 +169,8 @@ async def test_the_child_may_choose_utf16_positions() -> None:
     text = 's = "😀\U0001d54f"; import os\n'
     async with RuffServerEngine(position_encodings=("utf-16",)) as server:
         index = LineIndex(text)
-        await server.lint(index.text, "m.py", ONLY_F, index=index)
-        found = await server.lint(index.text, "m.py", ONLY_F, index=index)
+        await server.findings(index.text, "m.py", ONLY_F, index=index)
+        found = await server.findings(index.text, "m.py", ONLY_F, index=index)
         assert server.child_encoding == "utf-16"
         (unused,) = [d for d in found.diagnostics if d.code == "F401"]
         assert text[unused.span.start.col : unused.span.end.col] == "os"  # code points

@@ -1,8 +1,8 @@
 """The ``ruff server`` engine's push path (issue 4): the child publishes after each change and
 the engine takes exactly the publish of the version it sent; a file the child does not publish
-for is pulled; checks can start without waiting (``lint_soon``) and a change can go to the child
-before the caller has applied it (``send_ahead``); a child that hangs or dies fails the check and
-is replaced. Real ruff, real processes."""
+for is pulled; a check starts without waiting when it can (``lint``, the one primitive) and a
+change can go to the child before the caller has applied it (``send_ahead``); a child that hangs
+or dies fails the check and is replaced. Real ruff, real processes."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import asyncio
 import logging
 import os
 import signal
+from functools import partial
 
 import pytest
 
 from lsp_dbcode.analysis.model import AnalysisError, Findings, TextChange
-from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine
+from lsp_dbcode.analysis.ruff import RuffEngine, RuffServerEngine, settle
 from lsp_dbcode.text.positions import Encoding, LineIndex
 
 CONFIGS = {"pyproject.toml": '[tool.ruff]\nextend-exclude = ["skip.py"]\n'}
@@ -23,14 +24,15 @@ TEXT = 'import os\ns = "😀 中文"\n\n\ndef f(a):\n    return a + 1\n'
 
 async def _ready(engine: RuffServerEngine, index: LineIndex, path: str = "m.py") -> None:
     """Validated by the CLI, then opened in the child."""
-    await engine.lint(index.text, path, CONFIGS, index=index)
-    await engine.lint(index.text, path, CONFIGS, index=index)
+    await engine.findings(index.text, path, CONFIGS, index=index)
+    await engine.findings(index.text, path, CONFIGS, index=index)
 
 
 def _soon(
     engine: RuffServerEngine, index: LineIndex, change: TextChange | None = None
 ) -> asyncio.Future[Findings]:
-    """``lint_soon`` as a future; asserts that it started and did not call back at once."""
+    """``lint`` as a future; asserts that it started at once (no task) and did not call back
+    before it returned."""
     future: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
 
     def done(found: Findings | None, error: AnalysisError | None) -> None:
@@ -40,7 +42,7 @@ def _soon(
             assert found is not None
             future.set_result(found)
 
-    assert engine.lint_soon(index.text, "m.py", CONFIGS, done, index=index, change=change)
+    assert engine.lint(index.text, "m.py", CONFIGS, done, index=index, change=change) is None
     assert not future.done()
     return future
 
@@ -68,7 +70,7 @@ async def test_the_child_pushes_each_version_and_an_excluded_file_is_pulled() ->
             at = index.text.index("a + 1")
             new = index.replace(at, at, f"b{n} + ")  # an undefined name, then another
             change = TextChange(index, at, at, f"b{n} + ")
-            found = await engine.lint(new.text, "m.py", CONFIGS, index=new, change=change)
+            found = await engine.findings(new.text, "m.py", CONFIGS, index=new, change=change)
             assert found.diagnostics == await cli.check(new.text, "m.py", CONFIGS)
             index = new
         assert engine.pushed == pushed + 5
@@ -84,7 +86,7 @@ async def test_the_child_pushes_each_version_and_an_excluded_file_is_pulled() ->
         assert engine.restarts == 0
 
 
-async def test_lint_soon_calls_back_with_what_the_cli_says() -> None:
+async def test_lint_at_once_calls_back_with_what_the_cli_says() -> None:
     async with RuffServerEngine(position_encodings=("utf-16",)) as engine, RuffEngine() as cli:
         index = LineIndex(TEXT)
         await _ready(engine, index)
@@ -92,10 +94,14 @@ async def test_lint_soon_calls_back_with_what_the_cli_says() -> None:
             new = index.replace(len(index.text), len(index.text), typed)
             change = TextChange(index, len(index.text), len(index.text), typed)
             running = _soon(engine, new, change)
-            # One check at a time per document: another one cannot start at once.
-            assert not engine.lint_soon(new.text, "m.py", CONFIGS, lambda f, e: None, index=new)
+            # One check at a time per document: another one cannot start at once; the same
+            # primitive runs it in a task of the engine's, which waits for the first to end.
+            later: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
+            task = engine.lint(new.text, "m.py", CONFIGS, partial(settle, later), index=new)
+            assert task is not None and not later.done()
             found = await running
             assert found.diagnostics == await cli.check(new.text, "m.py", CONFIGS)
+            assert (await later).diagnostics == found.diagnostics
             index = new
         assert engine.sent_full == 1  # the didOpen; every check after it sent a ranged change
 
@@ -118,7 +124,7 @@ async def test_a_change_sent_ahead_is_taken_by_the_check_of_its_text() -> None:
         # of the real text still says what the CLI says.
         assert engine.send_ahead("m.py", CONFIGS, new, (0, 0, 0, 0), "import re\n", "utf-32")
         other = new.replace(0, 0, "import json\n")
-        found = await engine.lint(other.text, "m.py", CONFIGS, index=other)
+        found = await engine.findings(other.text, "m.py", CONFIGS, index=other)
         assert found.diagnostics == await cli.check(other.text, "m.py", CONFIGS)
 
         # Nothing is sent ahead of a text the child does not have.
@@ -141,7 +147,7 @@ async def test_a_hung_child_fails_the_check_and_is_replaced(
             await _soon(engine, new, TextChange(index, 0, 0, "import re\n"))
         assert "did not answer" in caplog.text and "restarting it" in caplog.text
         engine.timeout_s = 10.0
-        found = await engine.lint(new.text, "m.py", CONFIGS, index=new)
+        found = await engine.findings(new.text, "m.py", CONFIGS, index=new)
         assert found.diagnostics == await cli.check(new.text, "m.py", CONFIGS)
         assert engine.restarts == 1
 
@@ -159,6 +165,6 @@ async def test_a_child_that_dies_mid_check_fails_it_and_is_replaced() -> None:
         os.kill(engine._proc.pid, signal.SIGKILL)
         with pytest.raises(AnalysisError, match=r"exited|stopped"):
             await _soon(engine, new)
-        found = await engine.lint(new.text, "m.py", CONFIGS, index=new)
+        found = await engine.findings(new.text, "m.py", CONFIGS, index=new)
         assert found.diagnostics == await cli.check(new.text, "m.py", CONFIGS)
         assert engine.restarts == 1

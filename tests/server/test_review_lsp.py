@@ -6,6 +6,7 @@ import ast
 import asyncio
 import os
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from pygls.exceptions import JsonRpcException
 from lsp_dbcode.store import Store
 from lsp_dbcode.uris import make_uri
 from tests.server.editor import Editor, wait_until
+from tests.server.test_serve import _start_network_server
 
 CODE = "".join(f"x{i} = {i}\n" for i in range(10))
 
@@ -285,3 +287,47 @@ async def test_code_actions_apply_suggestion_and_resolve(
     finally:
         await a.stop()
         await b.stop()
+
+
+@pytest.fixture
+def one_server(database_url: str) -> Iterator[int]:
+    """A ``dbcode serve --tcp`` process: its port."""
+    proc, port = _start_network_server(database_url, "--tcp")
+    yield port
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(10)
+
+
+async def test_review_and_claims_shown_per_session_of_one_server_process(
+    one_server: int, database_url: str, store: Store, workspace: str
+) -> None:
+    """Three editors on one server process, where one ReviewFeed reads the threads and claims
+    for every session: each sees the others' claims but not its own, everyone sees a comment,
+    and the feed goes on for the rest when one quits."""
+    await store.write(workspace, "m.py", CODE, agent="seed")
+    uri = make_uri(workspace, "m.py")
+    tcp = ("127.0.0.1", one_server)
+    eds = [await Editor.start(database_url, name, tcp=tcp) for name in ("ann", "bob", "cat")]
+    ann, bob, cat = eds
+    try:
+        for e in eds:
+            await e.open(uri)
+        claim = await ann.request("dbcode/claim", {"uri": uri, "note": "tidying"})
+        for e in (bob, cat):
+            await wait_until(lambda e=e: e.diagnostics(uri, "claim"), what="claim diagnostic")
+            assert "claimed by ann: tidying" in e.diagnostics(uri, "claim")[0].message
+        made = await cat.request(
+            "dbcode/comment", {"uri": uri, "range": rng(2, 0, 3, 0), "text": "why?"}
+        )
+        for e in eds:
+            await wait_until(lambda e=e: e.diagnostics(uri, "review"), what="review diagnostic")
+        assert ann.diagnostics(uri, "claim") == []  # her own claim is no warning to her
+        await bob.stop()
+        eds.remove(bob)
+        await cat.request("dbcode/resolve", {"workspace": workspace, "thread": made["thread"]})
+        await ann.request("dbcode/release", {"id": claim["id"]})
+        await wait_until(lambda: ann.diagnostics(uri, "review") == [], what="resolved: gone")
+        await wait_until(lambda: cat.diagnostics(uri, "claim") == [], what="released: gone")
+    finally:
+        for e in eds:
+            await e.stop()

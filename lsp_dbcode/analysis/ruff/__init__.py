@@ -4,19 +4,25 @@ The package: :mod:`.rules` (severity and tags by rule, the parsers of ruff's out
 :mod:`.cli` (the CLI engine, :class:`RuffEngine`), :mod:`.server` (the ``ruff server`` engine,
 :class:`RuffServerEngine`, and :func:`make_ruff_engine`).
 
-Two engines, one API (:class:`RuffEngine`):
+Two engines, one API (:class:`RuffEngine`), and one primitive each implements:
+:meth:`~RuffEngine.lint` ``(text, path, configs, done)`` starts a lint and calls
+``done(findings, None)`` or ``done(None, error)`` when it ends (never before it returns).
+:meth:`~RuffEngine.findings` and :meth:`~RuffEngine.check` await it; the language server's
+Analyzer calls it directly.
 
-- :class:`RuffEngine` runs one ``ruff`` subprocess per call (``ruff check --stdin-filename ...
-  --output-format json -``, ``ruff format ... -``).
-- :class:`RuffServerEngine` answers :meth:`~RuffEngine.check` from one long-lived ``ruff server``
-  child driven over LSP stdio (didOpen/didChange; the child publishes the diagnostics of each
-  version), which is several times faster per check (see ``benchmarks/ruff_engines.py``);
-  fixes, formatting and :meth:`~RuffEngine.check_tree` stay on subprocesses. It sends the child
-  only what changed since the text it sent last (one ranged change), and keeps the child's
-  diagnostics as LSP JSON (:class:`~.model.Findings`) so that a language server can relay them
-  without converting them. For a language server's latency it can also start a check without
-  waiting (:meth:`~RuffServerEngine.lint_soon`: a callback, no task) and send an editor's change
-  before the server has applied it (:meth:`~RuffServerEngine.send_ahead`).
+- :class:`RuffEngine` runs one ``ruff`` subprocess per lint (``ruff check --stdin-filename ...
+  --output-format json -``, in a task of the engine's), and per fix or format (``ruff format
+  ... -``).
+- :class:`RuffServerEngine` lints with one long-lived ``ruff server`` child driven over LSP
+  stdio (didOpen/didChange; the child publishes the diagnostics of each version), which is
+  several times faster per check (see ``benchmarks/ruff_engines.py``); fixes, formatting and
+  :meth:`~RuffEngine.check_tree` stay on subprocesses. It sends the child only what changed
+  since the text it sent last (one ranged change), and keeps the child's diagnostics as LSP
+  JSON (:class:`~.model.Findings`) so that a language server can relay them without
+  converting them. Its ``lint`` starts at once when it can (the child gets the change before
+  it returns; ``done`` runs in the callback that reads the answer: no task, no loop turn),
+  else in a task of the engine's. A hint, not a lint: :meth:`~RuffServerEngine.send_ahead`
+  sends an editor's change before the server has applied it.
 
 :func:`make_ruff_engine` picks the server engine unless told otherwise.
 
@@ -37,7 +43,7 @@ matter, not us. Tags: see :data:`UNNECESSARY_CODES` and :data:`DEPRECATED_CODES`
 
 from .._configtree import is_python_path
 from ..model import AnalysisError
-from .cli import LintCallback, RuffEngine
+from .cli import LintCallback, RuffEngine, settle
 from .rules import (
     DEPRECATED_CODES,
     ERROR_CODES,
@@ -65,4 +71,5 @@ __all__ = [
     "diagnostic_tags",
     "is_python_path",
     "make_ruff_engine",
+    "settle",
 ]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -46,8 +47,21 @@ STDERR_LINES_KEPT = 20
 PATHS_OK_MAX = 4096
 TREES_OF_CONFIGS_MAX = 64
 
-# How :meth:`RuffServerEngine.lint_soon` reports: (findings, None) or (None, the error).
+# How :meth:`RuffEngine.lint` reports: (findings, None) or (None, the error).
 LintCallback = Callable[["Findings | None", "AnalysisError | None"], None]
+
+
+def settle(
+    future: asyncio.Future[Findings], found: Findings | None, error: AnalysisError | None
+) -> None:
+    """A :data:`LintCallback` that ends ``future`` (unless it is done: cancelled)."""
+    if not future.done():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            assert found is not None
+            future.set_result(found)
+
 
 _SNIPPET_LINE = re.compile(r"^\d*\s*\|")
 
@@ -94,6 +108,7 @@ class RuffEngine:
         self._trees = ConfigTrees(trees_max=trees_max, on_evict=self._tree_evicted)
         self._closed = False
         self._paths_ok: set[str] = set()  # paths that passed the checks of _check_path
+        self._lints: set[asyncio.Task[None]] = set()  # lint() runs in tasks of the engine's
 
     async def __aenter__(self) -> Self:
         return self
@@ -117,9 +132,41 @@ class RuffEngine:
         exist to tell first-party from third-party imports. Pass the same immutable collection
         (e.g. a frozenset) while it is unchanged: it is then not compared again.
         """
-        return (await self.lint(text, path, configs, layout=layout)).diagnostics
+        return (await self.findings(text, path, configs, layout=layout)).diagnostics
 
-    async def lint(
+    def lint(
+        self,
+        text: str,
+        path: str,
+        configs: Mapping[str, str],
+        done: LintCallback,
+        *,
+        layout: Iterable[str] | None = None,
+        index: LineIndex | None = None,
+        change: TextChange | None = None,
+    ) -> asyncio.Task[None] | None:
+        """THE engine's one primitive: lint ``text`` (the Python file ``path``) and call
+        ``done(findings, None)`` or ``done(None, error)`` (an AnalysisError) when it ends, never
+        before this returns; every other way into ruff's diagnostics (:meth:`findings`,
+        :meth:`check`, the language server's Analyzer) goes through it.
+
+        Returns None when the lint started at once without a task (:class:`RuffServerEngine`:
+        the child has the change before this returns, and ``done`` runs in the callback that
+        reads its answer), else the engine's task that runs it (cancel it to stop the run;
+        ``done`` then gets an error). Raises AnalysisError, doing nothing, for text ruff must
+        not get (too big, a bad path, a closed engine).
+
+        ``layout`` (optional): the workspace's file paths; ruff's isort looks at which modules
+        exist to tell first-party from third-party imports. Pass the same immutable collection
+        (e.g. a frozenset) while it is unchanged: it is then not compared again. Hints for the
+        server engine, which then sends ruff only what changed: ``index``, a LineIndex of
+        ``text``; ``change``, how ``text`` was made from an earlier text of ``path`` (best: the
+        one of the previous lint). This engine ignores them and runs one ``ruff check``.
+        """
+        data = self._input(text, path)
+        return self._in_task(self._lint_cli(data, path, configs, layout), done)
+
+    async def findings(
         self,
         text: str,
         path: str,
@@ -129,13 +176,53 @@ class RuffEngine:
         index: LineIndex | None = None,
         change: TextChange | None = None,
     ) -> Findings:
-        """As :meth:`check`, as :class:`~.model.Findings`.
+        """:meth:`lint`, awaited. Cancelling it cancels the run (a ``ruff`` process is
+        killed)."""
+        future: asyncio.Future[Findings] = asyncio.get_running_loop().create_future()
+        task = self.lint(
+            text, path, configs, functools.partial(settle, future), layout=layout,
+            index=index, change=change,
+        )  # fmt: skip
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
+            raise
 
-        Hints (optional) for the server engine, which then sends ruff only what changed:
-        ``index``, a LineIndex of ``text``; ``change``, how ``text`` was made from an earlier
-        text of ``path`` (best: the one of the previous check). Other engines ignore them.
-        """
-        data = self._input(text, path)
+    def _in_task(
+        self, run: Coroutine[Any, Any, Findings], done: LintCallback
+    ) -> asyncio.Task[None]:
+        """``run`` in a task of the engine's, its end given to ``done``."""
+
+        async def lint() -> None:
+            try:
+                found = await run
+            except AnalysisError as exc:
+                done(None, exc)
+            except asyncio.CancelledError:
+                done(None, AnalysisError("the lint was cancelled"))
+                raise
+            except Exception as exc:
+                log.exception("ruff lint failed")
+                done(None, AnalysisError(f"ruff lint failed: {exc!r}"))
+            else:
+                done(found, None)
+
+        task = asyncio.get_running_loop().create_task(lint())
+        self._lints.add(task)
+        task.add_done_callback(self._lints.discard)
+        return task
+
+    async def _lint_cli(
+        self,
+        data: bytes,
+        path: str,
+        configs: Mapping[str, str],
+        layout: Iterable[str] | None = None,
+    ) -> Findings:
+        """One ``ruff check`` of ``data`` (the text, encoded and checked by :meth:`_input`)."""
         async with self._trees.use(configs, layout) as tree:
             out = await self._run(
                 ["check", *self._check_flags(), *self._stdin_flags(tree, path)],
@@ -146,20 +233,6 @@ class RuffEngine:
             )
         return Findings(_sorted(diagnostic_from_cli(entry) for entry in self._json(out, path)))
 
-    def lint_soon(
-        self,
-        text: str,
-        path: str,
-        configs: Mapping[str, str],
-        done: LintCallback,
-        *,
-        index: LineIndex | None = None,
-        change: TextChange | None = None,
-    ) -> bool:
-        """Start a lint without a task of the caller's, when it can start at once (see
-        :meth:`RuffServerEngine.lint_soon`); this engine never can: False, nothing done."""
-        return False
-
     def send_ahead(
         self,
         path: str,
@@ -169,7 +242,7 @@ class RuffEngine:
         new_text: str,
         encoding: Encoding,
     ) -> bool:
-        """Hand an editor's change to the engine before it is applied (see
+        """A hint, not a lint: hand an editor's change to the engine before it is applied (see
         :meth:`RuffServerEngine.send_ahead`); this engine has nothing to hand it to: False."""
         return False
 
@@ -278,6 +351,10 @@ class RuffEngine:
     async def close(self) -> None:
         """End every run's resources and remove the private folders. Idempotent."""
         self._closed = True
+        for task in list(self._lints):
+            task.cancel()
+        if self._lints:
+            await asyncio.wait(self._lints)
         await self._trees.close()
 
     # -- internals -------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The ``ruff server`` engine: one long-lived child driven over LSP stdio (didOpen/didChange;
 the child publishes the diagnostics of each version), sent only what changed since the text it
-has. It can start a check without waiting (``lint_soon``: a callback, no task) and send an
+has. Its one primitive, ``lint``, starts a check without waiting when it can (a callback, no
+task; else in a task of the engine's), and a hint can send an
 editor's change before the language server has applied it (``send_ahead``)."""
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .cli import (
     TREES_OF_CONFIGS_MAX,
     LintCallback,
     RuffEngine,
+    settle,
 )
 from .rules import (
     _server_findings,
@@ -182,9 +184,10 @@ class RuffServerEngine(RuffEngine):
     would stop pushing. Every exchange is bounded by ``timeout_s``: then the child is killed
     (and restarted by the next check), with a warning in the log.
 
-    :meth:`lint_soon` starts an exchange without waiting and calls back when it ends (from the
-    event loop's read callback of the child's stdout): no task, no loop turn between a caller's
-    edit and the write to the child, nor between the child's answer and the caller's callback.
+    :meth:`lint` starts an exchange without waiting when it can and calls back when it ends (from
+    the event loop's read callback of the child's stdout): no task, no loop turn between a
+    caller's edit and the write to the child, nor between the child's answer and the caller's
+    callback.
 
     Positions to and from the child are in the encoding it chooses among ``position_encodings``
     (``ruff server`` takes the first: utf-32, i.e. code points, needs no conversion).
@@ -233,18 +236,39 @@ class RuffServerEngine(RuffEngine):
         self.sent_ranged = 0  # ranged didChange sent
         self.pushed = 0  # exchanges ended by the child's publish (the rest: by a pull)
 
-    async def lint(
+    def lint(
         self,
         text: str,
         path: str,
         configs: Mapping[str, str],
+        done: LintCallback,
         *,
         layout: Iterable[str] | None = None,
         index: LineIndex | None = None,
         change: TextChange | None = None,
-    ) -> Findings:
-        """As :meth:`RuffEngine.lint`, answered by the ``ruff server`` child."""
+    ) -> asyncio.Task[None] | None:
+        """As :meth:`RuffEngine.lint`, answered by the ``ruff server`` child: at once, without
+        a task (None), when it can start at once: the child runs, the tree of ``configs`` is
+        live and was validated (a lint with these configs ran before), the document has no
+        exchange in flight and is not one for the CLI. The messages to the child are then
+        written before this returns, and ``done`` is called from the callback that reads the
+        child's answer. Otherwise in a task of the engine's, which waits for what is missing
+        (the child's start, the CLI's validation of the configs, the exchange in flight)."""
         assert index is None or index.text is text, "index must be the LineIndex of text"
+        if layout is None and self._start_now(text, path, configs, done, index, change):
+            return None
+        return self._in_task(self._lint_waiting(text, path, configs, layout, index, change), done)
+
+    async def _lint_waiting(
+        self,
+        text: str,
+        path: str,
+        configs: Mapping[str, str],
+        layout: Iterable[str] | None,
+        index: LineIndex | None,
+        change: TextChange | None,
+    ) -> Findings:
+        """:meth:`lint` when it could not start at once."""
         self._check_size(text, path)
         known = self._tree_of.get(id(configs))
         if known is not None and known[0] is configs and layout is None:
@@ -262,24 +286,18 @@ class RuffServerEngine(RuffEngine):
             self._tree_of[id(configs)] = (configs, tree)
             return await self._lint_in(tree, text, path, configs, index, change)
 
-    def lint_soon(
+    def _start_now(
         self,
         text: str,
         path: str,
         configs: Mapping[str, str],
         done: LintCallback,
-        *,
-        index: LineIndex | None = None,
-        change: TextChange | None = None,
+        index: LineIndex | None,
+        change: TextChange | None,
     ) -> bool:
-        """Start :meth:`lint` of ``text`` without waiting, if it can start at once: the child
-        runs, the tree of ``configs`` is live and was validated (:meth:`lint` has checked with
-        these configs before), the document has no check in flight and is not one for the CLI.
-        Then the messages to the child are written before this returns True, and
-        ``done(findings, None)`` or ``done(None, error)`` (an AnalysisError) is called later,
-        never before this returns. Otherwise it returns False and nothing is done. Raises
-        AnalysisError, sending nothing, for text ruff must not get (too big, lone surrogate)."""
-        assert index is None or index.text is text, "index must be the LineIndex of text"
+        """:meth:`lint` at once, if it can (see there): True, the messages to the child
+        written. False: nothing done. Raises AnalysisError, sending nothing, for text ruff must
+        not get (too big, lone surrogate)."""
         client = self._client
         known = self._tree_of.get(id(configs))
         if client is None or not client.alive or known is None or known[0] is not configs:
@@ -313,9 +331,9 @@ class RuffServerEngine(RuffEngine):
         """Send the child an editor's change now, before the caller has applied it: the text
         ``old`` of ``path`` with the LSP range ``span`` (in ``encoding``) replaced by
         ``new_text``. The child lints while the caller applies the change; the
-        :meth:`lint_soon` or :meth:`lint` of the resulting text then takes that result (having
+        :meth:`lint` of the resulting text then takes that result (having
         checked that the text is what was sent). True if sent; False, having sent nothing,
-        unless it can go at once: as for :meth:`lint_soon`, and the child has exactly
+        unless it can go at once: as for a :meth:`lint` at once, and the child has exactly
         ``old.text`` and pushes for the document. Never raises."""
         client = self._client
         known = self._tree_of.get(id(configs))
@@ -416,7 +434,7 @@ class RuffServerEngine(RuffEngine):
         doc = self._document(tree, path)
         limit = self.cli_from_diagnostics
         if tree.key not in self._validated or (limit is not None and doc.found >= limit):
-            result = await super().lint(text, path, configs)
+            result = await self._lint_cli(self._input(text, path), path, configs)
             self._validated.add(tree.key)
             doc.found = len(result)
             return result
@@ -435,9 +453,9 @@ class RuffServerEngine(RuffEngine):
         if self._adopt(doc, text, index, None):  # sent ahead: its answer is this check's
             assert doc.exchange is not None
             adopted: asyncio.Future[Findings] = loop.create_future()
-            doc.exchange.waiters.append(functools.partial(_settle, adopted))
+            doc.exchange.waiters.append(functools.partial(settle, adopted))
             return await adopted
-        while (running := doc.exchange) is not None:  # one started by lint_soon: let it end
+        while (running := doc.exchange) is not None:  # one started at once: let it end
             ended: asyncio.Future[None] = loop.create_future()
             running.waiters.append(functools.partial(_wake, ended))
             await ended
@@ -446,7 +464,7 @@ class RuffServerEngine(RuffEngine):
             client = await self._ensure_child()
         future: asyncio.Future[Findings] = loop.create_future()
 
-        self._start(client, tree, doc, text, index, change, functools.partial(_settle, future))
+        self._start(client, tree, doc, text, index, change, functools.partial(settle, future))
         await client.drain()
         # Cancelled: the exchange goes on (bounded by its timer); the child's copy of the
         # document stays known, and the next check of the document waits for it to end.
@@ -818,17 +836,6 @@ class RuffServerEngine(RuffEngine):
 def _wake(future: asyncio.Future[None], *_result: object) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _settle(
-    future: asyncio.Future[Findings], found: Findings | None, error: AnalysisError | None
-) -> None:
-    if not future.done():
-        if error is not None:
-            future.set_exception(error)
-        else:
-            assert found is not None
-            future.set_result(found)
 
 
 def _folder(tree: ConfigTree) -> dict[str, str]:

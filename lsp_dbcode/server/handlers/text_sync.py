@@ -212,6 +212,17 @@ def apply_changes(
     encoding = session.client.encoding
     index = doc.index
     edits: list[tuple[int, int, str]] = []
+    pending = doc.pending
+    if (
+        pending is not None
+        and (plan := pending.plan) is not None
+        and doc.version == pending.sent_version
+        and changes == plan.changes
+    ):
+        # Exactly the pushed edit, on the buffer it was computed on (1,000 editors sending
+        # back one commit's push): the revision's shared LineIndex, not one rebuilt each.
+        edits, index = list(plan.offsets), plan.index
+        changes = []
     try:
         for span, text in changes:
             if span is not None:
