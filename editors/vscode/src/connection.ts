@@ -63,7 +63,8 @@ export class Connection implements vscode.Disposable {
   private agent = "";
   private mode: "save" | "live" = "save";
   private readonly disposables: vscode.Disposable[] = [];
-  private readonly notificationHandlers = new Map<string, (params: any) => void>();
+  /** method -> handlers (several parts of the extension may follow one notification). */
+  private readonly notificationHandlers = new Map<string, ((params: any) => void)[]>();
   private readonly runningEmitter = new vscode.EventEmitter<void>();
   /** Fires when a new server session replaces an earlier one: subscriptions must be renewed. */
   readonly onDidRestart = this.runningEmitter.event;
@@ -87,10 +88,30 @@ export class Connection implements vscode.Disposable {
     return this.mode;
   }
 
+  /** The agent that authors this session's changes ("" until the server said). */
+  get currentAgent(): string {
+    return this.agent;
+  }
+
   /** Register a server notification handler (kept across restarts). */
   onNotification(method: string, handler: (params: any) => void): void {
-    this.notificationHandlers.set(method, handler);
-    this.client?.onNotification(method, handler);
+    const handlers = this.notificationHandlers.get(method);
+    if (handlers) {
+      handlers.push(handler);
+      return;
+    }
+    this.notificationHandlers.set(method, [handler]);
+    this.client?.onNotification(method, (params) => this.dispatch(method, params));
+  }
+
+  private dispatch(method: string, params: unknown): void {
+    for (const handler of this.notificationHandlers.get(method) ?? []) {
+      try {
+        handler(params);
+      } catch (err) {
+        this.output.appendLine(`dbcode: ${method} handler failed: ${errorMessage(err)}`);
+      }
+    }
   }
 
   /** The running client, started on first use. */
@@ -146,8 +167,8 @@ export class Connection implements vscode.Disposable {
     };
     const client = new LanguageClient("dbcode", "dbcode", serverOptions, clientOptions);
     this.client = client;
-    for (const [method, handler] of this.notificationHandlers) {
-      client.onNotification(method, handler);
+    for (const method of this.notificationHandlers.keys()) {
+      client.onNotification(method, (params) => this.dispatch(method, params));
     }
     let wasRunning = false;
     client.onDidChangeState((e) => {

@@ -7,6 +7,9 @@
 import * as vscode from "vscode";
 import { Connection, errorMessage, SCHEME } from "./connection";
 import { DbcodeFileSystem } from "./fs";
+import { PresenceStatus } from "./presence";
+import { ReviewController } from "./review";
+import { FileHistory } from "./timeline";
 
 interface WorkspaceInfo {
   name: string;
@@ -32,6 +35,9 @@ export function activate(context: vscode.ExtensionContext): void {
     ),
     vscode.commands.registerCommand("dbcode.showLog", () => conn.output.show(true)),
     vscode.commands.registerCommand("dbcode.menu", () => menu(conn)),
+    new ReviewController(conn),
+    new PresenceStatus(conn),
+    new FileHistory(conn),
   );
   // Start the server now when a dbcode folder is open (its files are about to be read).
   const hasDbcodeFolder = (vscode.workspace.workspaceFolders ?? []).some(

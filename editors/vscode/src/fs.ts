@@ -90,6 +90,11 @@ class WorkspaceState {
   }
 }
 
+/** dbcode://WS@SEQ/PATH: the file as it was right after changeset SEQ (read-only). */
+export function isPinned(uri: vscode.Uri): boolean {
+  return uri.authority.includes("@");
+}
+
 function pathOf(uri: vscode.Uri): string {
   return uri.path.replace(/^\/+/, "").replace(/\/+$/, "");
 }
@@ -319,12 +324,26 @@ export class DbcodeFileSystem implements vscode.FileSystemProvider, vscode.Dispo
   // -- FileSystemProvider ------------------------------------------------------------------------
 
   watch(uri: vscode.Uri): vscode.Disposable {
+    if (isPinned(uri)) {
+      return new vscode.Disposable(() => undefined); // history does not change
+    }
     // Every workspace in use is subscribed once for the whole session; watching adds nothing.
     void this.workspace(uri).catch(() => undefined);
     return new vscode.Disposable(() => undefined);
   }
 
   async stat(uri: vscode.Uri): Promise<vscode.FileStat> {
+    if (isPinned(uri)) {
+      // An old revision (the Timeline's diffs): read-only, its size is its text's.
+      const size = (await this.readPinned(uri)).length;
+      return {
+        type: vscode.FileType.File,
+        ctime: 0,
+        mtime: 0,
+        size,
+        permissions: vscode.FilePermission.Readonly,
+      };
+    }
     const ws = await this.workspace(uri);
     const path = pathOf(uri);
     if (path !== "") {
@@ -366,7 +385,21 @@ export class DbcodeFileSystem implements vscode.FileSystemProvider, vscode.Dispo
     return [...out.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
+  private async readPinned(uri: vscode.Uri): Promise<Uint8Array> {
+    try {
+      const res = await this.conn.request<{ text: string }>("dbcode/readFile", {
+        uri: uri.toString(),
+      });
+      return new TextEncoder().encode(res.text);
+    } catch (err) {
+      throw this.fsError(err, uri);
+    }
+  }
+
   async readFile(uri: vscode.Uri): Promise<Uint8Array> {
+    if (isPinned(uri)) {
+      return this.readPinned(uri);
+    }
     const path = pathOf(uri);
     if (path === "") {
       throw vscode.FileSystemError.FileIsADirectory(uri);
@@ -395,6 +428,7 @@ export class DbcodeFileSystem implements vscode.FileSystemProvider, vscode.Dispo
     content: Uint8Array,
     options: { readonly create: boolean; readonly overwrite: boolean },
   ): Promise<void> {
+    this.refusePinned(uri);
     const path = pathOf(uri);
     if (path === "") {
       throw vscode.FileSystemError.FileIsADirectory(uri);
@@ -471,6 +505,7 @@ export class DbcodeFileSystem implements vscode.FileSystemProvider, vscode.Dispo
   }
 
   async createDirectory(uri: vscode.Uri): Promise<void> {
+    this.refusePinned(uri);
     // Folders are not stored: they exist through the files under them. An empty folder lives
     // in this window until a file is saved in it.
     const ws = await this.workspace(uri).catch(() => undefined);
@@ -493,6 +528,7 @@ export class DbcodeFileSystem implements vscode.FileSystemProvider, vscode.Dispo
   }
 
   async delete(uri: vscode.Uri, options: { readonly recursive: boolean }): Promise<void> {
+    this.refusePinned(uri);
     const ws = await this.workspace(uri);
     const path = pathOf(uri);
     const files = await this.filesAt(ws, path, uri);
@@ -535,6 +571,7 @@ export class DbcodeFileSystem implements vscode.FileSystemProvider, vscode.Dispo
     newUri: vscode.Uri,
     options: { readonly overwrite: boolean },
   ): Promise<void> {
+    this.refusePinned(oldUri, newUri);
     if (oldUri.authority !== newUri.authority) {
       throw vscode.FileSystemError.NoPermissions(
         "dbcode: moving files between workspaces is not supported; copy, then delete",
@@ -622,6 +659,15 @@ export class DbcodeFileSystem implements vscode.FileSystemProvider, vscode.Dispo
   }
 
   /** Server errors as FileSystemErrors with a clear message. */
+  /** Old revisions are history: never written, deleted or renamed. */
+  private refusePinned(...uris: vscode.Uri[]): void {
+    for (const uri of uris) {
+      if (isPinned(uri)) {
+        throw vscode.FileSystemError.NoPermissions(uri);
+      }
+    }
+  }
+
   private fsError(err: unknown, uri: vscode.Uri): Error {
     if (err instanceof vscode.FileSystemError) {
       return err;
