@@ -35,6 +35,9 @@ REPO = Path(__file__).resolve().parents[2]
 EXT_DIR = REPO / "editors" / "vscode"
 INSTALL_SCRIPT = EXT_DIR / "scripts" / "install-code-server.sh"
 RUN_MJS = EXT_DIR / "e2e" / "run.mjs"
+REVIEW_MJS = EXT_DIR / "e2e" / "review.mjs"
+# The extension's id: its Timeline provider needs VS Code's proposed "timeline" API.
+EXTENSION_ID = "lsp-dbcode.dbcode"
 DBCODE = REPO / ".venv" / "bin" / "dbcode"
 # The language server the extension starts: this checkout's (a JSON array overrides it).
 SERVER_COMMAND = json.loads(os.environ.get("DBCODE_E2E_SERVER_COMMAND", "null")) or [
@@ -197,6 +200,8 @@ def code_server_url(
             "--disable-update-check",
             "--disable-workspace-trust",
             "--disable-getting-started-override",
+            "--enable-proposed-api",
+            EXTENSION_ID,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -232,11 +237,11 @@ def code_server_url(
 class Driver:
     """The Node/Playwright script, step by step: `@@ {event}` lines out, `{cmd}` lines in."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, script: Path = RUN_MJS) -> None:
         self.log_path = log_path
         self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            ["node", str(RUN_MJS)],
+            ["node", str(script)],
             cwd=EXT_DIR,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -393,3 +398,209 @@ def test_vscode_end_to_end(code_server_url: str, workspace: str, cli: Any, tmp_p
             "published no ruff diagnostics for the open document"
         )
     assert any("F401" in p for p in problems), problems
+
+
+class LspPeer:
+    """A second editor session: the real `dbcode serve` over stdio, spoken to with plain
+    JSON-RPC (initialize, initialized, didOpen, ...). Server requests are answered with null; a
+    reader thread drains what the server sends."""
+
+    def __init__(self, env: dict[str, str], agent: str, log_path: Path) -> None:
+        self._log = log_path.open("w")
+        self.proc = subprocess.Popen(
+            [str(DBCODE), "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env={**env, "DBCODE_AGENT": agent},
+            start_new_session=True,
+        )
+        self._responses: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        self._request(
+            1,
+            "initialize",
+            {
+                "processId": None,
+                "rootUri": None,
+                "capabilities": {},
+                "initializationOptions": {"agent": agent, "mode": "save"},
+            },
+        )
+        self.notify("initialized", {})
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        body = json.dumps(msg).encode()
+        assert self.proc.stdin is not None
+        with self._lock:
+            self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            self.proc.stdin.flush()
+
+    def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            length = None
+            while True:
+                line = out.readline()
+                if not line:
+                    self._responses.put(None)
+                    return
+                if line in (b"\r\n", b"\n"):
+                    break
+                name, _, value = line.decode().partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if length is None:
+                continue
+            msg = json.loads(out.read(length))
+            if "method" in msg and "id" in msg:  # a server request: answer it
+                self._send({"jsonrpc": "2.0", "id": msg["id"], "result": None})
+            elif "method" not in msg:
+                self._responses.put(msg)
+
+    def _request(self, rid: int, method: str, params: Any) -> Any:
+        self._send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        while True:
+            try:
+                msg = self._responses.get(timeout=STEP_TIMEOUT_S)
+            except queue.Empty:
+                pytest.fail(f"dbcode serve did not answer {method}")
+            if msg is None:
+                pytest.fail(f"dbcode serve ended before answering {method}")
+            if msg.get("id") == rid:
+                assert "error" not in msg, msg
+                return msg.get("result")
+
+    def notify(self, method: str, params: Any) -> None:
+        self._send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def close(self) -> None:
+        _kill_group(self.proc)
+        self._log.close()
+
+
+def test_vscode_review_presence_timeline(
+    code_server_url: str, workspace: str, cli: Any, tmp_path: Path
+) -> None:
+    """Review threads in VS Code's comment widgets (reply, resolve, live updates), who else has
+    the file open in the status bar, and the file's changesets in the Timeline with a diff."""
+    other = {"DBCODE_AGENT": OTHER_AGENT}
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text(APP_PY)
+    assert cli("import", str(src), "--workspace", workspace).returncode == 0
+    first_seq = json.loads(cli("log", workspace, "app.py", "--json").stdout.splitlines()[0])["seq"]
+    new_text = APP_PY + '\n\ndef greet():\n    return hello("you")\n'
+    res = cli(
+        "write",
+        workspace,
+        "app.py",
+        "-m",
+        "add greet",
+        "--meta",
+        '{"task": "T-42"}',
+        input=new_text,
+        env=other,
+    )
+    assert res.returncode == 0, res.stderr
+    second_seq = json.loads(cli("log", workspace, "app.py", "--json").stdout.splitlines()[0])["seq"]
+    res = cli(
+        "comment", workspace, "app.py", "4", "Please rename hello", "--kind", "blocking", env=other
+    )
+    assert res.returncode == 0, res.stderr
+    thread_id = int(res.stdout.split()[1])
+
+    def thread(tid: int) -> dict[str, Any]:
+        out = cli("comments", workspace, "app.py", "--all", "--json")
+        assert out.returncode == 0, out.stderr
+        return next(t for t in map(json.loads, out.stdout.splitlines()) if t["thread"] == tid)
+
+    env = {
+        **os.environ,
+        "DBCODE_E2E_URL": code_server_url,
+        "DBCODE_E2E_WORKSPACE": workspace,
+        "DBCODE_E2E_FILE": "app.py",
+        "DBCODE_E2E_SHOTS": str(SHOTS),
+        "DBCODE_E2E_PROFILE": str(tmp_path / "chromium-profile"),
+        "CHROMIUM": CHROMIUM,
+        "DBCODE_E2E_FAILURE_SHOT": str(tmp_path / "failure.png"),
+    }
+    driver = Driver(env, tmp_path / "review.log", REVIEW_MJS)
+    peer: LspPeer | None = None
+    try:
+        # The other agent's thread: in the editor's comment widget, with kind, author, body.
+        driver.send("expectThread", marker="Please rename hello")
+        shown = driver.expect("thread")["text"]
+        assert OTHER_AGENT in shown and "Blocking" in shown, shown
+
+        # A reply typed in the widget is stored as this agent's.
+        driver.send("reply", text="Renamed in the next commit")
+        assert "Renamed in the next commit" in driver.expect("replied")["text"]
+        comments = thread(thread_id)["comments"]
+        assert [(c["agent"], c["text"]) for c in comments] == [
+            (OTHER_AGENT, "Please rename hello"),
+            (AGENT, "Renamed in the next commit"),
+        ], comments
+
+        # The other agent replies and opens a thread: both appear live.
+        assert cli("reply", workspace, str(thread_id), "Thanks!", env=other).returncode == 0
+        driver.send("expectText", text="Thanks!")
+        assert "Thanks!" in driver.expect("live", timeout=90)["text"]
+        res = cli("comment", workspace, "app.py", "1", "Unused import", env=other)
+        assert res.returncode == 0, res.stderr
+        driver.send("expectText", text="Unused import")
+        live = driver.expect("live", timeout=90)["text"]
+        assert "Note" in live and OTHER_AGENT in live, live
+
+        # Resolve from the widget: the database has it resolved.
+        driver.send("resolve", marker="Please rename hello")
+        resolved_label = driver.expect("resolved")["text"]
+        print("comments panel:", resolved_label)
+        assert thread(thread_id)["state"] == "resolved"
+        listed = cli("comments", workspace, "app.py").stdout
+        assert "Please rename hello" not in listed and "Unused import" in listed, listed
+
+        # A second session (another process, another agent) opens the file: the status bar
+        # names it; a click lists it with its mode; when it ends, the status bar follows.
+        peer = LspPeer(cli.env, "agent-three", tmp_path / "peer.log")
+        peer.notify(
+            "textDocument/didOpen",
+            {
+                "textDocument": {
+                    "uri": f"dbcode://{workspace}/app.py",
+                    "languageId": "python",
+                    "version": 1,
+                    "text": new_text,
+                }
+            },
+        )
+        driver.send("expectPresence", agent="agent-three")
+        presence = driver.expect("presence", timeout=90)
+        assert "agent-three" in presence["status"], presence
+        assert any("agent-three" in r and "save mode" in r for r in presence["items"]), presence
+        peer.close()
+        peer = None
+        driver.send("expectAlone")
+        assert "only you here" in driver.expect("alone", timeout=90)["status"]
+
+        # The Timeline lists the file's changesets; a click opens the old text beside the new.
+        driver.send("timeline")
+        driver.send("expectTimeline", text="add greet")
+        items = driver.expect("timeline")["items"]
+        assert any(
+            "add greet" in r and f"#{second_seq}" in r and OTHER_AGENT in r for r in items
+        ), items
+        assert any(f"#{first_seq}" in r for r in items), items
+        driver.send("openRevision", text=f"#{first_seq} ")
+        diff = driver.expect("diff")
+        assert diff["original"].rstrip("\n") == APP_PY.rstrip("\n"), diff
+        assert diff["modified"].rstrip("\n") == new_text.rstrip("\n"), diff
+        assert f"#{first_seq}" in diff["tab"], diff
+        driver.send("finish")
+        driver.expect("done", timeout=60)
+    finally:
+        if peer is not None:
+            peer.close()
+        driver.close()

@@ -74,6 +74,7 @@ export class PresenceStatus implements vscode.Disposable {
       this.conn.output.appendLine(`dbcode/presence: ${errorMessage(err)}`);
       return;
     }
+    this.conn.output.debug(`dbcode/presence ${uri.toString()}: ${rows.length} row(s)`);
     if (gen !== this.generation) {
       return; // the active editor changed meanwhile
     }

@@ -74,8 +74,8 @@ export class ReviewController implements vscode.Disposable {
   constructor(private readonly conn: Connection) {
     this.controller = vscode.comments.createCommentController("dbcode.review", "dbcode review");
     this.controller.options = {
-      prompt: "Comment for the other agents (a new review thread)…",
-      placeHolder: "Reply…",
+      prompt: "Reply…",
+      placeHolder: "A comment for the other agents (Markdown)",
     };
     this.controller.commentingRangeProvider = {
       provideCommentingRanges: (doc) =>
