@@ -239,8 +239,10 @@ async function main() {
       modified: await viewText(page, ".monaco-diff-editor .editor.modified .view-lines"),
     };
     const tab = (await page.locator(".tabs-container .tab.active").innerText().catch(() => "")).trim();
+    await page.waitForTimeout(1500); // errors of requests on the old revision would show by now
+    const toasts = await page.locator(".notifications-toasts .notification-toast").allInnerTexts();
     await shot(page, "10-timeline-diff");
-    emit("diff", { ...(final.original ? final : diff), tab });
+    emit("diff", { ...(final.original ? final : diff), tab, toasts });
     await command("finish");
   } catch (err) {
     const page = ctx.pages()[0];

@@ -17,6 +17,11 @@ import {
 } from "vscode-languageclient/node";
 
 export const SCHEME = "dbcode";
+
+/** dbcode://WS@SEQ/PATH: the file as it was right after changeset SEQ (read-only history). */
+export function isPinned(uri: vscode.Uri): boolean {
+  return uri.scheme === SCHEME && uri.authority.includes("@");
+}
 const RETRY_AFTER_MS = 5000;
 
 export interface Settings {
@@ -159,10 +164,27 @@ export class Connection implements vscode.Disposable {
       documentSelector: [{ scheme: SCHEME }],
       initializationOptions,
       outputChannel: this.output,
+      // An old revision (dbcode://WS@SEQ/PATH, the Timeline's diffs) is not a session
+      // document: the server keeps no buffer for it, so only hover (blame) applies to it.
+      diagnosticPullOptions: { filter: (doc) => isPinned(doc.uri) },
       middleware: {
         workspace: {
           handleApplyEdit: (params, next) => this.handleApplyEdit(params, next),
         },
+        provideDiagnostics: (doc, previousResultId, token, next) =>
+          isPinned(doc instanceof vscode.Uri ? doc : doc.uri)
+            ? ({ kind: "full", items: [] } as never) // pulled on open, whatever the filter says
+            : next(doc, previousResultId, token),
+        provideDocumentSymbols: (doc, token, next) =>
+          isPinned(doc.uri) ? [] : next(doc, token),
+        provideFoldingRanges: (doc, ctx, token, next) =>
+          isPinned(doc.uri) ? [] : next(doc, ctx, token),
+        provideCodeActions: (doc, range, ctx, token, next) =>
+          isPinned(doc.uri) ? [] : next(doc, range, ctx, token),
+        provideDocumentFormattingEdits: (doc, options, token, next) =>
+          isPinned(doc.uri) ? [] : next(doc, options, token),
+        provideDocumentRangeFormattingEdits: (doc, range, options, token, next) =>
+          isPinned(doc.uri) ? [] : next(doc, range, options, token),
       },
     };
     const client = new LanguageClient("dbcode", "dbcode", serverOptions, clientOptions);

@@ -13,7 +13,7 @@
 //   cleanly. The size still changes with the content, so clean editors reload on change.
 
 import * as vscode from "vscode";
-import { Connection, errorMessage, isResponseError, SCHEME } from "./connection";
+import { Connection, errorMessage, isPinned, isResponseError, SCHEME } from "./connection";
 
 interface FileEntry {
   path: string;
@@ -90,10 +90,6 @@ class WorkspaceState {
   }
 }
 
-/** dbcode://WS@SEQ/PATH: the file as it was right after changeset SEQ (read-only). */
-export function isPinned(uri: vscode.Uri): boolean {
-  return uri.authority.includes("@");
-}
 
 function pathOf(uri: vscode.Uri): string {
   return uri.path.replace(/^\/+/, "").replace(/\/+$/, "");

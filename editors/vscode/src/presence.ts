@@ -3,8 +3,7 @@
 // whenever the workspace's presence changes (dbcode/didChangePresence); a click lists them.
 
 import * as vscode from "vscode";
-import { Connection, errorMessage, SCHEME } from "./connection";
-import { isPinned } from "./fs";
+import { Connection, errorMessage, isPinned, SCHEME } from "./connection";
 
 interface PresenceJson {
   agent: string;

@@ -8,8 +8,7 @@
 // dbcode/resolve, a new thread on a selection to dbcode/comment.
 
 import * as vscode from "vscode";
-import { Connection, errorMessage, SCHEME } from "./connection";
-import { isPinned } from "./fs";
+import { Connection, errorMessage, isPinned, SCHEME } from "./connection";
 
 export type ThreadKind = "note" | "suggestion" | "blocking";
 

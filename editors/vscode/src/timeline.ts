@@ -7,8 +7,7 @@
 // `--enable-proposed-api lsp-dbcode.dbcode`; else the quick pick alone is offered.
 
 import * as vscode from "vscode";
-import { Connection, errorMessage, SCHEME } from "./connection";
-import { isPinned } from "./fs";
+import { Connection, errorMessage, isPinned, SCHEME } from "./connection";
 
 interface LogEntry {
   workspace: string;
