@@ -563,6 +563,14 @@ def test_vscode_review_presence_timeline(
         listed = cli("comments", workspace, "app.py").stdout
         assert "Please rename hello" not in listed and "Unused import" in listed, listed
 
+        # Another agent adds two lines at the top: the open thread moves with its line.
+        driver.send("expectPanel", marker="Unused import", text="[Ln 1-2]", last=False)
+        assert "[Ln 1-2]" in driver.expect("panel")["text"]
+        new_text = "# header\n# more\n" + new_text
+        assert cli("write", workspace, "app.py", input=new_text, env=other).returncode == 0
+        driver.send("expectPanel", marker="Unused import", text="[Ln 3-4]", last=True)
+        assert "[Ln 3-4]" in driver.expect("panel", timeout=90)["text"]
+
         # A second session (another process, another agent) opens the file: the status bar
         # names it; a click lists it with its mode; when it ends, the status bar follows.
         peer = LspPeer(cli.env, "agent-three", tmp_path / "peer.log")

@@ -186,6 +186,18 @@ async function main() {
       emit("live", { text });
     }
 
+    // Anchors follow the code: the Comments panel shows where each thread is now.
+    for (;;) {
+      const msg = await command("expectPanel");
+      const row = page.locator(".comments-panel .monaco-list-row", { hasText: msg.marker }).first();
+      const text = await waitFor(`"${msg.text}" on the thread in the Comments panel`, async () => {
+        const t = (await row.innerText({ timeout: 1000 }).catch(() => "")).trim();
+        return t.includes(msg.text) ? t : false;
+      }, 60_000);
+      emit("panel", { text });
+      if (msg.last) break;
+    }
+
     // 6. Presence: a second session opens the file; the status bar names it, a click lists it.
     const who = await command("expectPresence");
     const status = await waitFor(`${who.agent} in the status bar`, async () => {
