@@ -23,6 +23,23 @@ export function isPinned(uri: vscode.Uri): boolean {
   return uri.scheme === SCHEME && uri.authority.includes("@");
 }
 const RETRY_AFTER_MS = 5000;
+/** JSON-RPC code of "authentication required" (SPEC: Identity and access). */
+const AUTH_REQUIRED_CODE = 401;
+export const TOKEN_MISSING_MESSAGE =
+  "dbcode: token missing or refused — run \"dbcode: Set Token…\" and paste the token that " +
+  "`dbcode agent add NAME` (or `dbcode agent rotate NAME`) printed for you.";
+
+/** SecretStorage key of the token for a database (tokens belong to one database). */
+export function tokenKey(databaseUrl: string): string {
+  return `dbcode.token:${databaseUrl || "(server default)"}`;
+}
+
+function isAuthError(err: unknown): boolean {
+  if (err instanceof ResponseError && err.code === AUTH_REQUIRED_CODE) {
+    return true;
+  }
+  return /^authentication required/.test(errorMessage(err));
+}
 
 export interface Settings {
   command: string;
@@ -76,7 +93,7 @@ export class Connection implements vscode.Disposable {
   /** uri -> text: a document the server updated while it was clean, being saved unchanged. */
   readonly cleanSaves: CleanSaves = new Map();
 
-  constructor() {
+  constructor(private readonly secrets: vscode.SecretStorage) {
     this.output = vscode.window.createOutputChannel("dbcode", { log: true });
     this.status = vscode.window.createStatusBarItem("dbcode.status", vscode.StatusBarAlignment.Left);
     this.status.name = "dbcode";
@@ -160,10 +177,18 @@ export class Connection implements vscode.Disposable {
     if (s.agent) {
       initializationOptions.agent = s.agent;
     }
+    // The token lives in VS Code's SecretStorage ("dbcode: Set Token…"), never in settings; it
+    // goes to the server in initializationOptions only (not in the environment or the log).
+    const token = await this.secrets.get(tokenKey(s.databaseUrl));
+    if (token) {
+      initializationOptions.token = token;
+    }
     const clientOptions: LanguageClientOptions = {
       documentSelector: [{ scheme: SCHEME }],
       initializationOptions,
       outputChannel: this.output,
+      // A refused initialize is reported once, below (401: how to set the token); no retry.
+      initializationFailedHandler: () => false,
       // An old revision (dbcode://WS@SEQ/PATH, the Timeline's diffs) is not a session
       // document: the server keeps no buffer for it, so only hover (blame) applies to it.
       diagnosticPullOptions: { filter: (doc) => isPinned(doc.uri) },
@@ -211,6 +236,20 @@ export class Connection implements vscode.Disposable {
       await client.start();
     } catch (err) {
       this.updateStatus(false);
+      if (isAuthError(err)) {
+        this.output.appendLine(`${TOKEN_MISSING_MESSAGE} (${errorMessage(err)})`);
+        this.lastFailure = { time: Date.now(), message: TOKEN_MISSING_MESSAGE };
+        await client.dispose().catch(() => undefined);
+        if (this.client === client) {
+          this.client = undefined;
+        }
+        void vscode.window.showErrorMessage(TOKEN_MISSING_MESSAGE, "Set Token…").then((pick) => {
+          if (pick) {
+            void vscode.commands.executeCommand("dbcode.setToken");
+          }
+        });
+        throw new Error(TOKEN_MISSING_MESSAGE);
+      }
       const msg =
         `dbcode: could not start the language server \`${[s.command, ...s.args].join(" ")}\`: ` +
         `${errorMessage(err)}. See its output in "dbcode: Show Log"; set dbcode.serverCommand ` +
@@ -299,6 +338,37 @@ export class Connection implements vscode.Disposable {
     } catch (err) {
       void vscode.window.showErrorMessage(`dbcode: ${errorMessage(err)}`);
     }
+  }
+
+  /** "dbcode: Set Token…": ask for the token (a password box), keep it in SecretStorage for
+   * this database, and start a new session with it. An empty answer removes it. */
+  async setToken(): Promise<void> {
+    const s = readSettings();
+    const value = await vscode.window.showInputBox({
+      title: "dbcode: Set Token",
+      prompt:
+        `The token \`dbcode agent add\` printed (dbc_…), for ${s.databaseUrl || "the server's default database"}. ` +
+        "Kept in VS Code's secret storage, never in settings. Empty: remove it.",
+      password: true,
+      ignoreFocusOut: true,
+      placeHolder: "dbc_…",
+      validateInput: (v) =>
+        v.trim() === "" || /^dbc_\S+$/.test(v.trim())
+          ? undefined
+          : "a dbcode token looks like dbc_<agent id>_<secret>",
+    });
+    if (value === undefined) {
+      return;
+    }
+    const key = tokenKey(s.databaseUrl);
+    if (value.trim()) {
+      await this.secrets.store(key, value.trim());
+      this.output.appendLine("dbcode: token stored in secret storage; restarting the server");
+    } else {
+      await this.secrets.delete(key);
+      this.output.appendLine("dbcode: token removed; restarting the server");
+    }
+    await this.restart().catch(() => undefined);
   }
 
   async restart(): Promise<void> {

@@ -21,7 +21,7 @@ interface WorkspaceInfo {
 let connection: Connection | undefined;
 
 export function activate(context: vscode.ExtensionContext): void {
-  const conn = new Connection();
+  const conn = new Connection(context.secrets);
   connection = conn;
   const fs = new DbcodeFileSystem(conn);
   context.subscriptions.push(
@@ -34,6 +34,7 @@ export function activate(context: vscode.ExtensionContext): void {
       conn.restart().catch((err) => vscode.window.showErrorMessage(errorMessage(err))),
     ),
     vscode.commands.registerCommand("dbcode.showLog", () => conn.output.show(true)),
+    vscode.commands.registerCommand("dbcode.setToken", () => conn.setToken()),
     vscode.commands.registerCommand("dbcode.menu", () => menu(conn)),
     new ReviewController(conn),
     new PresenceStatus(conn),
@@ -118,6 +119,11 @@ async function menu(conn: Connection): Promise<void> {
         vscode.workspace
           .getConfiguration("dbcode")
           .update("mode", other, vscode.ConfigurationTarget.Global),
+    },
+    {
+      label: "$(key) Set Token…",
+      description: "for a database that requires one",
+      run: () => vscode.commands.executeCommand("dbcode.setToken"),
     },
     {
       label: "$(debug-restart) Restart Server",
