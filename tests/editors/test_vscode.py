@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -36,6 +37,7 @@ EXT_DIR = REPO / "editors" / "vscode"
 INSTALL_SCRIPT = EXT_DIR / "scripts" / "install-code-server.sh"
 RUN_MJS = EXT_DIR / "e2e" / "run.mjs"
 REVIEW_MJS = EXT_DIR / "e2e" / "review.mjs"
+TOKEN_MJS = EXT_DIR / "e2e" / "token.mjs"
 # The extension's id: its Timeline provider needs VS Code's proposed "timeline" API.
 EXTENSION_ID = "lsp-dbcode.dbcode"
 DBCODE = REPO / ".venv" / "bin" / "dbcode"
@@ -138,8 +140,19 @@ def _kill_group(proc: subprocess.Popen[Any]) -> None:
 
 
 @pytest.fixture
+def server_command(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """The extension's dbcode.serverCommand; parametrized "record": the same server behind
+    record_initialize.py, which notes each initialize's token in tmp_path/initialize.jsonl."""
+    if getattr(request, "param", None) == "record":
+        recorder = Path(__file__).with_name("record_initialize.py")
+        record = tmp_path / "initialize.jsonl"
+        return [sys.executable, str(recorder), str(record), *SERVER_COMMAND]
+    return SERVER_COMMAND
+
+
+@pytest.fixture
 def code_server_url(
-    code_server: str, vsix: Path, database_url: str, tmp_path: Path
+    code_server: str, vsix: Path, database_url: str, tmp_path: Path, server_command: list[str]
 ) -> Iterator[str]:
     """code-server with the extension installed and set up for this test's database."""
     user_data = tmp_path / "user-data"
@@ -158,7 +171,7 @@ def code_server_url(
         "git.enabled": False,
         "typescript.disableAutomaticTypeAcquisition": True,
         "json.schemaDownload.enable": False,
-        "dbcode.serverCommand": SERVER_COMMAND,
+        "dbcode.serverCommand": server_command,
         "dbcode.databaseUrl": database_url,
         "dbcode.agent": AGENT,
         "dbcode.mode": "save",
@@ -615,3 +628,48 @@ def test_vscode_review_presence_timeline(
         if peer is not None:
             peer.close()
         driver.close()
+
+
+@pytest.mark.parametrize("server_command", ["record"], indirect=True)
+def test_vscode_set_token(
+    code_server_url: str, workspace: str, cli: Any, tmp_path: Path, server_command: list[str]
+) -> None:
+    """ "dbcode: Set Token…" keeps the token in VS Code's secret storage (not in settings.json)
+    and the restarted server session gets it as initializationOptions.token. (The server's
+    401 for a missing or bad token is another branch's; its message is not tested here.)"""
+    assert cli("write", workspace, "app.py", input=APP_PY).returncode == 0
+    token = "dbc_7_" + "x" * 20 + "-Token_e2e"
+    record = Path(server_command[2])
+    env = {
+        **os.environ,
+        "DBCODE_E2E_URL": code_server_url,
+        "DBCODE_E2E_WORKSPACE": workspace,
+        "DBCODE_E2E_FILE": "app.py",
+        "DBCODE_E2E_SHOTS": str(tmp_path / "shots"),
+        "DBCODE_E2E_PROFILE": str(tmp_path / "chromium-profile"),
+        "CHROMIUM": CHROMIUM,
+        "DBCODE_E2E_FAILURE_SHOT": str(tmp_path / "failure.png"),
+    }
+    driver = Driver(env, tmp_path / "token.log", TOKEN_MJS)
+    try:
+        driver.expect("connected")
+        sessions = [json.loads(line) for line in record.read_text().splitlines()]
+        assert sessions and all(s["token"] is None for s in sessions), sessions
+        driver.send("setToken", token=token)
+        driver.expect("entered")
+        deadline = time.monotonic() + STEP_TIMEOUT_S  # the restarted session's initialize
+        while token not in record.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        driver.send("status")
+        done = driver.expect("reconnected")
+        assert "connected" in done["status"] and "disconnected" not in done["status"], done
+        sessions = [json.loads(line) for line in record.read_text().splitlines()]
+        assert sessions[-1]["token"] == token, sessions
+        driver.send("finish")
+        driver.expect("done", timeout=60)
+    finally:
+        driver.close()
+    settings = (tmp_path / "user-data" / "User" / "settings.json").read_text()
+    assert token not in settings
+    for log in (tmp_path / "user-data" / "logs").rglob("*.log"):
+        assert token not in log.read_text(errors="replace"), f"the token is in {log}"
