@@ -347,7 +347,8 @@ export class Connection implements vscode.Disposable {
     const value = await vscode.window.showInputBox({
       title: "dbcode: Set Token",
       prompt:
-        `The token \`dbcode agent add\` printed (dbc_…), for ${s.databaseUrl || "the server's default database"}. ` +
+        "The token `dbcode agent add` printed (dbc_…), for " +
+        `${s.databaseUrl || "the server's default database"}. ` +
         "Kept in VS Code's secret storage, never in settings. Empty: remove it.",
       password: true,
       ignoreFocusOut: true,

@@ -110,7 +110,9 @@ export class PresenceStatus implements vscode.Disposable {
   private async show(): Promise<void> {
     await this.refresh();
     if (!this.current) {
-      void vscode.window.showInformationMessage("dbcode: open a dbcode:// file to see who else has it open.");
+      void vscode.window.showInformationMessage(
+        "dbcode: open a dbcode:// file to see who else has it open.",
+      );
       return;
     }
     const items: vscode.QuickPickItem[] = this.others.length

@@ -62,12 +62,26 @@ function lspRange(r: vscode.Range): { start: Pos; end: Pos } {
   };
 }
 
+/** The document's review diagnostics (source "review"), as a string to compare. */
+function reviewSignature(uri: vscode.Uri): string {
+  return vscode.languages
+    .getDiagnostics(uri)
+    .filter((d) => d.source === "review")
+    .map((d) => {
+      const r = d.range;
+      return `${r.start.line}:${r.start.character}-${r.end.line}:${r.end.character} ${d.message}`;
+    })
+    .join("\n");
+}
+
 export class ReviewController implements vscode.Disposable {
   private readonly controller: vscode.CommentController;
   /** document uri -> thread id -> its widget. */
   private readonly threads = new Map<string, Map<number, vscode.CommentThread>>();
   private readonly ids = new WeakMap<vscode.CommentThread, Tracked>();
   private readonly timers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** document uri -> its review diagnostics as last seen (see reviewSignature). */
+  private readonly reviewDiagnostics = new Map<string, string>();
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(private readonly conn: Connection) {
@@ -94,9 +108,16 @@ export class ReviewController implements vscode.Disposable {
       vscode.workspace.onDidOpenTextDocument((doc) => this.schedule(doc.uri)),
       vscode.workspace.onDidCloseTextDocument((doc) => this.forget(doc.uri)),
       vscode.languages.onDidChangeDiagnostics((e) => {
-        // Review diagnostics move as the server re-anchors threads: follow them.
+        // Review diagnostics move as the server re-anchors threads: follow them (only when
+        // they changed; ruff's, published on every edit, do not matter here).
         for (const uri of e.uris) {
-          if (this.threads.has(uri.toString())) {
+          const key = uri.toString();
+          if (!this.threads.has(key)) {
+            continue;
+          }
+          const now = reviewSignature(uri);
+          if (this.reviewDiagnostics.get(key) !== now) {
+            this.reviewDiagnostics.set(key, now);
             this.schedule(uri);
           }
         }
@@ -253,6 +274,7 @@ export class ReviewController implements vscode.Disposable {
       widget.dispose();
     }
     this.threads.delete(key);
+    this.reviewDiagnostics.delete(key);
   }
 
   private async reply(r: vscode.CommentReply): Promise<void> {

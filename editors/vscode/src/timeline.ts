@@ -43,7 +43,8 @@ function tooltip(cs: LogEntry, path: string): vscode.MarkdownString {
   }
   const f = cs.files.find((x) => x.path === path || x.oldPath === path);
   if (f) {
-    md.appendText(`${f.kind} ${f.oldPath ? `${f.oldPath} → ` : ""}${f.path} (revision ${f.revision})`);
+    const from = f.oldPath ? `${f.oldPath} → ` : "";
+    md.appendText(`${f.kind} ${from}${f.path} (revision ${f.revision})`);
     md.appendMarkdown("\n\n");
   }
   if (cs.meta && Object.keys(cs.meta).length) {
@@ -59,7 +60,8 @@ export class FileHistory implements vscode.Disposable {
   readonly timeline: boolean;
 
   constructor(private readonly conn: Connection) {
-    conn.onNotification("dbcode/didCommit", (cs: { workspace: string; files: { path: string; oldPath?: string }[] }) => {
+    type DidCommit = { workspace: string; files: { path: string; oldPath?: string }[] };
+    conn.onNotification("dbcode/didCommit", (cs: DidCommit) => {
       for (const f of cs.files) {
         for (const p of [f.path, f.oldPath]) {
           if (p) {
@@ -94,13 +96,18 @@ export class FileHistory implements vscode.Disposable {
     } catch (err) {
       conn.output.appendLine(
         "dbcode: the Timeline view is not available (start VS Code with " +
-          `--enable-proposed-api lsp-dbcode.dbcode); use "dbcode: File History". ${errorMessage(err)}`,
+          '--enable-proposed-api lsp-dbcode.dbcode); use "dbcode: File History". ' +
+          errorMessage(err),
       );
     }
     this.timeline = registered;
   }
 
-  private async log(uri: vscode.Uri, beforeSeq?: number, limit = TIMELINE_PAGE_ITEMS): Promise<LogEntry[]> {
+  private async log(
+    uri: vscode.Uri,
+    beforeSeq?: number,
+    limit = TIMELINE_PAGE_ITEMS,
+  ): Promise<LogEntry[]> {
     return this.conn.request<LogEntry[]>("dbcode/log", {
       workspace: uri.authority,
       path: pathOf(uri),
@@ -118,7 +125,10 @@ export class FileHistory implements vscode.Disposable {
       return { items: [] };
     }
     const before = options.cursor ? Number(options.cursor) : undefined;
-    const limit = typeof options.limit === "number" ? Math.min(options.limit, TIMELINE_PAGE_ITEMS) : TIMELINE_PAGE_ITEMS;
+    const limit =
+      typeof options.limit === "number"
+        ? Math.min(options.limit, TIMELINE_PAGE_ITEMS)
+        : TIMELINE_PAGE_ITEMS;
     let entries: LogEntry[];
     try {
       entries = await this.log(uri, before, limit);
@@ -165,7 +175,9 @@ export class FileHistory implements vscode.Disposable {
     const uri =
       arg instanceof vscode.Uri ? arg : vscode.window.activeTextEditor?.document.uri;
     if (!uri || uri.scheme !== SCHEME || isPinned(uri)) {
-      void vscode.window.showInformationMessage("dbcode: open a dbcode:// file to see its history.");
+      void vscode.window.showInformationMessage(
+        "dbcode: open a dbcode:// file to see its history.",
+      );
       return;
     }
     let entries: LogEntry[];
@@ -179,10 +191,14 @@ export class FileHistory implements vscode.Disposable {
       entries.map((cs) => ({
         label: summary(cs),
         description: `#${cs.seq} · ${cs.agent}`,
-        detail: new Date(cs.time).toLocaleString() + (cs.meta ? ` · ${JSON.stringify(cs.meta)}` : ""),
+        detail:
+          new Date(cs.time).toLocaleString() + (cs.meta ? ` · ${JSON.stringify(cs.meta)}` : ""),
         seq: cs.seq,
       })),
-      { title: `dbcode: history of ${pathOf(uri)}`, placeHolder: "Open a revision beside the current file" },
+      {
+        title: `dbcode: history of ${pathOf(uri)}`,
+        placeHolder: "Open a revision beside the current file",
+      },
     );
     if (picked) {
       await this.openRevision(uri, picked.seq);
