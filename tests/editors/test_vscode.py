@@ -576,6 +576,12 @@ def test_vscode_review_presence_timeline(
         listed = cli("comments", workspace, "app.py").stdout
         assert "Please rename hello" not in listed and "Unused import" in listed, listed
 
+        # Reopen it from the widget (found through the Comments panel).
+        driver.send("reopen")
+        reopened = driver.expect("reopened")["text"]
+        assert "Blocking" in reopened and "resolved" not in reopened, reopened
+        assert thread(thread_id)["state"] == "open"
+
         # Another agent adds two lines at the top: the open thread moves with its line.
         driver.send("expectPanel", marker="Unused import", text="[Ln 1-2]", last=False)
         assert "[Ln 1-2]" in driver.expect("panel")["text"]

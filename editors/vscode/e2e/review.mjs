@@ -109,7 +109,7 @@ async function main() {
       "--disable-sync",
       "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ],
-    viewport: { width: 1400, height: 900 },
+    viewport: { width: 1400, height: 1600 }, // tall: thread widgets push lines down
   });
   await ctx.route(
     (url) => !["127.0.0.1", "localhost", ""].includes(url.hostname),
@@ -176,6 +176,21 @@ async function main() {
         }, 20_000).catch(() => "");
         await shot(page, "7-review-resolved");
         emit("resolved", { text: resolved });
+
+        // Reopen: the Comments panel shows the thread again, ↺ in its title reopens it.
+        await command("reopen");
+        await row.click();
+        const again = threadWidget(page, msg.marker);
+        await waitFor("the resolved thread's widget", async () =>
+          (await widgetText(page, msg.marker)).includes("· resolved"),
+        );
+        await again.hover();
+        await again.locator('.head .action-label[aria-label^="Reopen Thread"]').first().click();
+        const reopened = await waitFor("the thread to show open again", async () => {
+          const t = await widgetText(page, msg.marker);
+          return t && !t.includes("· resolved") ? t : false;
+        });
+        emit("reopened", { text: reopened });
         break;
       }
       if (msg.cmd !== "expectText") throw new Error(`unexpected command ${next.value}`);
