@@ -590,6 +590,19 @@ def test_vscode_review_presence_timeline(
         driver.send("expectPanel", marker="Unused import", text="[Ln 3-4]", last=True)
         assert "[Ln 3-4]" in driver.expect("panel", timeout=90)["text"]
 
+        # A new thread on a selected line, from VS Code: stored as this agent's note there.
+        driver.send("newThread", line=10, text="Needs a docstring")
+        created = driver.expect("created")["text"]
+        assert AGENT in created and "Needs a docstring" in created, created
+        threads = [json.loads(x) for x in cli("comments", workspace, "--json").stdout.splitlines()]
+        mine = [t for t in threads if t["comments"][0]["text"] == "Needs a docstring"]
+        assert len(mine) == 1, threads
+        assert (mine[0]["kind"], mine[0]["startLine"], mine[0]["comments"][0]["agent"]) == (
+            "note",
+            10,
+            AGENT,
+        ), mine
+
         # A second session (another process, another agent) opens the file: the status bar
         # names it; a click lists it with its mode; when it ends, the status bar follows.
         peer = LspPeer(cli.env, "agent-three", tmp_path / "peer.log")

@@ -213,6 +213,40 @@ async function main() {
       if (msg.last) break;
     }
 
+    // A new thread on a selection: "Add Comment on Current Selection", then "Add Note".
+    const fresh = await command("newThread");
+    await page.locator(EDITOR_LINES).first().click();
+    await page.keyboard.press("Control+g");
+    await page.locator(".quick-input-widget input").waitFor({ timeout: STEP_MS });
+    await page.keyboard.type(String(fresh.line));
+    await page.keyboard.press("Enter");
+    await page.keyboard.press("Home");
+    await page.keyboard.press("Shift+End");
+    await waitFor("the command Add Comment on Current Selection", async () => {
+      await page.keyboard.press("F1");
+      await page.locator(".quick-input-widget input").waitFor({ timeout: 3000 });
+      await page.keyboard.type("Add Comment on Current Selection");
+      const item = page
+        .locator(".quick-input-list .monaco-list-row", { hasText: "Add Comment on Current Selection" })
+        .first();
+      await item.waitFor({ timeout: 4000 });
+      await item.click();
+      return true;
+    });
+    const draft = page.locator(".review-widget", {
+      has: page.locator(".monaco-button", { hasText: /^Add Note$/ }),
+    });
+    await draft.first().waitFor({ timeout: STEP_MS });
+    await draft.first().locator(".comment-form .monaco-editor").first().click();
+    await page.keyboard.type(fresh.text, { delay: 10 });
+    await draft.first().locator(".monaco-button", { hasText: /^Add Note$/ }).first().click();
+    const created = await waitFor("the new thread in a widget", async () => {
+      const t = await widgetText(page, fresh.text);
+      return t.includes("Note · thread") ? t : false;
+    });
+    await shot(page, "7b-review-new-thread");
+    emit("created", { text: created });
+
     // 6. Presence: a second session opens the file; the status bar names it, a click lists it.
     const who = await command("expectPresence");
     const status = await waitFor(`${who.agent} in the status bar`, async () => {
