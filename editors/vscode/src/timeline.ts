@@ -3,8 +3,9 @@
 // right after that changeset (dbcode://WS@SEQ/PATH, read-only) beside the current file, as a
 // diff.
 //
-// The Timeline API is proposed in VS Code 1.100: it is there only when VS Code runs with
-// `--enable-proposed-api lsp-dbcode.dbcode`; else the quick pick alone is offered.
+// The Timeline API is proposed in VS Code 1.100 (package.json: enabledApiProposals). Desktop
+// VS Code allows it only with `--enable-proposed-api lsp-dbcode.dbcode` (code-server 4.100.3
+// allowed it without); where it is refused, the quick pick alone is offered.
 
 import * as vscode from "vscode";
 import { Connection, errorMessage, isPinned, SCHEME } from "./connection";

@@ -1,7 +1,7 @@
 // The part of VS Code's proposed Timeline API (vscode.proposed.timeline.d.ts) that dbcode uses.
 // Proposed in VS Code 1.100 (code-server 4.100.3): package.json lists it in
-// `enabledApiProposals`, and VS Code must be started with
-// `--enable-proposed-api lsp-dbcode.dbcode`; without it the File History command stays.
+// `enabledApiProposals`; desktop VS Code also wants `--enable-proposed-api lsp-dbcode.dbcode`.
+// Where it is refused, the File History command stays.
 
 declare module "vscode" {
   export interface TimelineItem {
