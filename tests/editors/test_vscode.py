@@ -566,6 +566,23 @@ def test_vscode_review_presence_timeline(
         driver.send("expectText", text="Unused import")
         live = driver.expect("live", timeout=90)["text"]
         assert "Note" in live and OTHER_AGENT in live, live
+        res = cli(
+            "comment",
+            workspace,
+            "app.py",
+            "5",
+            "Shorter, please",
+            "--kind",
+            "suggestion",
+            "--suggest",
+            "-",
+            input='    return "hi " + name\n',
+            env=other,
+        )
+        assert res.returncode == 0, res.stderr
+        driver.send("expectText", text="Shorter, please")
+        live = driver.expect("live", timeout=90)["text"]
+        assert "Suggestion" in live and 'return "hi " + name' in live, live
 
         # Resolve from the widget: the database has it resolved.
         driver.send("resolve", marker="Please rename hello")

@@ -294,6 +294,22 @@ async function main() {
       const modified = await viewText(page, ".monaco-diff-editor .editor.modified .view-lines");
       return original && modified ? { original, modified } : false;
     });
+    // Thread widgets push lines out of view: fold them away ("Collapse All Comments").
+    await waitFor("the command Collapse All Comments", async () => {
+      await page.keyboard.press("Escape");
+      await page.keyboard.press("F1");
+      await page.locator(".quick-input-widget input").waitFor({ timeout: 3000 });
+      await page.keyboard.type("Collapse All Comments");
+      const item = page
+        .locator(".quick-input-list .monaco-list-row", { hasText: "Collapse All Comments" })
+        .first();
+      await item.waitFor({ timeout: 4000 });
+      await item.click();
+      return true;
+    });
+    await waitFor("the thread widgets to fold", async () =>
+      !(await page.locator(".monaco-diff-editor .review-widget").first().isVisible().catch(() => false)),
+    );
     await page.waitForTimeout(500); // let both sides render fully
     const final = {
       original: await viewText(page, ".monaco-diff-editor .editor.original .view-lines"),
