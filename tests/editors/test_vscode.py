@@ -7,7 +7,8 @@ Explorer shows the database's tree) -> open a .py file -> a ruff diagnostic in t
 panel -> type and save with Ctrl+S (the database has it) -> another agent writes the file with
 the CLI (the open editor shows it, with no reload) -> files another agent creates and deletes
 appear and vanish in the Explorer -> a folder renamed and deleted in the Explorer is renamed
-and deleted in the database. Screenshots go to docs/vscode-*.png.
+and deleted in the database. Screenshots go to $DBCODE_E2E_SHOTS (default: a directory under
+the system's temporary directory; `DBCODE_E2E_SHOTS=docs` refreshes docs/vscode-*.png).
 
 Installs what it needs on first use (editors/vscode/scripts/install-code-server.sh: code-server,
 chromium; `npm ci` for the extension) and fails, never skips, when it cannot.
@@ -23,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -46,7 +48,12 @@ SERVER_COMMAND = json.loads(os.environ.get("DBCODE_E2E_SERVER_COMMAND", "null"))
     str(DBCODE),
     "serve",
 ]
-SHOTS = Path(os.environ.get("DBCODE_E2E_SHOTS", REPO / "docs"))
+# A test run never rewrites the repository's files: screenshots go to a temporary directory
+# unless asked for (DBCODE_E2E_SHOTS=docs refreshes the README's pictures).
+SHOTS = Path(
+    os.environ.get("DBCODE_E2E_SHOTS") or Path(tempfile.gettempdir()) / "dbcode-e2e-shots"
+).absolute()
+SHOTS.mkdir(parents=True, exist_ok=True)
 CHROMIUM = "/usr/bin/chromium"
 
 AGENT = "vscode-e2e"
