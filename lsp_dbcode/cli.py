@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import __version__
 
@@ -169,7 +169,73 @@ def _positive_id(value: str) -> int:
     return n
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The global options that take a value (the command is the first word after them).
+_GLOBAL_VALUED = ("--database-url", "--agent", "--token", "--server", "--tls-ca")
+_GLOBAL_OPTIONS = (*_GLOBAL_VALUED, "--version", "--help")
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command an argv names, read without building the parser; None when it is not
+    plainly one (help, an unknown word, an option this cannot place): then the whole parser
+    is built and says what argparse always said."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "=" in arg:
+            i += 1
+            continue
+        if arg.startswith("-"):
+            # A global option with a value, also abbreviated as argparse allows.
+            matches = [o for o in _GLOBAL_OPTIONS if o.startswith(arg)] if len(arg) > 2 else []
+            if len(matches) != 1 or matches[0] not in _GLOBAL_VALUED:
+                return None
+            i += 2
+            continue
+        return arg if arg in COMMANDS else None
+    return None
+
+
+class _Unused:
+    """Stands in for the parsers of the commands not named (see build_parser's ``only``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+COMMANDS = (
+    "serve",
+    "import",
+    "export",
+    "ls",
+    "cat",
+    "write",
+    "rm",
+    "mv",
+    "blame",
+    "compact",
+    "log",
+    "watch",
+    "check",
+    "mcp",
+    "workspaces",
+    "db",
+    "comment",
+    "reply",
+    "resolve",
+    "comments",
+    "claim",
+    "release",
+    "claims",
+    "who",
+    "agent",
+    "audit",
+)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. ``only``: build that command's parser alone (an agent's
+    call pays for one of the 26, not all: argparse's per-parser cost is most of a fast call's
+    own time); its messages are the same, since they come from that parser."""
     p = _Parser(
         prog="dbcode",
         description="A codebase in PostgreSQL, served over the Language Server Protocol.",
@@ -200,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
+        assert name in COMMANDS, name
+        if only is not None and name != only:
+            return _Unused()  # type: ignore[return-value]
         sp = sub.add_parser(name, help=help_, description=help_)
         # Also after the command (a misplaced --token must never come back in an error).
         sp.add_argument("--token", default=argparse.SUPPRESS, help=TOKEN_HELP)
@@ -449,8 +518,9 @@ def stdout_gone() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=command_of(words))
+    args = parser.parse_args(words)
     args.agent_flag = args.agent
     args.agent = default_agent(args.agent)
     args.token = resolve_token(args.token)  # resolved once: every path reads args.token

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -413,3 +414,39 @@ def test_fast_path_imports_only_the_standard_library(
         assert loaded == "]\n"
     else:
         assert "psycopg" in loaded
+
+
+def _outcome(parser: Any, argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[Any, ...]:
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        out = capsys.readouterr()
+        return ("exit", exc.code, out.out, out.err)
+    return ("ok", sorted(vars(args).items()))
+
+
+def test_parser_of_one_command_says_what_the_whole_parser_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A call builds only its command's parser (cli.command_of): its help, its usage errors
+    and what it parses are the whole parser's, for every command; anything else gets the
+    whole parser."""
+    from lsp_dbcode import cli
+
+    whole = cli.build_parser()
+    for command in cli.COMMANDS:
+        for argv in (
+            [command, "--help"],
+            [command, "--bogus"],
+            ["--agent", "a", command, "--bogus", "--token", "secret-x"],
+            [command],
+        ):
+            assert cli.command_of(argv) == command
+            one = cli.build_parser(only=command)
+            assert _outcome(one, argv, capsys) == _outcome(whole, argv, capsys), argv
+    assert cli.command_of(["--database-url", "x", "--age", "bob", "cat", "w", "f"]) == "cat"
+    assert cli.command_of(["--database-url=x", "ls"]) == "ls"
+    assert cli.command_of(["--a", "b", "ls"]) == "ls"  # argparse takes --a for --agent
+    assert cli.build_parser(only="ls").parse_args(["--a", "b", "ls", "w"]).agent == "b"
+    for argv in ([], ["--help"], ["nope"], ["-x", "ls"], ["--t", "b", "ls"], ["--version"]):
+        assert cli.command_of(argv) is None, argv
