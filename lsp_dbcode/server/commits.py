@@ -167,13 +167,8 @@ class Commits:
             except Conflict as exc:
                 if exc.current_revision == 0:
                     base_rev, base_text = 0, ""
-                    continue
-                current = await store.read(doc.workspace, doc.path)
-                merged = merge3(base_text, ours, current.text, theirs_label="theirs", blocks=blocks)
-                if not merged.clean:
-                    await self._show_overlap(doc, current.revision, current.text)
-                    return None
-                base_rev, base_text, ours = current.revision, current.text, merged.text
+                else:
+                    rebase = True  # merged with the current revision at the loop's top
                 continue
             except StoreError as exc:
                 self.client.show(ERROR, f"dbcode: {doc.path} not saved: {exc}")

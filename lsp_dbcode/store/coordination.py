@@ -31,7 +31,7 @@ from ..text.anchors import line_span, span_lines
 from . import validate
 from .dsn import redact
 from .errors import Claimed, DatabaseUnavailable, InvalidInput, NotFound, StoreError
-from .model import Claim, Presence
+from .model import Claim, FileText, Presence
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,9 @@ class CoordinationStore:
         raise NotImplementedError
 
     async def _execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def read(self, workspace: str, path: str, revision: int | None = None) -> FileText:
         raise NotImplementedError
 
     _holder_conn: psycopg.AsyncConnection[Any] | None = None
@@ -304,17 +307,8 @@ class CoordinationStore:
             rev: int | None = None
             start = end = None
             if lines is not None or span is not None:
-                ws = await self._workspace_id(workspace)
-                rows = await self._fetchall(
-                    "SELECT f.revision, r.content FROM dbcode_file f"
-                    " JOIN dbcode_revision r ON r.workspace_id = f.workspace_id"
-                    "  AND r.path = f.path AND r.revision = f.revision"
-                    " WHERE f.workspace_id = %s AND f.path = %s AND NOT f.deleted",
-                    (ws, path),
-                )
-                if not rows:
-                    raise NotFound(f"no such file {path!r} in workspace {workspace!r}")
-                rev, text = int(rows[0][0]), str(rows[0][1])
+                current = await self.read(workspace, path)
+                rev, text = current.revision, current.text
                 if lines is not None:
                     try:
                         start, end = line_span(text, *lines)
