@@ -64,14 +64,6 @@ class FailureLimiter:
         self._recent(peer).append(time.monotonic())
 
 
-def limiter_of(session: Session) -> FailureLimiter:
-    shared: Any = session.shared
-    lim = getattr(shared, "auth_limiter", None)
-    if lim is None:
-        lim = shared.auth_limiter = FailureLimiter()
-    return lim  # type: ignore[no-any-return]
-
-
 def peer_key(peer: str) -> str:
     """The peer for the limiter: its address without the port (a flood opens many), or on the
     unix socket its user (each process has a pid of its own)."""
@@ -92,7 +84,7 @@ async def authenticate(session: Session, token: Any) -> Agent | None:
     """Verify the session's token at its start. Returns its agent (None: an open database).
     Raises a 401 JsonRpcException (recorded in the audit, counted against the peer)."""
     access = session.shared.store.access
-    limiter, key = limiter_of(session), peer_key(session.peer)
+    limiter, key = session.shared.auth_limiter, peer_key(session.peer)
     if limiter.blocked(key):
         raise JsonRpcException(
             code=CODE_UNAUTHENTICATED,

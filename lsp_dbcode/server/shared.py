@@ -17,6 +17,7 @@ from ..store import Changeset, DatabaseUnavailable, FileChange, Store
 from ..text.diff import diff_edits
 from ..text.edits import Edit
 from ..text.positions import Encoding, LineIndex
+from .auth import FailureLimiter
 from .cache import BoundedCache
 from .client import INFO
 from .coordination import ReviewFeed
@@ -92,6 +93,7 @@ class Shared:
         self.analyzer = Analyzer(store)
         self.reviews = ReviewFeed(store, self.revision_text)  # review and claim diagnostics
         self.deadlines = Deadlines()  # of every session's pushes (documents.py)
+        self.auth_limiter = FailureLimiter()  # failed authentications per peer (auth.py)
         self.sessions: set[Any] = set()
         self._revisions: BoundedCache[RevisionKey, str] = BoundedCache(
             REVISION_CACHE_MAX, size_max=REVISION_CACHE_BYTES_MAX, size=len
